@@ -1,0 +1,276 @@
+//! One execution: code run as a fresh process, with a wall-clock timeout and capped output.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sandbox_protocol::{ExecRequest, ExecResult, Language, WORKSPACE_DIR};
+use sandbox_sys::ExitStatus;
+
+use crate::proctree;
+use crate::reaper::Children;
+
+/// Private scratch space for code too large to pass as an argument.
+pub const SCRATCH_DIR: &str = "/tmp/.sandbox";
+
+/// Code up to this size is passed as `-c`/`-e`, so Python and Node resolve imports from the
+/// workspace (the working directory) as users expect; larger code goes through a file
+/// (one argument may not exceed 128 KiB on Linux).
+const MAX_INLINE_CODE: usize = 100 * 1024;
+
+/// How long to keep reading after the process exited, for output still in flight from
+/// children it left running in the background (they may hold the pipes open forever).
+const DRAIN_GRACE: Duration = Duration::from_millis(50);
+
+const BASE_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/tmp"),
+    ("LANG", "C.UTF-8"),
+    ("USER", "sandbox"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+];
+
+/// Builds the argv for `req`, writing the code to a file first when it is large.
+fn argv(req: &ExecRequest) -> io::Result<Vec<String>> {
+    let code = &req.code;
+    if code.len() <= MAX_INLINE_CODE {
+        return Ok(match req.language {
+            Language::Python => vec!["python3".into(), "-c".into(), code.clone()],
+            Language::Node => vec!["node".into(), "-e".into(), code.clone()],
+            Language::Bash => vec!["bash".into(), "-c".into(), code.clone()],
+        });
+    }
+    let ext = match req.language {
+        Language::Python => "py",
+        Language::Node => "js",
+        Language::Bash => "sh",
+    };
+    let path = format!("{SCRATCH_DIR}/{}.{ext}", sanitize(&req.id));
+    std::fs::write(&path, code)?;
+    Ok(match req.language {
+        // Same semantics as `-c`: '' (the workspace) first on sys.path, `__name__ == "__main__"`.
+        Language::Python => vec![
+            "python3".into(),
+            "-c".into(),
+            format!("exec(compile(open({path:?}).read(), '<string>', 'exec'))"),
+        ],
+        Language::Node => vec!["node".into(), path],
+        Language::Bash => vec!["bash".into(), path],
+    })
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// A stream's captured bytes, capped.
+struct Capture {
+    data: Vec<u8>,
+    limit: usize,
+    truncated: bool,
+    open: bool,
+}
+
+impl Capture {
+    fn new(limit: usize) -> Self {
+        Capture {
+            data: Vec::new(),
+            limit,
+            truncated: false,
+            open: true,
+        }
+    }
+
+    /// Reads what is available (the fd was reported readable, so this does not block).
+    fn read_from(&mut self, r: &mut impl Read) {
+        let mut buf = [0u8; 64 * 1024];
+        match r.read(&mut buf) {
+            Ok(0) | Err(_) => self.open = false,
+            Ok(n) => {
+                let room = self.limit.saturating_sub(self.data.len());
+                if n > room {
+                    self.truncated = true;
+                }
+                self.data.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+
+    fn into_string(self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+}
+
+/// Runs one execution to its end and reports how it went. Never panics on user input.
+pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
+    let started = Instant::now();
+    let mut result = ExecResult {
+        id: req.id.clone(),
+        ..Default::default()
+    };
+
+    let args = match argv(req) {
+        Ok(a) => a,
+        Err(e) => {
+            result.spawn_error = Some(format!("cannot stage the code: {e}"));
+            return result;
+        }
+    };
+    let mut cmd = Command::new(&args[0]);
+    cmd.args(&args[1..])
+        .current_dir(WORKSPACE_DIR)
+        .env_clear()
+        .envs(BASE_ENV.iter().copied())
+        .envs(&req.env)
+        .stdin(if req.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    sandbox_sys::pre_exec_new_session_oom_first(&mut cmd);
+
+    let before: HashSet<i32> = proctree::list_pids().into_iter().collect();
+    let (mut child, exit_rx) = match children.spawn(&mut cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            result.spawn_error = Some(format!("cannot start {}: {e}", args[0]));
+            return result;
+        }
+    };
+    let sid = child.id() as i32;
+
+    if let (Some(mut stdin), Some(data)) = (child.stdin.take(), req.stdin.clone()) {
+        std::thread::spawn(move || {
+            // The process may exit without reading; a broken pipe is then expected.
+            let _ = stdin.write_all(data.as_bytes());
+        });
+    }
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        proctree::kill_execution(sid, &before);
+        result.spawn_error = Some("child has no output pipes".into());
+        return result;
+    };
+
+    let deadline = started + Duration::from_millis(req.timeout_ms);
+    let mut out = Capture::new(req.output_limit);
+    let mut err = Capture::new(req.output_limit);
+    let mut status: Option<ExitStatus> = None;
+    let mut exited_at: Option<Instant> = None;
+
+    loop {
+        if status.is_none() {
+            if let Ok(s) = exit_rx.try_recv() {
+                status = Some(s);
+                exited_at = Some(Instant::now());
+            }
+        }
+        let now = Instant::now();
+        if let Some(at) = exited_at {
+            if (!out.open && !err.open) || now >= at + DRAIN_GRACE {
+                break;
+            }
+        } else if now >= deadline && !result.timed_out {
+            result.timed_out = true;
+            proctree::kill_execution(sid, &before);
+        }
+
+        if !out.open && !err.open {
+            // Pipes closed: only the exit status is missing; block for it.
+            let wait = if result.timed_out {
+                Duration::from_secs(5)
+            } else {
+                deadline.saturating_duration_since(now)
+            };
+            match exit_rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+                Ok(s) => {
+                    status = Some(s);
+                    break;
+                }
+                Err(_) if result.timed_out => break,
+                Err(_) => continue,
+            }
+        }
+
+        let wait = match exited_at {
+            Some(at) => (at + DRAIN_GRACE).saturating_duration_since(now),
+            None if result.timed_out => Duration::from_millis(20),
+            // Wake up now and then to notice an exit while a background child holds the pipes.
+            None => deadline
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(20)),
+        };
+        let mut fds = Vec::new();
+        if out.open {
+            fds.push(stdout.as_fd());
+        }
+        if err.open {
+            fds.push(stderr.as_fd());
+        }
+        let ready = sandbox_sys::poll_readable(&fds, wait).unwrap_or_default();
+        let mut i = 0;
+        if out.open {
+            if ready.get(i) == Some(&true) {
+                out.read_from(&mut stdout);
+            }
+            i += 1;
+        }
+        if err.open && ready.get(i) == Some(&true) {
+            err.read_from(&mut stderr);
+        }
+    }
+
+    match status {
+        Some(ExitStatus::Exited(code)) => result.exit_code = Some(code),
+        Some(ExitStatus::Signaled(sig)) => result.signal = Some(sig),
+        None => result.signal = Some(libc::SIGKILL),
+    }
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result.stdout_truncated = out.truncated;
+    result.stderr_truncated = err.truncated;
+    result.stdout = out.into_string();
+    result.stderr = err.into_string();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_the_limit_and_flags_the_rest() {
+        let mut c = Capture::new(5);
+        c.read_from(&mut &b"hello world"[..]);
+        assert!(c.truncated);
+        assert_eq!(c.into_string(), "hello");
+    }
+
+    #[test]
+    fn small_code_is_inline_and_ids_are_sanitized() {
+        let req = ExecRequest {
+            id: "a/b".into(),
+            language: Language::Bash,
+            code: "echo hi".into(),
+            stdin: None,
+            env: Default::default(),
+            timeout_ms: 1,
+            output_limit: 1,
+        };
+        assert_eq!(argv(&req).expect("argv"), vec!["bash", "-c", "echo hi"]);
+        assert_eq!(sanitize("a/b.."), "a_b__");
+    }
+}

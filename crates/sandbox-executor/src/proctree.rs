@@ -1,0 +1,74 @@
+//! Finding and killing the processes of one execution.
+//!
+//! Every execution starts in a session of its own, so its tree is "everything with that session
+//! id". Code that calls `setsid` itself leaves the session, so a kill also takes every process
+//! that did not exist when the execution started: executions in one sandbox are serialized by
+//! sandboxd, so such processes can only be this execution's.
+
+use std::collections::HashSet;
+
+/// Pids of all processes visible in this sandbox, except PID 1 (us).
+pub fn list_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != 1 && pid != std::process::id() as i32)
+        .collect()
+}
+
+/// The session id of `pid`, from `/proc/<pid>/stat`.
+pub fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_session(&stat)
+}
+
+fn parse_session(stat: &str) -> Option<i32> {
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // state ppid pgrp session
+    rest.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// SIGKILLs the execution whose session leader is `sid`, and every process not in `before`.
+pub fn kill_execution(sid: i32, before: &HashSet<i32>) {
+    let _ = sandbox_sys::kill(-sid, libc::SIGKILL);
+    // A few passes: a process may fork between our listing and our kill.
+    for _ in 0..3 {
+        let mut killed = 0;
+        for pid in list_pids() {
+            if !before.contains(&pid) || session_of(pid) == Some(sid) {
+                if sandbox_sys::kill(pid, libc::SIGKILL).is_ok() {
+                    killed += 1;
+                }
+            }
+        }
+        if killed == 0 {
+            break;
+        }
+    }
+}
+
+/// SIGKILLs every process in the sandbox but the executor (on shutdown).
+pub fn kill_all_but_self() {
+    let _ = sandbox_sys::kill(-1, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_is_the_sixth_field_even_with_odd_names() {
+        let stat = "42 (evil) name (x)) S 1 42 40 0 -1 4194560 0 0";
+        assert_eq!(parse_session(stat), Some(40));
+        assert_eq!(parse_session("garbage"), None);
+    }
+
+    #[test]
+    fn own_session_is_readable() {
+        let me = std::process::id() as i32;
+        let stat = std::fs::read_to_string(format!("/proc/{me}/stat")).expect("stat");
+        assert!(parse_session(&stat).is_some());
+    }
+}

@@ -1,0 +1,203 @@
+//! The protocol between `sandboxd` and `sandbox-executor` (PID 1 inside every sandbox).
+//!
+//! One byte stream each way (the executor's stdin and stdout: pipes for the local runtime,
+//! an attached stream for Docker or Kubernetes). Each message is a frame: a 4-byte
+//! little-endian length followed by that many bytes of JSON. Requests carry an id and
+//! results echo it, so several requests may be in flight on one stream.
+//!
+//! The executor answers with [`Event::Ready`] as soon as it starts, then one
+//! [`Event::ExecDone`] per [`Request::Exec`].
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; the executor reports it in [`Event::Ready`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Frames above this size are refused, so a corrupt length cannot make a peer allocate wildly.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+/// Where the executor expects the workspace and runs code.
+pub const WORKSPACE_DIR: &str = "/workspace";
+
+/// Languages a one-shot execution can run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    Python,
+    Node,
+    Bash,
+}
+
+impl Language {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Language::Python => "python",
+            Language::Node => "node",
+            Language::Bash => "bash",
+        }
+    }
+
+    /// Guesses the language from a file extension (for `sbx run script.py`).
+    pub fn from_extension(ext: &str) -> Option<Language> {
+        match ext {
+            "py" => Some(Language::Python),
+            "js" | "mjs" | "cjs" => Some(Language::Node),
+            "sh" | "bash" => Some(Language::Bash),
+            _ => None,
+        }
+    }
+}
+
+/// What sandboxd asks of the executor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// Run code as a fresh process.
+    Exec(ExecRequest),
+    /// Kill every user process and exit.
+    Shutdown,
+}
+
+/// One code run as a fresh process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub id: String,
+    pub language: Language,
+    pub code: String,
+    /// Bytes fed to the process's stdin, then closed; `None` means `/dev/null`.
+    pub stdin: Option<String>,
+    /// Environment on top of the executor's base (PATH, HOME, LANG).
+    pub env: BTreeMap<String, String>,
+    /// Wall-clock limit; the whole process tree is killed when it passes.
+    pub timeout_ms: u64,
+    /// Bytes kept per stream; the rest is read and dropped, and the stream marked truncated.
+    pub output_limit: usize,
+}
+
+/// What the executor reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Ready { version: u32 },
+    ExecDone(ExecResult),
+}
+
+/// How one execution ended.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub id: String,
+    /// Exit code if the process exited; `None` if a signal ended it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: u64,
+    /// Set when the process could not be started at all (e.g. the interpreter is missing).
+    pub spawn_error: Option<String>,
+}
+
+/// Encodes a message as one frame.
+pub fn encode<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "frame too large",
+        ));
+    }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&body);
+    Ok(frame)
+}
+
+/// Checks a frame header and returns the body length it announces.
+pub fn body_len(header: [u8; 4]) -> io::Result<usize> {
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body.
+pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> io::Result<T> {
+    serde_json::from_slice(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Writes one frame and flushes.
+pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()> {
+    w.write_all(&encode(msg)?)?;
+    w.flush()
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<Option<T>> {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0u8; body_len(header)?];
+    r.read_exact(&mut body)?;
+    decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let req = Request::Exec(ExecRequest {
+            id: "e1".into(),
+            language: Language::Python,
+            code: "print(1)".into(),
+            stdin: Some("in".into()),
+            env: BTreeMap::from([("A".into(), "b".into())]),
+            timeout_ms: 1000,
+            output_limit: 10,
+        });
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &req).expect("write");
+        write_frame(&mut buf, &Request::Shutdown).expect("write");
+        let mut r = buf.as_slice();
+        assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), Some(req));
+        assert_eq!(
+            read_frame::<_, Request>(&mut r).expect("read"),
+            Some(Request::Shutdown)
+        );
+        assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), None);
+    }
+
+    #[test]
+    fn oversized_header_is_refused() {
+        let mut data: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(read_frame::<_, Request>(&mut data).is_err());
+    }
+
+    #[test]
+    fn truncated_body_is_an_error_not_a_clean_end() {
+        let mut frame = encode(&Request::Shutdown).expect("encode");
+        frame.pop();
+        assert!(read_frame::<_, Request>(&mut frame.as_slice()).is_err());
+    }
+
+    #[test]
+    fn language_from_extension() {
+        assert_eq!(Language::from_extension("py"), Some(Language::Python));
+        assert_eq!(Language::from_extension("mjs"), Some(Language::Node));
+        assert_eq!(Language::from_extension("txt"), None);
+    }
+}

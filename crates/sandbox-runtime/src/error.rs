@@ -1,0 +1,32 @@
+//! Errors of the runtime layer.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The runtime cannot create sandboxes on this host (the cause is user-facing).
+    #[error("runtime not ready: {0}")]
+    NotReady(String),
+    #[error("cannot start the sandbox: {0}")]
+    Start(String),
+    #[error("the sandbox exited unexpectedly: {0}")]
+    SandboxDied(String),
+    #[error("the sandbox did not answer within {0} s and was destroyed")]
+    Unresponsive(u64),
+    #[error("cgroup {op} at {path}: {source}")]
+    Cgroup {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("executor protocol: {0}")]
+    Protocol(#[from] std::io::Error),
+}

@@ -1,0 +1,211 @@
+//! sandboxd's side of the executor protocol, over any pair of byte streams.
+//!
+//! Several executions may be in flight: results are matched to callers by id. When the stream
+//! ends, every waiting caller gets an error at once, so a dead sandbox never hangs a request.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandbox_protocol::{Event, ExecRequest, ExecResult, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, Mutex as AsyncMutex};
+
+use crate::RuntimeError;
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ExecResult>>>>;
+
+pub struct ExecutorClient {
+    writer: AsyncMutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+    ready: AsyncMutex<Option<oneshot::Receiver<u32>>>,
+}
+
+impl ExecutorClient {
+    /// Starts reading events from `reader` on a task of its own.
+    pub fn new(
+        reader: impl AsyncRead + Send + Unpin + 'static,
+        writer: impl AsyncWrite + Send + Unpin + 'static,
+    ) -> Self {
+        let pending: Pending = Arc::default();
+        let alive = Arc::new(AtomicBool::new(true));
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(read_events(
+            reader,
+            Arc::clone(&pending),
+            Arc::clone(&alive),
+            ready_tx,
+        ));
+        ExecutorClient {
+            writer: AsyncMutex::new(Box::new(writer)),
+            pending,
+            alive,
+            ready: AsyncMutex::new(Some(ready_rx)),
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Waits for the executor's `Ready`; returns its protocol version.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<u32, RuntimeError> {
+        let Some(rx) = self.ready.lock().await.take() else {
+            return Ok(sandbox_protocol::PROTOCOL_VERSION);
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(version)) => Ok(version),
+            Ok(Err(_)) => Err(RuntimeError::SandboxDied(
+                "the executor exited before it was ready".into(),
+            )),
+            Err(_) => Err(RuntimeError::Unresponsive(timeout.as_secs())),
+        }
+    }
+
+    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        let id = req.id.clone();
+        lock(&self.pending).insert(id.clone(), tx);
+        // The reader clears `pending` after it marks the client dead: checking after the
+        // insert means a sender can never be left behind with nobody to drop it.
+        if !self.is_alive() {
+            lock(&self.pending).remove(&id);
+            return Err(RuntimeError::SandboxDied("the executor is gone".into()));
+        }
+        if let Err(e) = self.send(&Request::Exec(req)).await {
+            lock(&self.pending).remove(&id);
+            return Err(e);
+        }
+        rx.await.map_err(|_| {
+            RuntimeError::SandboxDied("the executor exited during the execution".into())
+        })
+    }
+
+    /// Asks the executor to kill everything and exit; errors are ignored (it may be gone).
+    pub async fn shutdown(&self) {
+        let _ = self.send(&Request::Shutdown).await;
+    }
+
+    async fn send(&self, req: &Request) -> Result<(), RuntimeError> {
+        let frame = sandbox_protocol::encode(req)?;
+        let mut w = self.writer.lock().await;
+        w.write_all(&frame).await?;
+        w.flush().await?;
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn read_events(
+    mut reader: impl AsyncRead + Unpin,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+    ready_tx: oneshot::Sender<u32>,
+) {
+    let mut ready_tx = Some(ready_tx);
+    loop {
+        match read_event(&mut reader).await {
+            Ok(Some(Event::Ready { version })) => {
+                if let Some(tx) = ready_tx.take() {
+                    let _ = tx.send(version);
+                }
+            }
+            Ok(Some(Event::ExecDone(result))) => {
+                if let Some(tx) = lock(&pending).remove(&result.id) {
+                    let _ = tx.send(result);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "executor stream broken");
+                break;
+            }
+        }
+    }
+    alive.store(false, Ordering::SeqCst);
+    lock(&pending).clear();
+}
+
+async fn read_event(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Event>> {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let mut body = vec![0u8; sandbox_protocol::body_len(header)?];
+    r.read_exact(&mut body).await?;
+    sandbox_protocol::decode(&body).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_protocol::Language;
+
+    fn req(id: &str) -> ExecRequest {
+        ExecRequest {
+            id: id.into(),
+            language: Language::Bash,
+            code: String::new(),
+            stdin: None,
+            env: Default::default(),
+            timeout_ms: 1000,
+            output_limit: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn results_are_matched_by_id_and_a_closed_stream_fails_waiters() {
+        let (client_side, mut exec_side) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(client_side);
+        let client = Arc::new(ExecutorClient::new(r, w));
+
+        let ready = sandbox_protocol::encode(&Event::Ready { version: 7 }).expect("encode");
+        exec_side.write_all(&ready).await.expect("write");
+        assert_eq!(
+            client
+                .wait_ready(Duration::from_secs(1))
+                .await
+                .expect("ready"),
+            7
+        );
+
+        let c = Arc::clone(&client);
+        let first = tokio::spawn(async move { c.exec(req("a")).await });
+        let c = Arc::clone(&client);
+        let second = tokio::spawn(async move { c.exec(req("b")).await });
+
+        // Read both requests, answer only "b".
+        for _ in 0..2 {
+            let mut h = [0u8; 4];
+            exec_side.read_exact(&mut h).await.expect("header");
+            let mut body = vec![0; sandbox_protocol::body_len(h).expect("len")];
+            exec_side.read_exact(&mut body).await.expect("body");
+        }
+        let done = Event::ExecDone(ExecResult {
+            id: "b".into(),
+            exit_code: Some(3),
+            ..Default::default()
+        });
+        exec_side
+            .write_all(&sandbox_protocol::encode(&done).expect("encode"))
+            .await
+            .expect("write");
+        let b = second.await.expect("join").expect("exec b");
+        assert_eq!(b.exit_code, Some(3));
+
+        drop(exec_side);
+        assert!(matches!(
+            first.await.expect("join"),
+            Err(RuntimeError::SandboxDied(_))
+        ));
+        assert!(!client.is_alive());
+        assert!(client.exec(req("c")).await.is_err());
+    }
+}

@@ -1,0 +1,100 @@
+//! An in-memory runtime for tests of the layers above (routing, validation, the store): it
+//! records what it is asked and answers with the code echoed back, without any sandbox.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use sandbox_protocol::{ExecRequest, ExecResult};
+
+use crate::runtime::{ExecOutcome, Readiness, Runtime, Sandbox, SandboxSpec};
+use crate::RuntimeError;
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    /// Every spec passed to `create`, in order.
+    pub created: Arc<Mutex<Vec<SandboxSpec>>>,
+    /// When set, `create` and `readiness` fail with this message.
+    pub not_ready: Mutex<Option<String>>,
+}
+
+#[async_trait]
+impl Runtime for FakeRuntime {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let problem = self
+            .not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Readiness {
+            ready: problem.is_none(),
+            message: problem.unwrap_or_else(|| "ok".into()),
+            cgroup: "off".into(),
+            runtime: "fake",
+        }
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
+        if let Some(p) = self
+            .not_ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Err(RuntimeError::NotReady(p));
+        }
+        let name = spec.name.clone();
+        self.created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(spec);
+        Ok(Box::new(FakeSandbox {
+            name,
+            alive: AtomicBool::new(true),
+        }))
+    }
+}
+
+pub struct FakeSandbox {
+    name: String,
+    alive: AtomicBool,
+}
+
+#[async_trait]
+impl Sandbox for FakeSandbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        if !self.is_alive() {
+            return Err(RuntimeError::SandboxDied("destroyed".into()));
+        }
+        let result = ExecResult {
+            id: req.id,
+            exit_code: Some(0),
+            stdout: req.code,
+            ..Default::default()
+        };
+        Ok(ExecOutcome {
+            result,
+            limit: None,
+        })
+    }
+
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    async fn destroy(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,16 @@
+//! Runtimes: where a sandbox runs and how sandboxd drives the executor inside it.
+//!
+//! [`Runtime`] creates [`Sandbox`]es; a sandbox runs executions through the executor protocol
+//! ([`executor_client`]). The [`local`] runtime (bubblewrap + cgroups + the executor's seccomp)
+//! is the embedded default; [`fake`] is an in-memory stand-in for tests of the layers above.
+
+pub mod error;
+pub mod executor_client;
+pub mod fake;
+pub mod local;
+pub mod runtime;
+
+pub use error::RuntimeError;
+pub use runtime::{
+    ExecOutcome, LimitKind, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
+};

@@ -1,0 +1,274 @@
+//! The bubblewrap command line of a local sandbox: the first isolation layer.
+//!
+//! Every namespace is new (user, PID, network with only `lo`, IPC, UTS, mount, cgroup), no
+//! further user namespaces can be made inside, and the executor is PID 1. The filesystem is
+//! built from nothing: the host's `/usr` read-only (with the merged-/usr links), a handful of
+//! `/etc` files, our own passwd/group/hosts, a private `/proc`, a minimal `/dev`, a size-capped
+//! `/tmp`, and the workspace read-write. The host's `/root`, `/home`, `/tmp`, `/var` and the
+//! data dir are simply never mounted.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Where the executor binary appears inside the sandbox.
+pub const EXECUTOR_PATH: &str = "/.sandbox/executor";
+/// The uid and gid user code runs as inside.
+pub const SANDBOX_UID: u32 = 1000;
+
+/// `/etc` entries worth sharing from the host (read-only) when they exist: the dynamic linker,
+/// TLS roots, time zones, MIME types, and interpreter and library configuration.
+pub const HOST_ETC: &[&str] = &[
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "alternatives",
+    "ssl",
+    "ca-certificates",
+    "localtime",
+    "timezone",
+    "nsswitch.conf",
+    "mime.types",
+    "matplotlibrc",
+    "fonts",
+    "bash.bashrc",
+    "profile",
+    "inputrc",
+    "protocols",
+    "services",
+    "magic",
+    "magic.mime",
+];
+
+/// Top-level host entries that are links into `/usr` on merged-/usr systems, or directories.
+pub const HOST_ROOT: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// How a top-level host entry is reproduced inside.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RootEntry {
+    Symlink { name: String, target: PathBuf },
+    Dir { name: String },
+}
+
+/// What the host offers, read once at start-up.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub root_entries: Vec<RootEntry>,
+    /// Host `/etc/<name>` entries that exist (from [`HOST_ETC`], plus `python3*`).
+    pub etc_entries: Vec<String>,
+    /// Our generated passwd, group and hosts files.
+    pub etc_dir: PathBuf,
+    pub executor: PathBuf,
+    pub tmp_size_bytes: u64,
+}
+
+impl Layout {
+    pub fn from_host(etc_dir: PathBuf, executor: PathBuf, tmp_size_bytes: u64) -> Layout {
+        let root_entries = HOST_ROOT
+            .iter()
+            .filter_map(|name| {
+                let p = Path::new("/").join(name);
+                let meta = std::fs::symlink_metadata(&p).ok()?;
+                if meta.file_type().is_symlink() {
+                    Some(RootEntry::Symlink {
+                        name: name.to_string(),
+                        target: std::fs::read_link(&p).ok()?,
+                    })
+                } else if meta.is_dir() {
+                    Some(RootEntry::Dir {
+                        name: name.to_string(),
+                    })
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let mut etc_entries: Vec<String> = HOST_ETC
+            .iter()
+            .filter(|e| Path::new("/etc").join(e).exists())
+            .map(|e| e.to_string())
+            .collect();
+        if let Ok(dir) = std::fs::read_dir("/etc") {
+            let mut py: Vec<String> = dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(String::from))
+                .filter(|n| n.starts_with("python3"))
+                .collect();
+            py.sort();
+            etc_entries.extend(py);
+        }
+        Layout {
+            root_entries,
+            etc_entries,
+            etc_dir,
+            executor,
+            tmp_size_bytes,
+        }
+    }
+}
+
+fn push(args: &mut Vec<OsString>, items: &[&str]) {
+    args.extend(items.iter().map(OsString::from));
+}
+
+/// The full bwrap argument list for a sandbox on `workspace`.
+pub fn args(layout: &Layout, workspace: &Path) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let uid = SANDBOX_UID.to_string();
+    push(
+        &mut a,
+        &["--unshare-all", "--unshare-user", "--disable-userns"],
+    );
+    push(
+        &mut a,
+        &["--die-with-parent", "--new-session", "--as-pid-1"],
+    );
+    push(
+        &mut a,
+        &["--uid", &uid, "--gid", &uid, "--hostname", "sandbox"],
+    );
+    push(&mut a, &["--ro-bind", "/usr", "/usr"]);
+    for entry in &layout.root_entries {
+        match entry {
+            RootEntry::Symlink { name, target } => {
+                a.push("--symlink".into());
+                a.push(target.into());
+                a.push(format!("/{name}").into());
+            }
+            RootEntry::Dir { name } => {
+                let p = format!("/{name}");
+                push(&mut a, &["--ro-bind", &p, &p]);
+            }
+        }
+    }
+    for e in &layout.etc_entries {
+        let p = format!("/etc/{e}");
+        push(&mut a, &["--ro-bind-try", &p, &p]);
+    }
+    for f in ["passwd", "group", "hosts"] {
+        a.push("--ro-bind".into());
+        a.push(layout.etc_dir.join(f).into());
+        a.push(format!("/etc/{f}").into());
+    }
+    push(&mut a, &["--proc", "/proc", "--dev", "/dev"]);
+    push(
+        &mut a,
+        &[
+            "--size",
+            &layout.tmp_size_bytes.to_string(),
+            "--tmpfs",
+            "/tmp",
+        ],
+    );
+    a.push("--bind".into());
+    a.push(workspace.into());
+    a.push(sandbox_protocol::WORKSPACE_DIR.into());
+    a.push("--ro-bind".into());
+    a.push(layout.executor.clone().into());
+    a.push(EXECUTOR_PATH.into());
+    push(
+        &mut a,
+        &[
+            "--chdir",
+            sandbox_protocol::WORKSPACE_DIR,
+            "--clearenv",
+            "--",
+            EXECUTOR_PATH,
+        ],
+    );
+    a
+}
+
+/// The passwd, group and hosts files every sandbox sees: only the sandbox user, no host names.
+pub fn etc_files() -> [(&'static str, String); 3] {
+    let id = SANDBOX_UID;
+    [
+        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{id}:{id}:sandbox:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
+        ("group", format!("root:x:0:\nsandbox:x:{id}:\nnogroup:x:65534:\n")),
+        ("hosts", "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n".to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Layout {
+        Layout {
+            root_entries: vec![
+                RootEntry::Symlink {
+                    name: "bin".into(),
+                    target: "usr/bin".into(),
+                },
+                RootEntry::Dir {
+                    name: "lib64".into(),
+                },
+            ],
+            etc_entries: vec!["ld.so.cache".into()],
+            etc_dir: "/data/runtime/etc".into(),
+            executor: "/data/runtime/bin/sandbox-executor".into(),
+            tmp_size_bytes: 1 << 20,
+        }
+    }
+
+    fn joined() -> String {
+        args(&layout(), Path::new("/data/workspaces/s1"))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn every_namespace_is_new_and_the_executor_is_pid_1() {
+        let a = joined();
+        for flag in [
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--as-pid-1",
+            "--die-with-parent",
+        ] {
+            assert!(a.contains(flag), "{flag} missing from {a}");
+        }
+        assert!(!a.contains("--share-net"));
+        assert!(a.ends_with("--clearenv -- /.sandbox/executor"), "{a}");
+        assert!(a.contains("--uid 1000 --gid 1000"));
+    }
+
+    #[test]
+    fn only_what_is_meant_to_be_visible_is_mounted() {
+        let a = joined();
+        assert!(a.contains("--ro-bind /usr /usr"));
+        assert!(a.contains("--symlink usr/bin /bin"));
+        assert!(a.contains("--ro-bind /lib64 /lib64"));
+        assert!(a.contains("--ro-bind-try /etc/ld.so.cache /etc/ld.so.cache"));
+        assert!(a.contains("--ro-bind /data/runtime/etc/passwd /etc/passwd"));
+        assert!(a.contains("--bind /data/workspaces/s1 /workspace"));
+        assert!(a.contains(&format!("--size {} --tmpfs /tmp", 1 << 20)));
+        for hidden in [
+            " /root",
+            " /home",
+            "/var",
+            "--bind /tmp",
+            "--ro-bind /etc /etc",
+            "--bind /data /",
+        ] {
+            assert!(!a.contains(hidden), "{hidden} must not be mounted: {a}");
+        }
+        // The only writable bind is the workspace.
+        let v = args(&layout(), Path::new("/w"));
+        assert_eq!(
+            v.iter()
+                .filter(|s| *s == "--bind" || *s == "--dev-bind")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn generated_passwd_names_no_host_user() {
+        let [(_, passwd), _, _] = etc_files();
+        assert!(passwd.contains("sandbox:x:1000:1000"));
+        assert!(!passwd.contains("/home/"));
+    }
+}

@@ -1,0 +1,416 @@
+//! The local runtime: each sandbox is a bubblewrap process on this host, with the executor as
+//! PID 1, limits from cgroups, and the executor's seccomp filter on every process inside.
+//!
+//! When sandboxd runs as root, bwrap runs as a dedicated unprivileged user (`sandbox` by
+//! default), so uid 1000 inside maps to that user outside and never to root. The pre-exec hook
+//! joins the sandbox's cgroup first, while still root, then drops to that user.
+
+pub mod bwrap;
+pub mod cgroup;
+
+use std::collections::VecDeque;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sandbox_protocol::ExecRequest;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::executor_client::ExecutorClient;
+use crate::runtime::{ExecOutcome, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec};
+use crate::RuntimeError;
+use cgroup::{CgroupMode, Cgroups, SandboxCgroup};
+
+/// Settings of the local runtime.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    /// `bwrap` binary: a path, or a name looked up on PATH.
+    pub bwrap: PathBuf,
+    /// The `sandbox-executor` binary to run inside (copied into `state_dir`).
+    pub executor: PathBuf,
+    /// Where the runtime keeps its files (executor copy, etc files, probe workspace).
+    pub state_dir: PathBuf,
+    /// Host uid/gid that sandboxes run as; `None` keeps sandboxd's own (when not root).
+    pub run_as: Option<(u32, u32)>,
+    pub cgroups: CgroupMode,
+    pub tmp_size_bytes: u64,
+    pub ready_timeout: Duration,
+}
+
+pub struct LocalRuntime {
+    config: LocalConfig,
+    bwrap: Result<PathBuf, String>,
+    layout: Result<bwrap::Layout, String>,
+    cgroups: Result<Cgroups, String>,
+    probe: AsyncMutex<Option<(Instant, Readiness)>>,
+    counter: AtomicU64,
+}
+
+/// Looks a program up on PATH unless it is already a path.
+fn resolve_program(p: &Path) -> Result<PathBuf, String> {
+    if p.components().count() > 1 {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("{} does not exist", p.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(p))
+        .find(|c| c.is_file())
+        .ok_or_else(|| format!("{} not found on PATH", p.display()))
+}
+
+/// FNV-1a: a stable short tag for a path (std's hasher may change between Rust releases).
+fn tag(s: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("{:08x}", h as u32)
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> String + 'a {
+    move |e| format!("{op} {}: {e}", path.display())
+}
+
+/// Writes the files the sandboxes mount and copies the executor where the sandbox user can
+/// read it (the original may sit under a directory like /root that it cannot traverse).
+fn prepare_state_dir(config: &LocalConfig) -> Result<bwrap::Layout, String> {
+    let dir = &config.state_dir;
+    let etc = dir.join("etc");
+    let bin = dir.join("bin");
+    for d in [dir, &etc, &bin] {
+        std::fs::create_dir_all(d).map_err(io_err("create", d))?;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(io_err("chmod", dir))?;
+    for d in [&etc, &bin] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod", d))?;
+    }
+    for (name, content) in bwrap::etc_files() {
+        let p = etc.join(name);
+        std::fs::write(&p, content).map_err(io_err("write", &p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err("chmod", &p))?;
+    }
+    let exe = bin.join("sandbox-executor");
+    let staged = bin.join(format!("sandbox-executor.{}", std::process::id()));
+    std::fs::copy(&config.executor, &staged).map_err(|e| {
+        format!(
+            "cannot copy the executor from {}: {e}",
+            config.executor.display()
+        )
+    })?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
+        .map_err(io_err("chmod", &staged))?;
+    std::fs::rename(&staged, &exe).map_err(io_err("rename", &staged))?;
+    Ok(bwrap::Layout::from_host(etc, exe, config.tmp_size_bytes))
+}
+
+impl LocalRuntime {
+    /// Prepares the runtime. Never fails: what is wrong is reported by [`Runtime::readiness`].
+    pub fn new(config: LocalConfig) -> LocalRuntime {
+        let bwrap = resolve_program(&config.bwrap).map_err(|e| {
+            format!("bubblewrap: {e}; install it (apt-get install bubblewrap) or pass --bwrap")
+        });
+        let layout = prepare_state_dir(&config);
+        let cgroups = Cgroups::detect(config.cgroups, &tag(&config.state_dir.to_string_lossy()))
+            .map_err(|e| format!("no cgroup hierarchy can enforce limits ({e}); fix the host or pass --cgroups off"));
+        if let Ok(cg) = &cgroups {
+            cg.remove_stale();
+        }
+        LocalRuntime {
+            config,
+            bwrap,
+            layout,
+            cgroups,
+            probe: AsyncMutex::new(None),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn cgroup_version(&self) -> String {
+        self.cgroups
+            .as_ref()
+            .map(|c| c.version().to_string())
+            .unwrap_or_else(|_| "none".into())
+    }
+
+    /// The first reason this runtime cannot work, found without starting anything.
+    fn static_problem(&self) -> Option<String> {
+        [
+            self.bwrap.as_ref().err(),
+            self.layout.as_ref().err(),
+            self.cgroups.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+        .cloned()
+    }
+
+    /// Starts and destroys one sandbox: the only proof that namespaces, mounts and cgroups all work.
+    async fn probe(&self) -> Result<(), RuntimeError> {
+        let workspace = self.config.state_dir.join("probe");
+        std::fs::create_dir_all(&workspace).map_err(|source| RuntimeError::Io {
+            op: "create",
+            path: workspace.clone(),
+            source,
+        })?;
+        if let Some((uid, gid)) = self.config.run_as {
+            sandbox_sys::chown(&workspace, uid, gid).map_err(|source| RuntimeError::Io {
+                op: "chown",
+                path: workspace.clone(),
+                source,
+            })?;
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let spec = SandboxSpec {
+            name: format!("probe-{}-{n}", std::process::id()),
+            workspace,
+            limits: ResourceLimits {
+                memory_bytes: 256 << 20,
+                pids: 64,
+                cpus: 1.0,
+            },
+        };
+        let sandbox = self.start(spec).await?;
+        sandbox.destroy().await;
+        Ok(())
+    }
+
+    async fn start(&self, spec: SandboxSpec) -> Result<LocalSandbox, RuntimeError> {
+        if let Some(problem) = self.static_problem() {
+            return Err(RuntimeError::NotReady(problem));
+        }
+        let (Ok(bwrap_path), Ok(layout), Ok(cgroups)) = (&self.bwrap, &self.layout, &self.cgroups)
+        else {
+            return Err(RuntimeError::NotReady("runtime misconfigured".into()));
+        };
+        let cgroup = cgroups.create(&spec.name, &spec.limits)?;
+        let mut cmd = std::process::Command::new(bwrap_path);
+        cmd.args(bwrap::args(layout, &spec.workspace))
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let procs = cgroup
+            .as_ref()
+            .map(SandboxCgroup::procs_files)
+            .unwrap_or_default();
+        sandbox_sys::pre_exec_join_cgroups_and_drop(&mut cmd, procs, self.config.run_as);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        // Note: bwrap's --die-with-parent watches the *thread* that spawns it. This runs on a
+        // runtime worker thread, which lives as long as the server; never spawn from
+        // spawn_blocking, whose threads exit when idle.
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(cg) = &cgroup {
+                    cg.remove();
+                }
+                return Err(RuntimeError::Start(format!(
+                    "cannot run {}: {e}",
+                    bwrap_path.display()
+                )));
+            }
+        };
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(RuntimeError::Start("bwrap has no stdio pipes".into()));
+        };
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(log_stderr(
+            spec.name.clone(),
+            stderr,
+            Arc::clone(&stderr_tail),
+        ));
+        let sandbox = LocalSandbox {
+            name: spec.name,
+            client: ExecutorClient::new(stdout, stdin),
+            child: AsyncMutex::new(Some(child)),
+            cgroup,
+            stderr_tail,
+            destroyed: AtomicBool::new(false),
+        };
+        if let Err(e) = sandbox.client.wait_ready(self.config.ready_timeout).await {
+            sandbox.destroy().await;
+            let tail = sandbox.tail();
+            return Err(RuntimeError::Start(if tail.is_empty() {
+                e.to_string()
+            } else {
+                tail
+            }));
+        }
+        Ok(sandbox)
+    }
+}
+
+async fn log_stderr(
+    name: String,
+    stderr: tokio::process::ChildStderr,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::warn!(sandbox = %name, "{line}");
+        let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() == 20 {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let mut cached = self.probe.lock().await;
+        if let Some((at, r)) = cached.as_ref() {
+            let ttl = if r.ready {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_secs(2)
+            };
+            if at.elapsed() < ttl {
+                return r.clone();
+            }
+        }
+        let (ready, message) = match self.probe().await {
+            Ok(()) => (true, "ok".to_string()),
+            Err(e) => (false, e.to_string()),
+        };
+        let r = Readiness {
+            ready,
+            message,
+            cgroup: self.cgroup_version(),
+            runtime: "local",
+        };
+        *cached = Some((Instant::now(), r.clone()));
+        r
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        self.config.run_as
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
+        Ok(Box::new(self.start(spec).await?))
+    }
+}
+
+pub struct LocalSandbox {
+    name: String,
+    client: ExecutorClient,
+    child: AsyncMutex<Option<tokio::process::Child>>,
+    cgroup: Option<SandboxCgroup>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    destroyed: AtomicBool,
+}
+
+impl LocalSandbox {
+    fn tail(&self) -> String {
+        let t = self.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Extra time the executor gets beyond an execution's own timeout before sandboxd gives up on it.
+const BACKSTOP: Duration = Duration::from_secs(10);
+
+#[async_trait]
+impl Sandbox for LocalSandbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+        let before = self
+            .cgroup
+            .as_ref()
+            .map(SandboxCgroup::counters)
+            .unwrap_or_default();
+        let limit = Duration::from_millis(req.timeout_ms) + BACKSTOP;
+        let result = match tokio::time::timeout(limit, self.client.exec(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                // The whole sandbox died: most likely its memory limit took the executor too.
+                let after = self
+                    .cgroup
+                    .as_ref()
+                    .map(SandboxCgroup::counters)
+                    .unwrap_or_default();
+                let detail = match before.limit_hit(&after) {
+                    Some(kind) => format!("{e} (the sandbox hit its {} limit)", kind.as_str()),
+                    None => format!("{e} {}", self.tail()),
+                };
+                self.destroy().await;
+                return Err(RuntimeError::SandboxDied(detail.trim().to_string()));
+            }
+            Err(_) => {
+                self.destroy().await;
+                return Err(RuntimeError::Unresponsive(limit.as_secs()));
+            }
+        };
+        let after = self
+            .cgroup
+            .as_ref()
+            .map(SandboxCgroup::counters)
+            .unwrap_or_default();
+        Ok(ExecOutcome {
+            result,
+            limit: before.limit_hit(&after),
+        })
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.destroyed.load(Ordering::SeqCst) && self.client.is_alive()
+    }
+
+    async fn destroy(&self) {
+        if self.destroyed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(mut child) = self.child.lock().await.take() {
+            let _ = child.start_kill();
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
+        if let Some(cg) = &self.cgroup {
+            // Anything still in the cgroup (there should be nothing once PID 1 is gone).
+            cg.kill_all();
+            cg.remove();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_is_stable() {
+        assert_eq!(tag("/var/lib/sandboxd"), tag("/var/lib/sandboxd"));
+        assert_ne!(tag("/a"), tag("/b"));
+        assert_eq!(tag("").len(), 8);
+    }
+
+    #[test]
+    fn missing_program_is_reported() {
+        assert!(resolve_program(Path::new("definitely-not-a-program-xyz")).is_err());
+        assert!(resolve_program(Path::new("sh")).is_ok());
+    }
+}

@@ -1,0 +1,89 @@
+//! The runtime trait and the types that cross it.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use sandbox_protocol::{ExecRequest, ExecResult};
+
+use crate::RuntimeError;
+
+/// Resource limits of one sandbox, enforced by the runtime (cgroups for the local one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResourceLimits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// CPU time as a fraction of one core per wall second (1.5 = one and a half cores).
+    pub cpus: f64,
+}
+
+/// What to create.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Unique among live sandboxes of this runtime (used for cgroup names and logs).
+    pub name: String,
+    /// Host directory mounted read-write at `/workspace`.
+    pub workspace: PathBuf,
+    pub limits: ResourceLimits,
+}
+
+/// Which limit ended an execution, when one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKind {
+    Memory,
+    Pids,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitKind::Memory => "memory",
+            LimitKind::Pids => "pids",
+        }
+    }
+}
+
+/// An execution's result with what only the runtime can see (which limit was hit).
+#[derive(Debug, Clone)]
+pub struct ExecOutcome {
+    pub result: ExecResult,
+    pub limit: Option<LimitKind>,
+}
+
+/// Whether the runtime can create sandboxes now, and how it enforces limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Human-readable cause when not ready.
+    pub message: String,
+    /// "v2", "v1" or "off".
+    pub cgroup: String,
+    pub runtime: &'static str,
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Probes (or returns a recent probe of) whether sandboxes can be created.
+    async fn readiness(&self) -> Readiness;
+
+    /// Host uid/gid that must own workspace directories, if any.
+    fn workspace_owner(&self) -> Option<(u32, u32)>;
+
+    /// Creates a sandbox and waits until its executor is ready.
+    async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError>;
+}
+
+#[async_trait]
+pub trait Sandbox: Send + Sync {
+    fn name(&self) -> &str;
+
+    /// Runs one execution. Errors mean the sandbox itself failed, not the user's code.
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
+
+    /// False once the sandbox has died or been destroyed.
+    fn is_alive(&self) -> bool;
+
+    /// Kills everything in the sandbox and releases its resources. Idempotent.
+    async fn destroy(&self);
+}
