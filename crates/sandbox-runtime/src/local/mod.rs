@@ -35,11 +35,31 @@ pub struct LocalConfig {
     pub executor: PathBuf,
     /// Where the runtime keeps its files (executor copy, etc files, probe workspace).
     pub state_dir: PathBuf,
-    /// Host uid/gid that sandboxes run as; `None` keeps sandboxd's own (when not root).
-    pub run_as: Option<(u32, u32)>,
+    /// Host uid/gid that sandboxes run as.
+    pub run_as: RunAs,
     pub cgroups: CgroupMode,
     pub tmp_size_bytes: u64,
     pub ready_timeout: Duration,
+}
+
+/// Which host user a sandbox runs as.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunAs {
+    /// sandboxd's own user (when sandboxd is not root).
+    Current,
+    /// A dedicated unprivileged user (when sandboxd is root).
+    User { uid: u32, gid: u32 },
+    /// The dedicated user should be used but cannot be: sandboxes must not start.
+    Unavailable(String),
+}
+
+impl RunAs {
+    fn ids(&self) -> Option<(u32, u32)> {
+        match self {
+            RunAs::User { uid, gid } => Some((*uid, *gid)),
+            RunAs::Current | RunAs::Unavailable(_) => None,
+        }
+    }
 }
 
 pub struct LocalRuntime {
@@ -47,8 +67,26 @@ pub struct LocalRuntime {
     bwrap: Result<PathBuf, String>,
     layout: Result<bwrap::Layout, String>,
     cgroups: Result<Cgroups, String>,
+    /// What is wrong without starting anything, first cause first.
+    problems: Vec<String>,
     probe: AsyncMutex<Option<(Instant, Readiness)>>,
     counter: AtomicU64,
+}
+
+/// The sandbox user must be able to reach the data dir: bwrap resolves mount sources as that
+/// user. Returns the first ancestor others cannot traverse.
+fn unreachable_ancestor(dir: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    dir.ancestors().find_map(|a| {
+        let mode = std::fs::metadata(a).ok()?.permissions().mode();
+        (mode & 0o001 == 0).then(|| {
+            format!(
+                "{} is not traversable by the sandbox user (mode {:o}); put the data dir elsewhere (--data-dir) or chmod o+x it",
+                a.display(),
+                mode & 0o7777
+            )
+        })
+    })
 }
 
 /// Looks a program up on PATH unless it is already a path.
@@ -118,6 +156,10 @@ fn prepare_state_dir(config: &LocalConfig) -> Result<bwrap::Layout, String> {
 impl LocalRuntime {
     /// Prepares the runtime. Never fails: what is wrong is reported by [`Runtime::readiness`].
     pub fn new(config: LocalConfig) -> LocalRuntime {
+        let run_as = match &config.run_as {
+            RunAs::Unavailable(why) => Err(why.clone()),
+            RunAs::Current | RunAs::User { .. } => Ok(()),
+        };
         let bwrap = resolve_program(&config.bwrap).map_err(|e| {
             format!("bubblewrap: {e}; install it (apt-get install bubblewrap) or pass --bwrap")
         });
@@ -127,11 +169,26 @@ impl LocalRuntime {
         if let Ok(cg) = &cgroups {
             cg.remove_stale();
         }
+        let reachable = match config.run_as.ids() {
+            Some(_) => unreachable_ancestor(&config.state_dir).map_or(Ok(()), Err),
+            None => Ok(()),
+        };
+        let problems = [
+            run_as.err(),
+            bwrap.as_ref().err().cloned(),
+            layout.as_ref().err().cloned(),
+            cgroups.as_ref().err().cloned(),
+            reachable.err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         LocalRuntime {
             config,
             bwrap,
             layout,
             cgroups,
+            problems,
             probe: AsyncMutex::new(None),
             counter: AtomicU64::new(0),
         }
@@ -146,15 +203,7 @@ impl LocalRuntime {
 
     /// The first reason this runtime cannot work, found without starting anything.
     fn static_problem(&self) -> Option<String> {
-        [
-            self.bwrap.as_ref().err(),
-            self.layout.as_ref().err(),
-            self.cgroups.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        .next()
-        .cloned()
+        self.problems.first().cloned()
     }
 
     /// Starts and destroys one sandbox: the only proof that namespaces, mounts and cgroups all work.
@@ -165,7 +214,7 @@ impl LocalRuntime {
             path: workspace.clone(),
             source,
         })?;
-        if let Some((uid, gid)) = self.config.run_as {
+        if let Some((uid, gid)) = self.config.run_as.ids() {
             sandbox_sys::chown(&workspace, uid, gid).map_err(|source| RuntimeError::Io {
                 op: "chown",
                 path: workspace.clone(),
@@ -206,7 +255,7 @@ impl LocalRuntime {
             .as_ref()
             .map(SandboxCgroup::procs_files)
             .unwrap_or_default();
-        sandbox_sys::pre_exec_join_cgroups_and_drop(&mut cmd, procs, self.config.run_as);
+        sandbox_sys::pre_exec_join_cgroups_and_drop(&mut cmd, procs, self.config.run_as.ids());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         // Note: bwrap's --die-with-parent watches the *thread* that spawns it. This runs on a
@@ -305,7 +354,7 @@ impl Runtime for LocalRuntime {
     }
 
     fn workspace_owner(&self) -> Option<(u32, u32)> {
-        self.config.run_as
+        self.config.run_as.ids()
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {

@@ -1,0 +1,222 @@
+//! Types of the REST API v1, shared by the server (`sandbox-server`), the client
+//! (`sandbox-client`, `sbx`) and the store. Request types refuse unknown fields, so a typo is
+//! a 422 rather than a silently ignored option.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+pub use sandbox_protocol::Language;
+
+pub type Timestamp = DateTime<Utc>;
+
+/// Every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code: bad_request, not_found, conflict, payload_too_large,
+    /// invalid, rate_limited, not_ready, internal.
+    pub code: String,
+    pub message: String,
+}
+
+/// Resource limits asked for; each omitted field takes the server's default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsRequest {
+    /// Memory of the whole sandbox, in MiB.
+    pub memory_mb: Option<u64>,
+    /// Processes and threads in the sandbox.
+    pub pids: Option<u32>,
+    /// CPU cores' worth of time (0.5 = half a core).
+    pub cpu: Option<f64>,
+}
+
+/// Limits in force.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    pub memory_mb: u64,
+    pub pids: u32,
+    pub cpu: f64,
+}
+
+/// `POST /v1/sessions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// Template name; only "default" exists so far.
+    pub template: Option<String>,
+    /// Environment variables of every execution in the session.
+    pub env: Option<BTreeMap<String, String>>,
+    pub limits: Option<LimitsRequest>,
+    /// Default per-execution timeout, in seconds.
+    pub timeout_s: Option<f64>,
+    /// Free-form labels, stored and returned as given.
+    #[schema(value_type = Object)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionStatus {
+    Running,
+    Deleted,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Running => "running",
+            SessionStatus::Deleted => "deleted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Session {
+    pub id: String,
+    pub status: SessionStatus,
+    pub template: String,
+    pub env: BTreeMap<String, String>,
+    pub limits: Limits,
+    pub timeout_s: f64,
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+}
+
+/// `POST /v1/sessions/{id}/executions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateExecution {
+    pub code: String,
+    pub language: Language,
+    /// Wall-clock limit in seconds; the session's default if omitted.
+    pub timeout_s: Option<f64>,
+    /// Text fed to the process's standard input.
+    pub stdin: Option<String>,
+    /// Added to (and overriding) the session's environment.
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /v1/run`: a throwaway sandbox for one execution.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub code: String,
+    pub language: Language,
+    pub timeout_s: Option<f64>,
+    pub stdin: Option<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub limits: Option<LimitsRequest>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Running,
+    /// Exit code 0.
+    Succeeded,
+    /// Non-zero exit, a signal, or the process could not start.
+    Failed,
+    TimedOut,
+    /// A resource limit ended it; `reason` says which.
+    Killed,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+            ExecutionStatus::TimedOut => "timed_out",
+            ExecutionStatus::Killed => "killed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ExecutionStatus> {
+        [Self::Running, Self::Succeeded, Self::Failed, Self::TimedOut, Self::Killed].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Execution {
+    pub id: String,
+    /// `None` for `POST /v1/run`.
+    pub session_id: Option<String>,
+    pub language: Language,
+    pub status: ExecutionStatus,
+    pub exit_code: Option<i32>,
+    /// Why it was killed or failed without an exit code: "memory", "pids", "signal 9",
+    /// "server_restart", "sandbox_died", ...
+    pub reason: Option<String>,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub duration_ms: Option<u64>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionList {
+    pub executions: Vec<Execution>,
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    pub message: String,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+    pub runtime: String,
+    /// Can sandboxes be created (bubblewrap, namespaces, cgroups, executor)?
+    pub sandbox: Check,
+    /// Which cgroup version enforces limits: "v2", "v1", "off" or "none".
+    pub cgroup: String,
+    pub store: Check,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<CreateExecution>(r#"{"code":"1","language":"python","tiemout_s":1}"#)
+            .expect_err("typo must be refused");
+        assert!(err.to_string().contains("tiemout_s"));
+    }
+
+    #[test]
+    fn unknown_language_is_a_data_error() {
+        let err = serde_json::from_str::<CreateExecution>(r#"{"code":"1","language":"cobol"}"#).expect_err("cobol");
+        assert_eq!(err.classify(), serde_json::error::Category::Data);
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in ["running", "succeeded", "failed", "timed_out", "killed"] {
+            assert_eq!(ExecutionStatus::parse(s).map(|v| v.as_str()), Some(s));
+        }
+    }
+}

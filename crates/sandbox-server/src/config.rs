@@ -1,0 +1,137 @@
+//! sandboxd's configuration: one typed struct with defaults, each field overridable by a flag
+//! and a `SANDBOXD_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sandbox_runtime::local::cgroup::CgroupMode;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address to serve the API on.
+    #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Where the database, workspaces and runtime files live.
+    #[arg(long, env = "SANDBOXD_DATA_DIR", default_value = "./sandbox-data")]
+    pub data_dir: PathBuf,
+
+    /// The bubblewrap binary (a path, or a name looked up on PATH).
+    #[arg(long, env = "SANDBOXD_BWRAP", default_value = "bwrap")]
+    pub bwrap: PathBuf,
+
+    /// The sandbox-executor binary; by default the one next to sandboxd.
+    #[arg(long, env = "SANDBOXD_EXECUTOR")]
+    pub executor: Option<PathBuf>,
+
+    /// Host user sandboxes run as when sandboxd runs as root.
+    #[arg(long, env = "SANDBOXD_SANDBOX_USER", default_value = "sandbox")]
+    pub sandbox_user: String,
+
+    /// cgroup version for limits: auto (v2, else v1), v2, v1, or off (no limits).
+    #[arg(long, env = "SANDBOXD_CGROUPS", default_value = "auto")]
+    pub cgroups: CgroupMode,
+
+    /// Default memory limit of a sandbox, MiB.
+    #[arg(long, env = "SANDBOXD_DEFAULT_MEMORY_MB", default_value_t = 512)]
+    pub default_memory_mb: u64,
+    /// Largest memory limit a client may ask for, MiB.
+    #[arg(long, env = "SANDBOXD_MAX_MEMORY_MB", default_value_t = 8192)]
+    pub max_memory_mb: u64,
+    /// Default process/thread limit of a sandbox.
+    #[arg(long, env = "SANDBOXD_DEFAULT_PIDS", default_value_t = 256)]
+    pub default_pids: u32,
+    #[arg(long, env = "SANDBOXD_MAX_PIDS", default_value_t = 4096)]
+    pub max_pids: u32,
+    /// Default CPU limit, in cores.
+    #[arg(long, env = "SANDBOXD_DEFAULT_CPU", default_value_t = 1.0)]
+    pub default_cpu: f64,
+    #[arg(long, env = "SANDBOXD_MAX_CPU", default_value_t = 16.0)]
+    pub max_cpu: f64,
+
+    /// Default per-execution wall-clock timeout, seconds.
+    #[arg(long, env = "SANDBOXD_DEFAULT_TIMEOUT_S", default_value_t = 60.0)]
+    pub default_timeout_s: f64,
+    #[arg(long, env = "SANDBOXD_MAX_TIMEOUT_S", default_value_t = 3600.0)]
+    pub max_timeout_s: f64,
+
+    /// Bytes of stdout and of stderr kept per execution; the rest is dropped and flagged.
+    #[arg(long, env = "SANDBOXD_OUTPUT_LIMIT_BYTES", default_value_t = 1 << 20)]
+    pub output_limit_bytes: usize,
+
+    /// Largest request body accepted (413 above it).
+    #[arg(long, env = "SANDBOXD_MAX_BODY_BYTES", default_value_t = 10 << 20)]
+    pub max_body_bytes: usize,
+
+    /// Size of each sandbox's private /tmp, MiB.
+    #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
+    pub tmp_size_mb: u64,
+}
+
+/// For clap's derive on the binary: `sandboxd [OPTIONS]`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "sandboxd", version, about = "Code-execution sandboxes for AI agents: the control plane")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        use clap::Parser;
+        // Cannot fail: every field has a default. Environment variables still apply.
+        Cli::parse_from(["sandboxd"]).config
+    }
+}
+
+impl Config {
+    /// Checks cross-field consistency; the message names the offending settings.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            (self.default_memory_mb <= self.max_memory_mb, "default memory above the maximum"),
+            (self.default_pids <= self.max_pids, "default pids above the maximum"),
+            (self.default_cpu > 0.0 && self.default_cpu <= self.max_cpu, "default cpu must be in (0, max_cpu]"),
+            (
+                self.default_timeout_s > 0.0 && self.default_timeout_s <= self.max_timeout_s,
+                "default timeout must be in (0, max_timeout_s]",
+            ),
+            (self.output_limit_bytes > 0, "output limit must be positive"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err(msg.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("db").join("sandbox.db")
+    }
+
+    pub fn workspaces_dir(&self) -> PathBuf {
+        self.data_dir.join("workspaces")
+    }
+
+    pub fn runtime_dir(&self) -> PathBuf {
+        self.data_dir.join("runtime")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./sandbox-data"));
+        assert_eq!(c.output_limit_bytes, 1 << 20);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn inconsistent_limits_are_refused() {
+        let c = Config { default_memory_mb: 10_000, max_memory_mb: 100, ..Config::default() };
+        assert!(c.validate().expect_err("must fail").contains("memory"));
+    }
+}

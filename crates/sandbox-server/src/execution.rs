@@ -1,0 +1,203 @@
+//! Executions: validating a request, turning it into an executor request, and turning the
+//! outcome into the stored, returned record.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use sandbox_api::{Execution, ExecutionStatus, Language, Limits, LimitsRequest};
+use sandbox_protocol::{ExecRequest, ExecResult};
+use sandbox_runtime::{ExecOutcome, RuntimeError};
+
+use crate::config::Config;
+use crate::error::ApiError;
+
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Checks a timeout in seconds against the server's bounds.
+pub fn check_timeout(config: &Config, timeout_s: Option<f64>, default: f64) -> Result<f64, ApiError> {
+    let t = timeout_s.unwrap_or(default);
+    if !t.is_finite() || t <= 0.0 || t > config.max_timeout_s {
+        return Err(ApiError::Invalid(format!("timeout_s must be > 0 and <= {} (got {t})", config.max_timeout_s)));
+    }
+    Ok(t)
+}
+
+/// Checks environment variable names and values (they become a process environment).
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(ApiError::Invalid(format!("invalid environment variable {k:?}: names must be non-empty without '=' or NUL, values without NUL")));
+        }
+    }
+    Ok(())
+}
+
+/// Resolves requested limits against defaults and maxima.
+pub fn resolve_limits(config: &Config, req: Option<&LimitsRequest>) -> Result<Limits, ApiError> {
+    let r = req.cloned().unwrap_or_default();
+    let l = Limits {
+        memory_mb: r.memory_mb.unwrap_or(config.default_memory_mb),
+        pids: r.pids.unwrap_or(config.default_pids),
+        cpu: r.cpu.unwrap_or(config.default_cpu),
+    };
+    if l.memory_mb < 32 || l.memory_mb > config.max_memory_mb {
+        return Err(ApiError::Invalid(format!("limits.memory_mb must be between 32 and {}", config.max_memory_mb)));
+    }
+    if l.pids < 8 || l.pids > config.max_pids {
+        return Err(ApiError::Invalid(format!("limits.pids must be between 8 and {}", config.max_pids)));
+    }
+    if !l.cpu.is_finite() || l.cpu < 0.01 || l.cpu > config.max_cpu {
+        return Err(ApiError::Invalid(format!("limits.cpu must be between 0.01 and {}", config.max_cpu)));
+    }
+    Ok(l)
+}
+
+/// What every execution needs, whichever endpoint it came from.
+pub struct Plan {
+    pub id: String,
+    pub session_id: Option<String>,
+    pub language: Language,
+    pub code: String,
+    pub stdin: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_s: f64,
+}
+
+impl Plan {
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.code.contains('\0') {
+            return Err(ApiError::Invalid("code must not contain NUL characters".into()));
+        }
+        check_env(&self.env)
+    }
+
+    pub fn running_record(&self) -> Execution {
+        Execution {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            language: self.language,
+            status: ExecutionStatus::Running,
+            exit_code: None,
+            reason: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: None,
+            started_at: Utc::now(),
+            finished_at: None,
+        }
+    }
+
+    pub fn request(&self, config: &Config) -> ExecRequest {
+        ExecRequest {
+            id: self.id.clone(),
+            language: self.language,
+            code: self.code.clone(),
+            stdin: self.stdin.clone(),
+            env: self.env.clone(),
+            timeout_ms: (self.timeout_s * 1000.0).ceil() as u64,
+            output_limit: config.output_limit_bytes,
+        }
+    }
+}
+
+/// Fills a running record in from how the execution ended.
+pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, deleted: bool) -> Execution {
+    e.finished_at = Some(Utc::now());
+    match outcome {
+        Ok(ExecOutcome { result, limit }) => {
+            let ExecResult {
+                exit_code,
+                signal,
+                timed_out,
+                stdout,
+                stderr,
+                stdout_truncated,
+                stderr_truncated,
+                duration_ms,
+                spawn_error,
+                ..
+            } = result;
+            e.exit_code = exit_code;
+            e.stdout = stdout;
+            e.stderr = stderr;
+            e.stdout_truncated = stdout_truncated;
+            e.stderr_truncated = stderr_truncated;
+            e.duration_ms = Some(duration_ms);
+            (e.status, e.reason) = match (spawn_error, limit, timed_out, exit_code, signal) {
+                (Some(msg), ..) => {
+                    e.stderr = msg;
+                    (ExecutionStatus::Failed, Some("spawn_error".into()))
+                }
+                // A limit explains a timeout too (a fork bomb runs until the clock stops it).
+                (None, Some(kind), ..) => (ExecutionStatus::Killed, Some(kind.as_str().into())),
+                (None, None, true, ..) => (ExecutionStatus::TimedOut, Some("timeout".into())),
+                (None, None, false, Some(0), _) => (ExecutionStatus::Succeeded, None),
+                (None, None, false, Some(_), _) => (ExecutionStatus::Failed, None),
+                (None, None, false, None, Some(sig)) => (ExecutionStatus::Failed, Some(format!("signal {sig}"))),
+                (None, None, false, None, None) => (ExecutionStatus::Failed, Some("unknown".into())),
+            };
+        }
+        Err(err) => {
+            e.status = ExecutionStatus::Killed;
+            e.duration_ms = Some((Utc::now() - e.started_at).num_milliseconds().max(0) as u64);
+            e.reason = Some(if deleted { "session_deleted".into() } else { "sandbox_died".into() });
+            e.stderr = err.to_string();
+        }
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox_runtime::LimitKind;
+
+    fn plan() -> Plan {
+        Plan {
+            id: "e".into(),
+            session_id: None,
+            language: Language::Python,
+            code: "1".into(),
+            stdin: None,
+            env: BTreeMap::new(),
+            timeout_s: 1.0,
+        }
+    }
+
+    fn outcome(r: ExecResult, limit: Option<LimitKind>) -> Result<ExecOutcome, RuntimeError> {
+        Ok(ExecOutcome { result: r, limit })
+    }
+
+    #[test]
+    fn statuses_follow_the_outcome() {
+        let rec = plan().running_record();
+        let ok = finish(rec.clone(), outcome(ExecResult { exit_code: Some(0), ..Default::default() }, None), false);
+        assert_eq!(ok.status, ExecutionStatus::Succeeded);
+        let failed = finish(rec.clone(), outcome(ExecResult { exit_code: Some(2), ..Default::default() }, None), false);
+        assert_eq!((failed.status, failed.exit_code), (ExecutionStatus::Failed, Some(2)));
+        let timeout = finish(rec.clone(), outcome(ExecResult { timed_out: true, signal: Some(9), ..Default::default() }, None), false);
+        assert_eq!(timeout.status, ExecutionStatus::TimedOut);
+        let oom = finish(rec.clone(), outcome(ExecResult { signal: Some(9), ..Default::default() }, Some(LimitKind::Memory)), false);
+        assert_eq!((oom.status, oom.reason.as_deref()), (ExecutionStatus::Killed, Some("memory")));
+        let died = finish(rec, Err(RuntimeError::SandboxDied("x".into())), true);
+        assert_eq!((died.status, died.reason.as_deref()), (ExecutionStatus::Killed, Some("session_deleted")));
+    }
+
+    #[test]
+    fn bad_env_and_limits_are_invalid() {
+        let mut p = plan();
+        p.env.insert("A=B".into(), "1".into());
+        assert!(matches!(p.validate(), Err(ApiError::Invalid(_))));
+        let config = Config::default();
+        let too_big = LimitsRequest { memory_mb: Some(1 << 30), ..Default::default() };
+        assert!(resolve_limits(&config, Some(&too_big)).is_err());
+        assert!(resolve_limits(&config, None).is_ok());
+        assert!(check_timeout(&config, Some(f64::NAN), 1.0).is_err());
+        assert!(check_timeout(&config, Some(0.0), 1.0).is_err());
+        assert_eq!(check_timeout(&config, None, 7.0).expect("default"), 7.0);
+    }
+}

@@ -1,0 +1,222 @@
+//! HTTP handlers of API v1. Each is short: validate, call into sessions/executions, store.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use sandbox_api::{
+    Check, CreateExecution, CreateSession, Execution, ExecutionList, Readiness, RunRequest, Session, SessionList,
+    SessionStatus,
+};
+use sandbox_runtime::SandboxSpec;
+
+use crate::error::ApiError;
+use crate::execution::{self, Plan};
+use crate::extract::ApiJson;
+use crate::session::limits_of;
+use crate::AppState;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process serves")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[utoipa::path(get, path = "/readyz", responses(
+    (status = 200, body = Readiness, description = "Sandboxes can be created"),
+    (status = 503, body = Readiness, description = "Not ready; the checks say why"),
+))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let runtime = state.runtime.readiness().await;
+    let store = match state.store.check_writable() {
+        Ok(()) => Check { ok: true, message: "ok".into() },
+        Err(e) => Check { ok: false, message: e.to_string() },
+    };
+    let ready = runtime.ready && store.ok;
+    let body = Readiness {
+        ready,
+        runtime: runtime.runtime.to_string(),
+        sandbox: Check { ok: runtime.ready, message: runtime.message },
+        cgroup: runtime.cgroup,
+        store,
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::NotFound(format!("{what} {id} not found"))
+}
+
+fn session_or_404(state: &AppState, id: &str) -> Result<Session> {
+    state.store.get_session(id)?.ok_or_else(|| not_found("session", id))
+}
+
+#[utoipa::path(post, path = "/v1/sessions", request_body = CreateSession, responses(
+    (status = 201, body = Session), (status = 400, body = sandbox_api::ErrorBody),
+    (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
+))]
+pub async fn create_session(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<CreateSession>) -> Result<(StatusCode, Json<Session>)> {
+    let config = &state.config;
+    let template = req.template.unwrap_or_else(|| "default".into());
+    if template != "default" {
+        return Err(ApiError::Invalid(format!("unknown template {template:?} (available: \"default\")")));
+    }
+    let env = req.env.unwrap_or_default();
+    execution::check_env(&env)?;
+    let session = Session {
+        id: execution::new_id("ses"),
+        status: SessionStatus::Running,
+        template,
+        env,
+        limits: execution::resolve_limits(config, req.limits.as_ref())?,
+        timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
+        metadata: req.metadata.unwrap_or_default(),
+        created_at: Utc::now(),
+        deleted_at: None,
+    };
+    state.store.insert_session(&session)?;
+    if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.workspaces).await {
+        state.sessions.stop(&session.id).await;
+        state.workspaces.remove(&session.id);
+        state.store.delete_session_record(&session.id)?;
+        return Err(e);
+    }
+    tracing::info!(session = %session.id, "session created");
+    Ok((StatusCode::CREATED, Json(session)))
+}
+
+#[utoipa::path(get, path = "/v1/sessions", responses((status = 200, body = SessionList)))]
+pub async fn list_sessions(State(state): State<Arc<AppState>>) -> Result<Json<SessionList>> {
+    Ok(Json(SessionList { sessions: state.store.list_sessions()? }))
+}
+
+#[utoipa::path(get, path = "/v1/sessions/{id}", responses((status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody)))]
+pub async fn get_session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>> {
+    Ok(Json(session_or_404(&state, &id)?))
+}
+
+#[utoipa::path(delete, path = "/v1/sessions/{id}", responses((status = 204), (status = 404, body = sandbox_api::ErrorBody)))]
+pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode> {
+    let session = session_or_404(&state, &id)?;
+    if session.status == SessionStatus::Deleted {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    state.store.mark_session_deleted(&id, Utc::now())?;
+    state.sessions.stop(&id).await;
+    state.workspaces.remove(&id);
+    tracing::info!(session = %id, "session deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/executions", request_body = CreateExecution, responses(
+    (status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody),
+    (status = 409, body = sandbox_api::ErrorBody), (status = 413, body = sandbox_api::ErrorBody),
+    (status = 422, body = sandbox_api::ErrorBody),
+))]
+pub async fn create_execution(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CreateExecution>,
+) -> Result<Json<Execution>> {
+    let session = session_or_404(&state, &id)?;
+    if session.status == SessionStatus::Deleted {
+        return Err(ApiError::Conflict(format!("session {id} is deleted")));
+    }
+    let mut env = session.env.clone();
+    env.extend(req.env.unwrap_or_default());
+    let plan = Plan {
+        id: execution::new_id("exe"),
+        session_id: Some(id.clone()),
+        language: req.language,
+        code: req.code,
+        stdin: req.stdin,
+        env,
+        timeout_s: execution::check_timeout(&state.config, req.timeout_s, session.timeout_s)?,
+    };
+    plan.validate()?;
+    let live = state.sessions.live(&id);
+    let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces).await?;
+    let record = plan.running_record();
+    state.store.insert_execution(&record, &plan.code)?;
+    let outcome = turn.sandbox.exec(plan.request(&state.config)).await;
+    let done = execution::finish(record, outcome, turn.live.is_deleted());
+    state.store.finish_execution(&done)?;
+    Ok(Json(done))
+}
+
+#[utoipa::path(get, path = "/v1/sessions/{id}/executions", responses((status = 200, body = ExecutionList), (status = 404, body = sandbox_api::ErrorBody)))]
+pub async fn list_executions(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<ExecutionList>> {
+    session_or_404(&state, &id)?;
+    Ok(Json(ExecutionList { executions: state.store.list_executions(&id)? }))
+}
+
+#[utoipa::path(get, path = "/v1/executions/{id}", responses((status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody)))]
+pub async fn get_execution(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Execution>> {
+    Ok(Json(state.store.get_execution(&id)?.ok_or_else(|| not_found("execution", &id))?))
+}
+
+#[utoipa::path(post, path = "/v1/run", request_body = RunRequest, responses(
+    (status = 200, body = Execution), (status = 400, body = sandbox_api::ErrorBody),
+    (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
+))]
+pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRequest>) -> Result<Json<Execution>> {
+    let config = &state.config;
+    let limits = execution::resolve_limits(config, req.limits.as_ref())?;
+    let plan = Plan {
+        id: execution::new_id("exe"),
+        session_id: None,
+        language: req.language,
+        code: req.code,
+        stdin: req.stdin,
+        env: req.env.unwrap_or_default(),
+        timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
+    };
+    plan.validate()?;
+    let name = format!("run-{}", plan.id);
+    let workspace = state.workspaces.ensure(&name)?;
+    let session_like = Session {
+        id: name.clone(),
+        status: SessionStatus::Running,
+        template: "default".into(),
+        env: Default::default(),
+        limits,
+        timeout_s: plan.timeout_s,
+        metadata: Default::default(),
+        created_at: Utc::now(),
+        deleted_at: None,
+    };
+    let spec = SandboxSpec { name: name.clone(), workspace, limits: limits_of(&session_like) };
+    let sandbox = match state.runtime.create(spec).await {
+        Ok(sb) => sb,
+        Err(e) => {
+            state.workspaces.remove(&name);
+            return Err(e.into());
+        }
+    };
+    let record = plan.running_record();
+    let stored = state.store.insert_execution(&record, &plan.code);
+    let outcome = sandbox.exec(plan.request(config)).await;
+    // Tear-down is not the caller's wait.
+    let cleanup_state = Arc::clone(&state);
+    tokio::spawn(async move {
+        sandbox.destroy().await;
+        cleanup_state.workspaces.remove(&name);
+    });
+    stored?;
+    let done = execution::finish(record, outcome, false);
+    state.store.finish_execution(&done)?;
+    Ok(Json(done))
+}
+
+pub async fn not_found_fallback() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("method not allowed on this route".into())
+}

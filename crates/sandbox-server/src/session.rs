@@ -1,0 +1,132 @@
+//! Sessions: a record in the store, a workspace, and (while in use) a live sandbox.
+//!
+//! A session's executions run one at a time, in arrival order (tokio's mutex is fair). The
+//! sandbox is started when the session is created and again on demand if it died or the
+//! server restarted, so a session outlives its sandboxes; its workspace outlives them all.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sandbox_api::Session;
+use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
+
+use crate::error::ApiError;
+use crate::workspace::Workspaces;
+
+/// The live part of a session.
+#[derive(Default)]
+pub struct LiveSession {
+    /// Held for the whole of an execution: one at a time per session.
+    turn: AsyncMutex<()>,
+    sandbox: Mutex<Option<Arc<dyn Sandbox>>>,
+    deleted: AtomicBool,
+}
+
+impl LiveSession {
+    fn current(&self) -> Option<Arc<dyn Sandbox>> {
+        self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn take(&self) -> Option<Arc<dyn Sandbox>> {
+        self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::SeqCst)
+    }
+}
+
+/// The caller's turn to run in a session, with the sandbox to run in.
+pub struct Turn<'a> {
+    _guard: AsyncMutexGuard<'a, ()>,
+    pub sandbox: Arc<dyn Sandbox>,
+    pub live: &'a LiveSession,
+}
+
+pub fn limits_of(session: &Session) -> ResourceLimits {
+    ResourceLimits { memory_bytes: session.limits.memory_mb << 20, pids: session.limits.pids, cpus: session.limits.cpu }
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    live: Mutex<HashMap<String, Arc<LiveSession>>>,
+}
+
+impl Sessions {
+    pub fn live(&self, id: &str) -> Arc<LiveSession> {
+        let mut map = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(map.entry(id.to_string()).or_default())
+    }
+
+    /// Starts a sandbox for `session` (on its workspace) if it has no live one.
+    async fn ensure_sandbox(
+        live: &LiveSession,
+        session: &Session,
+        runtime: &dyn Runtime,
+        workspaces: &Workspaces,
+    ) -> Result<Arc<dyn Sandbox>, ApiError> {
+        if let Some(sb) = live.current() {
+            if sb.is_alive() {
+                return Ok(sb);
+            }
+            tracing::warn!(session = %session.id, "sandbox died; starting a new one");
+            sb.destroy().await;
+        }
+        let workspace = workspaces.ensure(&session.id)?;
+        let spec = SandboxSpec { name: session.id.clone(), workspace, limits: limits_of(session) };
+        let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
+        *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sb));
+        if live.is_deleted() {
+            // Deleted while we were starting it.
+            live.take();
+            sb.destroy().await;
+            return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
+        }
+        Ok(sb)
+    }
+
+    /// Starts the first sandbox of a new session.
+    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, workspaces: &Workspaces) -> Result<(), ApiError> {
+        let live = self.live(&session.id);
+        Self::ensure_sandbox(&live, session, runtime, workspaces).await.map(drop)
+    }
+
+    /// Waits for the session's turn and returns it with a live sandbox.
+    pub async fn turn<'a>(
+        &self,
+        live: &'a LiveSession,
+        session: &Session,
+        runtime: &dyn Runtime,
+        workspaces: &Workspaces,
+    ) -> Result<Turn<'a>, ApiError> {
+        let guard = live.turn.lock().await;
+        if live.is_deleted() {
+            return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
+        }
+        let sandbox = Self::ensure_sandbox(live, session, runtime, workspaces).await?;
+        Ok(Turn { _guard: guard, sandbox, live })
+    }
+
+    /// Kills the session's sandbox (an execution in flight ends as killed) and forgets it.
+    pub async fn stop(&self, id: &str) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        if let Some(live) = live {
+            live.deleted.store(true, Ordering::SeqCst);
+            if let Some(sb) = live.take() {
+                sb.destroy().await;
+            }
+        }
+    }
+
+    /// Destroys every live sandbox (server shutdown).
+    pub async fn stop_all(&self) {
+        let all: Vec<Arc<LiveSession>> = self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, v)| v).collect();
+        let mut destroys = tokio::task::JoinSet::new();
+        for sb in all.iter().filter_map(|l| l.take()) {
+            destroys.spawn(async move { sb.destroy().await });
+        }
+        while destroys.join_next().await.is_some() {}
+    }
+}

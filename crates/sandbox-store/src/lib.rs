@@ -1,0 +1,394 @@
+//! The store: sessions and executions, durable across restarts of sandboxd.
+//!
+//! SQLite in WAL mode (one writer, many readers; commits do not wait for fsync, checkpoints
+//! do). Schema changes are numbered migrations tracked in `PRAGMA user_version`. Opening the
+//! store is also crash recovery: an execution still "running" was cut off by the restart and
+//! is closed as failed with reason "server_restart", so nothing stays running forever.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use sandbox_api::{Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Timestamp};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("open database {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("migrate database to version {version}: {source}")]
+    Migrate { version: usize, source: rusqlite::Error },
+    #[error("database query: {0}")]
+    Query(#[from] rusqlite::Error),
+    #[error("corrupt record {id}: {detail}")]
+    Corrupt { id: String, detail: String },
+}
+
+/// Numbered schema changes; index + 1 is the version after applying it. Append only.
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        template TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        deleted_at TEXT
+     );
+     CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        session_id TEXT,
+        language TEXT NOT NULL,
+        code TEXT NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        reason TEXT,
+        stdout TEXT NOT NULL,
+        stderr TEXT NOT NULL,
+        stdout_truncated INTEGER NOT NULL,
+        stderr_truncated INTEGER NOT NULL,
+        duration_ms INTEGER,
+        started_at TEXT NOT NULL,
+        finished_at TEXT
+     );
+     CREATE INDEX executions_by_session ON executions(session_id, started_at);
+     CREATE INDEX executions_by_status ON executions(status);",
+];
+
+/// The parts of a session kept as one JSON column (they are only ever read whole).
+#[derive(Serialize, Deserialize)]
+struct SessionSpec {
+    env: std::collections::BTreeMap<String, String>,
+    limits: Limits,
+    timeout_s: f64,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`, migrates it, and closes executions a
+    /// previous run left "running". Returns the store and how many it closed.
+    pub fn open(path: &Path) -> Result<(Store, usize), StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        Self::init(conn)
+    }
+
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open { path: ":memory:".into(), source })?;
+        Ok(Self::init(conn)?.0)
+    }
+
+    fn init(mut conn: Connection) -> Result<(Store, usize), StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let version = i + 1;
+            let tx = conn.transaction().map_err(|source| StoreError::Migrate { version, source })?;
+            tx.execute_batch(sql).map_err(|source| StoreError::Migrate { version, source })?;
+            tx.pragma_update(None, "user_version", version).map_err(|source| StoreError::Migrate { version, source })?;
+            tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
+        }
+        let recovered = conn.execute(
+            "UPDATE executions SET status = 'failed', reason = 'server_restart', finished_at = ?1 WHERE status = 'running'",
+            params![Utc::now().to_rfc3339()],
+        )?;
+        Ok((Store { conn: Mutex::new(conn) }, recovered))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Proves the database accepts writes (for /readyz).
+    pub fn check_writable(&self) -> Result<(), StoreError> {
+        let conn = self.conn();
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        Ok(())
+    }
+
+    pub fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
+        let spec = SessionSpec { env: s.env.clone(), limits: s.limits, timeout_s: s.timeout_s, metadata: s.metadata.clone() };
+        let spec = serde_json::to_string(&spec).map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
+        self.conn().execute(
+            "INSERT INTO sessions (id, status, template, spec, created_at, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![s.id, s.status.as_str(), s.template, spec, s.created_at.to_rfc3339(), s.deleted_at.map(|t| t.to_rfc3339())],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_session_record(&self, id: &str) -> Result<(), StoreError> {
+        self.conn().execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
+        Ok(())
+    }
+
+    /// Marks a session deleted; returns false if it did not exist or was already deleted.
+    pub fn mark_session_deleted(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE sessions SET status = 'deleted', deleted_at = ?2 WHERE id = ?1 AND status != 'deleted'",
+            params![id, at.to_rfc3339()],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, status, template, spec, created_at, deleted_at FROM sessions WHERE id = ?1")?;
+        let raw = stmt.query_row(params![id], RawSession::from_row).optional()?;
+        raw.map(RawSession::into_session).transpose()
+    }
+
+    pub fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, status, template, spec, created_at, deleted_at FROM sessions ORDER BY created_at, id",
+        )?;
+        let raws = stmt.query_map([], RawSession::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(RawSession::into_session).collect()
+    }
+
+    pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
+                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            params![
+                e.id,
+                e.session_id,
+                e.language.as_str(),
+                code,
+                e.status.as_str(),
+                e.exit_code,
+                e.reason,
+                e.stdout,
+                e.stderr,
+                e.stdout_truncated,
+                e.stderr_truncated,
+                e.duration_ms,
+                e.started_at.to_rfc3339(),
+                e.finished_at.map(|t| t.to_rfc3339())
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Stores the outcome of a finished execution.
+    pub fn finish_execution(&self, e: &Execution) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE executions SET status = ?2, exit_code = ?3, reason = ?4, stdout = ?5, stderr = ?6,
+                stdout_truncated = ?7, stderr_truncated = ?8, duration_ms = ?9, finished_at = ?10
+             WHERE id = ?1",
+            params![
+                e.id,
+                e.status.as_str(),
+                e.exit_code,
+                e.reason,
+                e.stdout,
+                e.stderr,
+                e.stdout_truncated,
+                e.stderr_truncated,
+                e.duration_ms,
+                e.finished_at.map(|t| t.to_rfc3339())
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE id = ?1"))?;
+        let raw = stmt.query_row(params![id], RawExecution::from_row).optional()?;
+        raw.map(RawExecution::into_execution).transpose()
+    }
+
+    pub fn list_executions(&self, session_id: &str) -> Result<Vec<Execution>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE session_id = ?1 ORDER BY started_at, id"))?;
+        let raws = stmt.query_map(params![session_id], RawExecution::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(RawExecution::into_execution).collect()
+    }
+}
+
+const EXECUTION_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
+    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at FROM executions";
+
+fn parse_time(id: &str, s: &str) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt { id: id.into(), detail: format!("time {s:?}: {e}") })
+}
+
+struct RawSession {
+    id: String,
+    status: String,
+    template: String,
+    spec: String,
+    created_at: String,
+    deleted_at: Option<String>,
+}
+
+impl RawSession {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawSession { id: r.get(0)?, status: r.get(1)?, template: r.get(2)?, spec: r.get(3)?, created_at: r.get(4)?, deleted_at: r.get(5)? })
+    }
+
+    fn into_session(self) -> Result<Session, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { id: self.id.clone(), detail };
+        let spec: SessionSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt(e.to_string()))?;
+        let status = match self.status.as_str() {
+            "running" => SessionStatus::Running,
+            "deleted" => SessionStatus::Deleted,
+            other => return Err(corrupt(format!("status {other:?}"))),
+        };
+        Ok(Session {
+            status,
+            template: self.template.clone(),
+            env: spec.env,
+            limits: spec.limits,
+            timeout_s: spec.timeout_s,
+            metadata: spec.metadata,
+            created_at: parse_time(&self.id, &self.created_at)?,
+            deleted_at: self.deleted_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
+            id: self.id,
+        })
+    }
+}
+
+struct RawExecution {
+    id: String,
+    session_id: Option<String>,
+    language: String,
+    status: String,
+    exit_code: Option<i32>,
+    reason: Option<String>,
+    stdout: String,
+    stderr: String,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    duration_ms: Option<u64>,
+    started_at: String,
+    finished_at: Option<String>,
+}
+
+impl RawExecution {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RawExecution {
+            id: r.get(0)?,
+            session_id: r.get(1)?,
+            language: r.get(2)?,
+            status: r.get(3)?,
+            exit_code: r.get(4)?,
+            reason: r.get(5)?,
+            stdout: r.get(6)?,
+            stderr: r.get(7)?,
+            stdout_truncated: r.get(8)?,
+            stderr_truncated: r.get(9)?,
+            duration_ms: r.get(10)?,
+            started_at: r.get(11)?,
+            finished_at: r.get(12)?,
+        })
+    }
+
+    fn into_execution(self) -> Result<Execution, StoreError> {
+        let corrupt = |detail: String| StoreError::Corrupt { id: self.id.clone(), detail };
+        let language: Language =
+            serde_json::from_value(serde_json::Value::String(self.language.clone())).map_err(|e| corrupt(e.to_string()))?;
+        let status = ExecutionStatus::parse(&self.status).ok_or_else(|| corrupt(format!("status {:?}", self.status)))?;
+        Ok(Execution {
+            session_id: self.session_id,
+            language,
+            status,
+            exit_code: self.exit_code,
+            reason: self.reason,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            stdout_truncated: self.stdout_truncated,
+            stderr_truncated: self.stderr_truncated,
+            duration_ms: self.duration_ms,
+            started_at: parse_time(&self.id, &self.started_at)?,
+            finished_at: self.finished_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
+            id: self.id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: id.into(),
+            status: SessionStatus::Running,
+            template: "default".into(),
+            env: [("A".to_string(), "1".to_string())].into(),
+            limits: Limits { memory_mb: 512, pids: 128, cpu: 1.0 },
+            timeout_s: 30.0,
+            metadata: serde_json::Map::new(),
+            created_at: Utc::now(),
+            deleted_at: None,
+        }
+    }
+
+    fn execution(id: &str, session: &str) -> Execution {
+        Execution {
+            id: id.into(),
+            session_id: Some(session.into()),
+            language: Language::Python,
+            status: ExecutionStatus::Running,
+            exit_code: None,
+            reason: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: None,
+            started_at: Utc::now(),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn sessions_and_executions_survive_reopen_and_running_ones_are_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db.sqlite");
+        {
+            let (store, recovered) = Store::open(&path).expect("open");
+            assert_eq!(recovered, 0);
+            store.insert_session(&session("s1")).expect("insert");
+            let mut done = execution("e1", "s1");
+            store.insert_execution(&done, "print(1)").expect("insert");
+            done.status = ExecutionStatus::Succeeded;
+            done.exit_code = Some(0);
+            done.stdout = "1\n".into();
+            done.finished_at = Some(Utc::now());
+            store.finish_execution(&done).expect("finish");
+            store.insert_execution(&execution("e2", "s1"), "while True: pass").expect("insert");
+        }
+        let (store, recovered) = Store::open(&path).expect("reopen");
+        assert_eq!(recovered, 1);
+        assert_eq!(store.get_session("s1").expect("get").expect("exists").env["A"], "1");
+        let list = store.list_executions("s1").expect("list");
+        assert_eq!(list.len(), 2);
+        let e1 = store.get_execution("e1").expect("get").expect("exists");
+        assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
+        let e2 = store.get_execution("e2").expect("get").expect("exists");
+        assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Failed, Some("server_restart")));
+        assert!(e2.finished_at.is_some());
+    }
+
+    #[test]
+    fn deleting_twice_reports_false() {
+        let store = Store::open_in_memory().expect("open");
+        store.insert_session(&session("s1")).expect("insert");
+        assert!(store.mark_session_deleted("s1", Utc::now()).expect("delete"));
+        assert!(!store.mark_session_deleted("s1", Utc::now()).expect("delete"));
+        assert_eq!(store.get_session("s1").expect("get").expect("exists").status, SessionStatus::Deleted);
+        assert!(store.get_session("nope").expect("get").is_none());
+        store.check_writable().expect("writable");
+    }
+}

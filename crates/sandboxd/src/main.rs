@@ -1,0 +1,29 @@
+//! `sandboxd`: parses the configuration and runs the server until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::Parser;
+use sandbox_server::{Cli, Server};
+use tokio::signal::unix::{signal, SignalKind};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDBOXD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let server = Server::start(cli.config).await.context("cannot start sandboxd")?;
+    println!("sandboxd listening on http://{}", server.addr);
+
+    let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    server.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
