@@ -1,4 +1,8 @@
 //! One execution: code run as a fresh process, with a wall-clock timeout and capped output.
+//!
+//! An execution is hermetic: when its main process ends (or the timeout passes), every process
+//! it started is killed. So nothing it left behind can keep running, hold the output pipes
+//! open, or keep the sandbox at its pid limit (a fork bomb's main process exits at once).
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -20,9 +24,8 @@ pub const SCRATCH_DIR: &str = "/tmp/.sandbox";
 /// (one argument may not exceed 128 KiB on Linux).
 const MAX_INLINE_CODE: usize = 100 * 1024;
 
-/// How long to keep reading after the process exited, for output still in flight from
-/// children it left running in the background (they may hold the pipes open forever).
-const DRAIN_GRACE: Duration = Duration::from_millis(50);
+/// After the tree is killed the pipes close at once; this only bounds a pathological case.
+const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 const BASE_ENV: &[(&str, &str)] = &[
     (
@@ -172,6 +175,7 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
     let mut status: Option<ExitStatus> = None;
     let mut exited_at: Option<Instant> = None;
 
+    let mut tree_killed = false;
     loop {
         if status.is_none() {
             if let Ok(s) = exit_rx.try_recv() {
@@ -180,16 +184,18 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
             }
         }
         let now = Instant::now();
-        if let Some(at) = exited_at {
-            if (!out.open && !err.open) || now >= at + DRAIN_GRACE {
-                break;
-            }
-        } else if now >= deadline && !result.timed_out {
+        if status.is_some() && !tree_killed {
+            proctree::kill_execution(sid, &before);
+            tree_killed = true;
+        }
+        if status.is_none() && now >= deadline && !result.timed_out {
             result.timed_out = true;
             proctree::kill_execution(sid, &before);
         }
-
         if !out.open && !err.open {
+            if status.is_some() {
+                break;
+            }
             // Pipes closed: only the exit status is missing; block for it.
             let wait = if result.timed_out {
                 Duration::from_secs(5)
@@ -199,17 +205,21 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
             match exit_rx.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(s) => {
                     status = Some(s);
-                    break;
+                    exited_at = Some(Instant::now());
                 }
                 Err(_) if result.timed_out => break,
-                Err(_) => continue,
+                Err(_) => {}
             }
+            continue;
+        }
+        if exited_at.is_some_and(|at| now >= at + DRAIN_LIMIT) {
+            break;
         }
 
         let wait = match exited_at {
-            Some(at) => (at + DRAIN_GRACE).saturating_duration_since(now),
+            Some(at) => (at + DRAIN_LIMIT).saturating_duration_since(now),
             None if result.timed_out => Duration::from_millis(20),
-            // Wake up now and then to notice an exit while a background child holds the pipes.
+            // Wake up now and then to notice an exit while a child holds the pipes.
             None => deadline
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(20)),

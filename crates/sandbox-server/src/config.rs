@@ -70,7 +70,11 @@ pub struct Config {
 
 /// For clap's derive on the binary: `sandboxd [OPTIONS]`.
 #[derive(Debug, clap::Parser)]
-#[command(name = "sandboxd", version, about = "Code-execution sandboxes for AI agents: the control plane")]
+#[command(
+    name = "sandboxd",
+    version,
+    about = "Code-execution sandboxes for AI agents: the control plane"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -88,9 +92,18 @@ impl Config {
     /// Checks cross-field consistency; the message names the offending settings.
     pub fn validate(&self) -> Result<(), String> {
         let checks = [
-            (self.default_memory_mb <= self.max_memory_mb, "default memory above the maximum"),
-            (self.default_pids <= self.max_pids, "default pids above the maximum"),
-            (self.default_cpu > 0.0 && self.default_cpu <= self.max_cpu, "default cpu must be in (0, max_cpu]"),
+            (
+                self.default_memory_mb <= self.max_memory_mb,
+                "default memory above the maximum",
+            ),
+            (
+                self.default_pids <= self.max_pids,
+                "default pids above the maximum",
+            ),
+            (
+                self.default_cpu > 0.0 && self.default_cpu <= self.max_cpu,
+                "default cpu must be in (0, max_cpu]",
+            ),
             (
                 self.default_timeout_s > 0.0 && self.default_timeout_s <= self.max_timeout_s,
                 "default timeout must be in (0, max_timeout_s]",
@@ -131,7 +144,11 @@ mod tests {
 
     #[test]
     fn inconsistent_limits_are_refused() {
-        let c = Config { default_memory_mb: 10_000, max_memory_mb: 100, ..Config::default() };
+        let c = Config {
+            default_memory_mb: 10_000,
+            max_memory_mb: 100,
+            ..Config::default()
+        };
         assert!(c.validate().expect_err("must fail").contains("memory"));
     }
 }

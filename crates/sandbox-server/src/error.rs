@@ -48,7 +48,12 @@ impl ApiError {
             ApiError::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };
-        ErrorBody { error: ErrorDetail { code: code.to_string(), message } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_string(),
+                message,
+            },
+        }
     }
 }
 
@@ -65,9 +70,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Open { .. } | StoreError::Migrate { .. } | StoreError::Query(_) | StoreError::Corrupt { .. } => {
-                ApiError::Internal(e.to_string())
-            }
+            StoreError::Open { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::Query(_)
+            | StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }

@@ -38,14 +38,49 @@ pub struct AppState {
     pub workspaces: workspace::Workspaces,
 }
 
+impl AppState {
+    /// State over any runtime (tests use the fake one); workspaces go under the data dir.
+    pub fn new(
+        config: Config,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+    ) -> Result<AppState, ServerError> {
+        let dir = config.workspaces_dir();
+        let workspaces = workspace::Workspaces::new(dir.clone(), runtime.workspace_owner())
+            .map_err(|source| ServerError::DataDir { path: dir, source })?;
+        Ok(AppState {
+            config,
+            store,
+            runtime,
+            sessions: Default::default(),
+            workspaces,
+        })
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "sandbox-platform API", description = "Code-execution sandboxes for AI agents."),
-    paths(
-        routes::healthz, routes::readyz, routes::create_session, routes::list_sessions, routes::get_session,
-        routes::delete_session, routes::create_execution, routes::list_executions, routes::get_execution, routes::run,
+    info(
+        title = "sandbox-platform API",
+        description = "Code-execution sandboxes for AI agents."
     ),
-    components(schemas(sandbox_api::ErrorBody, sandbox_api::ErrorDetail, sandbox_api::Language))
+    paths(
+        routes::healthz,
+        routes::readyz,
+        routes::create_session,
+        routes::list_sessions,
+        routes::get_session,
+        routes::delete_session,
+        routes::create_execution,
+        routes::list_executions,
+        routes::get_execution,
+        routes::run,
+    ),
+    components(schemas(
+        sandbox_api::ErrorBody,
+        sandbox_api::ErrorDetail,
+        sandbox_api::Language
+    ))
 )]
 pub struct ApiDoc;
 
@@ -56,10 +91,22 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
-        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
-        .route("/v1/sessions", post(routes::create_session).get(routes::list_sessions))
-        .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
-        .route("/v1/sessions/{id}/executions", post(routes::create_execution).get(routes::list_executions))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(ApiDoc::openapi()) }),
+        )
+        .route(
+            "/v1/sessions",
+            post(routes::create_session).get(routes::list_sessions),
+        )
+        .route(
+            "/v1/sessions/{id}",
+            get(routes::get_session).delete(routes::delete_session),
+        )
+        .route(
+            "/v1/sessions/{id}/executions",
+            post(routes::create_execution).get(routes::list_executions),
+        )
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
         .fallback(routes::not_found_fallback)
@@ -78,11 +125,17 @@ pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("data dir {path}: {source}")]
-    DataDir { path: PathBuf, source: std::io::Error },
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] sandbox_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Which host user sandboxes run as: a dedicated one when we are root, else our own.
@@ -117,11 +170,16 @@ pub fn local_state(config: Config) -> Result<AppState, ServerError> {
     };
     let db_dir = config.data_dir.join("db");
     std::fs::create_dir_all(&db_dir).map_err(dir_err(&db_dir))?;
-    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_err(&config.data_dir))?;
-    std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(dir_err(&config.data_dir))?;
+    std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(dir_err(&db_dir))?;
     let (store, recovered) = Store::open(&config.db_path())?;
     if recovered > 0 {
-        tracing::warn!(recovered, "closed executions left running by a previous run as failed (server_restart)");
+        tracing::warn!(
+            recovered,
+            "closed executions left running by a previous run as failed (server_restart)"
+        );
     }
     let run_as = run_as(&config);
     let runtime = LocalRuntime::new(LocalConfig {
@@ -133,9 +191,7 @@ pub fn local_state(config: Config) -> Result<AppState, ServerError> {
         tmp_size_bytes: config.tmp_size_mb << 20,
         ready_timeout: Duration::from_secs(10),
     });
-    let owner = runtime.workspace_owner();
-    let workspaces = workspace::Workspaces::new(config.workspaces_dir(), owner).map_err(dir_err(&config.workspaces_dir()))?;
-    Ok(AppState { config, store, runtime: Arc::new(runtime), sessions: Default::default(), workspaces })
+    AppState::new(config, store, Arc::new(runtime))
 }
 
 /// A running server.
@@ -156,15 +212,22 @@ impl Server {
     /// Serves `state` on `state.config.listen`.
     pub async fn serve(state: Arc<AppState>) -> Result<Server, ServerError> {
         let addr = state.config.listen;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let router = app(Arc::clone(&state));
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
+            if let Err(e) = axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
                 tracing::error!(error = %e, "server stopped");
             }
         });
@@ -175,7 +238,12 @@ impl Server {
         } else {
             tracing::warn!(%addr, cause = %readiness.message, "sandboxd serving but NOT ready");
         }
-        Ok(Server { addr, state, stop, task })
+        Ok(Server {
+            addr,
+            state,
+            stop,
+            task,
+        })
     }
 
     /// Stops accepting requests, kills every sandbox (in-flight executions end as killed),

@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use sandbox_api::{
-    Check, CreateExecution, CreateSession, Execution, ExecutionList, Readiness, RunRequest, Session, SessionList,
-    SessionStatus,
+    Check, CreateExecution, CreateSession, Execution, ExecutionList, Readiness, RunRequest,
+    Session, SessionList, SessionStatus,
 };
 use sandbox_runtime::SandboxSpec;
 
@@ -33,18 +33,31 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let runtime = state.runtime.readiness().await;
     let store = match state.store.check_writable() {
-        Ok(()) => Check { ok: true, message: "ok".into() },
-        Err(e) => Check { ok: false, message: e.to_string() },
+        Ok(()) => Check {
+            ok: true,
+            message: "ok".into(),
+        },
+        Err(e) => Check {
+            ok: false,
+            message: e.to_string(),
+        },
     };
     let ready = runtime.ready && store.ok;
     let body = Readiness {
         ready,
         runtime: runtime.runtime.to_string(),
-        sandbox: Check { ok: runtime.ready, message: runtime.message },
+        sandbox: Check {
+            ok: runtime.ready,
+            message: runtime.message,
+        },
         cgroup: runtime.cgroup,
         store,
     };
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
@@ -53,18 +66,26 @@ fn not_found(what: &str, id: &str) -> ApiError {
 }
 
 fn session_or_404(state: &AppState, id: &str) -> Result<Session> {
-    state.store.get_session(id)?.ok_or_else(|| not_found("session", id))
+    state
+        .store
+        .get_session(id)?
+        .ok_or_else(|| not_found("session", id))
 }
 
 #[utoipa::path(post, path = "/v1/sessions", request_body = CreateSession, responses(
     (status = 201, body = Session), (status = 400, body = sandbox_api::ErrorBody),
     (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
 ))]
-pub async fn create_session(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<CreateSession>) -> Result<(StatusCode, Json<Session>)> {
+pub async fn create_session(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<CreateSession>,
+) -> Result<(StatusCode, Json<Session>)> {
     let config = &state.config;
     let template = req.template.unwrap_or_else(|| "default".into());
     if template != "default" {
-        return Err(ApiError::Invalid(format!("unknown template {template:?} (available: \"default\")")));
+        return Err(ApiError::Invalid(format!(
+            "unknown template {template:?} (available: \"default\")"
+        )));
     }
     let env = req.env.unwrap_or_default();
     execution::check_env(&env)?;
@@ -80,7 +101,11 @@ pub async fn create_session(State(state): State<Arc<AppState>>, ApiJson(req): Ap
         deleted_at: None,
     };
     state.store.insert_session(&session)?;
-    if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.workspaces).await {
+    if let Err(e) = state
+        .sessions
+        .start(&session, state.runtime.as_ref(), &state.workspaces)
+        .await
+    {
         state.sessions.stop(&session.id).await;
         state.workspaces.remove(&session.id);
         state.store.delete_session_record(&session.id)?;
@@ -92,16 +117,24 @@ pub async fn create_session(State(state): State<Arc<AppState>>, ApiJson(req): Ap
 
 #[utoipa::path(get, path = "/v1/sessions", responses((status = 200, body = SessionList)))]
 pub async fn list_sessions(State(state): State<Arc<AppState>>) -> Result<Json<SessionList>> {
-    Ok(Json(SessionList { sessions: state.store.list_sessions()? }))
+    Ok(Json(SessionList {
+        sessions: state.store.list_sessions()?,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", responses((status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn get_session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>> {
+pub async fn get_session(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Session>> {
     Ok(Json(session_or_404(&state, &id)?))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", responses((status = 204), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode> {
+pub async fn delete_session(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
     let session = session_or_404(&state, &id)?;
     if session.status == SessionStatus::Deleted {
         return Ok(StatusCode::NO_CONTENT);
@@ -140,7 +173,10 @@ pub async fn create_execution(
     };
     plan.validate()?;
     let live = state.sessions.live(&id);
-    let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces).await?;
+    let turn = state
+        .sessions
+        .turn(&live, &session, state.runtime.as_ref(), &state.workspaces)
+        .await?;
     let record = plan.running_record();
     state.store.insert_execution(&record, &plan.code)?;
     let outcome = turn.sandbox.exec(plan.request(&state.config)).await;
@@ -150,21 +186,37 @@ pub async fn create_execution(
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}/executions", responses((status = 200, body = ExecutionList), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn list_executions(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<ExecutionList>> {
+pub async fn list_executions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<ExecutionList>> {
     session_or_404(&state, &id)?;
-    Ok(Json(ExecutionList { executions: state.store.list_executions(&id)? }))
+    Ok(Json(ExecutionList {
+        executions: state.store.list_executions(&id)?,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/executions/{id}", responses((status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn get_execution(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Execution>> {
-    Ok(Json(state.store.get_execution(&id)?.ok_or_else(|| not_found("execution", &id))?))
+pub async fn get_execution(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>> {
+    Ok(Json(
+        state
+            .store
+            .get_execution(&id)?
+            .ok_or_else(|| not_found("execution", &id))?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/run", request_body = RunRequest, responses(
     (status = 200, body = Execution), (status = 400, body = sandbox_api::ErrorBody),
     (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
 ))]
-pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRequest>) -> Result<Json<Execution>> {
+pub async fn run(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<RunRequest>,
+) -> Result<Json<Execution>> {
     let config = &state.config;
     let limits = execution::resolve_limits(config, req.limits.as_ref())?;
     let plan = Plan {
@@ -190,7 +242,11 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
         created_at: Utc::now(),
         deleted_at: None,
     };
-    let spec = SandboxSpec { name: name.clone(), workspace, limits: limits_of(&session_like) };
+    let spec = SandboxSpec {
+        name: name.clone(),
+        workspace,
+        limits: limits_of(&session_like),
+    };
     let sandbox = match state.runtime.create(spec).await {
         Ok(sb) => sb,
         Err(e) => {

@@ -1,0 +1,165 @@
+//! A typed client for the sandboxd REST API, used by `sbx`, the integration tests and the
+//! benchmarks. One [`Client`] keeps its HTTP connections alive across calls.
+
+use reqwest::{Method, StatusCode};
+use sandbox_api::{
+    CreateExecution, CreateSession, ErrorBody, Execution, ExecutionList, Readiness, RunRequest,
+    Session, SessionList,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an API error.
+    #[error("{status}: {code}: {message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("unexpected response ({status}): {body}")]
+    Unexpected { status: StatusCode, body: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            ClientError::Http(e) => e.status(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// `base` like `http://127.0.0.1:8080` (a trailing slash is fine).
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request with an optional raw body and returns status and body text, for tests
+    /// of malformed input that typed calls cannot produce.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, String), ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await?;
+        Ok((resp.status(), resp.text().await?))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, ClientError> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if status.is_success() {
+            let body = if text.is_empty() { "null" } else { &text };
+            return serde_json::from_str(body).map_err(|_| ClientError::Unexpected {
+                status,
+                body: text.clone(),
+            });
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => Err(ClientError::Api {
+                status,
+                code: e.error.code,
+                message: e.error.message,
+            }),
+            Err(_) => Err(ClientError::Unexpected { status, body: text }),
+        }
+    }
+
+    pub async fn readiness(&self) -> Result<(StatusCode, Readiness), ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let r = serde_json::from_str(&text)
+            .map_err(|_| ClientError::Unexpected { status, body: text })?;
+        Ok((status, r))
+    }
+
+    pub async fn create_session(&self, req: &CreateSession) -> Result<Session, ClientError> {
+        self.call(Method::POST, "/v1/sessions", Some(req)).await
+    }
+
+    pub async fn list_sessions(&self) -> Result<SessionList, ClientError> {
+        self.call(Method::GET, "/v1/sessions", None::<&()>).await
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<Session, ClientError> {
+        self.call(Method::GET, &format!("/v1/sessions/{id}"), None::<&()>)
+            .await
+    }
+
+    pub async fn delete_session(&self, id: &str) -> Result<(), ClientError> {
+        self.call::<Option<()>>(Method::DELETE, &format!("/v1/sessions/{id}"), None::<&()>)
+            .await
+            .map(drop)
+    }
+
+    pub async fn execute(
+        &self,
+        session: &str,
+        req: &CreateExecution,
+    ) -> Result<Execution, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/sessions/{session}/executions"),
+            Some(req),
+        )
+        .await
+    }
+
+    pub async fn list_executions(&self, session: &str) -> Result<ExecutionList, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/sessions/{session}/executions"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    pub async fn get_execution(&self, id: &str) -> Result<Execution, ClientError> {
+        self.call(Method::GET, &format!("/v1/executions/{id}"), None::<&()>)
+            .await
+    }
+
+    pub async fn run(&self, req: &RunRequest) -> Result<Execution, ClientError> {
+        self.call(Method::POST, "/v1/run", Some(req)).await
+    }
+}
