@@ -37,10 +37,9 @@ pub fn kill_execution(sid: i32, before: &HashSet<i32>) {
     for _ in 0..3 {
         let mut killed = 0;
         for pid in list_pids() {
-            if !before.contains(&pid) || session_of(pid) == Some(sid) {
-                if sandbox_sys::kill(pid, libc::SIGKILL).is_ok() {
-                    killed += 1;
-                }
+            let ours = !before.contains(&pid) || session_of(pid) == Some(sid);
+            if ours && sandbox_sys::kill(pid, libc::SIGKILL).is_ok() {
+                killed += 1;
             }
         }
         if killed == 0 {

@@ -8,6 +8,8 @@ use tokio::signal::unix::{signal, SignalKind};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SANDBOXD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

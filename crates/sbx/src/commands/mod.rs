@@ -1,0 +1,58 @@
+//! One module per subcommand.
+
+pub mod exec;
+pub mod run;
+pub mod session;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use sandbox_api::Language;
+
+/// The code to run and its language, from `-c CODE` or a file (language from its extension).
+pub struct Source {
+    pub code: String,
+    pub language: Language,
+}
+
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// Language: python, node or bash (default: from the file's extension).
+    #[arg(short, long, value_parser = parse_language)]
+    pub language: Option<Language>,
+    /// Code to run.
+    #[arg(short, long, conflicts_with = "file")]
+    pub code: Option<String>,
+    /// File whose contents to run; `-` reads standard input.
+    pub file: Option<PathBuf>,
+    /// Wall-clock timeout in seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+}
+
+fn parse_language(s: &str) -> Result<Language, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("unknown language {s:?} (python, node, bash)"))
+}
+
+impl SourceArgs {
+    pub fn source(&self) -> anyhow::Result<Source> {
+        let (code, guessed) = match (&self.code, &self.file) {
+            (Some(code), _) => (code.clone(), None),
+            (None, Some(path)) if path.as_os_str() == "-" => {
+                (std::io::read_to_string(std::io::stdin())?, None)
+            }
+            (None, Some(path)) => {
+                let code = std::fs::read_to_string(path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+                (code, Language::from_extension(ext))
+            }
+            (None, None) => bail!("give code with -c CODE or a file"),
+        };
+        let Some(language) = self.language.or(guessed) else {
+            bail!("cannot tell the language; pass -l python|node|bash");
+        };
+        Ok(Source { code, language })
+    }
+}

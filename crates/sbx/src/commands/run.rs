@@ -1,0 +1,27 @@
+//! `sbx run`: one execution in a throwaway sandbox.
+
+use sandbox_api::RunRequest;
+use sandbox_client::Client;
+
+use super::SourceArgs;
+use crate::output;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<i32> {
+    let src = args.source.source()?;
+    let req = RunRequest {
+        code: src.code,
+        language: src.language,
+        timeout_s: args.source.timeout,
+        stdin: None,
+        env: None,
+        limits: None,
+    };
+    let e = output::with_progress("running", client.run(&req)).await?;
+    output::print_execution(&e, json)
+}

@@ -1,0 +1,54 @@
+//! `sbx`: the command-line client for sandboxd. Parses arguments and hands each subcommand to
+//! its module under `commands/`; the process exit code mirrors the execution's.
+
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "sbx", version, about = "Run code in sandboxd sandboxes")]
+struct Cli {
+    /// sandboxd's address.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDBOX_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    url: String,
+    /// Print the raw JSON response instead of the output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run code once in a throwaway sandbox.
+    Run(commands::run::Args),
+    /// Run code in an existing session.
+    Exec(commands::exec::Args),
+    /// Create, list, show or delete sessions.
+    #[command(subcommand)]
+    Session(commands::session::Command),
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let cli = Cli::parse();
+    let client = sandbox_client::Client::new(&cli.url);
+    let result = match cli.command {
+        Command::Run(args) => commands::run::run(&client, args, cli.json).await,
+        Command::Exec(args) => commands::exec::run(&client, args, cli.json).await,
+        Command::Session(cmd) => commands::session::run(&client, cmd, cli.json).await,
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("sbx: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The real `sbx` binary against a real server.
+
+use std::process::Command;
+
+use sandbox_test_support::TestServer;
+
+/// Runs the CLI; the server keeps serving on the runtime's other worker meanwhile.
+fn sbx(t: &TestServer, args: &[&str]) -> std::process::Output {
+    tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_sbx"))
+            .args(args)
+            .env("SANDBOX_URL", t.client.base())
+            .output()
+            .expect("run sbx")
+    })
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let out = sbx(&t, &["run", "-l", "python", "-c", "print(1)"]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(0), "1\n")
+    );
+
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("hello.js");
+    std::fs::write(&script, "console.log('from a file'); process.exit(4)")?;
+    let out = sbx(&t, &["run", script.to_str().unwrap_or_default()]);
+    assert_eq!(
+        (out.status.code(), text(&out.stdout).as_str()),
+        (Some(4), "from a file\n"),
+        "language from the extension, exit code mirrored"
+    );
+
+    let out = sbx(&t, &["session", "create", "--env", "WHO=cli"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_string();
+    let out = sbx(
+        &t,
+        &["exec", &id, "-l", "bash", "-c", "echo $WHO; ls /workspace"],
+    );
+    assert_eq!(text(&out.stdout), "cli\n");
+    let out = sbx(
+        &t,
+        &[
+            "exec",
+            &id,
+            "-l",
+            "python",
+            "-c",
+            "while True: pass",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(124));
+    let out = sbx(&t, &["--json", "exec", &id, "-l", "bash", "-c", "echo j"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(v["stdout"], "j\n");
+    assert!(text(&sbx(&t, &["session", "list"]).stdout).contains(&id));
+    assert!(text(&sbx(&t, &["session", "show", &id]).stdout).contains("running"));
+    assert_eq!(sbx(&t, &["session", "delete", &id]).status.code(), Some(0));
+    let out = sbx(&t, &["exec", &id, "-l", "bash", "-c", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("deleted"),
+        "{}",
+        text(&out.stderr)
+    );
+    t.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what sandboxd needs on a Debian/Ubuntu host, skipping whatever is already there:
+# bubblewrap (the local runtime), the interpreters sandboxes run (python3, node under /usr,
+# the only tree they see), and, when run as root, the unprivileged `sandbox` user that
+# sandboxes run as on the host.
+set -euo pipefail
+
+missing=()
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+[ -x /usr/bin/node ] || [ -x /usr/local/bin/node ] || missing+=(nodejs)
+command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install.sh: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$(id -u)" -eq 0 ] && ! id sandbox >/dev/null 2>&1; then
+  echo "install.sh: creating the unprivileged 'sandbox' user"
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sandbox
+fi
