@@ -148,15 +148,9 @@ impl ExecutionStatus {
     }
 
     pub fn parse(s: &str) -> Option<ExecutionStatus> {
-        [
-            Self::Running,
-            Self::Succeeded,
-            Self::Failed,
-            Self::TimedOut,
-            Self::Killed,
-        ]
-        .into_iter()
-        .find(|v| v.as_str() == s)
+        [Self::Running, Self::Succeeded, Self::Failed, Self::TimedOut, Self::Killed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -210,17 +204,14 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = serde_json::from_str::<CreateExecution>(
-            r#"{"code":"1","language":"python","tiemout_s":1}"#,
-        )
-        .expect_err("typo must be refused");
+        let err = serde_json::from_str::<CreateExecution>(r#"{"code":"1","language":"python","tiemout_s":1}"#)
+            .expect_err("typo must be refused");
         assert!(err.to_string().contains("tiemout_s"));
     }
 
     #[test]
     fn unknown_language_is_a_data_error() {
-        let err = serde_json::from_str::<CreateExecution>(r#"{"code":"1","language":"cobol"}"#)
-            .expect_err("cobol");
+        let err = serde_json::from_str::<CreateExecution>(r#"{"code":"1","language":"cobol"}"#).expect_err("cobol");
         assert_eq!(err.classify(), serde_json::error::Category::Data);
     }
 

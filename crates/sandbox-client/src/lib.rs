@@ -3,8 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use sandbox_api::{
-    CreateExecution, CreateSession, ErrorBody, Execution, ExecutionList, Readiness, RunRequest,
-    Session, SessionList,
+    CreateExecution, CreateSession, ErrorBody, Execution, ExecutionList, Readiness, RunRequest, Session, SessionList,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -13,11 +12,7 @@ use serde::Serialize;
 pub enum ClientError {
     /// The server answered with an API error.
     #[error("{status}: {code}: {message}")]
-    Api {
-        status: StatusCode,
-        code: String,
-        message: String,
-    },
+    Api { status: StatusCode, code: String, message: String },
     #[error("cannot reach the server: {0}")]
     Http(#[from] reqwest::Error),
     #[error("unexpected response ({status}): {body}")]
@@ -27,9 +22,7 @@ pub enum ClientError {
 impl ClientError {
     pub fn status(&self) -> Option<StatusCode> {
         match self {
-            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
-                Some(*status)
-            }
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => Some(*status),
             ClientError::Http(e) => e.status(),
         }
     }
@@ -44,10 +37,7 @@ pub struct Client {
 impl Client {
     /// `base` like `http://127.0.0.1:8080` (a trailing slash is fine).
     pub fn new(base: &str) -> Client {
-        Client {
-            base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
-        }
+        Client { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
     }
 
     pub fn base(&self) -> &str {
@@ -85,31 +75,19 @@ impl Client {
         let text = resp.text().await?;
         if status.is_success() {
             let body = if text.is_empty() { "null" } else { &text };
-            return serde_json::from_str(body).map_err(|_| ClientError::Unexpected {
-                status,
-                body: text.clone(),
-            });
+            return serde_json::from_str(body).map_err(|_| ClientError::Unexpected { status, body: text.clone() });
         }
         match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => Err(ClientError::Api {
-                status,
-                code: e.error.code,
-                message: e.error.message,
-            }),
+            Ok(e) => Err(ClientError::Api { status, code: e.error.code, message: e.error.message }),
             Err(_) => Err(ClientError::Unexpected { status, body: text }),
         }
     }
 
     pub async fn readiness(&self) -> Result<(StatusCode, Readiness), ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await?;
+        let resp = self.http.get(format!("{}/readyz", self.base)).send().await?;
         let status = resp.status();
         let text = resp.text().await?;
-        let r = serde_json::from_str(&text)
-            .map_err(|_| ClientError::Unexpected { status, body: text })?;
+        let r = serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status, body: text })?;
         Ok((status, r))
     }
 
@@ -122,41 +100,23 @@ impl Client {
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Session, ClientError> {
-        self.call(Method::GET, &format!("/v1/sessions/{id}"), None::<&()>)
-            .await
+        self.call(Method::GET, &format!("/v1/sessions/{id}"), None::<&()>).await
     }
 
     pub async fn delete_session(&self, id: &str) -> Result<(), ClientError> {
-        self.call::<Option<()>>(Method::DELETE, &format!("/v1/sessions/{id}"), None::<&()>)
-            .await
-            .map(drop)
+        self.call::<Option<()>>(Method::DELETE, &format!("/v1/sessions/{id}"), None::<&()>).await.map(drop)
     }
 
-    pub async fn execute(
-        &self,
-        session: &str,
-        req: &CreateExecution,
-    ) -> Result<Execution, ClientError> {
-        self.call(
-            Method::POST,
-            &format!("/v1/sessions/{session}/executions"),
-            Some(req),
-        )
-        .await
+    pub async fn execute(&self, session: &str, req: &CreateExecution) -> Result<Execution, ClientError> {
+        self.call(Method::POST, &format!("/v1/sessions/{session}/executions"), Some(req)).await
     }
 
     pub async fn list_executions(&self, session: &str) -> Result<ExecutionList, ClientError> {
-        self.call(
-            Method::GET,
-            &format!("/v1/sessions/{session}/executions"),
-            None::<&()>,
-        )
-        .await
+        self.call(Method::GET, &format!("/v1/sessions/{session}/executions"), None::<&()>).await
     }
 
     pub async fn get_execution(&self, id: &str) -> Result<Execution, ClientError> {
-        self.call(Method::GET, &format!("/v1/executions/{id}"), None::<&()>)
-            .await
+        self.call(Method::GET, &format!("/v1/executions/{id}"), None::<&()>).await
     }
 
     pub async fn run(&self, req: &RunRequest) -> Result<Execution, ClientError> {

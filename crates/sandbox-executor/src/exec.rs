@@ -28,10 +28,7 @@ const MAX_INLINE_CODE: usize = 100 * 1024;
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 const BASE_ENV: &[(&str, &str)] = &[
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
+    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     ("HOME", "/tmp"),
     ("LANG", "C.UTF-8"),
     ("USER", "sandbox"),
@@ -57,26 +54,16 @@ fn argv(req: &ExecRequest) -> io::Result<Vec<String>> {
     std::fs::write(&path, code)?;
     Ok(match req.language {
         // Same semantics as `-c`: '' (the workspace) first on sys.path, `__name__ == "__main__"`.
-        Language::Python => vec![
-            "python3".into(),
-            "-c".into(),
-            format!("exec(compile(open({path:?}).read(), '<string>', 'exec'))"),
-        ],
+        Language::Python => {
+            vec!["python3".into(), "-c".into(), format!("exec(compile(open({path:?}).read(), '<string>', 'exec'))")]
+        }
         Language::Node => vec!["node".into(), path],
         Language::Bash => vec!["bash".into(), path],
     })
 }
 
 fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 /// A stream's captured bytes, capped.
@@ -89,12 +76,7 @@ struct Capture {
 
 impl Capture {
     fn new(limit: usize) -> Self {
-        Capture {
-            data: Vec::new(),
-            limit,
-            truncated: false,
-            open: true,
-        }
+        Capture { data: Vec::new(), limit, truncated: false, open: true }
     }
 
     /// Reads what is available (the fd was reported readable, so this does not block).
@@ -120,10 +102,7 @@ impl Capture {
 /// Runs one execution to its end and reports how it went. Never panics on user input.
 pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
     let started = Instant::now();
-    let mut result = ExecResult {
-        id: req.id.clone(),
-        ..Default::default()
-    };
+    let mut result = ExecResult { id: req.id.clone(), ..Default::default() };
 
     let args = match argv(req) {
         Ok(a) => a,
@@ -138,11 +117,7 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
         .env_clear()
         .envs(BASE_ENV.iter().copied())
         .envs(&req.env)
-        .stdin(if req.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     sandbox_sys::pre_exec_new_session_oom_first(&mut cmd);
@@ -197,11 +172,7 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
                 break;
             }
             // Pipes closed: only the exit status is missing; block for it.
-            let wait = if result.timed_out {
-                Duration::from_secs(5)
-            } else {
-                deadline.saturating_duration_since(now)
-            };
+            let wait = if result.timed_out { Duration::from_secs(5) } else { deadline.saturating_duration_since(now) };
             match exit_rx.recv_timeout(wait.max(Duration::from_millis(1))) {
                 Ok(s) => {
                     status = Some(s);
@@ -220,9 +191,7 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
             Some(at) => (at + DRAIN_LIMIT).saturating_duration_since(now),
             None if result.timed_out => Duration::from_millis(20),
             // Wake up now and then to notice an exit while a child holds the pipes.
-            None => deadline
-                .saturating_duration_since(now)
-                .min(Duration::from_millis(20)),
+            None => deadline.saturating_duration_since(now).min(Duration::from_millis(20)),
         };
         let mut fds = Vec::new();
         if out.open {

@@ -30,14 +30,7 @@ pub fn run() -> i32 {
         let children = Arc::clone(&children);
         std::thread::spawn(move || children.reap_forever());
     }
-    if send(
-        &out,
-        &Event::Ready {
-            version: PROTOCOL_VERSION,
-        },
-    )
-    .is_err()
-    {
+    if send(&out, &Event::Ready { version: PROTOCOL_VERSION }).is_err() {
         return 0;
     }
 
@@ -75,9 +68,7 @@ fn harden() -> io::Result<()> {
 
 fn send(out: &Mutex<io::Stdout>, event: &Event) -> io::Result<()> {
     let frame = sandbox_protocol::encode(event)?;
-    let mut guard = out
-        .lock()
-        .map_err(|_| io::Error::other("stdout lock poisoned"))?;
+    let mut guard = out.lock().map_err(|_| io::Error::other("stdout lock poisoned"))?;
     guard.write_all(&frame)?;
     guard.flush()
 }

@@ -29,9 +29,7 @@ struct Inner {
 
 impl Children {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Spawns `cmd` and returns the child with a receiver for its exit status.

@@ -92,12 +92,7 @@ pub const DENIED: &[(&str, libc::c_long)] = &[
 ];
 
 fn stmt(code: u16, k: u32) -> sock_filter {
-    sock_filter {
-        code,
-        jt: 0,
-        jf: 0,
-        k,
-    }
+    sock_filter { code, jt: 0, jf: 0, k }
 }
 
 fn jump(code: u16, k: u32, jt: u8, jf: u8) -> sock_filter {
@@ -176,12 +171,7 @@ mod tests {
 
     #[test]
     fn ordinary_syscalls_are_allowed() {
-        for nr in [
-            libc::SYS_read,
-            libc::SYS_write,
-            libc::SYS_openat,
-            libc::SYS_execve,
-        ] {
+        for nr in [libc::SYS_read, libc::SYS_write, libc::SYS_openat, libc::SYS_execve] {
             assert_eq!(check(nr), RET_ALLOW);
         }
     }
@@ -189,22 +179,9 @@ mod tests {
     #[test]
     fn clone_is_allowed_without_namespace_flags_only() {
         let plain = libc::SIGCHLD as u64 | libc::CLONE_VM as u64 | libc::CLONE_THREAD as u64;
-        assert_eq!(
-            eval(&program(), AUDIT_ARCH, libc::SYS_clone as u32, plain),
-            RET_ALLOW
-        );
-        for flag in [
-            libc::CLONE_NEWUSER,
-            libc::CLONE_NEWNET,
-            libc::CLONE_NEWNS,
-            libc::CLONE_NEWPID,
-        ] {
-            let r = eval(
-                &program(),
-                AUDIT_ARCH,
-                libc::SYS_clone as u32,
-                plain | flag as u64,
-            );
+        assert_eq!(eval(&program(), AUDIT_ARCH, libc::SYS_clone as u32, plain), RET_ALLOW);
+        for flag in [libc::CLONE_NEWUSER, libc::CLONE_NEWNET, libc::CLONE_NEWNS, libc::CLONE_NEWPID] {
+            let r = eval(&program(), AUDIT_ARCH, libc::SYS_clone as u32, plain | flag as u64);
             assert_eq!(r, RET_ERRNO | libc::EPERM as u32);
         }
         assert_eq!(check(libc::SYS_clone3), RET_ERRNO | libc::ENOSYS as u32);
@@ -214,10 +191,7 @@ mod tests {
     fn foreign_abi_and_x32_are_refused() {
         assert_eq!(eval(&program(), 0x4000_0003, 1, 0), RET_KILL_PROCESS);
         let x32_read = X32_SYSCALL_BIT | libc::SYS_read as u32;
-        assert_eq!(
-            eval(&program(), AUDIT_ARCH, x32_read, 0),
-            RET_ERRNO | libc::EPERM as u32
-        );
+        assert_eq!(eval(&program(), AUDIT_ARCH, x32_read, 0), RET_ERRNO | libc::EPERM as u32);
     }
 
     #[test]

@@ -107,10 +107,7 @@ pub struct ExecResult {
 pub fn encode<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
     let body = serde_json::to_vec(msg).map_err(io::Error::other)?;
     if body.len() > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "frame too large",
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "frame too large"));
     }
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -122,10 +119,7 @@ pub fn encode<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
 pub fn body_len(header: [u8; 4]) -> io::Result<usize> {
     let len = u32::from_le_bytes(header) as usize;
     if len > MAX_FRAME_BYTES {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes"),
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
     }
     Ok(len)
 }
@@ -174,10 +168,7 @@ mod tests {
         write_frame(&mut buf, &Request::Shutdown).expect("write");
         let mut r = buf.as_slice();
         assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), Some(req));
-        assert_eq!(
-            read_frame::<_, Request>(&mut r).expect("read"),
-            Some(Request::Shutdown)
-        );
+        assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), Some(Request::Shutdown));
         assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), None);
     }
 

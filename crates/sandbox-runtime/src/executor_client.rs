@@ -32,12 +32,7 @@ impl ExecutorClient {
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(read_events(
-            reader,
-            Arc::clone(&pending),
-            Arc::clone(&alive),
-            ready_tx,
-        ));
+        tokio::spawn(read_events(reader, Arc::clone(&pending), Arc::clone(&alive), ready_tx));
         ExecutorClient {
             writer: AsyncMutex::new(Box::new(writer)),
             pending,
@@ -57,9 +52,7 @@ impl ExecutorClient {
         };
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(version)) => Ok(version),
-            Ok(Err(_)) => Err(RuntimeError::SandboxDied(
-                "the executor exited before it was ready".into(),
-            )),
+            Ok(Err(_)) => Err(RuntimeError::SandboxDied("the executor exited before it was ready".into())),
             Err(_) => Err(RuntimeError::Unresponsive(timeout.as_secs())),
         }
     }
@@ -78,9 +71,7 @@ impl ExecutorClient {
             lock(&self.pending).remove(&id);
             return Err(e);
         }
-        rx.await.map_err(|_| {
-            RuntimeError::SandboxDied("the executor exited during the execution".into())
-        })
+        rx.await.map_err(|_| RuntimeError::SandboxDied("the executor exited during the execution".into()))
     }
 
     /// Asks the executor to kill everything and exit; errors are ignored (it may be gone).
@@ -168,13 +159,7 @@ mod tests {
 
         let ready = sandbox_protocol::encode(&Event::Ready { version: 7 }).expect("encode");
         exec_side.write_all(&ready).await.expect("write");
-        assert_eq!(
-            client
-                .wait_ready(Duration::from_secs(1))
-                .await
-                .expect("ready"),
-            7
-        );
+        assert_eq!(client.wait_ready(Duration::from_secs(1)).await.expect("ready"), 7);
 
         let c = Arc::clone(&client);
         let first = tokio::spawn(async move { c.exec(req("a")).await });
@@ -188,23 +173,13 @@ mod tests {
             let mut body = vec![0; sandbox_protocol::body_len(h).expect("len")];
             exec_side.read_exact(&mut body).await.expect("body");
         }
-        let done = Event::ExecDone(ExecResult {
-            id: "b".into(),
-            exit_code: Some(3),
-            ..Default::default()
-        });
-        exec_side
-            .write_all(&sandbox_protocol::encode(&done).expect("encode"))
-            .await
-            .expect("write");
+        let done = Event::ExecDone(ExecResult { id: "b".into(), exit_code: Some(3), ..Default::default() });
+        exec_side.write_all(&sandbox_protocol::encode(&done).expect("encode")).await.expect("write");
         let b = second.await.expect("join").expect("exec b");
         assert_eq!(b.exit_code, Some(3));
 
         drop(exec_side);
-        assert!(matches!(
-            first.await.expect("join"),
-            Err(RuntimeError::SandboxDied(_))
-        ));
+        assert!(matches!(first.await.expect("join"), Err(RuntimeError::SandboxDied(_))));
         assert!(!client.is_alive());
         assert!(client.exec(req("c")).await.is_err());
     }

@@ -25,11 +25,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn readiness(&self) -> Readiness {
-        let problem = self
-            .not_ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let problem = self.not_ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Readiness {
             ready: problem.is_none(),
             message: problem.unwrap_or_else(|| "ok".into()),
@@ -43,23 +39,12 @@ impl Runtime for FakeRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
-        if let Some(p) = self
-            .not_ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        {
+        if let Some(p) = self.not_ready.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(RuntimeError::NotReady(p));
         }
         let name = spec.name.clone();
-        self.created
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(spec);
-        Ok(Box::new(FakeSandbox {
-            name,
-            alive: AtomicBool::new(true),
-        }))
+        self.created.lock().unwrap_or_else(|p| p.into_inner()).push(spec);
+        Ok(Box::new(FakeSandbox { name, alive: AtomicBool::new(true) }))
     }
 }
 
@@ -78,16 +63,8 @@ impl Sandbox for FakeSandbox {
         if !self.is_alive() {
             return Err(RuntimeError::SandboxDied("destroyed".into()));
         }
-        let result = ExecResult {
-            id: req.id,
-            exit_code: Some(0),
-            stdout: req.code,
-            ..Default::default()
-        };
-        Ok(ExecOutcome {
-            result,
-            limit: None,
-        })
+        let result = ExecResult { id: req.id, exit_code: Some(0), stdout: req.code, ..Default::default() };
+        Ok(ExecOutcome { result, limit: None })
     }
 
     fn is_alive(&self) -> bool {

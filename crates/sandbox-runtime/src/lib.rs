@@ -11,6 +11,4 @@ pub mod local;
 pub mod runtime;
 
 pub use error::RuntimeError;
-pub use runtime::{
-    ExecOutcome, LimitKind, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
-};
+pub use runtime::{ExecOutcome, LimitKind, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec};

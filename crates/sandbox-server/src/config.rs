@@ -63,6 +63,10 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_MAX_BODY_BYTES", default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
 
+    /// Started, idle sandboxes kept for `POST /v1/run` (0 = start each one cold).
+    #[arg(long, env = "SANDBOXD_RUN_POOL", default_value_t = 2)]
+    pub run_pool: usize,
+
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,
@@ -70,11 +74,7 @@ pub struct Config {
 
 /// For clap's derive on the binary: `sandboxd [OPTIONS]`.
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "sandboxd",
-    version,
-    about = "Code-execution sandboxes for AI agents: the control plane"
-)]
+#[command(name = "sandboxd", version, about = "Code-execution sandboxes for AI agents: the control plane")]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -92,18 +92,9 @@ impl Config {
     /// Checks cross-field consistency; the message names the offending settings.
     pub fn validate(&self) -> Result<(), String> {
         let checks = [
-            (
-                self.default_memory_mb <= self.max_memory_mb,
-                "default memory above the maximum",
-            ),
-            (
-                self.default_pids <= self.max_pids,
-                "default pids above the maximum",
-            ),
-            (
-                self.default_cpu > 0.0 && self.default_cpu <= self.max_cpu,
-                "default cpu must be in (0, max_cpu]",
-            ),
+            (self.default_memory_mb <= self.max_memory_mb, "default memory above the maximum"),
+            (self.default_pids <= self.max_pids, "default pids above the maximum"),
+            (self.default_cpu > 0.0 && self.default_cpu <= self.max_cpu, "default cpu must be in (0, max_cpu]"),
             (
                 self.default_timeout_s > 0.0 && self.default_timeout_s <= self.max_timeout_s,
                 "default timeout must be in (0, max_timeout_s]",
@@ -144,11 +135,7 @@ mod tests {
 
     #[test]
     fn inconsistent_limits_are_refused() {
-        let c = Config {
-            default_memory_mb: 10_000,
-            max_memory_mb: 100,
-            ..Config::default()
-        };
+        let c = Config { default_memory_mb: 10_000, max_memory_mb: 100, ..Config::default() };
         assert!(c.validate().expect_err("must fail").contains("memory"));
     }
 }

@@ -48,12 +48,7 @@ impl ApiError {
             ApiError::Internal(_) => "internal error; see the server log".to_string(),
             other => other.to_string(),
         };
-        ErrorBody {
-            error: ErrorDetail {
-                code: code.to_string(),
-                message,
-            },
-        }
+        ErrorBody { error: ErrorDetail { code: code.to_string(), message } }
     }
 }
 

@@ -16,17 +16,10 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// Checks a timeout in seconds against the server's bounds.
-pub fn check_timeout(
-    config: &Config,
-    timeout_s: Option<f64>,
-    default: f64,
-) -> Result<f64, ApiError> {
+pub fn check_timeout(config: &Config, timeout_s: Option<f64>, default: f64) -> Result<f64, ApiError> {
     let t = timeout_s.unwrap_or(default);
     if !t.is_finite() || t <= 0.0 || t > config.max_timeout_s {
-        return Err(ApiError::Invalid(format!(
-            "timeout_s must be > 0 and <= {} (got {t})",
-            config.max_timeout_s
-        )));
+        return Err(ApiError::Invalid(format!("timeout_s must be > 0 and <= {} (got {t})", config.max_timeout_s)));
     }
     Ok(t)
 }
@@ -35,7 +28,9 @@ pub fn check_timeout(
 pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(ApiError::Invalid(format!("invalid environment variable {k:?}: names must be non-empty without '=' or NUL, values without NUL")));
+            return Err(ApiError::Invalid(format!(
+                "invalid environment variable {k:?}: names must be non-empty without '=' or NUL, values without NUL"
+            )));
         }
     }
     Ok(())
@@ -50,22 +45,13 @@ pub fn resolve_limits(config: &Config, req: Option<&LimitsRequest>) -> Result<Li
         cpu: r.cpu.unwrap_or(config.default_cpu),
     };
     if l.memory_mb < 32 || l.memory_mb > config.max_memory_mb {
-        return Err(ApiError::Invalid(format!(
-            "limits.memory_mb must be between 32 and {}",
-            config.max_memory_mb
-        )));
+        return Err(ApiError::Invalid(format!("limits.memory_mb must be between 32 and {}", config.max_memory_mb)));
     }
     if l.pids < 8 || l.pids > config.max_pids {
-        return Err(ApiError::Invalid(format!(
-            "limits.pids must be between 8 and {}",
-            config.max_pids
-        )));
+        return Err(ApiError::Invalid(format!("limits.pids must be between 8 and {}", config.max_pids)));
     }
     if !l.cpu.is_finite() || l.cpu < 0.01 || l.cpu > config.max_cpu {
-        return Err(ApiError::Invalid(format!(
-            "limits.cpu must be between 0.01 and {}",
-            config.max_cpu
-        )));
+        return Err(ApiError::Invalid(format!("limits.cpu must be between 0.01 and {}", config.max_cpu)));
     }
     Ok(l)
 }
@@ -84,9 +70,7 @@ pub struct Plan {
 impl Plan {
     pub fn validate(&self) -> Result<(), ApiError> {
         if self.code.contains('\0') {
-            return Err(ApiError::Invalid(
-                "code must not contain NUL characters".into(),
-            ));
+            return Err(ApiError::Invalid("code must not contain NUL characters".into()));
         }
         check_env(&self.env)
     }
@@ -123,11 +107,7 @@ impl Plan {
 }
 
 /// Fills a running record in from how the execution ended.
-pub fn finish(
-    mut e: Execution,
-    outcome: Result<ExecOutcome, RuntimeError>,
-    deleted: bool,
-) -> Execution {
+pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, deleted: bool) -> Execution {
     e.finished_at = Some(Utc::now());
     match outcome {
         Ok(ExecOutcome { result, limit }) => {
@@ -162,20 +142,14 @@ pub fn finish(
                 (None, _, true, ..) => (ExecutionStatus::TimedOut, Some("timeout".into())),
                 (None, _, false, Some(0), _) => (ExecutionStatus::Succeeded, None),
                 (None, _, false, Some(_), _) => (ExecutionStatus::Failed, None),
-                (None, _, false, None, Some(sig)) => {
-                    (ExecutionStatus::Failed, Some(format!("signal {sig}")))
-                }
+                (None, _, false, None, Some(sig)) => (ExecutionStatus::Failed, Some(format!("signal {sig}"))),
                 (None, _, false, None, None) => (ExecutionStatus::Failed, Some("unknown".into())),
             };
         }
         Err(err) => {
             e.status = ExecutionStatus::Killed;
             e.duration_ms = Some((Utc::now() - e.started_at).num_milliseconds().max(0) as u64);
-            e.reason = Some(if deleted {
-                "session_deleted".into()
-            } else {
-                "sandbox_died".into()
-            });
+            e.reason = Some(if deleted { "session_deleted".into() } else { "sandbox_died".into() });
             e.stderr = err.to_string();
         }
     }
@@ -206,78 +180,30 @@ mod tests {
     #[test]
     fn statuses_follow_the_outcome() {
         let rec = plan().running_record();
-        let ok = finish(
-            rec.clone(),
-            outcome(
-                ExecResult {
-                    exit_code: Some(0),
-                    ..Default::default()
-                },
-                None,
-            ),
-            false,
-        );
+        let ok = finish(rec.clone(), outcome(ExecResult { exit_code: Some(0), ..Default::default() }, None), false);
         assert_eq!(ok.status, ExecutionStatus::Succeeded);
-        let failed = finish(
-            rec.clone(),
-            outcome(
-                ExecResult {
-                    exit_code: Some(2),
-                    ..Default::default()
-                },
-                None,
-            ),
-            false,
-        );
-        assert_eq!(
-            (failed.status, failed.exit_code),
-            (ExecutionStatus::Failed, Some(2))
-        );
+        let failed = finish(rec.clone(), outcome(ExecResult { exit_code: Some(2), ..Default::default() }, None), false);
+        assert_eq!((failed.status, failed.exit_code), (ExecutionStatus::Failed, Some(2)));
         let timeout = finish(
             rec.clone(),
-            outcome(
-                ExecResult {
-                    timed_out: true,
-                    signal: Some(9),
-                    ..Default::default()
-                },
-                None,
-            ),
+            outcome(ExecResult { timed_out: true, signal: Some(9), ..Default::default() }, None),
             false,
         );
         assert_eq!(timeout.status, ExecutionStatus::TimedOut);
         let oom = finish(
             rec.clone(),
-            outcome(
-                ExecResult {
-                    signal: Some(9),
-                    ..Default::default()
-                },
-                Some(LimitKind::Memory),
-            ),
+            outcome(ExecResult { signal: Some(9), ..Default::default() }, Some(LimitKind::Memory)),
             false,
         );
-        assert_eq!(
-            (oom.status, oom.reason.as_deref()),
-            (ExecutionStatus::Killed, Some("memory"))
-        );
+        assert_eq!((oom.status, oom.reason.as_deref()), (ExecutionStatus::Killed, Some("memory")));
         let caught = finish(
             rec.clone(),
-            outcome(
-                ExecResult {
-                    exit_code: Some(0),
-                    ..Default::default()
-                },
-                Some(LimitKind::Pids),
-            ),
+            outcome(ExecResult { exit_code: Some(0), ..Default::default() }, Some(LimitKind::Pids)),
             false,
         );
         assert_eq!(caught.status, ExecutionStatus::Succeeded);
         let died = finish(rec, Err(RuntimeError::SandboxDied("x".into())), true);
-        assert_eq!(
-            (died.status, died.reason.as_deref()),
-            (ExecutionStatus::Killed, Some("session_deleted"))
-        );
+        assert_eq!((died.status, died.reason.as_deref()), (ExecutionStatus::Killed, Some("session_deleted")));
     }
 
     #[test]
@@ -286,10 +212,7 @@ mod tests {
         p.env.insert("A=B".into(), "1".into());
         assert!(matches!(p.validate(), Err(ApiError::Invalid(_))));
         let config = Config::default();
-        let too_big = LimitsRequest {
-            memory_mb: Some(1 << 30),
-            ..Default::default()
-        };
+        let too_big = LimitsRequest { memory_mb: Some(1 << 30), ..Default::default() };
         assert!(resolve_limits(&config, Some(&too_big)).is_err());
         assert!(resolve_limits(&config, None).is_ok());
         assert!(check_timeout(&config, Some(f64::NAN), 1.0).is_err());

@@ -34,9 +34,7 @@ where
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
         Category::Data => ApiError::Invalid(format!("invalid request: {e}")),
-        Category::Syntax | Category::Eof | Category::Io => {
-            ApiError::BadRequest(format!("malformed JSON: {e}"))
-        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::BadRequest(format!("malformed JSON: {e}")),
     })
 }
 
@@ -47,21 +45,11 @@ mod tests {
 
     #[test]
     fn syntax_is_400_and_shape_is_422() {
-        let status = |b: &[u8]| {
-            parse::<CreateExecution>(b)
-                .err()
-                .map(|e| e.status_and_code().0)
-        };
+        let status = |b: &[u8]| parse::<CreateExecution>(b).err().map(|e| e.status_and_code().0);
         assert_eq!(status(b"{not json"), Some(StatusCode::BAD_REQUEST));
         assert_eq!(status(b""), Some(StatusCode::BAD_REQUEST));
-        assert_eq!(
-            status(br#"{"code": 1, "language": "python"}"#),
-            Some(StatusCode::UNPROCESSABLE_ENTITY)
-        );
-        assert_eq!(
-            status(br#"{"code": "1", "language": "ruby"}"#),
-            Some(StatusCode::UNPROCESSABLE_ENTITY)
-        );
+        assert_eq!(status(br#"{"code": 1, "language": "python"}"#), Some(StatusCode::UNPROCESSABLE_ENTITY));
+        assert_eq!(status(br#"{"code": "1", "language": "ruby"}"#), Some(StatusCode::UNPROCESSABLE_ENTITY));
         assert_eq!(status(br#"{"code": "1", "language": "python"}"#), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod execution;
 pub mod extract;
+pub mod pool;
 pub mod routes;
 pub mod session;
 pub mod workspace;
@@ -35,35 +36,33 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<dyn Runtime>,
     pub sessions: session::Sessions,
-    pub workspaces: workspace::Workspaces,
+    pub workspaces: Arc<workspace::Workspaces>,
+    pub run_pool: Arc<pool::RunPool>,
 }
 
 impl AppState {
     /// State over any runtime (tests use the fake one); workspaces go under the data dir.
-    pub fn new(
-        config: Config,
-        store: Store,
-        runtime: Arc<dyn Runtime>,
-    ) -> Result<AppState, ServerError> {
+    pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<AppState, ServerError> {
         let dir = config.workspaces_dir();
         let workspaces = workspace::Workspaces::new(dir.clone(), runtime.workspace_owner())
             .map_err(|source| ServerError::DataDir { path: dir, source })?;
+        let default_limits =
+            execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
+        let run_pool = Arc::new(pool::RunPool::new(config.run_pool, session::limits_from(&default_limits)));
         Ok(AppState {
             config,
             store,
             runtime,
             sessions: Default::default(),
-            workspaces,
+            workspaces: Arc::new(workspaces),
+            run_pool,
         })
     }
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(
-        title = "sandbox-platform API",
-        description = "Code-execution sandboxes for AI agents."
-    ),
+    info(title = "sandbox-platform API", description = "Code-execution sandboxes for AI agents."),
     paths(
         routes::healthz,
         routes::readyz,
@@ -76,11 +75,7 @@ impl AppState {
         routes::get_execution,
         routes::run,
     ),
-    components(schemas(
-        sandbox_api::ErrorBody,
-        sandbox_api::ErrorDetail,
-        sandbox_api::Language
-    ))
+    components(schemas(sandbox_api::ErrorBody, sandbox_api::ErrorDetail, sandbox_api::Language))
 )]
 pub struct ApiDoc;
 
@@ -91,22 +86,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
-        .route(
-            "/openapi.json",
-            get(|| async { axum::Json(ApiDoc::openapi()) }),
-        )
-        .route(
-            "/v1/sessions",
-            post(routes::create_session).get(routes::list_sessions),
-        )
-        .route(
-            "/v1/sessions/{id}",
-            get(routes::get_session).delete(routes::delete_session),
-        )
-        .route(
-            "/v1/sessions/{id}/executions",
-            post(routes::create_execution).get(routes::list_executions),
-        )
+        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route("/v1/sessions", post(routes::create_session).get(routes::list_sessions))
+        .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
+        .route("/v1/sessions/{id}/executions", post(routes::create_execution).get(routes::list_executions))
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
         .fallback(routes::not_found_fallback)
@@ -125,17 +108,11 @@ pub enum ServerError {
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("data dir {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] sandbox_store::StoreError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Which host user sandboxes run as: a dedicated one when we are root, else our own.
@@ -145,7 +122,9 @@ fn run_as(config: &Config) -> RunAs {
     }
     match sandbox_sys::lookup_user(&config.sandbox_user) {
         Ok(Some((uid, gid))) if uid != 0 => RunAs::User { uid, gid },
-        Ok(Some(_)) => RunAs::Unavailable(format!("sandbox user {:?} is root; pick an unprivileged user", config.sandbox_user)),
+        Ok(Some(_)) => {
+            RunAs::Unavailable(format!("sandbox user {:?} is root; pick an unprivileged user", config.sandbox_user))
+        }
         Ok(None) => RunAs::Unavailable(format!(
             "sandbox user {:?} does not exist; create it (useradd --system --no-create-home {}) or pass --sandbox-user",
             config.sandbox_user, config.sandbox_user
@@ -172,14 +151,10 @@ pub fn local_state(config: Config) -> Result<AppState, ServerError> {
     std::fs::create_dir_all(&db_dir).map_err(dir_err(&db_dir))?;
     std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711))
         .map_err(dir_err(&config.data_dir))?;
-    std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(dir_err(&db_dir))?;
+    std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
     let (store, recovered) = Store::open(&config.db_path())?;
     if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "closed executions left running by a previous run as failed (server_restart)"
-        );
+        tracing::warn!(recovered, "closed executions left running by a previous run as failed (server_restart)");
     }
     let run_as = run_as(&config);
     let runtime = LocalRuntime::new(LocalConfig {
@@ -212,38 +187,28 @@ impl Server {
     /// Serves `state` on `state.config.listen`.
     pub async fn serve(state: Arc<AppState>) -> Result<Server, ServerError> {
         let addr = state.config.listen;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr, source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let router = app(Arc::clone(&state));
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
                 tracing::error!(error = %e, "server stopped");
             }
         });
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
         let readiness = state.runtime.readiness().await;
         if readiness.ready {
+            state.run_pool.refill(&state.runtime, &state.workspaces);
             tracing::info!(%addr, cgroup = %readiness.cgroup, "sandboxd ready");
         } else {
             tracing::warn!(%addr, cause = %readiness.message, "sandboxd serving but NOT ready");
         }
-        Ok(Server {
-            addr,
-            state,
-            stop,
-            task,
-        })
+        Ok(Server { addr, state, stop, task })
     }
 
     /// Stops accepting requests, kills every sandbox (in-flight executions end as killed),
@@ -251,6 +216,7 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.state.sessions.stop_all().await;
+        self.state.run_pool.drain(&self.state.workspaces).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }

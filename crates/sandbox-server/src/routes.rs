@@ -8,15 +8,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use sandbox_api::{
-    Check, CreateExecution, CreateSession, Execution, ExecutionList, Readiness, RunRequest,
-    Session, SessionList, SessionStatus,
+    Check, CreateExecution, CreateSession, Execution, ExecutionList, Readiness, RunRequest, Session, SessionList,
+    SessionStatus,
 };
 use sandbox_runtime::SandboxSpec;
 
 use crate::error::ApiError;
 use crate::execution::{self, Plan};
 use crate::extract::ApiJson;
-use crate::session::limits_of;
+use crate::session::limits_from;
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -33,31 +33,18 @@ pub async fn healthz() -> &'static str {
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let runtime = state.runtime.readiness().await;
     let store = match state.store.check_writable() {
-        Ok(()) => Check {
-            ok: true,
-            message: "ok".into(),
-        },
-        Err(e) => Check {
-            ok: false,
-            message: e.to_string(),
-        },
+        Ok(()) => Check { ok: true, message: "ok".into() },
+        Err(e) => Check { ok: false, message: e.to_string() },
     };
     let ready = runtime.ready && store.ok;
     let body = Readiness {
         ready,
         runtime: runtime.runtime.to_string(),
-        sandbox: Check {
-            ok: runtime.ready,
-            message: runtime.message,
-        },
+        sandbox: Check { ok: runtime.ready, message: runtime.message },
         cgroup: runtime.cgroup,
         store,
     };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
 
@@ -66,10 +53,7 @@ fn not_found(what: &str, id: &str) -> ApiError {
 }
 
 fn session_or_404(state: &AppState, id: &str) -> Result<Session> {
-    state
-        .store
-        .get_session(id)?
-        .ok_or_else(|| not_found("session", id))
+    state.store.get_session(id)?.ok_or_else(|| not_found("session", id))
 }
 
 #[utoipa::path(post, path = "/v1/sessions", request_body = CreateSession, responses(
@@ -83,9 +67,7 @@ pub async fn create_session(
     let config = &state.config;
     let template = req.template.unwrap_or_else(|| "default".into());
     if template != "default" {
-        return Err(ApiError::Invalid(format!(
-            "unknown template {template:?} (available: \"default\")"
-        )));
+        return Err(ApiError::Invalid(format!("unknown template {template:?} (available: \"default\")")));
     }
     let env = req.env.unwrap_or_default();
     execution::check_env(&env)?;
@@ -101,11 +83,7 @@ pub async fn create_session(
         deleted_at: None,
     };
     state.store.insert_session(&session)?;
-    if let Err(e) = state
-        .sessions
-        .start(&session, state.runtime.as_ref(), &state.workspaces)
-        .await
-    {
+    if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.workspaces).await {
         state.sessions.stop(&session.id).await;
         state.workspaces.remove(&session.id);
         state.store.delete_session_record(&session.id)?;
@@ -117,24 +95,16 @@ pub async fn create_session(
 
 #[utoipa::path(get, path = "/v1/sessions", responses((status = 200, body = SessionList)))]
 pub async fn list_sessions(State(state): State<Arc<AppState>>) -> Result<Json<SessionList>> {
-    Ok(Json(SessionList {
-        sessions: state.store.list_sessions()?,
-    }))
+    Ok(Json(SessionList { sessions: state.store.list_sessions()? }))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", responses((status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn get_session(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Json<Session>> {
+pub async fn get_session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>> {
     Ok(Json(session_or_404(&state, &id)?))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", responses((status = 204), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn delete_session(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<StatusCode> {
+pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<StatusCode> {
     let session = session_or_404(&state, &id)?;
     if session.status == SessionStatus::Deleted {
         return Ok(StatusCode::NO_CONTENT);
@@ -173,10 +143,7 @@ pub async fn create_execution(
     };
     plan.validate()?;
     let live = state.sessions.live(&id);
-    let turn = state
-        .sessions
-        .turn(&live, &session, state.runtime.as_ref(), &state.workspaces)
-        .await?;
+    let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces).await?;
     let record = plan.running_record();
     state.store.insert_execution(&record, &plan.code)?;
     let outcome = turn.sandbox.exec(plan.request(&state.config)).await;
@@ -191,32 +158,19 @@ pub async fn list_executions(
     Path(id): Path<String>,
 ) -> Result<Json<ExecutionList>> {
     session_or_404(&state, &id)?;
-    Ok(Json(ExecutionList {
-        executions: state.store.list_executions(&id)?,
-    }))
+    Ok(Json(ExecutionList { executions: state.store.list_executions(&id)? }))
 }
 
 #[utoipa::path(get, path = "/v1/executions/{id}", responses((status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn get_execution(
-    State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
-) -> Result<Json<Execution>> {
-    Ok(Json(
-        state
-            .store
-            .get_execution(&id)?
-            .ok_or_else(|| not_found("execution", &id))?,
-    ))
+pub async fn get_execution(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Execution>> {
+    Ok(Json(state.store.get_execution(&id)?.ok_or_else(|| not_found("execution", &id))?))
 }
 
 #[utoipa::path(post, path = "/v1/run", request_body = RunRequest, responses(
     (status = 200, body = Execution), (status = 400, body = sandbox_api::ErrorBody),
     (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
 ))]
-pub async fn run(
-    State(state): State<Arc<AppState>>,
-    ApiJson(req): ApiJson<RunRequest>,
-) -> Result<Json<Execution>> {
+pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRequest>) -> Result<Json<Execution>> {
     let config = &state.config;
     let limits = execution::resolve_limits(config, req.limits.as_ref())?;
     let plan = Plan {
@@ -229,29 +183,23 @@ pub async fn run(
         timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
     };
     plan.validate()?;
-    let name = format!("run-{}", plan.id);
-    let workspace = state.workspaces.ensure(&name)?;
-    let session_like = Session {
-        id: name.clone(),
-        status: SessionStatus::Running,
-        template: "default".into(),
-        env: Default::default(),
-        limits,
-        timeout_s: plan.timeout_s,
-        metadata: Default::default(),
-        created_at: Utc::now(),
-        deleted_at: None,
-    };
-    let spec = SandboxSpec {
-        name: name.clone(),
-        workspace,
-        limits: limits_of(&session_like),
-    };
-    let sandbox = match state.runtime.create(spec).await {
-        Ok(sb) => sb,
-        Err(e) => {
-            state.workspaces.remove(&name);
-            return Err(e.into());
+    let limits = limits_from(&limits);
+    let warm = if limits == state.run_pool.limits() { state.run_pool.take() } else { None };
+    let (name, sandbox) = match warm {
+        Some(w) => {
+            state.run_pool.refill(&state.runtime, &state.workspaces);
+            (w.name, w.sandbox)
+        }
+        None => {
+            let name = format!("run-{}", plan.id);
+            let workspace = state.workspaces.ensure(&name)?;
+            match state.runtime.create(SandboxSpec { name: name.clone(), workspace, limits }).await {
+                Ok(sb) => (name, sb),
+                Err(e) => {
+                    state.workspaces.remove(&name);
+                    return Err(e.into());
+                }
+            }
         }
     };
     let record = plan.running_record();

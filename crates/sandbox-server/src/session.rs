@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sandbox_api::Session;
+use sandbox_api::{Limits, Session};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
 
@@ -26,17 +26,11 @@ pub struct LiveSession {
 
 impl LiveSession {
     fn current(&self) -> Option<Arc<dyn Sandbox>> {
-        self.sandbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn take(&self) -> Option<Arc<dyn Sandbox>> {
-        self.sandbox
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -52,11 +46,11 @@ pub struct Turn<'a> {
 }
 
 pub fn limits_of(session: &Session) -> ResourceLimits {
-    ResourceLimits {
-        memory_bytes: session.limits.memory_mb << 20,
-        pids: session.limits.pids,
-        cpus: session.limits.cpu,
-    }
+    limits_from(&session.limits)
+}
+
+pub fn limits_from(l: &Limits) -> ResourceLimits {
+    ResourceLimits { memory_bytes: l.memory_mb << 20, pids: l.pids, cpus: l.cpu }
 }
 
 #[derive(Default)]
@@ -85,21 +79,14 @@ impl Sessions {
             sb.destroy().await;
         }
         let workspace = workspaces.ensure(&session.id)?;
-        let spec = SandboxSpec {
-            name: session.id.clone(),
-            workspace,
-            limits: limits_of(session),
-        };
+        let spec = SandboxSpec { name: session.id.clone(), workspace, limits: limits_of(session) };
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sb));
         if live.is_deleted() {
             // Deleted while we were starting it.
             live.take();
             sb.destroy().await;
-            return Err(ApiError::Conflict(format!(
-                "session {} is deleted",
-                session.id
-            )));
+            return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
         }
         Ok(sb)
     }
@@ -112,9 +99,7 @@ impl Sessions {
         workspaces: &Workspaces,
     ) -> Result<(), ApiError> {
         let live = self.live(&session.id);
-        Self::ensure_sandbox(&live, session, runtime, workspaces)
-            .await
-            .map(drop)
+        Self::ensure_sandbox(&live, session, runtime, workspaces).await.map(drop)
     }
 
     /// Waits for the session's turn and returns it with a live sandbox.
@@ -127,26 +112,15 @@ impl Sessions {
     ) -> Result<Turn<'a>, ApiError> {
         let guard = live.turn.lock().await;
         if live.is_deleted() {
-            return Err(ApiError::Conflict(format!(
-                "session {} is deleted",
-                session.id
-            )));
+            return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
         }
         let sandbox = Self::ensure_sandbox(live, session, runtime, workspaces).await?;
-        Ok(Turn {
-            _guard: guard,
-            sandbox,
-            live,
-        })
+        Ok(Turn { _guard: guard, sandbox, live })
     }
 
     /// Kills the session's sandbox (an execution in flight ends as killed) and forgets it.
     pub async fn stop(&self, id: &str) {
-        let live = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.deleted.store(true, Ordering::SeqCst);
             if let Some(sb) = live.take() {
@@ -157,13 +131,8 @@ impl Sessions {
 
     /// Destroys every live sandbox (server shutdown).
     pub async fn stop_all(&self) {
-        let all: Vec<Arc<LiveSession>> = self
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, v)| v)
-            .collect();
+        let all: Vec<Arc<LiveSession>> =
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, v)| v).collect();
         let mut destroys = tokio::task::JoinSet::new();
         for sb in all.iter().filter_map(|l| l.take()) {
             destroys.spawn(async move { sb.destroy().await });

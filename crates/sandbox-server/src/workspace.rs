@@ -28,16 +28,13 @@ impl Workspaces {
     /// Creates (or finds again) the workspace of `id`, owned by the sandbox user, mode 0700.
     pub fn ensure(&self, id: &str) -> Result<PathBuf, ApiError> {
         let dir = self.path(id);
-        let fail = |op: &str, e: std::io::Error| {
-            ApiError::Internal(format!("{op} workspace {}: {e}", dir.display()))
-        };
+        let fail = |op: &str, e: std::io::Error| ApiError::Internal(format!("{op} workspace {}: {e}", dir.display()));
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(dir),
             Err(e) => return Err(fail("create", e)),
         }
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| fail("chmod", e))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| fail("chmod", e))?;
         if let Some((uid, gid)) = self.owner {
             sandbox_sys::chown(&dir, uid, gid).map_err(|e| fail("chown", e))?;
         }

@@ -13,13 +13,10 @@ async fn expect_error(
     status: u16,
     code: &str,
 ) -> anyhow::Result<String> {
-    let (got, text) = t
-        .client
-        .raw(method.clone(), path, body.map(|b| b.as_bytes().to_vec()))
-        .await?;
+    let (got, text) = t.client.raw(method.clone(), path, body.map(|b| b.as_bytes().to_vec())).await?;
     assert_eq!(got.as_u16(), status, "{method} {path}: {text}");
-    let err: ErrorBody = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("not the error shape ({e}): {text}"))?;
+    let err: ErrorBody =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("not the error shape ({e}): {text}"))?;
     assert_eq!(err.error.code, code, "{text}");
     assert!(!err.error.message.is_empty());
     Ok(err.error.message)
@@ -30,43 +27,11 @@ async fn malformed_unknown_and_invalid_requests() -> anyhow::Result<()> {
     let t = TestServer::start().await?;
     let s = t.session().await?;
     let exec_path = format!("/v1/sessions/{}/executions", s.id);
-    expect_error(
-        &t,
-        Method::POST,
-        "/v1/sessions",
-        Some("{not json"),
-        400,
-        "bad_request",
-    )
-    .await?;
+    expect_error(&t, Method::POST, "/v1/sessions", Some("{not json"), 400, "bad_request").await?;
     expect_error(&t, Method::POST, &exec_path, Some(""), 400, "bad_request").await?;
-    expect_error(
-        &t,
-        Method::GET,
-        "/v1/sessions/ses_nope",
-        None,
-        404,
-        "not_found",
-    )
-    .await?;
-    expect_error(
-        &t,
-        Method::GET,
-        "/v1/executions/exe_nope",
-        None,
-        404,
-        "not_found",
-    )
-    .await?;
-    expect_error(
-        &t,
-        Method::GET,
-        "/v1/sessions/ses_nope/executions",
-        None,
-        404,
-        "not_found",
-    )
-    .await?;
+    expect_error(&t, Method::GET, "/v1/sessions/ses_nope", None, 404, "not_found").await?;
+    expect_error(&t, Method::GET, "/v1/executions/exe_nope", None, 404, "not_found").await?;
+    expect_error(&t, Method::GET, "/v1/sessions/ses_nope/executions", None, 404, "not_found").await?;
     expect_error(
         &t,
         Method::POST,
@@ -76,35 +41,12 @@ async fn malformed_unknown_and_invalid_requests() -> anyhow::Result<()> {
         "not_found",
     )
     .await?;
-    expect_error(
-        &t,
-        Method::DELETE,
-        "/v1/sessions/ses_nope",
-        None,
-        404,
-        "not_found",
-    )
-    .await?;
+    expect_error(&t, Method::DELETE, "/v1/sessions/ses_nope", None, 404, "not_found").await?;
     expect_error(&t, Method::GET, "/v2/whatever", None, 404, "not_found").await?;
-    expect_error(
-        &t,
-        Method::PUT,
-        "/v1/sessions",
-        None,
-        405,
-        "method_not_allowed",
-    )
-    .await?;
+    expect_error(&t, Method::PUT, "/v1/sessions", None, 405, "method_not_allowed").await?;
 
-    let msg = expect_error(
-        &t,
-        Method::POST,
-        &exec_path,
-        Some(r#"{"code":"1","language":"cobol"}"#),
-        422,
-        "invalid",
-    )
-    .await?;
+    let msg =
+        expect_error(&t, Method::POST, &exec_path, Some(r#"{"code":"1","language":"cobol"}"#), 422, "invalid").await?;
     assert!(msg.contains("cobol"), "{msg}");
     let invalid_bodies = [
         r#"{"code":"1","language":"python","tiemout_s":1}"#,
@@ -126,15 +68,7 @@ async fn malformed_unknown_and_invalid_requests() -> anyhow::Result<()> {
     ] {
         expect_error(&t, Method::POST, "/v1/sessions", Some(body), 422, "invalid").await?;
     }
-    expect_error(
-        &t,
-        Method::POST,
-        "/v1/run",
-        Some(r#"{"code":"1","language":"ruby"}"#),
-        422,
-        "invalid",
-    )
-    .await?;
+    expect_error(&t, Method::POST, "/v1/run", Some(r#"{"code":"1","language":"ruby"}"#), 422, "invalid").await?;
     t.shutdown().await;
     Ok(())
 }
@@ -149,20 +83,8 @@ async fn deleted_sessions_keep_their_record_and_refuse_work() -> anyhow::Result<
     assert_eq!(after.status, SessionStatus::Deleted);
     assert!(after.deleted_at.is_some());
     let path = format!("/v1/sessions/{}/executions", s.id);
-    expect_error(
-        &t,
-        Method::POST,
-        &path,
-        Some(r#"{"code":"echo hi","language":"bash"}"#),
-        409,
-        "conflict",
-    )
-    .await?;
-    assert_eq!(
-        t.client.list_executions(&s.id).await?.executions.len(),
-        1,
-        "history stays readable"
-    );
+    expect_error(&t, Method::POST, &path, Some(r#"{"code":"echo hi","language":"bash"}"#), 409, "conflict").await?;
+    assert_eq!(t.client.list_executions(&s.id).await?.executions.len(), 1, "history stays readable");
     // Deleting again is a no-op.
     t.client.delete_session(&s.id).await?;
     t.shutdown().await;
@@ -183,10 +105,7 @@ async fn deleting_a_session_kills_its_running_execution() -> anyhow::Result<()> 
     let e = e?;
     assert_eq!(
         (e.status, e.reason.as_deref()),
-        (
-            sandbox_api::ExecutionStatus::Killed,
-            Some("session_deleted")
-        ),
+        (sandbox_api::ExecutionStatus::Killed, Some("session_deleted")),
         "{e:?}"
     );
     t.shutdown().await;
@@ -198,24 +117,9 @@ async fn bodies_over_the_limit_are_413() -> anyhow::Result<()> {
     let t = TestServer::start_with(|c| c.max_body_bytes = 4096).await?;
     let s = t.session().await?;
     let body = serde_json::json!({"code": "x".repeat(10_000), "language": "python"}).to_string();
-    expect_error(
-        &t,
-        Method::POST,
-        &format!("/v1/sessions/{}/executions", s.id),
-        Some(&body),
-        413,
-        "payload_too_large",
-    )
-    .await?;
-    expect_error(
-        &t,
-        Method::POST,
-        "/v1/run",
-        Some(&body),
-        413,
-        "payload_too_large",
-    )
-    .await?;
+    expect_error(&t, Method::POST, &format!("/v1/sessions/{}/executions", s.id), Some(&body), 413, "payload_too_large")
+        .await?;
+    expect_error(&t, Method::POST, "/v1/run", Some(&body), 413, "payload_too_large").await?;
     t.shutdown().await;
     Ok(())
 }
@@ -235,10 +139,7 @@ async fn openapi_document_describes_the_api() -> anyhow::Result<()> {
         "/v1/run",
         "/readyz",
     ] {
-        assert!(
-            doc["paths"].get(path).is_some(),
-            "{path} missing from the OpenAPI document"
-        );
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["schemas"].get("Execution").is_some());
     t.shutdown().await;

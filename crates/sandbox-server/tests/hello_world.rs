@@ -7,9 +7,7 @@ use sandbox_test_support::TestServer;
 async fn hello_world() -> anyhow::Result<()> {
     let t = TestServer::start().await?;
     let session = t.session().await?;
-    let e = t
-        .exec(&session.id, Language::Python, "print('hello, world')")
-        .await?;
+    let e = t.exec(&session.id, Language::Python, "print('hello, world')").await?;
     assert_eq!(e.status, ExecutionStatus::Succeeded);
     assert_eq!(e.stdout, "hello, world\n");
     t.shutdown().await;

@@ -5,10 +5,7 @@ use sandbox_test_support::TestServer;
 
 async fn py(t: &TestServer, session: &str, code: &str) -> anyhow::Result<String> {
     let e = t.exec(session, Language::Python, code).await?;
-    anyhow::ensure!(
-        e.status == ExecutionStatus::Succeeded,
-        "execution failed: {e:?}"
-    );
+    anyhow::ensure!(e.status == ExecutionStatus::Succeeded, "execution failed: {e:?}");
     Ok(e.stdout)
 }
 
@@ -17,29 +14,24 @@ async fn sessions_do_not_see_each_others_files_or_processes() -> anyhow::Result<
     let t = TestServer::start().await?;
     let a = t.session().await?;
     let b = t.session().await?;
-    t.exec(&a.id, Language::Bash, "echo secret > a-secret.txt")
-        .await?;
+    t.exec(&a.id, Language::Bash, "echo secret > a-secret.txt").await?;
 
     // While A runs a recognisable process, B looks for it.
     let long = t.exec(&a.id, Language::Bash, "exec -a marker-of-a sleep 3");
     let look = async {
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
-        t.exec(&b.id, Language::Bash, "ls -A /workspace; cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; find / -name '*secret*' 2>/dev/null")
-            .await
+        t.exec(
+            &b.id,
+            Language::Bash,
+            "ls -A /workspace; cat /proc/[0-9]*/cmdline | tr '\\0' ' '; echo; find / -name '*secret*' 2>/dev/null",
+        )
+        .await
     };
     let (long, seen) = tokio::join!(long, look);
     let seen = seen?;
     assert_eq!(long?.status, ExecutionStatus::Succeeded);
-    assert!(
-        !seen.stdout.contains("a-secret.txt"),
-        "B sees A's file: {}",
-        seen.stdout
-    );
-    assert!(
-        !seen.stdout.contains("marker-of-a"),
-        "B sees A's process: {}",
-        seen.stdout
-    );
+    assert!(!seen.stdout.contains("a-secret.txt"), "B sees A's file: {}", seen.stdout);
+    assert!(!seen.stdout.contains("marker-of-a"), "B sees A's process: {}", seen.stdout);
     t.shutdown().await;
     Ok(())
 }
@@ -66,10 +58,7 @@ print(sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[
     let out = py(&t, &s.id, &code).await?;
     let lines: Vec<&str> = out.lines().collect();
     assert_ne!(lines[0], "connected", "public address reachable");
-    assert_eq!(
-        lines[1], "ConnectionRefusedError",
-        "sandboxd's port reachable: {out}"
-    );
+    assert_eq!(lines[1], "ConnectionRefusedError", "sandboxd's port reachable: {out}");
     assert_eq!(lines[2], "['lo']");
     t.shutdown().await;
     Ok(())
@@ -102,10 +91,7 @@ print(open("/etc/passwd").read().count("\n"))
     }
     assert!(out.contains("tmp ['.sandbox']"), "{out}");
     assert!(!out.contains("WRITABLE"), "{out}");
-    assert!(
-        out.lines().nth(10).is_some_and(|n| n.trim() == "3"),
-        "own passwd only: {out}"
-    );
+    assert!(out.lines().nth(10).is_some_and(|n| n.trim() == "3"), "own passwd only: {out}");
     t.shutdown().await;
     Ok(())
 }
@@ -155,17 +141,12 @@ except OSError as e:
     let out = py(&t, &s.id, code).await?;
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1000 1000");
-    assert_eq!(
-        lines[1], "1 2 0000000000000000",
-        "NoNewPrivs, seccomp filter mode, no capabilities"
-    );
+    assert_eq!(lines[1], "1 2 0000000000000000", "NoNewPrivs, seccomp filter mode, no capabilities");
     for l in &lines[2..6] {
         assert!(l.ends_with("Operation not permitted"), "{l}\n{out}");
     }
     assert_eq!(lines[6], "executor PermissionError");
-    let e = t
-        .exec(&s.id, Language::Bash, "unshare -U true 2>&1; echo rc=$?")
-        .await?;
+    let e = t.exec(&s.id, Language::Bash, "unshare -U true 2>&1; echo rc=$?").await?;
     assert!(e.stdout.contains("rc=1"), "{e:?}");
     t.shutdown().await;
     Ok(())
@@ -177,12 +158,7 @@ async fn workspace_files_belong_to_the_unprivileged_sandbox_user() -> anyhow::Re
     let t = TestServer::start().await?;
     let s = t.session().await?;
     t.exec(&s.id, Language::Bash, "echo x > owned.txt").await?;
-    let meta = std::fs::metadata(
-        t.data_dir()
-            .join("workspaces")
-            .join(&s.id)
-            .join("owned.txt"),
-    )?;
+    let meta = std::fs::metadata(t.data_dir().join("workspaces").join(&s.id).join("owned.txt"))?;
     let expected = match sandbox_sys::lookup_user("sandbox")? {
         Some((uid, _)) if sandbox_sys::real_uid() == 0 => uid,
         _ => sandbox_sys::real_uid(),

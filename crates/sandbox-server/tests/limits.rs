@@ -7,13 +7,7 @@ use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, Lim
 use sandbox_test_support::TestServer;
 
 fn req(language: Language, code: &str, timeout_s: f64) -> CreateExecution {
-    CreateExecution {
-        code: code.into(),
-        language,
-        timeout_s: Some(timeout_s),
-        stdin: None,
-        env: None,
-    }
+    CreateExecution { code: code.into(), language, timeout_s: Some(timeout_s), stdin: None, env: None }
 }
 
 /// Every process in the session's sandbox but the executor and the one listing them.
@@ -25,18 +19,8 @@ async fn other_processes(t: &TestServer, session: &str) -> anyhow::Result<Vec<St
 }
 
 async fn limited_session(t: &TestServer, memory_mb: u64, pids: u32) -> anyhow::Result<String> {
-    let limits = LimitsRequest {
-        memory_mb: Some(memory_mb),
-        pids: Some(pids),
-        cpu: None,
-    };
-    Ok(t.client
-        .create_session(&CreateSession {
-            limits: Some(limits),
-            ..Default::default()
-        })
-        .await?
-        .id)
+    let limits = LimitsRequest { memory_mb: Some(memory_mb), pids: Some(pids), cpu: None };
+    Ok(t.client.create_session(&CreateSession { limits: Some(limits), ..Default::default() }).await?.id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,23 +28,14 @@ async fn timeout_kills_the_whole_tree_within_two_seconds() -> anyhow::Result<()>
     let t = TestServer::start().await?;
     let s = t.session().await?;
     let started = Instant::now();
-    let e = t
-        .client
-        .execute(&s.id, &req(Language::Python, "while True: pass", 1.0))
-        .await?;
+    let e = t.client.execute(&s.id, &req(Language::Python, "while True: pass", 1.0)).await?;
     let took = started.elapsed();
-    assert_eq!(
-        (e.status, e.reason.as_deref()),
-        (ExecutionStatus::TimedOut, Some("timeout"))
-    );
+    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::TimedOut, Some("timeout")));
     assert!(took < Duration::from_secs(2), "took {took:?}");
 
     // Children, grandchildren and a child that left the session with setsid all go too.
     let code = "sleep 301 & (sleep 302 &) ; setsid sleep 303 & python3 -c 'while True: pass'";
-    let e = t
-        .client
-        .execute(&s.id, &req(Language::Bash, code, 1.0))
-        .await?;
+    let e = t.client.execute(&s.id, &req(Language::Bash, code, 1.0)).await?;
     assert_eq!(e.status, ExecutionStatus::TimedOut);
     assert_eq!(other_processes(&t, &s.id).await?, Vec::<String>::new());
     t.shutdown().await;
@@ -72,21 +47,9 @@ async fn background_processes_end_with_their_execution() -> anyhow::Result<()> {
     let t = TestServer::start().await?;
     let s = t.session().await?;
     let started = Instant::now();
-    let e = t
-        .exec(
-            &s.id,
-            Language::Bash,
-            "sleep 100 & nohup sleep 101 >/dev/null 2>&1 & echo started",
-        )
-        .await?;
-    assert_eq!(
-        (e.status, e.stdout.as_str()),
-        (ExecutionStatus::Succeeded, "started\n")
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "a background child must not hold the answer"
-    );
+    let e = t.exec(&s.id, Language::Bash, "sleep 100 & nohup sleep 101 >/dev/null 2>&1 & echo started").await?;
+    assert_eq!((e.status, e.stdout.as_str()), (ExecutionStatus::Succeeded, "started\n"));
+    assert!(started.elapsed() < Duration::from_secs(5), "a background child must not hold the answer");
     assert_eq!(other_processes(&t, &s.id).await?, Vec::<String>::new());
     t.shutdown().await;
     Ok(())
@@ -97,15 +60,8 @@ async fn memory_bomb_is_killed_for_memory_and_the_session_goes_on() -> anyhow::R
     let t = TestServer::start().await?;
     let s = limited_session(&t, 128, 64).await?;
     let code = "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024))";
-    let e = t
-        .client
-        .execute(&s, &req(Language::Python, code, 20.0))
-        .await?;
-    assert_eq!(
-        (e.status, e.reason.as_deref()),
-        (ExecutionStatus::Killed, Some("memory")),
-        "{e:?}"
-    );
+    let e = t.client.execute(&s, &req(Language::Python, code, 20.0)).await?;
+    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("memory")), "{e:?}");
     let e = t.exec(&s, Language::Python, "print('still here')").await?;
     assert_eq!(e.stdout, "still here\n");
     t.shutdown().await;
@@ -116,32 +72,18 @@ async fn memory_bomb_is_killed_for_memory_and_the_session_goes_on() -> anyhow::R
 async fn fork_bombs_are_contained_and_the_server_stays_healthy() -> anyhow::Result<()> {
     let t = TestServer::start().await?;
     let s = limited_session(&t, 256, 32).await?;
-    let python_bomb =
-        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
-    let e = t
-        .client
-        .execute(&s, &req(Language::Python, python_bomb, 2.0))
-        .await?;
-    assert_eq!(
-        (e.status, e.reason.as_deref()),
-        (ExecutionStatus::Killed, Some("pids")),
-        "{e:?}"
-    );
+    let python_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
+    let e = t.client.execute(&s, &req(Language::Python, python_bomb, 2.0)).await?;
+    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("pids")), "{e:?}");
     let (status, _) = t.client.raw(reqwest::Method::GET, "/healthz", None).await?;
     assert_eq!(status, 200);
 
     // The classic: its first process exits at once and its children keep forking.
-    let e = t
-        .client
-        .execute(&s, &req(Language::Bash, ":(){ :|:& };:", 5.0))
-        .await?;
+    let e = t.client.execute(&s, &req(Language::Bash, ":(){ :|:& };:", 5.0)).await?;
     assert!(e.status != ExecutionStatus::Running, "{e:?}");
     assert_eq!(other_processes(&t, &s).await?, Vec::<String>::new());
     let other = t.session().await?;
-    assert_eq!(
-        t.exec(&other.id, Language::Bash, "echo fine").await?.stdout,
-        "fine\n"
-    );
+    assert_eq!(t.exec(&other.id, Language::Bash, "echo fine").await?.stdout, "fine\n");
     t.shutdown().await;
     Ok(())
 }

@@ -10,15 +10,8 @@ use sandbox_store::Store;
 use tower::ServiceExt;
 
 fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<AppState>> {
-    let config = Config {
-        data_dir: data.to_path_buf(),
-        ..Config::default()
-    };
-    Ok(Arc::new(AppState::new(
-        config,
-        Store::open_in_memory()?,
-        runtime,
-    )?))
+    let config = Config { data_dir: data.to_path_buf(), ..Config::default() };
+    Ok(Arc::new(AppState::new(config, Store::open_in_memory()?, runtime)?))
 }
 
 async fn send(
@@ -27,18 +20,11 @@ async fn send(
     uri: &str,
     body: &str,
 ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(Body::from(body.to_string()))?;
+    let req = Request::builder().method(method).uri(uri).body(Body::from(body.to_string()))?;
     let resp = app(Arc::clone(state)).oneshot(req).await?;
     let status = resp.status();
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await?;
-    let json = if bytes.is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&bytes)?
-    };
+    let json = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes)? };
     Ok((status, json))
 }
 
@@ -56,21 +42,11 @@ async fn session_limits_reach_the_runtime_and_executions_come_back() -> anyhow::
     .await?;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(s["metadata"]["owner"], "t");
-    let spec = runtime
-        .created
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?[0]
-        .clone();
-    assert_eq!(
-        (spec.limits.memory_bytes, spec.limits.pids, spec.limits.cpus),
-        (100 << 20, 20, 0.5)
-    );
+    let spec = runtime.created.lock().map_err(|_| anyhow::anyhow!("poisoned"))?[0].clone();
+    assert_eq!((spec.limits.memory_bytes, spec.limits.pids, spec.limits.cpus), (100 << 20, 20, 0.5));
     assert!(spec.workspace.ends_with(s["id"].as_str().unwrap_or("?")));
 
-    let uri = format!(
-        "/v1/sessions/{}/executions",
-        s["id"].as_str().unwrap_or("?")
-    );
+    let uri = format!("/v1/sessions/{}/executions", s["id"].as_str().unwrap_or("?"));
     let (status, e) = send(&st, "POST", &uri, r#"{"code":"echo me","language":"bash"}"#).await?;
     assert_eq!(
         (status, e["stdout"].as_str(), e["status"].as_str()),
@@ -83,28 +59,17 @@ async fn session_limits_reach_the_runtime_and_executions_come_back() -> anyhow::
 async fn a_runtime_that_is_not_ready_gives_503_with_its_cause() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let runtime = Arc::new(FakeRuntime::default());
-    *runtime
-        .not_ready
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))? = Some("no namespaces here".into());
+    *runtime.not_ready.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some("no namespaces here".into());
     let st = state(dir.path(), runtime)?;
     let (status, body) = send(&st, "POST", "/v1/sessions", "{}").await?;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("no namespaces here")),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("no namespaces here")), "{body}");
     assert_eq!(
         send(&st, "GET", "/v1/sessions", "").await?.1["sessions"],
         serde_json::json!([]),
         "failed create leaves no record"
     );
     let (status, body) = send(&st, "GET", "/readyz", "").await?;
-    assert_eq!(
-        (status, body["ready"].as_bool()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some(false))
-    );
+    assert_eq!((status, body["ready"].as_bool()), (StatusCode::SERVICE_UNAVAILABLE, Some(false)));
     Ok(())
 }

@@ -10,23 +10,15 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use sandbox_api::{
-    Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Timestamp,
-};
+use sandbox_api::{Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Timestamp};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("open database {path}: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
     #[error("migrate database to version {version}: {source}")]
-    Migrate {
-        version: usize,
-        source: rusqlite::Error,
-    },
+    Migrate { version: usize, source: rusqlite::Error },
     #[error("database query: {0}")]
     Query(#[from] rusqlite::Error),
     #[error("corrupt record {id}: {detail}")]
@@ -78,18 +70,14 @@ impl Store {
     /// Opens (creating if needed) the database at `path`, migrates it, and closes executions a
     /// previous run left "running". Returns the store and how many it closed.
     pub fn open(path: &Path) -> Result<(Store, usize), StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let conn =
+            Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Self::init(conn)
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
-        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
-            path: ":memory:".into(),
-            source,
-        })?;
+        let conn =
+            Connection::open_in_memory().map_err(|source| StoreError::Open { path: ":memory:".into(), source })?;
         Ok(Self::init(conn)?.0)
     }
 
@@ -100,26 +88,17 @@ impl Store {
         let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
             let version = i + 1;
-            let tx = conn
-                .transaction()
-                .map_err(|source| StoreError::Migrate { version, source })?;
-            tx.execute_batch(sql)
-                .map_err(|source| StoreError::Migrate { version, source })?;
+            let tx = conn.transaction().map_err(|source| StoreError::Migrate { version, source })?;
+            tx.execute_batch(sql).map_err(|source| StoreError::Migrate { version, source })?;
             tx.pragma_update(None, "user_version", version)
                 .map_err(|source| StoreError::Migrate { version, source })?;
-            tx.commit()
-                .map_err(|source| StoreError::Migrate { version, source })?;
+            tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
         }
         let recovered = conn.execute(
             "UPDATE executions SET status = 'failed', reason = 'server_restart', finished_at = ?1 WHERE status = 'running'",
             params![Utc::now().to_rfc3339()],
         )?;
-        Ok((
-            Store {
-                conn: Mutex::new(conn),
-            },
-            recovered,
-        ))
+        Ok((Store { conn: Mutex::new(conn) }, recovered))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -134,26 +113,26 @@ impl Store {
     }
 
     pub fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
-        let spec = SessionSpec {
-            env: s.env.clone(),
-            limits: s.limits,
-            timeout_s: s.timeout_s,
-            metadata: s.metadata.clone(),
-        };
-        let spec = serde_json::to_string(&spec).map_err(|e| StoreError::Corrupt {
-            id: s.id.clone(),
-            detail: e.to_string(),
-        })?;
+        let spec =
+            SessionSpec { env: s.env.clone(), limits: s.limits, timeout_s: s.timeout_s, metadata: s.metadata.clone() };
+        let spec = serde_json::to_string(&spec)
+            .map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
         self.conn().execute(
             "INSERT INTO sessions (id, status, template, spec, created_at, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![s.id, s.status.as_str(), s.template, spec, s.created_at.to_rfc3339(), s.deleted_at.map(|t| t.to_rfc3339())],
+            params![
+                s.id,
+                s.status.as_str(),
+                s.template,
+                spec,
+                s.created_at.to_rfc3339(),
+                s.deleted_at.map(|t| t.to_rfc3339())
+            ],
         )?;
         Ok(())
     }
 
     pub fn delete_session_record(&self, id: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
+        self.conn().execute("DELETE FROM sessions WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -168,12 +147,9 @@ impl Store {
 
     pub fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, status, template, spec, created_at, deleted_at FROM sessions WHERE id = ?1",
-        )?;
-        let raw = stmt
-            .query_row(params![id], RawSession::from_row)
-            .optional()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT id, status, template, spec, created_at, deleted_at FROM sessions WHERE id = ?1")?;
+        let raw = stmt.query_row(params![id], RawSession::from_row).optional()?;
         raw.map(RawSession::into_session).transpose()
     }
 
@@ -182,9 +158,7 @@ impl Store {
         let mut stmt = conn.prepare_cached(
             "SELECT id, status, template, spec, created_at, deleted_at FROM sessions ORDER BY created_at, id",
         )?;
-        let raws = stmt
-            .query_map([], RawSession::from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let raws = stmt.query_map([], RawSession::from_row)?.collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(RawSession::into_session).collect()
     }
 
@@ -238,35 +212,26 @@ impl Store {
     pub fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE id = ?1"))?;
-        let raw = stmt
-            .query_row(params![id], RawExecution::from_row)
-            .optional()?;
+        let raw = stmt.query_row(params![id], RawExecution::from_row).optional()?;
         raw.map(RawExecution::into_execution).transpose()
     }
 
     pub fn list_executions(&self, session_id: &str) -> Result<Vec<Execution>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{EXECUTION_COLUMNS} WHERE session_id = ?1 ORDER BY started_at, id"
-        ))?;
-        let raws = stmt
-            .query_map(params![session_id], RawExecution::from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut stmt =
+            conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE session_id = ?1 ORDER BY started_at, id"))?;
+        let raws = stmt.query_map(params![session_id], RawExecution::from_row)?.collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(RawExecution::into_execution).collect()
     }
 }
 
-const EXECUTION_COLUMNS: &str =
-    "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
+const EXECUTION_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
     stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at FROM executions";
 
 fn parse_time(id: &str, s: &str) -> Result<Timestamp, StoreError> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Corrupt {
-            id: id.into(),
-            detail: format!("time {s:?}: {e}"),
-        })
+        .map_err(|e| StoreError::Corrupt { id: id.into(), detail: format!("time {s:?}: {e}") })
 }
 
 struct RawSession {
@@ -291,12 +256,8 @@ impl RawSession {
     }
 
     fn into_session(self) -> Result<Session, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            id: self.id.clone(),
-            detail,
-        };
-        let spec: SessionSpec =
-            serde_json::from_str(&self.spec).map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = |detail: String| StoreError::Corrupt { id: self.id.clone(), detail };
+        let spec: SessionSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt(e.to_string()))?;
         let status = match self.status.as_str() {
             "running" => SessionStatus::Running,
             "deleted" => SessionStatus::Deleted,
@@ -310,11 +271,7 @@ impl RawSession {
             timeout_s: spec.timeout_s,
             metadata: spec.metadata,
             created_at: parse_time(&self.id, &self.created_at)?,
-            deleted_at: self
-                .deleted_at
-                .as_deref()
-                .map(|t| parse_time(&self.id, t))
-                .transpose()?,
+            deleted_at: self.deleted_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
         })
     }
@@ -356,15 +313,11 @@ impl RawExecution {
     }
 
     fn into_execution(self) -> Result<Execution, StoreError> {
-        let corrupt = |detail: String| StoreError::Corrupt {
-            id: self.id.clone(),
-            detail,
-        };
-        let language: Language =
-            serde_json::from_value(serde_json::Value::String(self.language.clone()))
-                .map_err(|e| corrupt(e.to_string()))?;
-        let status = ExecutionStatus::parse(&self.status)
-            .ok_or_else(|| corrupt(format!("status {:?}", self.status)))?;
+        let corrupt = |detail: String| StoreError::Corrupt { id: self.id.clone(), detail };
+        let language: Language = serde_json::from_value(serde_json::Value::String(self.language.clone()))
+            .map_err(|e| corrupt(e.to_string()))?;
+        let status =
+            ExecutionStatus::parse(&self.status).ok_or_else(|| corrupt(format!("status {:?}", self.status)))?;
         Ok(Execution {
             session_id: self.session_id,
             language,
@@ -377,11 +330,7 @@ impl RawExecution {
             stderr_truncated: self.stderr_truncated,
             duration_ms: self.duration_ms,
             started_at: parse_time(&self.id, &self.started_at)?,
-            finished_at: self
-                .finished_at
-                .as_deref()
-                .map(|t| parse_time(&self.id, t))
-                .transpose()?,
+            finished_at: self.finished_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
         })
     }
@@ -397,11 +346,7 @@ mod tests {
             status: SessionStatus::Running,
             template: "default".into(),
             env: [("A".to_string(), "1".to_string())].into(),
-            limits: Limits {
-                memory_mb: 512,
-                pids: 128,
-                cpu: 1.0,
-            },
+            limits: Limits { memory_mb: 512, pids: 128, cpu: 1.0 },
             timeout_s: 30.0,
             metadata: serde_json::Map::new(),
             created_at: Utc::now(),
@@ -442,28 +387,17 @@ mod tests {
             done.stdout = "1\n".into();
             done.finished_at = Some(Utc::now());
             store.finish_execution(&done).expect("finish");
-            store
-                .insert_execution(&execution("e2", "s1"), "while True: pass")
-                .expect("insert");
+            store.insert_execution(&execution("e2", "s1"), "while True: pass").expect("insert");
         }
         let (store, recovered) = Store::open(&path).expect("reopen");
         assert_eq!(recovered, 1);
-        assert_eq!(
-            store.get_session("s1").expect("get").expect("exists").env["A"],
-            "1"
-        );
+        assert_eq!(store.get_session("s1").expect("get").expect("exists").env["A"], "1");
         let list = store.list_executions("s1").expect("list");
         assert_eq!(list.len(), 2);
         let e1 = store.get_execution("e1").expect("get").expect("exists");
-        assert_eq!(
-            (e1.status, e1.stdout.as_str()),
-            (ExecutionStatus::Succeeded, "1\n")
-        );
+        assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
         let e2 = store.get_execution("e2").expect("get").expect("exists");
-        assert_eq!(
-            (e2.status, e2.reason.as_deref()),
-            (ExecutionStatus::Failed, Some("server_restart"))
-        );
+        assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Failed, Some("server_restart")));
         assert!(e2.finished_at.is_some());
     }
 
@@ -471,20 +405,9 @@ mod tests {
     fn deleting_twice_reports_false() {
         let store = Store::open_in_memory().expect("open");
         store.insert_session(&session("s1")).expect("insert");
-        assert!(store
-            .mark_session_deleted("s1", Utc::now())
-            .expect("delete"));
-        assert!(!store
-            .mark_session_deleted("s1", Utc::now())
-            .expect("delete"));
-        assert_eq!(
-            store
-                .get_session("s1")
-                .expect("get")
-                .expect("exists")
-                .status,
-            SessionStatus::Deleted
-        );
+        assert!(store.mark_session_deleted("s1", Utc::now()).expect("delete"));
+        assert!(!store.mark_session_deleted("s1", Utc::now()).expect("delete"));
+        assert_eq!(store.get_session("s1").expect("get").expect("exists").status, SessionStatus::Deleted);
         assert!(store.get_session("nope").expect("get").is_none());
         store.check_writable().expect("writable");
     }

@@ -2,13 +2,13 @@
 //! `forbid(unsafe_code)`. Each function is a thin, safe wrapper; each `unsafe` block says why it
 //! is sound. Failures come back as `io::Error` from one helper, [`cvt`].
 //!
-//! Two callers: `sandbox-runtime` (pre-exec setup of the bwrap process: join cgroups, drop to
-//! the sandbox user) and `sandbox-executor` (PID 1 duties inside the sandbox: reaping, seccomp,
+//! Two callers: `sandbox-runtime` (pre-exec setup of the bwrap process: hand it its control
+//! pipes, drop to the sandbox user) and `sandbox-executor` (PID 1 duties inside the sandbox: reaping, seccomp,
 //! process-tree kills).
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
@@ -22,26 +22,33 @@ fn cvt(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-/// Arranges for a spawned process to join the given cgroups and then drop to `uid`/`gid`
-/// before it execs. Joining happens first because once the process is unprivileged it may no
-/// longer write to root-owned `cgroup.procs` files.
-///
-/// `cgroup_procs` are paths to `cgroup.procs` files; `0` written to them means "this process".
-pub fn pre_exec_join_cgroups_and_drop(
-    cmd: &mut Command,
-    cgroup_procs: Vec<CString>,
-    ids: Option<(u32, u32)>,
-) {
+/// Creates a pipe whose ends are close-on-exec and numbered 10 or above, so that
+/// [`pre_exec_fds_and_drop`] can place them on low numbers without clobbering each other.
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as _)?;
+    // SAFETY: pipe2 succeeded, so both are open fds that nothing else owns.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((high_dup(&r)?, high_dup(&w)?))
+}
+
+fn high_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a valid fd returns a new fd that we then own.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) } as _)?;
+    // SAFETY: `new` was just created by fcntl and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new as i32) })
+}
+
+/// Arranges for a spawned process to receive `fds` (each source placed on its target number,
+/// without close-on-exec) and then to drop to `uid`/`gid` before it execs. The sources must
+/// come from [`pipe_cloexec`] (numbered 10 or above) and targets must be below 10.
+pub fn pre_exec_fds_and_drop(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>, ids: Option<(u32, u32)>) {
     let closure = move || -> io::Result<()> {
-        for path in &cgroup_procs {
-            // SAFETY: `path` is a valid NUL-terminated string owned by the closure; open, write
-            // and close are async-signal-safe, as required between fork and exec.
-            unsafe {
-                let fd = cvt(libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) as _)?;
-                let res = cvt(libc::write(fd as i32, b"0".as_ptr().cast(), 1) as _);
-                libc::close(fd as i32);
-                res?;
-            }
+        for (src, target) in &fds {
+            // SAFETY: dup2 is async-signal-safe; sources are open (owned by the closure) and
+            // >= 10 while targets are < 10, so no placement overwrites a later source.
+            unsafe { cvt(libc::dup2(src.as_raw_fd(), *target) as _)? };
         }
         if let Some((uid, gid)) = ids {
             // SAFETY: plain syscalls with integer arguments (and a null list for setgroups);
@@ -55,7 +62,7 @@ pub fn pre_exec_join_cgroups_and_drop(
         Ok(())
     };
     // SAFETY: the closure only performs async-signal-safe syscalls and touches no locks or
-    // allocations (the CStrings were allocated before fork).
+    // allocations.
     unsafe {
         cmd.pre_exec(closure);
     }
@@ -70,16 +77,11 @@ pub fn pre_exec_new_session_oom_first(cmd: &mut Command) {
         // NUL-terminated string. Raising oom_score_adj needs no privilege.
         unsafe {
             cvt(libc::setsid() as _)?;
-            if let Ok(fd) =
-                cvt(libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) as _)
-            {
+            if let Ok(fd) = cvt(libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) as _) {
                 libc::write(fd as i32, b"1000".as_ptr().cast(), 4);
                 libc::close(fd as i32);
             }
-            let no_core = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
+            let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             libc::setrlimit(libc::RLIMIT_CORE, &no_core);
         }
         Ok(())
@@ -108,10 +110,7 @@ pub fn set_not_dumpable() -> io::Result<()> {
 pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
     let len = u16::try_from(program.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
-    let prog = libc::sock_fprog {
-        len,
-        filter: program.as_ptr() as *mut libc::sock_filter,
-    };
+    let prog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
     // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies the
     // filter before returning.
     cvt(unsafe {
@@ -173,11 +172,7 @@ pub fn reap(pid: i32) -> io::Result<Option<ExitStatus>> {
     let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
     if ret == -1 {
         let err = io::Error::last_os_error();
-        return if err.raw_os_error() == Some(libc::ECHILD) {
-            Ok(None)
-        } else {
-            Err(err)
-        };
+        return if err.raw_os_error() == Some(libc::ECHILD) { Ok(None) } else { Err(err) };
     }
     if ret == 0 {
         return Ok(None);
@@ -192,14 +187,8 @@ pub fn reap(pid: i32) -> io::Result<Option<ExitStatus>> {
 /// Waits up to `timeout` until any of `fds` is readable (or hung up). Returns, per fd, whether
 /// it is ready.
 pub fn poll_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
+    let mut pfds: Vec<libc::pollfd> =
+        fds.iter().map(|fd| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
     let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs that poll may write.
     let ret = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
@@ -228,15 +217,7 @@ pub fn lookup_user(name: &str) -> io::Result<Option<(u32, u32)>> {
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: all pointers are valid for the call; `buf` outlives it and is large enough for
     // ordinary entries (ERANGE is reported as an error otherwise).
-    let ret = unsafe {
-        libc::getpwnam_r(
-            cname.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        )
-    };
+    let ret = unsafe { libc::getpwnam_r(cname.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
     if ret != 0 {
         return Err(io::Error::from_raw_os_error(ret));
     }
@@ -265,6 +246,17 @@ pub fn clock_ticks_per_second() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipes_are_high_and_close_on_exec() {
+        let (r, w) = pipe_cloexec().expect("pipe");
+        for fd in [&r, &w] {
+            assert!(fd.as_raw_fd() >= 10);
+            // SAFETY: F_GETFD on an open fd.
+            let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) };
+            assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        }
+    }
 
     #[test]
     fn reap_of_unknown_pid_is_none() {

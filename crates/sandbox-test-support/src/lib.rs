@@ -15,20 +15,14 @@ use sandbox_server::{Config, Server};
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test binary>
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// A built binary of this workspace (`sandboxd`, `sandbox-executor`, `sbx`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let p = target_dir().join(name);
     if !p.is_file() {
-        bail!(
-            "{} is not built; run `cargo build --bins` first (scripts/test.sh does)",
-            p.display()
-        );
+        bail!("{} is not built; run `cargo build --bins` first (scripts/test.sh does)", p.display());
     }
     Ok(p)
 }
@@ -60,21 +54,12 @@ impl TestServer {
 
     /// Starts a server after `tweak` has adjusted its config; does not require readiness.
     pub async fn start_unchecked(tweak: impl FnOnce(&mut Config)) -> anyhow::Result<TestServer> {
-        let data = tempfile::Builder::new()
-            .prefix("sandboxd-test-")
-            .tempdir_in("/tmp")?;
+        let data = tempfile::Builder::new().prefix("sandboxd-test-").tempdir_in("/tmp")?;
         let mut config = test_config(data.path())?;
         tweak(&mut config);
-        let server = Server::start(config.clone())
-            .await
-            .context("start sandboxd")?;
+        let server = Server::start(config.clone()).await.context("start sandboxd")?;
         let client = Client::new(&format!("http://{}", server.addr));
-        Ok(TestServer {
-            server: Some(server),
-            client,
-            config,
-            data: Some(data),
-        })
+        Ok(TestServer { server: Some(server), client, config, data: Some(data) })
     }
 
     /// Starts a server and fails (never skips) if sandboxes cannot be created here.
@@ -82,10 +67,7 @@ impl TestServer {
         let t = Self::start_unchecked(tweak).await?;
         let (_, r) = t.client.readiness().await?;
         if !r.ready {
-            bail!(
-                "sandboxd is not ready on this machine: {} (install step: scripts/install.sh)",
-                r.sandbox.message
-            );
+            bail!("sandboxd is not ready on this machine: {} (install step: scripts/install.sh)", r.sandbox.message);
         }
         Ok(t)
     }
@@ -112,23 +94,12 @@ impl TestServer {
     }
 
     pub async fn session(&self) -> anyhow::Result<Session> {
-        Ok(self
-            .client
-            .create_session(&CreateSession::default())
-            .await?)
+        Ok(self.client.create_session(&CreateSession::default()).await?)
     }
 
     /// Runs `code` in `session` and returns the execution.
-    pub async fn exec(
-        &self,
-        session: &str,
-        language: Language,
-        code: &str,
-    ) -> anyhow::Result<Execution> {
-        Ok(self
-            .client
-            .execute(session, &exec_req(language, code))
-            .await?)
+    pub async fn exec(&self, session: &str, language: Language, code: &str) -> anyhow::Result<Execution> {
+        Ok(self.client.execute(session, &exec_req(language, code)).await?)
     }
 
     pub async fn shutdown(mut self) {
@@ -155,11 +126,5 @@ impl Drop for TestServer {
 }
 
 pub fn exec_req(language: Language, code: &str) -> CreateExecution {
-    CreateExecution {
-        code: code.into(),
-        language,
-        timeout_s: None,
-        stdin: None,
-        env: None,
-    }
+    CreateExecution { code: code.into(), language, timeout_s: None, stdin: None, env: None }
 }

@@ -16,9 +16,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let server = Server::start(cli.config)
-        .await
-        .context("cannot start sandboxd")?;
+    let server = Server::start(cli.config).await.context("cannot start sandboxd")?;
     println!("sandboxd listening on http://{}", server.addr);
 
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;

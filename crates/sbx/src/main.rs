@@ -10,12 +10,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "sbx", version, about = "Run code in sandboxd sandboxes")]
 struct Cli {
     /// sandboxd's address.
-    #[arg(
-        long,
-        global = true,
-        env = "SANDBOX_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, global = true, env = "SANDBOX_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Print the raw JSON response instead of the output.
     #[arg(long, global = true)]

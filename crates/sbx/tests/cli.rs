@@ -23,10 +23,7 @@ fn text(b: &[u8]) -> String {
 async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
     let t = TestServer::start().await?;
     let out = sbx(&t, &["run", "-l", "python", "-c", "print(1)"]);
-    assert_eq!(
-        (out.status.code(), text(&out.stdout).as_str()),
-        (Some(0), "1\n")
-    );
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "1\n"));
 
     let dir = tempfile::tempdir()?;
     let script = dir.path().join("hello.js");
@@ -41,24 +38,9 @@ async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
     let out = sbx(&t, &["session", "create", "--env", "WHO=cli"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
-    let out = sbx(
-        &t,
-        &["exec", &id, "-l", "bash", "-c", "echo $WHO; ls /workspace"],
-    );
+    let out = sbx(&t, &["exec", &id, "-l", "bash", "-c", "echo $WHO; ls /workspace"]);
     assert_eq!(text(&out.stdout), "cli\n");
-    let out = sbx(
-        &t,
-        &[
-            "exec",
-            &id,
-            "-l",
-            "python",
-            "-c",
-            "while True: pass",
-            "--timeout",
-            "1",
-        ],
-    );
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", "while True: pass", "--timeout", "1"]);
     assert_eq!(out.status.code(), Some(124));
     let out = sbx(&t, &["--json", "exec", &id, "-l", "bash", "-c", "echo j"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
@@ -68,11 +50,7 @@ async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
     assert_eq!(sbx(&t, &["session", "delete", &id]).status.code(), Some(0));
     let out = sbx(&t, &["exec", &id, "-l", "bash", "-c", "true"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("deleted"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert!(text(&out.stderr).contains("deleted"), "{}", text(&out.stderr));
     t.shutdown().await;
     Ok(())
 }

@@ -2,21 +2,30 @@
 //!
 //! Every namespace is new (user, PID, network with only `lo`, IPC, UTS, mount, cgroup), no
 //! further user namespaces can be made inside, and the executor is PID 1. The filesystem is
-//! built from nothing: the host's `/usr` read-only (with the merged-/usr links), a handful of
-//! `/etc` files, our own passwd/group/hosts, a private `/proc`, a minimal `/dev`, a size-capped
-//! `/tmp`, and the workspace read-write. The host's `/root`, `/home`, `/tmp`, `/var` and the
-//! data dir are simply never mounted.
+//! built from nothing: the host's `/usr` read-only (with the merged-/usr links), an `/etc` of
+//! our own (read-only), a private `/proc`, a minimal `/dev`, a size-capped `/tmp`, and the
+//! workspace read-write. The host's `/root`, `/home`, `/tmp`, `/var` and the data dir are
+//! simply never mounted.
+//!
+//! `/etc` is one directory the runtime fills at start-up ([`prepare_etc`]): a snapshot of the
+//! world-readable host entries in [`HOST_ETC`] plus generated passwd, group and hosts files.
+//! One mount instead of one per entry matters: bwrap re-reads the mount table for every
+//! read-only bind, so each costs ~0.7 ms of sandbox start.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Where the executor binary appears inside the sandbox.
 pub const EXECUTOR_PATH: &str = "/.sandbox/executor";
+/// The fds bwrap gets for its start-up handshake (see `LocalRuntime::start`).
+pub const INFO_FD: i32 = 3;
+pub const BLOCK_FD: i32 = 4;
 /// The uid and gid user code runs as inside.
 pub const SANDBOX_UID: u32 = 1000;
 
-/// `/etc` entries worth sharing from the host (read-only) when they exist: the dynamic linker,
-/// TLS roots, time zones, MIME types, and interpreter and library configuration.
+/// `/etc` entries worth sharing from the host when they exist: the dynamic linker, TLS roots,
+/// time zones, MIME types, and interpreter and library configuration (plus `python3*`).
 pub const HOST_ETC: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
@@ -53,9 +62,7 @@ pub enum RootEntry {
 #[derive(Debug, Clone)]
 pub struct Layout {
     pub root_entries: Vec<RootEntry>,
-    /// Host `/etc/<name>` entries that exist (from [`HOST_ETC`], plus `python3*`).
-    pub etc_entries: Vec<String>,
-    /// Our generated passwd, group and hosts files.
+    /// The sandbox's `/etc`, filled by [`prepare_etc`].
     pub etc_dir: PathBuf,
     pub executor: PathBuf,
     pub tmp_size_bytes: u64,
@@ -69,40 +76,15 @@ impl Layout {
                 let p = Path::new("/").join(name);
                 let meta = std::fs::symlink_metadata(&p).ok()?;
                 if meta.file_type().is_symlink() {
-                    Some(RootEntry::Symlink {
-                        name: name.to_string(),
-                        target: std::fs::read_link(&p).ok()?,
-                    })
+                    Some(RootEntry::Symlink { name: name.to_string(), target: std::fs::read_link(&p).ok()? })
                 } else if meta.is_dir() {
-                    Some(RootEntry::Dir {
-                        name: name.to_string(),
-                    })
+                    Some(RootEntry::Dir { name: name.to_string() })
                 } else {
                     None
                 }
             })
             .collect();
-        let mut etc_entries: Vec<String> = HOST_ETC
-            .iter()
-            .filter(|e| Path::new("/etc").join(e).exists())
-            .map(|e| e.to_string())
-            .collect();
-        if let Ok(dir) = std::fs::read_dir("/etc") {
-            let mut py: Vec<String> = dir
-                .flatten()
-                .filter_map(|e| e.file_name().to_str().map(String::from))
-                .filter(|n| n.starts_with("python3"))
-                .collect();
-            py.sort();
-            etc_entries.extend(py);
-        }
-        Layout {
-            root_entries,
-            etc_entries,
-            etc_dir,
-            executor,
-            tmp_size_bytes,
-        }
+        Layout { root_entries, etc_dir, executor, tmp_size_bytes }
     }
 }
 
@@ -114,18 +96,10 @@ fn push(args: &mut Vec<OsString>, items: &[&str]) {
 pub fn args(layout: &Layout, workspace: &Path) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let uid = SANDBOX_UID.to_string();
-    push(
-        &mut a,
-        &["--unshare-all", "--unshare-user", "--disable-userns"],
-    );
-    push(
-        &mut a,
-        &["--die-with-parent", "--new-session", "--as-pid-1"],
-    );
-    push(
-        &mut a,
-        &["--uid", &uid, "--gid", &uid, "--hostname", "sandbox"],
-    );
+    push(&mut a, &["--unshare-all", "--unshare-user", "--disable-userns"]);
+    push(&mut a, &["--die-with-parent", "--new-session", "--as-pid-1"]);
+    push(&mut a, &["--info-fd", &INFO_FD.to_string(), "--block-fd", &BLOCK_FD.to_string()]);
+    push(&mut a, &["--uid", &uid, "--gid", &uid, "--hostname", "sandbox"]);
     push(&mut a, &["--ro-bind", "/usr", "/usr"]);
     for entry in &layout.root_entries {
         match entry {
@@ -140,49 +114,87 @@ pub fn args(layout: &Layout, workspace: &Path) -> Vec<OsString> {
             }
         }
     }
-    for e in &layout.etc_entries {
-        let p = format!("/etc/{e}");
-        push(&mut a, &["--ro-bind-try", &p, &p]);
-    }
-    for f in ["passwd", "group", "hosts"] {
-        a.push("--ro-bind".into());
-        a.push(layout.etc_dir.join(f).into());
-        a.push(format!("/etc/{f}").into());
-    }
+    a.push("--ro-bind".into());
+    a.push(layout.etc_dir.clone().into());
+    a.push("/etc".into());
     push(&mut a, &["--proc", "/proc", "--dev", "/dev"]);
-    push(
-        &mut a,
-        &[
-            "--size",
-            &layout.tmp_size_bytes.to_string(),
-            "--tmpfs",
-            "/tmp",
-        ],
-    );
+    push(&mut a, &["--size", &layout.tmp_size_bytes.to_string(), "--tmpfs", "/tmp"]);
     a.push("--bind".into());
     a.push(workspace.into());
     a.push(sandbox_protocol::WORKSPACE_DIR.into());
     a.push("--ro-bind".into());
     a.push(layout.executor.clone().into());
     a.push(EXECUTOR_PATH.into());
-    push(
-        &mut a,
-        &[
-            "--chdir",
-            sandbox_protocol::WORKSPACE_DIR,
-            "--clearenv",
-            "--",
-            EXECUTOR_PATH,
-        ],
-    );
+    push(&mut a, &["--chdir", sandbox_protocol::WORKSPACE_DIR, "--clearenv", "--", EXECUTOR_PATH]);
     a
+}
+
+/// Fills `dir` (emptied first) with the sandbox's `/etc`: world-readable copies of the host
+/// entries in [`HOST_ETC`] and `python3*`, symlinks kept as symlinks, plus [`etc_files`].
+/// Anything others may not read on the host (such as `/etc/ssl/private`) is left out.
+pub fn prepare_etc(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let mut names: Vec<String> = HOST_ETC.iter().map(|s| s.to_string()).collect();
+    if let Ok(etc) = std::fs::read_dir("/etc") {
+        names.extend(
+            etc.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).filter(|n| n.starts_with("python3")),
+        );
+    }
+    for name in names {
+        copy_public(&Path::new("/etc").join(&name), &dir.join(&name))?;
+    }
+    for (name, content) in etc_files() {
+        let p = dir.join(name);
+        std::fs::write(&p, content)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
+    }
+    Ok(())
+}
+
+/// Copies `src` to `dst` if others may read it: files and symlinks as they are, directories
+/// recursively. Missing sources are skipped.
+fn copy_public(src: &Path, dst: &Path) -> std::io::Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(src) else { return Ok(()) };
+    let mode = meta.permissions().mode();
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(src)?, dst)
+    } else if ft.is_dir() {
+        if mode & 0o005 != 0o005 {
+            return Ok(());
+        }
+        std::fs::create_dir(dst)?;
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))?;
+        for entry in std::fs::read_dir(src)?.flatten() {
+            copy_public(&entry.path(), &dst.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else if ft.is_file() && mode & 0o004 != 0 {
+        std::fs::copy(src, dst)?;
+        std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o644))?;
+        // Keep the modification time: Python checks cached bytecode against its source's mtime
+        // (Debian's sitecustomize lives here), and a new mtime means a recompile at every start.
+        let file = std::fs::File::options().write(true).open(dst)?;
+        file.set_times(std::fs::FileTimes::new().set_modified(meta.modified()?))
+    } else {
+        Ok(())
+    }
 }
 
 /// The passwd, group and hosts files every sandbox sees: only the sandbox user, no host names.
 pub fn etc_files() -> [(&'static str, String); 3] {
     let id = SANDBOX_UID;
     [
-        ("passwd", format!("root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{id}:{id}:sandbox:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n")),
+        (
+            "passwd",
+            format!(
+                "root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{id}:{id}:sandbox:/tmp:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
         ("group", format!("root:x:0:\nsandbox:x:{id}:\nnogroup:x:65534:\n")),
         ("hosts", "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n".to_string()),
     ]
@@ -195,15 +207,9 @@ mod tests {
     fn layout() -> Layout {
         Layout {
             root_entries: vec![
-                RootEntry::Symlink {
-                    name: "bin".into(),
-                    target: "usr/bin".into(),
-                },
-                RootEntry::Dir {
-                    name: "lib64".into(),
-                },
+                RootEntry::Symlink { name: "bin".into(), target: "usr/bin".into() },
+                RootEntry::Dir { name: "lib64".into() },
             ],
-            etc_entries: vec!["ld.so.cache".into()],
             etc_dir: "/data/runtime/etc".into(),
             executor: "/data/runtime/bin/sandbox-executor".into(),
             tmp_size_bytes: 1 << 20,
@@ -221,13 +227,7 @@ mod tests {
     #[test]
     fn every_namespace_is_new_and_the_executor_is_pid_1() {
         let a = joined();
-        for flag in [
-            "--unshare-all",
-            "--unshare-user",
-            "--disable-userns",
-            "--as-pid-1",
-            "--die-with-parent",
-        ] {
+        for flag in ["--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent"] {
             assert!(a.contains(flag), "{flag} missing from {a}");
         }
         assert!(!a.contains("--share-net"));
@@ -241,28 +241,37 @@ mod tests {
         assert!(a.contains("--ro-bind /usr /usr"));
         assert!(a.contains("--symlink usr/bin /bin"));
         assert!(a.contains("--ro-bind /lib64 /lib64"));
-        assert!(a.contains("--ro-bind-try /etc/ld.so.cache /etc/ld.so.cache"));
-        assert!(a.contains("--ro-bind /data/runtime/etc/passwd /etc/passwd"));
+        assert!(a.contains("--ro-bind /data/runtime/etc /etc"));
         assert!(a.contains("--bind /data/workspaces/s1 /workspace"));
         assert!(a.contains(&format!("--size {} --tmpfs /tmp", 1 << 20)));
-        for hidden in [
-            " /root",
-            " /home",
-            "/var",
-            "--bind /tmp",
-            "--ro-bind /etc /etc",
-            "--bind /data /",
-        ] {
+        for hidden in [" /root", " /home", "/var", "--bind /tmp", "--ro-bind /etc /etc", "--bind /data /"] {
             assert!(!a.contains(hidden), "{hidden} must not be mounted: {a}");
         }
         // The only writable bind is the workspace.
         let v = args(&layout(), Path::new("/w"));
-        assert_eq!(
-            v.iter()
-                .filter(|s| *s == "--bind" || *s == "--dev-bind")
-                .count(),
-            1
-        );
+        assert_eq!(v.iter().filter(|s| *s == "--bind" || *s == "--dev-bind").count(), 1);
+    }
+
+    #[test]
+    fn etc_snapshot_keeps_public_entries_and_drops_private_ones() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let etc = tmp.path().join("etc");
+        prepare_etc(&etc).expect("prepare");
+        assert!(std::fs::read_to_string(etc.join("passwd")).expect("passwd").contains("sandbox:x:1000"));
+        if Path::new("/etc/ld.so.cache").exists() {
+            assert!(etc.join("ld.so.cache").exists());
+        }
+        if Path::new("/etc/ssl/private").exists() {
+            assert!(!etc.join("ssl/private").exists(), "private keys must not be copied");
+        }
+        assert!(!etc.join("shadow").exists());
+        let host = std::fs::metadata("/etc/ld.so.cache").and_then(|m| m.modified());
+        if let Ok(host_mtime) = host {
+            let copy = std::fs::metadata(etc.join("ld.so.cache")).and_then(|m| m.modified()).expect("copied");
+            assert_eq!(copy, host_mtime, "mtimes are kept (Python validates bytecode caches by them)");
+        }
+        // A second start replaces the snapshot rather than failing on existing files.
+        prepare_etc(&etc).expect("prepare again");
     }
 
     #[test]

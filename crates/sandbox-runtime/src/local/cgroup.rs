@@ -3,12 +3,10 @@
 //!
 //! Each sandboxd owns one directory per hierarchy, `sandboxd-<tag>` under its own cgroup (the
 //! tag comes from the data dir, so several servers on one host do not collide), and puts each
-//! sandbox in a child of it. The bwrap process joins the child before it execs, so every
-//! process of the sandbox is counted from the start.
+//! sandbox in a child of it. The sandbox's first process joins it before any code of ours or
+//! the user's runs inside (see `local::LocalRuntime::start`).
 
-use std::ffi::CString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -42,14 +40,8 @@ impl std::str::FromStr for CgroupMode {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    V2 {
-        base: PathBuf,
-    },
-    V1 {
-        memory: PathBuf,
-        pids: PathBuf,
-        cpu: Option<PathBuf>,
-    },
+    V2 { base: PathBuf },
+    V1 { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf> },
     Off,
 }
 
@@ -60,7 +52,7 @@ pub struct Cgroups {
 }
 
 /// One sandbox's cgroup (one directory per hierarchy).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SandboxCgroup {
     v2: bool,
     dirs: Vec<PathBuf>,
@@ -87,11 +79,7 @@ impl Counters {
 }
 
 fn cg_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Cgroup {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| RuntimeError::Cgroup { op, path: path.to_path_buf(), source }
 }
 
 fn write(path: &Path, value: &str) -> Result<(), RuntimeError> {
@@ -105,9 +93,7 @@ fn keyed(path: &Path, key: &str) -> u64 {
         .and_then(|s| {
             s.lines().find_map(|l| {
                 let mut it = l.split_whitespace();
-                (it.next() == Some(key))
-                    .then(|| it.next()?.parse().ok())
-                    .flatten()
+                (it.next() == Some(key)).then(|| it.next()?.parse().ok()).flatten()
             })
         })
         .unwrap_or(0)
@@ -138,18 +124,9 @@ pub fn parse_mountinfo(text: &str) -> Vec<Mount> {
             let controllers = if v2 {
                 Vec::new()
             } else {
-                r.get(2)?
-                    .split(',')
-                    .filter(|o| !matches!(*o, "rw" | "ro"))
-                    .map(String::from)
-                    .collect()
+                r.get(2)?.split(',').filter(|o| !matches!(*o, "rw" | "ro")).map(String::from).collect()
             };
-            Some(Mount {
-                root: root.into(),
-                point: PathBuf::from(point.replace("\\040", " ")),
-                v2,
-                controllers,
-            })
+            Some(Mount { root: root.into(), point: PathBuf::from(point.replace("\\040", " ")), v2, controllers })
         })
         .collect()
 }
@@ -162,11 +139,7 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
             let _id = it.next()?;
             let ctrls = it.next()?;
             let path = it.next()?;
-            let ctrls = if ctrls.is_empty() {
-                Vec::new()
-            } else {
-                ctrls.split(',').map(String::from).collect()
-            };
+            let ctrls = if ctrls.is_empty() { Vec::new() } else { ctrls.split(',').map(String::from).collect() };
             Some((ctrls, path.to_string()))
         })
         .collect()
@@ -174,9 +147,7 @@ pub fn parse_proc_cgroup(text: &str) -> Vec<(Vec<String>, String)> {
 
 /// Where our own cgroup is, as a directory under the mount.
 fn own_dir(mount: &Mount, own_path: &str) -> PathBuf {
-    let rel = own_path
-        .strip_prefix(mount.root.as_str())
-        .unwrap_or(own_path);
+    let rel = own_path.strip_prefix(mount.root.as_str()).unwrap_or(own_path);
     mount.point.join(rel.trim_start_matches('/'))
 }
 
@@ -186,10 +157,8 @@ impl Cgroups {
         if mode == CgroupMode::Off {
             return Ok(Cgroups { kind: Kind::Off });
         }
-        let mounts =
-            parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
-        let own =
-            parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
+        let mounts = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+        let own = parse_proc_cgroup(&std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default());
         Self::detect_in(mode, tag, &mounts, &own)
     }
 
@@ -203,45 +172,26 @@ impl Cgroups {
         let name = format!("sandboxd-{tag}");
         let v2 = || -> Result<Cgroups, String> {
             let mount = mounts.iter().find(|m| m.v2).ok_or("no cgroup2 mount")?;
-            let path = own
-                .iter()
-                .find(|(c, _)| c.is_empty())
-                .map(|(_, p)| p.as_str())
-                .unwrap_or("/");
+            let path = own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.as_str()).unwrap_or("/");
             let dir = own_dir(mount, path);
-            setup_v2(&dir, &name).map(|base| Cgroups {
-                kind: Kind::V2 { base },
-            })
+            setup_v2(&dir, &name).map(|base| Cgroups { kind: Kind::V2 { base } })
         };
         let v1 = || -> Result<Cgroups, String> {
             let base_for = |ctrl: &str| -> Option<PathBuf> {
-                let mount = mounts
-                    .iter()
-                    .find(|m| !m.v2 && m.controllers.iter().any(|c| c == ctrl))?;
-                let path = own
-                    .iter()
-                    .find(|(c, _)| c.iter().any(|x| x == ctrl))
-                    .map(|(_, p)| p.as_str())?;
+                let mount = mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == ctrl))?;
+                let path = own.iter().find(|(c, _)| c.iter().any(|x| x == ctrl)).map(|(_, p)| p.as_str())?;
                 let dir = own_dir(mount, path).join(&name);
                 std::fs::create_dir_all(&dir).ok()?;
                 Some(dir)
             };
             let memory = base_for("memory").ok_or("no writable cgroup v1 memory hierarchy")?;
             let pids = base_for("pids").ok_or("no writable cgroup v1 pids hierarchy")?;
-            Ok(Cgroups {
-                kind: Kind::V1 {
-                    memory,
-                    pids,
-                    cpu: base_for("cpu"),
-                },
-            })
+            Ok(Cgroups { kind: Kind::V1 { memory, pids, cpu: base_for("cpu") } })
         };
         match mode {
             CgroupMode::V2 => v2(),
             CgroupMode::V1 => v1(),
-            CgroupMode::Auto => {
-                v2().or_else(|e2| v1().map_err(|e1| format!("cgroup v2: {e2}; cgroup v1: {e1}")))
-            }
+            CgroupMode::Auto => v2().or_else(|e2| v1().map_err(|e1| format!("cgroup v2: {e2}; cgroup v1: {e1}"))),
             CgroupMode::Off => Ok(Cgroups { kind: Kind::Off }),
         }
     }
@@ -267,11 +217,7 @@ impl Cgroups {
     }
 
     /// Creates the cgroup of one sandbox with its limits; `None` when cgroups are off.
-    pub fn create(
-        &self,
-        name: &str,
-        limits: &ResourceLimits,
-    ) -> Result<Option<SandboxCgroup>, RuntimeError> {
+    pub fn create(&self, name: &str, limits: &ResourceLimits) -> Result<Option<SandboxCgroup>, RuntimeError> {
         if matches!(self.kind, Kind::Off) {
             return Ok(None);
         }
@@ -297,10 +243,7 @@ impl Cgroups {
             };
             for e in entries.flatten() {
                 if e.path().is_dir() {
-                    let cg = SandboxCgroup {
-                        v2: matches!(self.kind, Kind::V2 { .. }),
-                        dirs: vec![e.path()],
-                    };
+                    let cg = SandboxCgroup { v2: matches!(self.kind, Kind::V2 { .. }), dirs: vec![e.path()] };
                     cg.kill_all();
                     cg.remove();
                 }
@@ -311,22 +254,15 @@ impl Cgroups {
 
 /// Prepares `dir/name` as a v2 subtree with memory, pids (and cpu if offered) enabled.
 fn setup_v2(dir: &Path, name: &str) -> Result<PathBuf, String> {
-    let controllers = std::fs::read_to_string(dir.join("cgroup.controllers"))
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let controllers =
+        std::fs::read_to_string(dir.join("cgroup.controllers")).map_err(|e| format!("{}: {e}", dir.display()))?;
     let offered: Vec<&str> = controllers.split_whitespace().collect();
     for needed in ["memory", "pids"] {
         if !offered.contains(&needed) {
-            return Err(format!(
-                "controller {needed} not available in {} (offered: {controllers:?})",
-                dir.display()
-            ));
+            return Err(format!("controller {needed} not available in {} (offered: {controllers:?})", dir.display()));
         }
     }
-    let enable = if offered.contains(&"cpu") {
-        "+memory +pids +cpu"
-    } else {
-        "+memory +pids"
-    };
+    let enable = if offered.contains(&"cpu") { "+memory +pids +cpu" } else { "+memory +pids" };
     let subtree = dir.join("cgroup.subtree_control");
     if std::fs::write(&subtree, enable).is_err() {
         // "No internal processes": a non-root cgroup with processes cannot hand controllers to
@@ -336,16 +272,12 @@ fn setup_v2(dir: &Path, name: &str) -> Result<PathBuf, String> {
         std::fs::write(leaf.join("cgroup.procs"), "0")
             .map_err(|e| format!("cannot move sandboxd into {}: {e}", leaf.display()))?;
         std::fs::write(&subtree, enable).map_err(|e| {
-            format!(
-                "cannot enable controllers in {} (is the cgroup delegated to sandboxd?): {e}",
-                dir.display()
-            )
+            format!("cannot enable controllers in {} (is the cgroup delegated to sandboxd?): {e}", dir.display())
         })?;
     }
     let base = dir.join(name);
     std::fs::create_dir_all(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-    std::fs::write(base.join("cgroup.subtree_control"), enable)
-        .map_err(|e| format!("{}: {e}", base.display()))?;
+    std::fs::write(base.join("cgroup.subtree_control"), enable).map_err(|e| format!("{}: {e}", base.display()))?;
     Ok(base)
 }
 
@@ -364,14 +296,8 @@ impl SandboxCgroup {
         } else {
             for d in &self.dirs {
                 if d.join("memory.limit_in_bytes").exists() {
-                    write(
-                        &d.join("memory.limit_in_bytes"),
-                        &l.memory_bytes.to_string(),
-                    )?;
-                    let _ = std::fs::write(
-                        d.join("memory.memsw.limit_in_bytes"),
-                        l.memory_bytes.to_string(),
-                    );
+                    write(&d.join("memory.limit_in_bytes"), &l.memory_bytes.to_string())?;
+                    let _ = std::fs::write(d.join("memory.memsw.limit_in_bytes"), l.memory_bytes.to_string());
                 }
                 if d.join("pids.max").exists() {
                     write(&d.join("pids.max"), &l.pids.to_string())?;
@@ -385,25 +311,20 @@ impl SandboxCgroup {
         Ok(())
     }
 
-    /// `cgroup.procs` of every hierarchy, as the pre-exec hook needs them.
-    pub fn procs_files(&self) -> Vec<CString> {
-        self.dirs
-            .iter()
-            .filter_map(|d| CString::new(d.join("cgroup.procs").as_os_str().as_bytes()).ok())
-            .collect()
+    /// Moves process `pid` into this cgroup in every hierarchy. Blocking, and slow after an
+    /// idle moment (a migration waits for an RCU grace period: ~7 ms measured here), so callers
+    /// overlap it with other work.
+    pub fn add_process(&self, pid: u32) -> Result<(), RuntimeError> {
+        for d in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
     }
 
     pub fn counters(&self) -> Counters {
         let mut c = Counters::default();
         for d in &self.dirs {
-            c.oom_kills += keyed(
-                &d.join(if self.v2 {
-                    "memory.events"
-                } else {
-                    "memory.oom_control"
-                }),
-                "oom_kill",
-            );
+            c.oom_kills += keyed(&d.join(if self.v2 { "memory.events" } else { "memory.oom_control" }), "oom_kill");
             c.pids_max_hits += keyed(&d.join("pids.events"), "max");
         }
         c
@@ -419,11 +340,7 @@ impl SandboxCgroup {
                 .dirs
                 .iter()
                 .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-                .flat_map(|s| {
-                    s.lines()
-                        .filter_map(|l| l.trim().parse().ok())
-                        .collect::<Vec<i32>>()
-                })
+                .flat_map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<i32>>())
                 .collect();
             if pids.is_empty() {
                 return;
@@ -480,20 +397,8 @@ mod tests {
     #[test]
     fn limit_hit_prefers_memory() {
         let before = Counters::default();
-        assert_eq!(
-            before.limit_hit(&Counters {
-                oom_kills: 1,
-                pids_max_hits: 1
-            }),
-            Some(LimitKind::Memory)
-        );
-        assert_eq!(
-            before.limit_hit(&Counters {
-                oom_kills: 0,
-                pids_max_hits: 3
-            }),
-            Some(LimitKind::Pids)
-        );
+        assert_eq!(before.limit_hit(&Counters { oom_kills: 1, pids_max_hits: 1 }), Some(LimitKind::Memory));
+        assert_eq!(before.limit_hit(&Counters { oom_kills: 0, pids_max_hits: 3 }), Some(LimitKind::Pids));
         assert_eq!(before.limit_hit(&before), None);
     }
 
@@ -502,44 +407,21 @@ mod tests {
     fn v2_limits_written_to_a_fake_tree() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = tmp.path();
-        std::fs::write(
-            root.join("cgroup.controllers"),
-            "cpuset cpu io memory pids\n",
-        )
-        .expect("write");
+        std::fs::write(root.join("cgroup.controllers"), "cpuset cpu io memory pids\n").expect("write");
         std::fs::write(root.join("cgroup.subtree_control"), "").expect("write");
-        let mounts = vec![Mount {
-            root: "/".into(),
-            point: root.to_path_buf(),
-            v2: true,
-            controllers: vec![],
-        }];
-        let cg =
-            Cgroups::detect_in(CgroupMode::V2, "t", &mounts, &[(vec![], "/".into())]).expect("v2");
+        let mounts = vec![Mount { root: "/".into(), point: root.to_path_buf(), v2: true, controllers: vec![] }];
+        let cg = Cgroups::detect_in(CgroupMode::V2, "t", &mounts, &[(vec![], "/".into())]).expect("v2");
         assert_eq!(cg.version(), "v2");
-        assert_eq!(
-            std::fs::read_to_string(root.join("cgroup.subtree_control")).expect("read"),
-            "+memory +pids +cpu"
-        );
+        assert_eq!(std::fs::read_to_string(root.join("cgroup.subtree_control")).expect("read"), "+memory +pids +cpu");
         let base = root.join("sandboxd-t");
-        assert_eq!(
-            std::fs::read_to_string(base.join("cgroup.subtree_control")).expect("read"),
-            "+memory +pids +cpu"
-        );
+        assert_eq!(std::fs::read_to_string(base.join("cgroup.subtree_control")).expect("read"), "+memory +pids +cpu");
 
         // Plain directories do not get kernel files: create the ones we write to.
         let sb = base.join("s1");
-        let limits = ResourceLimits {
-            memory_bytes: 64 << 20,
-            pids: 32,
-            cpus: 0.5,
-        };
+        let limits = ResourceLimits { memory_bytes: 64 << 20, pids: 32, cpus: 0.5 };
         std::fs::create_dir(&sb).expect("mkdir");
         std::fs::write(sb.join("cpu.max"), "").expect("write");
-        let s = SandboxCgroup {
-            v2: true,
-            dirs: vec![sb.clone()],
-        };
+        let s = SandboxCgroup { v2: true, dirs: vec![sb.clone()] };
         s.apply(&limits).expect("apply");
         let read = |f: &str| std::fs::read_to_string(sb.join(f)).expect("read");
         assert_eq!(read("memory.max"), (64u64 << 20).to_string());
@@ -547,35 +429,18 @@ mod tests {
         assert_eq!(read("pids.max"), "32");
         assert_eq!(read("cpu.max"), "50000 100000");
 
-        std::fs::write(
-            sb.join("memory.events"),
-            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
-        )
-        .expect("write");
+        std::fs::write(sb.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").expect("write");
         std::fs::write(sb.join("pids.events"), "max 2\n").expect("write");
-        assert_eq!(
-            s.counters(),
-            Counters {
-                oom_kills: 1,
-                pids_max_hits: 2
-            }
-        );
-        assert_eq!(
-            s.procs_files()[0].to_str().expect("utf8"),
-            sb.join("cgroup.procs").to_str().expect("utf8")
-        );
+        assert_eq!(s.counters(), Counters { oom_kills: 1, pids_max_hits: 2 });
+        s.add_process(4242).expect("add");
+        assert_eq!(read("cgroup.procs"), "4242");
     }
 
     #[test]
     fn v2_without_memory_controller_is_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
         std::fs::write(tmp.path().join("cgroup.controllers"), "cpu\n").expect("write");
-        let mounts = vec![Mount {
-            root: "/".into(),
-            point: tmp.path().to_path_buf(),
-            v2: true,
-            controllers: vec![],
-        }];
+        let mounts = vec![Mount { root: "/".into(), point: tmp.path().to_path_buf(), v2: true, controllers: vec![] }];
         let err = Cgroups::detect_in(CgroupMode::V2, "t", &mounts, &[]).expect_err("must fail");
         assert!(err.contains("memory"), "{err}");
     }

@@ -92,11 +92,7 @@ fn unreachable_ancestor(dir: &Path) -> Option<String> {
 /// Looks a program up on PATH unless it is already a path.
 fn resolve_program(p: &Path) -> Result<PathBuf, String> {
     if p.components().count() > 1 {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(format!("{} does not exist", p.display()))
-        };
+        return if p.is_file() { Ok(p.to_path_buf()) } else { Err(format!("{} does not exist", p.display())) };
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -124,31 +120,17 @@ fn prepare_state_dir(config: &LocalConfig) -> Result<bwrap::Layout, String> {
     let dir = &config.state_dir;
     let etc = dir.join("etc");
     let bin = dir.join("bin");
-    for d in [dir, &etc, &bin] {
+    for d in [dir, &bin] {
         std::fs::create_dir_all(d).map_err(io_err("create", d))?;
     }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(io_err("chmod", dir))?;
-    for d in [&etc, &bin] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
-            .map_err(io_err("chmod", d))?;
-    }
-    for (name, content) in bwrap::etc_files() {
-        let p = etc.join(name);
-        std::fs::write(&p, content).map_err(io_err("write", &p))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))
-            .map_err(io_err("chmod", &p))?;
-    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(io_err("chmod", dir))?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &bin))?;
+    bwrap::prepare_etc(&etc).map_err(io_err("prepare the sandbox /etc in", &etc))?;
     let exe = bin.join("sandbox-executor");
     let staged = bin.join(format!("sandbox-executor.{}", std::process::id()));
-    std::fs::copy(&config.executor, &staged).map_err(|e| {
-        format!(
-            "cannot copy the executor from {}: {e}",
-            config.executor.display()
-        )
-    })?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))
-        .map_err(io_err("chmod", &staged))?;
+    std::fs::copy(&config.executor, &staged)
+        .map_err(|e| format!("cannot copy the executor from {}: {e}", config.executor.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).map_err(io_err("chmod", &staged))?;
     std::fs::rename(&staged, &exe).map_err(io_err("rename", &staged))?;
     Ok(bwrap::Layout::from_host(etc, exe, config.tmp_size_bytes))
 }
@@ -160,9 +142,8 @@ impl LocalRuntime {
             RunAs::Unavailable(why) => Err(why.clone()),
             RunAs::Current | RunAs::User { .. } => Ok(()),
         };
-        let bwrap = resolve_program(&config.bwrap).map_err(|e| {
-            format!("bubblewrap: {e}; install it (apt-get install bubblewrap) or pass --bwrap")
-        });
+        let bwrap = resolve_program(&config.bwrap)
+            .map_err(|e| format!("bubblewrap: {e}; install it (apt-get install bubblewrap) or pass --bwrap"));
         let layout = prepare_state_dir(&config);
         let cgroups = Cgroups::detect(config.cgroups, &tag(&config.state_dir.to_string_lossy()))
             .map_err(|e| format!("no cgroup hierarchy can enforce limits ({e}); fix the host or pass --cgroups off"));
@@ -195,10 +176,7 @@ impl LocalRuntime {
     }
 
     fn cgroup_version(&self) -> String {
-        self.cgroups
-            .as_ref()
-            .map(|c| c.version().to_string())
-            .unwrap_or_else(|_| "none".into())
+        self.cgroups.as_ref().map(|c| c.version().to_string()).unwrap_or_else(|_| "none".into())
     }
 
     /// The first reason this runtime cannot work, found without starting anything.
@@ -225,11 +203,7 @@ impl LocalRuntime {
         let spec = SandboxSpec {
             name: format!("probe-{}-{n}", std::process::id()),
             workspace,
-            limits: ResourceLimits {
-                memory_bytes: 256 << 20,
-                pids: 64,
-                cpus: 1.0,
-            },
+            limits: ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 },
         };
         let sandbox = self.start(spec).await?;
         sandbox.destroy().await;
@@ -240,50 +214,48 @@ impl LocalRuntime {
         if let Some(problem) = self.static_problem() {
             return Err(RuntimeError::NotReady(problem));
         }
-        let (Ok(bwrap_path), Ok(layout), Ok(cgroups)) = (&self.bwrap, &self.layout, &self.cgroups)
-        else {
+        let (Ok(bwrap_path), Ok(layout), Ok(cgroups)) = (&self.bwrap, &self.layout, &self.cgroups) else {
             return Err(RuntimeError::NotReady("runtime misconfigured".into()));
         };
         let cgroup = cgroups.create(&spec.name, &spec.limits)?;
+        let pipes = sandbox_sys::pipe_cloexec().and_then(|info| Ok((info, sandbox_sys::pipe_cloexec()?)));
+        let ((info_r, info_w), (block_r, block_w)) = match pipes {
+            Ok(p) => p,
+            Err(e) => {
+                cgroup.iter().for_each(SandboxCgroup::remove);
+                return Err(RuntimeError::Start(format!("cannot create control pipes: {e}")));
+            }
+        };
         let mut cmd = std::process::Command::new(bwrap_path);
         cmd.args(bwrap::args(layout, &spec.workspace))
             .env_clear()
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let procs = cgroup
-            .as_ref()
-            .map(SandboxCgroup::procs_files)
-            .unwrap_or_default();
-        sandbox_sys::pre_exec_join_cgroups_and_drop(&mut cmd, procs, self.config.run_as.ids());
+        let child_fds = vec![(info_w, bwrap::INFO_FD), (block_r, bwrap::BLOCK_FD)];
+        sandbox_sys::pre_exec_fds_and_drop(&mut cmd, child_fds, self.config.run_as.ids());
         let mut cmd = tokio::process::Command::from(cmd);
         cmd.kill_on_drop(true);
         // Note: bwrap's --die-with-parent watches the *thread* that spawns it. This runs on a
         // runtime worker thread, which lives as long as the server; never spawn from
         // spawn_blocking, whose threads exit when idle.
-        let mut child = match cmd.spawn() {
+        let spawned = cmd.spawn();
+        // Closes our copies of the child's pipe ends, so a dying bwrap shows as EOF.
+        drop(cmd);
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                if let Some(cg) = &cgroup {
-                    cg.remove();
-                }
-                return Err(RuntimeError::Start(format!(
-                    "cannot run {}: {e}",
-                    bwrap_path.display()
-                )));
+                cgroup.iter().for_each(SandboxCgroup::remove);
+                return Err(RuntimeError::Start(format!("cannot run {}: {e}", bwrap_path.display())));
             }
         };
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        let (Some(stdin), Some(stdout), Some(stderr), Some(bwrap_pid)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take(), child.id())
         else {
             return Err(RuntimeError::Start("bwrap has no stdio pipes".into()));
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        tokio::spawn(log_stderr(
-            spec.name.clone(),
-            stderr,
-            Arc::clone(&stderr_tail),
-        ));
+        tokio::spawn(log_stderr(spec.name.clone(), stderr, Arc::clone(&stderr_tail)));
         let sandbox = LocalSandbox {
             name: spec.name,
             client: ExecutorClient::new(stdout, stdin),
@@ -292,24 +264,79 @@ impl LocalRuntime {
             stderr_tail,
             destroyed: AtomicBool::new(false),
         };
-        if let Err(e) = sandbox.client.wait_ready(self.config.ready_timeout).await {
+        // While bwrap builds the namespaces and mounts, move it and its sandbox process into the
+        // cgroup: bwrap holds that process on BLOCK_FD until we write to it, so nothing runs
+        // inside before the limits apply, and the slow migration overlaps bwrap's own work.
+        let cg = sandbox.cgroup.clone();
+        let join =
+            tokio::task::spawn_blocking(move || join_cgroup_then_release(bwrap_pid, info_r, block_w, cg.as_ref()));
+        let timeout = self.config.ready_timeout;
+        let started = match tokio::time::timeout(timeout, join).await {
+            Ok(Ok(Ok(()))) => sandbox.client.wait_ready(timeout).await.map(drop),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(e)) => Err(RuntimeError::Start(format!("cgroup join task failed: {e}"))),
+            Err(_) => Err(RuntimeError::Unresponsive(timeout.as_secs())),
+        };
+        if let Err(e) = started {
             sandbox.destroy().await;
+            // bwrap's own message (e.g. "Creating new namespace failed") says most; give its
+            // stderr reader a moment to catch up with the exit.
+            for _ in 0..20 {
+                if !sandbox.tail().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let tail = sandbox.tail();
-            return Err(RuntimeError::Start(if tail.is_empty() {
-                e.to_string()
-            } else {
-                tail
-            }));
+            return Err(RuntimeError::Start(if tail.is_empty() { e.to_string() } else { tail }));
         }
         Ok(sandbox)
     }
 }
 
-async fn log_stderr(
-    name: String,
-    stderr: tokio::process::ChildStderr,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
+/// Moves bwrap, then the sandbox process it reports on its info fd, into `cgroup`, then lets
+/// bwrap go on. The first move is the slow one (~7 ms: the kernel waits out an RCU grace period
+/// after an idle moment); it starts at once, while bwrap is still cloning, and the second,
+/// right after it, is fast. If anything fails, bwrap stays blocked and the caller destroys it.
+fn join_cgroup_then_release(
+    bwrap: u32,
+    info: std::os::fd::OwnedFd,
+    block: std::os::fd::OwnedFd,
+    cgroup: Option<&SandboxCgroup>,
+) -> Result<(), RuntimeError> {
+    use std::io::{Read, Write};
+    if let Some(cg) = cgroup {
+        cg.add_process(bwrap)?;
+    }
+    let mut info = std::fs::File::from(info);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 256];
+    while !buf.contains(&b'}') {
+        let n = info.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let pid =
+        parse_child_pid(&buf).ok_or_else(|| RuntimeError::Start("bwrap exited before starting the sandbox".into()))?;
+    // bwrap may have cloned before its own move: move the sandbox process explicitly too.
+    if let Some(cg) = cgroup {
+        cg.add_process(pid)?;
+    }
+    std::fs::File::from(block).write_all(b"1")?;
+    Ok(())
+}
+
+/// The `"child-pid": N` of bwrap's info JSON.
+fn parse_child_pid(info: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(info).ok()?;
+    let rest = &s[s.find("\"child-pid\"")? + "\"child-pid\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+}
+
+async fn log_stderr(name: String, stderr: tokio::process::ChildStderr, tail: Arc<Mutex<VecDeque<String>>>) {
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::warn!(sandbox = %name, "{line}");
@@ -330,11 +357,7 @@ impl Runtime for LocalRuntime {
     async fn readiness(&self) -> Readiness {
         let mut cached = self.probe.lock().await;
         if let Some((at, r)) = cached.as_ref() {
-            let ttl = if r.ready {
-                Duration::from_secs(30)
-            } else {
-                Duration::from_secs(2)
-            };
+            let ttl = if r.ready { Duration::from_secs(30) } else { Duration::from_secs(2) };
             if at.elapsed() < ttl {
                 return r.clone();
             }
@@ -343,12 +366,7 @@ impl Runtime for LocalRuntime {
             Ok(()) => (true, "ok".to_string()),
             Err(e) => (false, e.to_string()),
         };
-        let r = Readiness {
-            ready,
-            message,
-            cgroup: self.cgroup_version(),
-            runtime: "local",
-        };
+        let r = Readiness { ready, message, cgroup: self.cgroup_version(), runtime: "local" };
         *cached = Some((Instant::now(), r.clone()));
         r
     }
@@ -388,21 +406,13 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
-        let before = self
-            .cgroup
-            .as_ref()
-            .map(SandboxCgroup::counters)
-            .unwrap_or_default();
+        let before = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
         let limit = Duration::from_millis(req.timeout_ms) + BACKSTOP;
         let result = match tokio::time::timeout(limit, self.client.exec(req)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 // The whole sandbox died: most likely its memory limit took the executor too.
-                let after = self
-                    .cgroup
-                    .as_ref()
-                    .map(SandboxCgroup::counters)
-                    .unwrap_or_default();
+                let after = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
                 let detail = match before.limit_hit(&after) {
                     Some(kind) => format!("{e} (the sandbox hit its {} limit)", kind.as_str()),
                     None => format!("{e} {}", self.tail()),
@@ -415,15 +425,8 @@ impl Sandbox for LocalSandbox {
                 return Err(RuntimeError::Unresponsive(limit.as_secs()));
             }
         };
-        let after = self
-            .cgroup
-            .as_ref()
-            .map(SandboxCgroup::counters)
-            .unwrap_or_default();
-        Ok(ExecOutcome {
-            result,
-            limit: before.limit_hit(&after),
-        })
+        let after = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
+        Ok(ExecOutcome { result, limit: before.limit_hit(&after) })
     }
 
     fn is_alive(&self) -> bool {
@@ -449,6 +452,13 @@ impl Sandbox for LocalSandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn child_pid_from_bwrap_info() {
+        assert_eq!(parse_child_pid(b"{\n    \"child-pid\": 4321,\n    \"cgroup-namespace\": 1\n}\n"), Some(4321));
+        assert_eq!(parse_child_pid(b"{}"), None);
+        assert_eq!(parse_child_pid(b"garbage"), None);
+    }
 
     #[test]
     fn tag_is_stable() {

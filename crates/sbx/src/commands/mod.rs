@@ -39,12 +39,9 @@ impl SourceArgs {
     pub fn source(&self) -> anyhow::Result<Source> {
         let (code, guessed) = match (&self.code, &self.file) {
             (Some(code), _) => (code.clone(), None),
-            (None, Some(path)) if path.as_os_str() == "-" => {
-                (std::io::read_to_string(std::io::stdin())?, None)
-            }
+            (None, Some(path)) if path.as_os_str() == "-" => (std::io::read_to_string(std::io::stdin())?, None),
             (None, Some(path)) => {
-                let code = std::fs::read_to_string(path)
-                    .with_context(|| format!("read {}", path.display()))?;
+                let code = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
                 let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
                 (code, Language::from_extension(ext))
             }

@@ -37,9 +37,7 @@ fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|p| {
-            let (k, v) = p
-                .split_once('=')
-                .with_context(|| format!("--env {p:?} is not KEY=VALUE"))?;
+            let (k, v) = p.split_once('=').with_context(|| format!("--env {p:?} is not KEY=VALUE"))?;
             Ok((k.to_string(), v.to_string()))
         })
         .collect()
@@ -59,20 +57,10 @@ fn print_session_line(s: &Session) {
 
 pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i32> {
     match cmd {
-        Command::Create {
-            memory_mb,
-            pids,
-            cpu,
-            timeout,
-            env,
-        } => {
+        Command::Create { memory_mb, pids, cpu, timeout, env } => {
             let req = CreateSession {
                 env: Some(parse_env(&env)?),
-                limits: Some(LimitsRequest {
-                    memory_mb,
-                    pids,
-                    cpu,
-                }),
+                limits: Some(LimitsRequest { memory_mb, pids, cpu }),
                 timeout_s: timeout,
                 ..Default::default()
             };

@@ -1,0 +1,205 @@
+//! Benchmarks of sandbox-platform against its anchors, run side by side in one process so
+//! both see the same machine noise. Our calls and the anchor's alternate one by one; each
+//! scenario prints p50 and p99 of both and the ratio of the p50s.
+//!
+//! - `stateless_session`: `print(1)` as a fresh Python process in an existing session, through
+//!   the HTTP API, vs bare `/usr/bin/python3 -c 'print(1)'` on the host.
+//! - `one_shot_run`: `POST /v1/run` of `print(1)` (a new sandbox each time, taken from the
+//!   warm pool) vs the bubblewrap floor, `shared/bench/anchors/floor_bwrap.sh`.
+//! - `one_shot_run_cold`: the same against a second sandboxd with the pool off, so every run
+//!   starts its sandbox (cgroup, namespaces, executor) on the request's path.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, RunRequest};
+use sandbox_client::Client;
+
+#[derive(Parser)]
+struct Args {
+    /// Measured iterations per side and scenario.
+    #[arg(short, default_value_t = 200)]
+    n: usize,
+    /// Where the anchor scripts are.
+    #[arg(long, default_value = "../shared/bench/anchors")]
+    anchors: PathBuf,
+    /// The sandboxd binary to measure (by default the one next to this binary).
+    #[arg(long)]
+    sandboxd: Option<PathBuf>,
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+}
+
+fn stats(mut ms: Vec<f64>) -> Stats {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    Stats { p50: at(0.50), p99: at(0.99) }
+}
+
+fn report(name: &str, ours: Vec<f64>, anchor_name: &str, anchor: Vec<f64>, goal: f64) {
+    let (o, a) = (stats(ours), stats(anchor));
+    let ratio = o.p50 / a.p50;
+    println!(
+        "{name}: ours p50={:.2}ms p99={:.2}ms | {anchor_name} p50={:.2}ms p99={:.2}ms | ratio_p50={ratio:.3} (goal <= {goal}) {}",
+        o.p50,
+        o.p99,
+        a.p50,
+        a.p99,
+        if ratio <= goal { "MET" } else { "MISSED" }
+    );
+}
+
+fn time_command(cmd: &mut Command) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output()?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if !out.status.success() || out.stdout != b"1\n" {
+        bail!("anchor failed: {:?} {}", out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(ms)
+}
+
+struct Daemon {
+    child: Child,
+    url: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sandboxd(bin: &PathBuf, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+    let data = tempfile::Builder::new().prefix("sandbox-bench-").tempdir_in("/tmp")?;
+    let mut child = Command::new(bin)
+        .env("SANDBOXD_LISTEN", "127.0.0.1:0")
+        .env("SANDBOXD_DATA_DIR", data.path())
+        .env("SANDBOXD_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().context("sandboxd exited")??;
+        if let Some(u) = line.strip_prefix("sandboxd listening on ") {
+            break u.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok(Daemon { child, url, _data: data })
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let sandboxd = match args.sandboxd {
+        Some(p) => p,
+        None => std::env::current_exe()?.parent().context("exe dir")?.join("sandboxd"),
+    };
+    let floor = args.anchors.join("floor_bwrap.sh");
+    if !floor.is_file() {
+        bail!("anchor {} not found (pass --anchors)", floor.display());
+    }
+    let daemon = start_sandboxd(&sandboxd, &[])?;
+    let client = Client::new(&daemon.url);
+    let (status, r) = client.readiness().await?;
+    if !status.is_success() {
+        bail!("sandboxd not ready: {}", r.sandbox.message);
+    }
+    println!("sandboxd {} (cgroup {}), n={} per side, calls interleaved", daemon.url, r.cgroup, args.n);
+
+    let session = client.create_session(&CreateSession::default()).await?;
+    let exec = CreateExecution {
+        code: "print(1)".into(),
+        language: Language::Python,
+        timeout_s: None,
+        stdin: None,
+        env: None,
+    };
+    let run = RunRequest {
+        code: "print(1)".into(),
+        language: Language::Python,
+        timeout_s: None,
+        stdin: None,
+        env: None,
+        limits: None,
+    };
+    let bare = || {
+        let mut c = Command::new("/usr/bin/python3");
+        c.args(["-c", "print(1)"]);
+        c
+    };
+    let mut bwrap_floor = || {
+        let mut c = Command::new("bash");
+        c.arg(&floor);
+        c
+    };
+
+    let warmup = 10;
+    let (mut ours, mut anchor) = (Vec::new(), Vec::new());
+    for i in 0..warmup + args.n {
+        let start = Instant::now();
+        let e = client.execute(&session.id, &exec).await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if e.status != ExecutionStatus::Succeeded || e.stdout != "1\n" {
+            bail!("execution failed: {e:?}");
+        }
+        let a = time_command(&mut bare())?;
+        if i >= warmup {
+            ours.push(ms);
+            anchor.push(a);
+        }
+    }
+    report("stateless_session print(1)", ours, "bare python3", anchor, 1.2);
+
+    let (ours, anchor) = run_side_by_side(&client, &run, &mut bwrap_floor, warmup, args.n).await?;
+    report("one_shot_run print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    drop(daemon);
+
+    let cold = start_sandboxd(&sandboxd, &[("SANDBOXD_RUN_POOL", "0")])?;
+    let cold_client = Client::new(&cold.url);
+    let (ours, anchor) = run_side_by_side(&cold_client, &run, &mut bwrap_floor, warmup, args.n).await?;
+    report("one_shot_run_cold print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    Ok(())
+}
+
+/// `POST /v1/run` and the bwrap floor, alternating; returns (ours, anchor) in ms.
+async fn run_side_by_side(
+    client: &Client,
+    run: &RunRequest,
+    anchor_cmd: &mut impl FnMut() -> Command,
+    warmup: usize,
+    n: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    let (mut ours, mut anchor) = (Vec::new(), Vec::new());
+    for i in 0..warmup + n {
+        let start = Instant::now();
+        let e = client.run(run).await?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        if e.status != ExecutionStatus::Succeeded || e.stdout != "1\n" {
+            bail!("run failed: {e:?}");
+        }
+        let a = time_command(&mut anchor_cmd())?;
+        if i >= warmup {
+            ours.push(ms);
+            anchor.push(a);
+        }
+        // Let the background tear-down of the last throwaway sandbox (and the pool's refill)
+        // finish, as they would between an agent's calls, so they are not charged to the anchor.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((ours, anchor))
+}

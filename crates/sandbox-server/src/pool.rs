@@ -1,0 +1,100 @@
+//! A small pool of started, idle sandboxes for `POST /v1/run`, so a one-shot run does not wait
+//! for a sandbox to start (the cold path pays ~7 ms of kernel cgroup migration alone). Pooled
+//! sandboxes have the default limits and an empty workspace of their own; a run that asks for
+//! other limits starts a sandbox cold. Each one taken is replaced in the background.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
+
+use crate::execution::new_id;
+use crate::workspace::Workspaces;
+
+/// A started sandbox waiting for work, with the workspace it was started on.
+pub struct Warm {
+    pub name: String,
+    pub sandbox: Box<dyn Sandbox>,
+}
+
+pub struct RunPool {
+    size: usize,
+    limits: ResourceLimits,
+    ready: Mutex<VecDeque<Warm>>,
+    /// Sandboxes being started right now, so refills do not overshoot.
+    starting: AtomicUsize,
+}
+
+impl RunPool {
+    pub fn new(size: usize, limits: ResourceLimits) -> RunPool {
+        RunPool { size, limits, ready: Mutex::new(VecDeque::new()), starting: AtomicUsize::new(0) }
+    }
+
+    pub fn limits(&self) -> ResourceLimits {
+        self.limits
+    }
+
+    pub fn len(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A live warm sandbox, if there is one.
+    pub fn take(&self) -> Option<Warm> {
+        let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(w) = ready.pop_front() {
+            if w.sandbox.is_alive() {
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// Starts sandboxes in the background until the pool is full again. Holds the runtime and
+    /// workspaces only weakly: a pool never keeps a stopped server alive.
+    pub fn refill(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, workspaces: &Arc<Workspaces>) {
+        loop {
+            let starting = self.starting.load(Ordering::SeqCst);
+            if self.len() + starting >= self.size {
+                return;
+            }
+            if self.starting.compare_exchange(starting, starting + 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                break;
+            }
+        }
+        let (pool, runtime, workspaces) = (Arc::downgrade(self), Arc::downgrade(runtime), Arc::downgrade(workspaces));
+        tokio::spawn(async move { start_one(pool, runtime, workspaces).await });
+    }
+
+    /// Destroys every waiting sandbox (server shutdown) and removes their workspaces.
+    pub async fn drain(&self, workspaces: &Workspaces) {
+        let all: Vec<Warm> = self.ready.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        for w in all {
+            w.sandbox.destroy().await;
+            workspaces.remove(&w.name);
+        }
+    }
+}
+
+async fn start_one(pool: Weak<RunPool>, runtime: Weak<dyn Runtime>, workspaces: Weak<Workspaces>) {
+    let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), workspaces.upgrade()) else { return };
+    let name = format!("run-{}", new_id("pool"));
+    let started = match ws.ensure(&name) {
+        Ok(workspace) => rt.create(SandboxSpec { name: name.clone(), workspace, limits: p.limits }).await.ok(),
+        Err(_) => None,
+    };
+    p.starting.fetch_sub(1, Ordering::SeqCst);
+    match started {
+        Some(sandbox) => {
+            p.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Warm { name, sandbox });
+            // Keep going until full (one start at a time per call keeps the host calm).
+            p.refill(&rt, &ws);
+        }
+        // Not ready (no bubblewrap, ...): leave the pool empty; runs go the cold way and report why.
+        None => ws.remove(&name),
+    }
+}
