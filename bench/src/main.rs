@@ -122,21 +122,8 @@ async fn main() -> anyhow::Result<()> {
     println!("sandboxd {} (cgroup {}), n={} per side, calls interleaved", daemon.url, r.cgroup, args.n);
 
     let session = client.create_session(&CreateSession::default()).await?;
-    let exec = CreateExecution {
-        code: "print(1)".into(),
-        language: Language::Python,
-        timeout_s: None,
-        stdin: None,
-        env: None,
-    };
-    let run = RunRequest {
-        code: "print(1)".into(),
-        language: Language::Python,
-        timeout_s: None,
-        stdin: None,
-        env: None,
-        limits: None,
-    };
+    let exec = CreateExecution::new(Language::Python, "print(1)");
+    let run = RunRequest::new(Language::Python, "print(1)");
     let bare = || {
         let mut c = Command::new("/usr/bin/python3");
         c.args(["-c", "print(1)"]);

@@ -111,6 +111,13 @@ pub struct CreateExecution {
     pub env: Option<BTreeMap<String, String>>,
 }
 
+impl CreateExecution {
+    /// `code` in `language` with the session's defaults for everything else.
+    pub fn new(language: Language, code: impl Into<String>) -> Self {
+        CreateExecution { code: code.into(), language, timeout_s: None, stdin: None, env: None }
+    }
+}
+
 /// `POST /v1/run`: a throwaway sandbox for one execution.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +128,13 @@ pub struct RunRequest {
     pub stdin: Option<String>,
     pub env: Option<BTreeMap<String, String>>,
     pub limits: Option<LimitsRequest>,
+}
+
+impl RunRequest {
+    /// `code` in `language` with the server's defaults for everything else.
+    pub fn new(language: Language, code: impl Into<String>) -> Self {
+        RunRequest { code: code.into(), language, timeout_s: None, stdin: None, env: None, limits: None }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -106,14 +106,7 @@ async fn executions_are_stored_and_listed() -> anyhow::Result<()> {
 }
 
 fn run_req(code: &str) -> RunRequest {
-    RunRequest {
-        code: code.into(),
-        language: Language::Bash,
-        timeout_s: Some(10.0),
-        stdin: None,
-        env: None,
-        limits: None,
-    }
+    RunRequest { timeout_s: Some(10.0), ..RunRequest::new(Language::Bash, code) }
 }
 
 /// Names of the throwaway workspaces on disk.

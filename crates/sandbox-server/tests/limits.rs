@@ -7,7 +7,7 @@ use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, Lim
 use sandbox_test_support::TestServer;
 
 fn req(language: Language, code: &str, timeout_s: f64) -> CreateExecution {
-    CreateExecution { code: code.into(), language, timeout_s: Some(timeout_s), stdin: None, env: None }
+    CreateExecution { timeout_s: Some(timeout_s), ..CreateExecution::new(language, code) }
 }
 
 /// Every process in the session's sandbox but the executor and the one listing them.
@@ -98,6 +98,33 @@ async fn ten_megabytes_of_output_are_truncated_and_flagged() -> anyhow::Result<(
     assert!(e.stdout_truncated && !e.stderr_truncated);
     assert_eq!(e.stdout.len(), 1 << 20);
     assert_eq!(e.stderr, "small");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_reaps_orphans_like_an_init() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    // The subshell exits at once, so its children are re-parented to PID 1 and die there.
+    let code =
+        "for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 0.6; grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l";
+    let e = t.exec(&s.id, Language::Bash, code).await?;
+    assert_eq!(e.stdout, "0\n", "zombies left unreaped: {e:?}");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cpu_limit_caps_cpu_time() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let limits = LimitsRequest { memory_mb: None, pids: None, cpu: Some(0.25) };
+    let s = t.client.create_session(&CreateSession { limits: Some(limits), ..Default::default() }).await?;
+    let code = "import os, time\nstart = time.time()\nwhile time.time() - start < 2: pass\nc = os.times()\nprint(round((c.user + c.system) / 2, 2))";
+    let e = t.client.execute(&s.id, &req(Language::Python, code, 20.0)).await?;
+    let share: f64 = e.stdout.trim().parse().map_err(|err| anyhow::anyhow!("{err}: {e:?}"))?;
+    // A quarter of a core, give or take scheduling granularity; unlimited would be ~1.0.
+    assert!((0.15..=0.40).contains(&share), "CPU share {share} with a 0.25 limit");
     t.shutdown().await;
     Ok(())
 }

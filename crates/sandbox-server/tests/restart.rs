@@ -46,14 +46,7 @@ async fn missing_bubblewrap_means_not_ready_never_unsandboxed() -> anyhow::Resul
     let err = t.client.create_session(&CreateSession::default()).await.expect_err("must refuse");
     assert_eq!(err.status().map(|s| s.as_u16()), Some(503));
     assert!(err.to_string().contains("bubblewrap"), "{err}");
-    let run = sandbox_api::RunRequest {
-        code: "print(1)".into(),
-        language: Language::Python,
-        timeout_s: None,
-        stdin: None,
-        env: None,
-        limits: None,
-    };
+    let run = sandbox_api::RunRequest::new(Language::Python, "print(1)");
     assert_eq!(t.client.run(&run).await.expect_err("must refuse").status().map(|s| s.as_u16()), Some(503));
     t.shutdown().await;
     Ok(())

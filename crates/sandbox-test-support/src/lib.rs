@@ -126,5 +126,5 @@ impl Drop for TestServer {
 }
 
 pub fn exec_req(language: Language, code: &str) -> CreateExecution {
-    CreateExecution { code: code.into(), language, timeout_s: None, stdin: None, env: None }
+    CreateExecution::new(language, code)
 }

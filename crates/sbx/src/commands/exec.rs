@@ -16,13 +16,7 @@ pub struct Args {
 
 pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<i32> {
     let src = args.source.source()?;
-    let req = CreateExecution {
-        code: src.code,
-        language: src.language,
-        timeout_s: args.source.timeout,
-        stdin: None,
-        env: None,
-    };
+    let req = CreateExecution { timeout_s: args.source.timeout, ..CreateExecution::new(src.language, src.code) };
     let e = output::with_progress("running", client.execute(&args.session, &req)).await?;
     output::print_execution(&e, json)
 }

@@ -14,14 +14,7 @@ pub struct Args {
 
 pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<i32> {
     let src = args.source.source()?;
-    let req = RunRequest {
-        code: src.code,
-        language: src.language,
-        timeout_s: args.source.timeout,
-        stdin: None,
-        env: None,
-        limits: None,
-    };
+    let req = RunRequest { timeout_s: args.source.timeout, ..RunRequest::new(src.language, src.code) };
     let e = output::with_progress("running", client.run(&req)).await?;
     output::print_execution(&e, json)
 }
