@@ -123,8 +123,9 @@ async fn the_cpu_limit_caps_cpu_time() -> anyhow::Result<()> {
     let code = "import os, time\nstart = time.time()\nwhile time.time() - start < 2: pass\nc = os.times()\nprint(round((c.user + c.system) / 2, 2))";
     let e = t.client.execute(&s.id, &req(Language::Python, code, 20.0)).await?;
     let share: f64 = e.stdout.trim().parse().map_err(|err| anyhow::anyhow!("{err}: {e:?}"))?;
-    // A quarter of a core, give or take scheduling granularity; unlimited would be ~1.0.
-    assert!((0.15..=0.40).contains(&share), "CPU share {share} with a 0.25 limit");
+    // At most a quarter of a core, give or take scheduling granularity (unlimited would be
+    // ~1.0). The lower bound only rejects a broken measurement: a loaded CI may give less.
+    assert!((0.02..=0.40).contains(&share), "CPU share {share} with a 0.25 limit");
     t.shutdown().await;
     Ok(())
 }
