@@ -143,7 +143,7 @@ pub async fn create_execution(
     };
     plan.validate()?;
     let live = state.sessions.live(&id);
-    let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces).await?;
+    let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await?;
     let record = plan.running_record();
     state.store.insert_execution(&record, &plan.code)?;
     let outcome = turn.sandbox.exec(plan.request(&state.config)).await;
@@ -204,14 +204,18 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
     };
     let record = plan.running_record();
     let stored = state.store.insert_execution(&record, &plan.code);
-    let outcome = sandbox.exec(plan.request(config)).await;
-    // Tear-down is not the caller's wait.
+    // Nothing runs unless its record exists; either way tear-down is not the caller's wait.
+    let outcome = match &stored {
+        Ok(()) => Some(sandbox.exec(plan.request(config)).await),
+        Err(_) => None,
+    };
     let cleanup_state = Arc::clone(&state);
     tokio::spawn(async move {
         sandbox.destroy().await;
         cleanup_state.workspaces.remove(&name);
     });
     stored?;
+    let Some(outcome) = outcome else { return Err(ApiError::Internal("execution not stored".into())) };
     let done = execution::finish(record, outcome, false);
     state.store.finish_execution(&done)?;
     Ok(Json(done))

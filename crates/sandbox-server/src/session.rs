@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sandbox_api::{Limits, Session};
+use sandbox_api::{Limits, Session, SessionStatus};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
+use sandbox_store::Store;
 use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
 
 use crate::error::ApiError;
@@ -109,10 +110,18 @@ impl Sessions {
         session: &Session,
         runtime: &dyn Runtime,
         workspaces: &Workspaces,
+        store: &Store,
     ) -> Result<Turn<'a>, ApiError> {
         let guard = live.turn.lock().await;
+        // The store is the truth: a delete that raced with this request (and dropped the live
+        // entry this one may have re-created) is visible there, so nothing starts for it.
+        let deleted = || ApiError::Conflict(format!("session {} is deleted", session.id));
         if live.is_deleted() {
-            return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
+            return Err(deleted());
+        }
+        match store.get_session(&session.id)? {
+            Some(s) if s.status == SessionStatus::Running => {}
+            _ => return Err(deleted()),
         }
         let sandbox = Self::ensure_sandbox(live, session, runtime, workspaces).await?;
         Ok(Turn { _guard: guard, sandbox, live })
