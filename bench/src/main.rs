@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, RunRequest};
+use sandbox_api::{CreateExecution, CreateSession, Execution, ExecutionStatus, Language, RunRequest};
 use sandbox_client::Client;
 
 #[derive(Parser)]
@@ -135,58 +135,51 @@ async fn main() -> anyhow::Result<()> {
         c
     };
 
-    let warmup = 10;
-    let (mut ours, mut anchor) = (Vec::new(), Vec::new());
-    for i in 0..warmup + args.n {
-        let start = Instant::now();
-        let e = client.execute(&session.id, &exec).await?;
-        let ms = start.elapsed().as_secs_f64() * 1000.0;
-        if e.status != ExecutionStatus::Succeeded || e.stdout != "1\n" {
-            bail!("execution failed: {e:?}");
-        }
-        let a = time_command(&mut bare())?;
-        if i >= warmup {
-            ours.push(ms);
-            anchor.push(a);
-        }
-    }
+    // Between runs, let the background tear-down of the last throwaway sandbox (and the
+    // pool's refill) finish, as they would between an agent's calls, so they are not charged
+    // to the anchor.
+    let settle = Duration::from_millis(20);
+    let (ours, anchor) = side_by_side(args.n, Duration::ZERO, || client.execute(&session.id, &exec), bare).await?;
     report("stateless_session print(1)", ours, "bare python3", anchor, 1.2);
 
-    let (ours, anchor) = run_side_by_side(&client, &run, &mut bwrap_floor, warmup, args.n).await?;
+    let (ours, anchor) = side_by_side(args.n, settle, || client.run(&run), &mut bwrap_floor).await?;
     report("one_shot_run print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
     drop(daemon);
 
     let cold = start_sandboxd(&sandboxd, &[("SANDBOXD_RUN_POOL", "0")])?;
     let cold_client = Client::new(&cold.url);
-    let (ours, anchor) = run_side_by_side(&cold_client, &run, &mut bwrap_floor, warmup, args.n).await?;
+    let (ours, anchor) = side_by_side(args.n, settle, || cold_client.run(&run), &mut bwrap_floor).await?;
     report("one_shot_run_cold print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
     Ok(())
 }
 
-/// `POST /v1/run` and the bwrap floor, alternating; returns (ours, anchor) in ms.
-async fn run_side_by_side(
-    client: &Client,
-    run: &RunRequest,
-    anchor_cmd: &mut impl FnMut() -> Command,
-    warmup: usize,
+/// Calls ours and the anchor alternately, `WARMUP` times unmeasured then `n` times measured,
+/// checking that ours printed `1`; returns (ours, anchor) in ms.
+async fn side_by_side<F, Fut>(
     n: usize,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+    settle: Duration,
+    mut ours_call: F,
+    mut anchor_cmd: impl FnMut() -> Command,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Execution, sandbox_client::ClientError>>,
+{
+    const WARMUP: usize = 10;
     let (mut ours, mut anchor) = (Vec::new(), Vec::new());
-    for i in 0..warmup + n {
+    for i in 0..WARMUP + n {
         let start = Instant::now();
-        let e = client.run(run).await?;
+        let e = ours_call().await?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         if e.status != ExecutionStatus::Succeeded || e.stdout != "1\n" {
-            bail!("run failed: {e:?}");
+            bail!("execution failed: {e:?}");
         }
         let a = time_command(&mut anchor_cmd())?;
-        if i >= warmup {
+        if i >= WARMUP {
             ours.push(ms);
             anchor.push(a);
         }
-        // Let the background tear-down of the last throwaway sandbox (and the pool's refill)
-        // finish, as they would between an agent's calls, so they are not charged to the anchor.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(settle).await;
     }
     Ok((ours, anchor))
 }
