@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-pub use sandbox_protocol::Language;
+pub use sandbox_protocol::{Language, Output, StreamName};
 
 pub type Timestamp = DateTime<Utc>;
 
@@ -60,6 +60,9 @@ pub struct CreateSession {
     /// Free-form labels, stored and returned as given.
     #[schema(value_type = Object)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// "python" (the default): Python executions run in a stateful kernel, variables and
+    /// imports persist between them. "none": every execution is a fresh process.
+    pub kernel: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -88,6 +91,10 @@ pub struct Session {
     pub timeout_s: f64,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// "python", or `None` when executions are fresh processes.
+    pub kernel: Option<String>,
+    /// How often the kernel died and was replaced by a fresh one.
+    pub kernel_restarts: u64,
     pub created_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
 }
@@ -107,14 +114,17 @@ pub struct CreateExecution {
     pub timeout_s: Option<f64>,
     /// Text fed to the process's standard input.
     pub stdin: Option<String>,
-    /// Added to (and overriding) the session's environment.
+    /// Added to (and overriding) the session's environment (fresh processes only: the
+    /// kernel keeps the environment it started with).
     pub env: Option<BTreeMap<String, String>>,
+    /// Run Python as a fresh process even in a session with a kernel.
+    pub fresh: Option<bool>,
 }
 
 impl CreateExecution {
     /// `code` in `language` with the session's defaults for everything else.
     pub fn new(language: Language, code: impl Into<String>) -> Self {
-        CreateExecution { code: code.into(), language, timeout_s: None, stdin: None, env: None }
+        CreateExecution { code: code.into(), language, timeout_s: None, stdin: None, env: None, fresh: None }
     }
 }
 
@@ -148,6 +158,8 @@ pub enum ExecutionStatus {
     TimedOut,
     /// A resource limit ended it; `reason` says which.
     Killed,
+    /// The session's kernel died during it; a fresh kernel was started (variables are lost).
+    KernelDied,
 }
 
 impl ExecutionStatus {
@@ -158,11 +170,12 @@ impl ExecutionStatus {
             ExecutionStatus::Failed => "failed",
             ExecutionStatus::TimedOut => "timed_out",
             ExecutionStatus::Killed => "killed",
+            ExecutionStatus::KernelDied => "kernel_died",
         }
     }
 
     pub fn parse(s: &str) -> Option<ExecutionStatus> {
-        [Self::Running, Self::Succeeded, Self::Failed, Self::TimedOut, Self::Killed]
+        [Self::Running, Self::Succeeded, Self::Failed, Self::TimedOut, Self::Killed, Self::KernelDied]
             .into_iter()
             .find(|v| v.as_str() == s)
     }
@@ -183,6 +196,9 @@ pub struct Execution {
     pub stderr: String,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// Everything it produced, in order, in Jupyter's message model: `stream`,
+    /// `display_data`, `execute_result`, `error`. `stdout`/`stderr` hold the stream text.
+    pub outputs: Vec<Output>,
     pub duration_ms: Option<u64>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -191,6 +207,13 @@ pub struct Execution {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionList {
     pub executions: Vec<Execution>,
+}
+
+/// `POST /v1/sessions/{id}/interrupt`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Interrupted {
+    /// False when the session had no running sandbox to interrupt.
+    pub interrupted: bool,
 }
 
 /// One readiness check.
@@ -231,7 +254,7 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for s in ["running", "succeeded", "failed", "timed_out", "killed"] {
+        for s in ["running", "succeeded", "failed", "timed_out", "killed", "kernel_died"] {
             assert_eq!(ExecutionStatus::parse(s).map(|v| v.as_str()), Some(s));
         }
     }

@@ -10,9 +10,10 @@ use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sandbox_protocol::{ExecRequest, ExecResult, Language, WORKSPACE_DIR};
+use sandbox_protocol::{ExecRequest, ExecResult, Language, StreamName, WORKSPACE_DIR};
 use sandbox_sys::ExitStatus;
 
+use crate::outputs::OutputLog;
 use crate::proctree;
 use crate::reaper::Children;
 
@@ -27,7 +28,7 @@ const MAX_INLINE_CODE: usize = 100 * 1024;
 /// After the tree is killed the pipes close at once; this only bounds a pathological case.
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
-const BASE_ENV: &[(&str, &str)] = &[
+pub const BASE_ENV: &[(&str, &str)] = &[
     ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
     ("HOME", "/tmp"),
     ("LANG", "C.UTF-8"),
@@ -66,39 +67,6 @@ fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
-/// A stream's captured bytes, capped.
-struct Capture {
-    data: Vec<u8>,
-    limit: usize,
-    truncated: bool,
-    open: bool,
-}
-
-impl Capture {
-    fn new(limit: usize) -> Self {
-        Capture { data: Vec::new(), limit, truncated: false, open: true }
-    }
-
-    /// Reads what is available (the fd was reported readable, so this does not block).
-    fn read_from(&mut self, r: &mut impl Read) {
-        let mut buf = [0u8; 64 * 1024];
-        match r.read(&mut buf) {
-            Ok(0) | Err(_) => self.open = false,
-            Ok(n) => {
-                let room = self.limit.saturating_sub(self.data.len());
-                if n > room {
-                    self.truncated = true;
-                }
-                self.data.extend_from_slice(&buf[..n.min(room)]);
-            }
-        }
-    }
-
-    fn into_string(self) -> String {
-        String::from_utf8_lossy(&self.data).into_owned()
-    }
-}
-
 /// Runs one execution to its end and reports how it went. Never panics on user input.
 pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
     let started = Instant::now();
@@ -120,7 +88,7 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
         .stdin(if req.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    sandbox_sys::pre_exec_new_session_oom_first(&mut cmd);
+    sandbox_sys::pre_exec_user_process(&mut cmd, Vec::new());
 
     let before: HashSet<i32> = proctree::list_pids().into_iter().collect();
     let (mut child, exit_rx) = match children.spawn(&mut cmd) {
@@ -133,8 +101,9 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
     let sid = child.id() as i32;
 
     if let (Some(mut stdin), Some(data)) = (child.stdin.take(), req.stdin.clone()) {
-        std::thread::spawn(move || {
-            // The process may exit without reading; a broken pipe is then expected.
+        // The process may exit without reading; a broken pipe is then expected. With no thread
+        // to spare (pid limit), the process gets an empty stdin rather than a hung executor.
+        let _ = std::thread::Builder::new().spawn(move || {
             let _ = stdin.write_all(data.as_bytes());
         });
     }
@@ -145,8 +114,8 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
     };
 
     let deadline = started + Duration::from_millis(req.timeout_ms);
-    let mut out = Capture::new(req.output_limit);
-    let mut err = Capture::new(req.output_limit);
+    let mut log = OutputLog::new(req.output_limit);
+    let (mut out_open, mut err_open) = (true, true);
     let mut status: Option<ExitStatus> = None;
     let mut exited_at: Option<Instant> = None;
 
@@ -167,7 +136,7 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
             result.timed_out = true;
             proctree::kill_execution(sid, &before);
         }
-        if !out.open && !err.open {
+        if !out_open && !err_open {
             if status.is_some() {
                 break;
             }
@@ -194,22 +163,22 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
             None => deadline.saturating_duration_since(now).min(Duration::from_millis(20)),
         };
         let mut fds = Vec::new();
-        if out.open {
+        if out_open {
             fds.push(stdout.as_fd());
         }
-        if err.open {
+        if err_open {
             fds.push(stderr.as_fd());
         }
         let ready = sandbox_sys::poll_readable(&fds, wait).unwrap_or_default();
         let mut i = 0;
-        if out.open {
+        if out_open {
             if ready.get(i) == Some(&true) {
-                out.read_from(&mut stdout);
+                out_open = read_into(&mut stdout, StreamName::Stdout, &mut log);
             }
             i += 1;
         }
-        if err.open && ready.get(i) == Some(&true) {
-            err.read_from(&mut stderr);
+        if err_open && ready.get(i) == Some(&true) {
+            err_open = read_into(&mut stderr, StreamName::Stderr, &mut log);
         }
     }
 
@@ -219,24 +188,25 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
         None => result.signal = Some(libc::SIGKILL),
     }
     result.duration_ms = started.elapsed().as_millis() as u64;
-    result.stdout_truncated = out.truncated;
-    result.stderr_truncated = err.truncated;
-    result.stdout = out.into_string();
-    result.stderr = err.into_string();
+    log.finish_into(&mut result);
     result
+}
+
+/// Reads what a readable pipe has into the log; false once it is closed.
+pub fn read_into(r: &mut impl Read, name: StreamName, log: &mut OutputLog) -> bool {
+    let mut buf = [0u8; 64 * 1024];
+    match r.read(&mut buf) {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            log.bytes(name, &buf[..n]);
+            true
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn capture_keeps_the_limit_and_flags_the_rest() {
-        let mut c = Capture::new(5);
-        c.read_from(&mut &b"hello world"[..]);
-        assert!(c.truncated);
-        assert_eq!(c.into_string(), "hello");
-    }
 
     #[test]
     fn small_code_is_inline_and_ids_are_sanitized() {
@@ -248,6 +218,7 @@ mod tests {
             env: Default::default(),
             timeout_ms: 1,
             output_limit: 1,
+            kernel: false,
         };
         assert_eq!(argv(&req).expect("argv"), vec!["bash", "-c", "echo hi"]);
         assert_eq!(sanitize("a/b.."), "a_b__");

@@ -7,6 +7,8 @@
 //! orphan ([`reaper`]), like tini.
 
 pub mod exec;
+pub mod kernel;
+pub mod outputs;
 pub mod proctree;
 pub mod reaper;
 pub mod seccomp;
@@ -14,7 +16,7 @@ pub mod seccomp;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use sandbox_protocol::{Event, Request, PROTOCOL_VERSION};
+use sandbox_protocol::{Event, Language, Request, PROTOCOL_VERSION};
 
 /// Runs the executor until its input closes or it is told to shut down; returns the exit code.
 pub fn run() -> i32 {
@@ -28,23 +30,46 @@ pub fn run() -> i32 {
     let children = Arc::new(reaper::Children::default());
     {
         let children = Arc::clone(&children);
-        std::thread::spawn(move || children.reap_forever());
+        if let Err(e) = std::thread::Builder::new().name("reaper".into()).spawn(move || children.reap_forever()) {
+            eprintln!("sandbox-executor: cannot start the reaper: {e}");
+            return 71;
+        }
     }
     if send(&out, &Event::Ready { version: PROTOCOL_VERSION }).is_err() {
         return 0;
     }
 
+    let kernel = Arc::new(kernel::Kernel::new(Arc::clone(&children)));
     let mut input = io::stdin().lock();
     loop {
         match sandbox_protocol::read_frame::<_, Request>(&mut input) {
             Ok(Some(Request::Exec(req))) => {
-                let out = Arc::clone(&out);
-                let children = Arc::clone(&children);
-                std::thread::spawn(move || {
-                    let result = exec::run(&req, &children);
+                let (out, children, kernel) = (Arc::clone(&out), Arc::clone(&children), Arc::clone(&kernel));
+                spawn_or_inline(move || {
+                    let result = if req.kernel && req.language == Language::Python {
+                        kernel.exec(&req)
+                    } else {
+                        exec::run(&req, &children)
+                    };
                     if let Err(e) = send(&out, &Event::ExecDone(result)) {
                         eprintln!("sandbox-executor: cannot report execution {}: {e}", req.id);
                     }
+                });
+            }
+            Ok(Some(Request::StartKernel { env })) => {
+                let kernel = Arc::clone(&kernel);
+                spawn_or_inline(move || {
+                    if let Err(e) = kernel.ensure_started(env) {
+                        eprintln!("sandbox-executor: {e}");
+                    }
+                });
+            }
+            Ok(Some(Request::Interrupt)) => kernel.interrupt(),
+            Ok(Some(Request::RestartKernel { id })) => {
+                let (out, kernel) = (Arc::clone(&out), Arc::clone(&kernel));
+                spawn_or_inline(move || {
+                    let error = kernel.restart().err();
+                    let _ = send(&out, &Event::Ack { id, error });
                 });
             }
             Ok(Some(Request::Shutdown)) | Ok(None) => break,
@@ -56,6 +81,23 @@ pub fn run() -> i32 {
     }
     proctree::kill_all_but_self();
     0
+}
+
+/// Runs `f` on a thread of its own, or on this one when no thread can be made: threads count
+/// against the sandbox's pid limit, and the executor must answer rather than panic there.
+pub fn spawn_or_inline(f: impl FnOnce() + Send + 'static) {
+    let slot = Arc::new(Mutex::new(Some(f)));
+    let theirs = Arc::clone(&slot);
+    let spawned = std::thread::Builder::new().spawn(move || {
+        if let Some(f) = theirs.lock().ok().and_then(|mut s| s.take()) {
+            f();
+        }
+    });
+    if spawned.is_err() {
+        if let Some(f) = slot.lock().ok().and_then(|mut s| s.take()) {
+            f();
+        }
+    }
 }
 
 fn harden() -> io::Result<()> {

@@ -56,8 +56,14 @@ impl Language {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Request {
-    /// Run code as a fresh process.
+    /// Run code, as a fresh process or in the session kernel.
     Exec(ExecRequest),
+    /// Start the session kernel now (so the first cell does not wait for it), with this env.
+    StartKernel { env: BTreeMap<String, String> },
+    /// SIGINT to the kernel: the running cell gets a KeyboardInterrupt, state is kept.
+    Interrupt,
+    /// Kill the kernel and start a fresh one; answered by [`Event::Ack`] with the same id.
+    RestartKernel { id: String },
     /// Kill every user process and exit.
     Shutdown,
 }
@@ -76,14 +82,65 @@ pub struct ExecRequest {
     pub timeout_ms: u64,
     /// Bytes kept per stream; the rest is read and dropped, and the stream marked truncated.
     pub output_limit: usize,
+    /// Run in the session's kernel (Python only) instead of a fresh process.
+    #[serde(default)]
+    pub kernel: bool,
 }
 
 /// What the executor reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    Ready { version: u32 },
+    Ready {
+        version: u32,
+    },
     ExecDone(ExecResult),
+    /// Answer to a request that has an id and no result of its own; `error` if it failed.
+    Ack {
+        id: String,
+        error: Option<String>,
+    },
+}
+
+/// Which standard stream a piece of text came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StreamName {
+    Stdout,
+    Stderr,
+}
+
+/// One output of an execution, in Jupyter's message model, so it converts losslessly to
+/// nbformat. MIME bundles map a MIME type to its content (binary types base64-encoded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Output {
+    Stream {
+        name: StreamName,
+        text: String,
+    },
+    DisplayData {
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        data: serde_json::Map<String, serde_json::Value>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        #[serde(default)]
+        metadata: serde_json::Map<String, serde_json::Value>,
+    },
+    ExecuteResult {
+        execution_count: Option<u64>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        data: serde_json::Map<String, serde_json::Value>,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        #[serde(default)]
+        metadata: serde_json::Map<String, serde_json::Value>,
+    },
+    Error {
+        ename: String,
+        evalue: String,
+        traceback: Vec<String>,
+    },
 }
 
 /// How one execution ended.
@@ -101,6 +158,12 @@ pub struct ExecResult {
     pub duration_ms: u64,
     /// Set when the process could not be started at all (e.g. the interpreter is missing).
     pub spawn_error: Option<String>,
+    /// Everything the execution produced, in order (streams coalesced).
+    #[serde(default)]
+    pub outputs: Vec<Output>,
+    /// The kernel died during the execution; a fresh one is being started.
+    #[serde(default)]
+    pub kernel_died: bool,
 }
 
 /// Encodes a message as one frame.
@@ -162,6 +225,7 @@ mod tests {
             env: BTreeMap::from([("A".into(), "b".into())]),
             timeout_ms: 1000,
             output_limit: 10,
+            kernel: true,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &req).expect("write");
@@ -170,6 +234,19 @@ mod tests {
         assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), Some(req));
         assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), Some(Request::Shutdown));
         assert_eq!(read_frame::<_, Request>(&mut r).expect("read"), None);
+    }
+
+    #[test]
+    fn outputs_use_jupyters_shape() {
+        let out = Output::Stream { name: StreamName::Stdout, text: "hi\n".into() };
+        assert_eq!(
+            serde_json::to_value(&out).expect("json"),
+            serde_json::json!({"type": "stream", "name": "stdout", "text": "hi\n"})
+        );
+        let err: Output =
+            serde_json::from_value(serde_json::json!({"type": "error", "ename": "E", "evalue": "v", "traceback": []}))
+                .expect("parse");
+        assert!(matches!(err, Output::Error { .. }));
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub enum RuntimeError {
     Start(String),
     #[error("the sandbox exited unexpectedly: {0}")]
     SandboxDied(String),
+    #[error("kernel: {0}")]
+    Kernel(String),
     #[error("the sandbox did not answer within {0} s and was destroyed")]
     Unresponsive(u64),
     #[error("cgroup {op} at {path}: {source}")]

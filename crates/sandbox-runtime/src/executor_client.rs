@@ -15,10 +15,12 @@ use tokio::sync::{oneshot, Mutex as AsyncMutex};
 use crate::RuntimeError;
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ExecResult>>>>;
+type Acks = Arc<Mutex<HashMap<String, oneshot::Sender<Option<String>>>>>;
 
 pub struct ExecutorClient {
     writer: AsyncMutex<Box<dyn AsyncWrite + Send + Unpin>>,
     pending: Pending,
+    acks: Acks,
     alive: Arc<AtomicBool>,
     ready: AsyncMutex<Option<oneshot::Receiver<u32>>>,
 }
@@ -30,12 +32,14 @@ impl ExecutorClient {
         writer: impl AsyncWrite + Send + Unpin + 'static,
     ) -> Self {
         let pending: Pending = Arc::default();
+        let acks: Acks = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(read_events(reader, Arc::clone(&pending), Arc::clone(&alive), ready_tx));
+        tokio::spawn(read_events(reader, Arc::clone(&pending), Arc::clone(&acks), Arc::clone(&alive), ready_tx));
         ExecutorClient {
             writer: AsyncMutex::new(Box::new(writer)),
             pending,
+            acks,
             alive,
             ready: AsyncMutex::new(Some(ready_rx)),
         }
@@ -74,6 +78,30 @@ impl ExecutorClient {
         rx.await.map_err(|_| RuntimeError::SandboxDied("the executor exited during the execution".into()))
     }
 
+    /// Sends a request that is answered by an `Ack` with `id`, and waits for it.
+    pub async fn call_acked(&self, id: String, req: Request) -> Result<(), RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.acks).insert(id.clone(), tx);
+        if !self.is_alive() {
+            lock(&self.acks).remove(&id);
+            return Err(RuntimeError::SandboxDied("the executor is gone".into()));
+        }
+        if let Err(e) = self.send(&req).await {
+            lock(&self.acks).remove(&id);
+            return Err(e);
+        }
+        match rx.await {
+            Ok(None) => Ok(()),
+            Ok(Some(error)) => Err(RuntimeError::Kernel(error)),
+            Err(_) => Err(RuntimeError::SandboxDied("the executor exited before answering".into())),
+        }
+    }
+
+    /// Sends a request that has no answer.
+    pub async fn notify(&self, req: &Request) -> Result<(), RuntimeError> {
+        self.send(req).await
+    }
+
     /// Asks the executor to kill everything and exit; errors are ignored (it may be gone).
     pub async fn shutdown(&self) {
         let _ = self.send(&Request::Shutdown).await;
@@ -95,6 +123,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn read_events(
     mut reader: impl AsyncRead + Unpin,
     pending: Pending,
+    acks: Acks,
     alive: Arc<AtomicBool>,
     ready_tx: oneshot::Sender<u32>,
 ) {
@@ -111,6 +140,11 @@ async fn read_events(
                     let _ = tx.send(result);
                 }
             }
+            Ok(Some(Event::Ack { id, error })) => {
+                if let Some(tx) = lock(&acks).remove(&id) {
+                    let _ = tx.send(error);
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "executor stream broken");
@@ -120,6 +154,7 @@ async fn read_events(
     }
     alive.store(false, Ordering::SeqCst);
     lock(&pending).clear();
+    lock(&acks).clear();
 }
 
 async fn read_event(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Event>> {
@@ -148,6 +183,7 @@ mod tests {
             env: Default::default(),
             timeout_ms: 1000,
             output_limit: 10,
+            kernel: false,
         }
     }
 

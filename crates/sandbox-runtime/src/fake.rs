@@ -67,6 +67,18 @@ impl Sandbox for FakeSandbox {
         Ok(ExecOutcome { result, limit: None })
     }
 
+    async fn start_kernel(&self, _env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn interrupt(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn restart_kernel(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }

@@ -81,6 +81,15 @@ pub trait Sandbox: Send + Sync {
     /// Runs one execution. Errors mean the sandbox itself failed, not the user's code.
     async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
 
+    /// Starts the session kernel in the background with `env` (Python cells then run in it).
+    async fn start_kernel(&self, env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError>;
+
+    /// Interrupts the running kernel cell (KeyboardInterrupt; the kernel's state is kept).
+    async fn interrupt(&self) -> Result<(), RuntimeError>;
+
+    /// Kills the kernel and waits until a fresh one is ready.
+    async fn restart_kernel(&self) -> Result<(), RuntimeError>;
+
     /// False once the sandbox has died or been destroyed.
     fn is_alive(&self) -> bool;
 

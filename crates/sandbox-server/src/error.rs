@@ -77,7 +77,8 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::NotReady(_) | RuntimeError::Start(_) => ApiError::NotReady(e.to_string()),
-            RuntimeError::SandboxDied(_)
+            RuntimeError::Kernel(_)
+            | RuntimeError::SandboxDied(_)
             | RuntimeError::Unresponsive(_)
             | RuntimeError::Cgroup { .. }
             | RuntimeError::Io { .. }

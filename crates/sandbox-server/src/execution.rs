@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use sandbox_api::{Execution, ExecutionStatus, Language, Limits, LimitsRequest};
 use sandbox_protocol::{ExecRequest, ExecResult};
-use sandbox_runtime::{ExecOutcome, RuntimeError};
+use sandbox_runtime::{ExecOutcome, LimitKind, RuntimeError};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -65,6 +65,8 @@ pub struct Plan {
     pub stdin: Option<String>,
     pub env: BTreeMap<String, String>,
     pub timeout_s: f64,
+    /// Run in the session kernel rather than as a fresh process.
+    pub kernel: bool,
 }
 
 impl Plan {
@@ -87,6 +89,7 @@ impl Plan {
             stderr: String::new(),
             stdout_truncated: false,
             stderr_truncated: false,
+            outputs: Vec::new(),
             duration_ms: None,
             started_at: Utc::now(),
             finished_at: None,
@@ -102,6 +105,7 @@ impl Plan {
             env: self.env.clone(),
             timeout_ms: (self.timeout_s * 1000.0).ceil() as u64,
             output_limit: config.output_limit_bytes,
+            kernel: self.kernel,
         }
     }
 }
@@ -121,6 +125,8 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
                 stderr_truncated,
                 duration_ms,
                 spawn_error,
+                outputs,
+                kernel_died,
                 ..
             } = result;
             e.exit_code = exit_code;
@@ -128,11 +134,33 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
             e.stderr = stderr;
             e.stdout_truncated = stdout_truncated;
             e.stderr_truncated = stderr_truncated;
+            e.outputs = outputs;
             e.duration_ms = Some(duration_ms);
             (e.status, e.reason) = match (spawn_error, limit, timed_out, exit_code, signal) {
                 (Some(msg), ..) => {
                     e.stderr = msg;
                     (ExecutionStatus::Failed, Some("spawn_error".into()))
+                }
+                // A fork bomb: the pid limit explains the rest (a kernel is restarted for it).
+                (None, Some(LimitKind::Pids), _, code, _) if code != Some(0) => {
+                    if kernel_died {
+                        e.stderr.push_str(
+                            "the pid limit was hit; a fresh kernel was started and earlier variables are gone\n",
+                        );
+                    }
+                    (ExecutionStatus::Killed, Some("pids".into()))
+                }
+                // A cell that outran its timeout and would not stop cost the kernel its life.
+                (None, _, true, ..) if kernel_died => {
+                    (ExecutionStatus::TimedOut, Some("timeout_kernel_restarted".into()))
+                }
+                (None, limit, false, ..) if kernel_died => {
+                    let why = match limit {
+                        Some(kind) => format!("the kernel was killed by its {} limit", kind.as_str()),
+                        None => "the kernel exited or was killed".to_string(),
+                    };
+                    e.stderr.push_str(&format!("{why}; a fresh kernel was started and earlier variables are gone\n"));
+                    (ExecutionStatus::KernelDied, Some(limit.map_or("kernel_exited", |k| k.as_str()).to_string()))
                 }
                 // A limit explains a timeout too (a fork bomb runs until the clock stops it), but
                 // not a clean exit: code may catch a failed fork and carry on.
@@ -159,7 +187,6 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandbox_runtime::LimitKind;
 
     fn plan() -> Plan {
         Plan {
@@ -170,6 +197,7 @@ mod tests {
             stdin: None,
             env: BTreeMap::new(),
             timeout_s: 1.0,
+            kernel: false,
         }
     }
 
@@ -202,6 +230,10 @@ mod tests {
             false,
         );
         assert_eq!(caught.status, ExecutionStatus::Succeeded);
+        let dead_kernel = ExecResult { kernel_died: true, ..Default::default() };
+        let k = finish(rec.clone(), outcome(dead_kernel, Some(LimitKind::Memory)), false);
+        assert_eq!((k.status, k.reason.as_deref()), (ExecutionStatus::KernelDied, Some("memory")));
+        assert!(k.stderr.contains("fresh kernel"));
         let died = finish(rec, Err(RuntimeError::SandboxDied("x".into())), true);
         assert_eq!((died.status, died.reason.as_deref()), (ExecutionStatus::Killed, Some("session_deleted")));
     }

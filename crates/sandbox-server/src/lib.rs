@@ -74,6 +74,8 @@ impl AppState {
         routes::list_executions,
         routes::get_execution,
         routes::run,
+        routes::interrupt,
+        routes::restart,
     ),
     components(schemas(sandbox_api::ErrorBody, sandbox_api::ErrorDetail, sandbox_api::Language))
 )]
@@ -90,6 +92,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sessions", post(routes::create_session).get(routes::list_sessions))
         .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
         .route("/v1/sessions/{id}/executions", post(routes::create_execution).get(routes::list_executions))
+        .route("/v1/sessions/{id}/interrupt", post(routes::interrupt))
+        .route("/v1/sessions/{id}/restart", post(routes::restart))
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
         .fallback(routes::not_found_fallback)

@@ -8,10 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use sandbox_api::{
-    Check, CreateExecution, CreateSession, Execution, ExecutionList, Readiness, RunRequest, Session, SessionList,
-    SessionStatus,
+    Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Readiness, RunRequest,
+    Session, SessionList, SessionStatus,
 };
-use sandbox_runtime::SandboxSpec;
+use sandbox_runtime::{LimitKind, SandboxSpec};
 
 use crate::error::ApiError;
 use crate::execution::{self, Plan};
@@ -71,6 +71,13 @@ pub async fn create_session(
     }
     let env = req.env.unwrap_or_default();
     execution::check_env(&env)?;
+    let kernel = match req.kernel.as_deref() {
+        None | Some("python") => Some("python".to_string()),
+        Some("none") => None,
+        Some(other) => {
+            return Err(ApiError::Invalid(format!("unknown kernel {other:?} (available: \"python\", \"none\")")))
+        }
+    };
     let session = Session {
         id: execution::new_id("ses"),
         status: SessionStatus::Running,
@@ -79,6 +86,8 @@ pub async fn create_session(
         limits: execution::resolve_limits(config, req.limits.as_ref())?,
         timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
         metadata: req.metadata.unwrap_or_default(),
+        kernel,
+        kernel_restarts: 0,
         created_at: Utc::now(),
         deleted_at: None,
     };
@@ -140,6 +149,7 @@ pub async fn create_execution(
         stdin: req.stdin,
         env,
         timeout_s: execution::check_timeout(&state.config, req.timeout_s, session.timeout_s)?,
+        kernel: session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false),
     };
     plan.validate()?;
     let live = state.sessions.live(&id);
@@ -147,8 +157,21 @@ pub async fn create_execution(
     let record = plan.running_record();
     state.store.insert_execution(&record, &plan.code)?;
     let outcome = turn.sandbox.exec(plan.request(&state.config)).await;
+    let mut kernel_died = matches!(&outcome, Ok(o) if o.result.kernel_died);
+    if plan.kernel && !kernel_died && matches!(&outcome, Ok(o) if o.limit == Some(LimitKind::Pids)) {
+        // Processes the cell forked are copies of the kernel and may still be forking: only a
+        // new kernel (its whole session killed) gets the sandbox back under its pid limit.
+        // If it cannot start now, the next cell starts one.
+        if let Err(e) = turn.sandbox.restart_kernel().await {
+            tracing::warn!(session = %id, error = %e, "kernel restart after a pid-limit hit failed");
+        }
+        kernel_died = true;
+    }
     let done = execution::finish(record, outcome, turn.live.is_deleted());
     state.store.finish_execution(&done)?;
+    if kernel_died {
+        state.store.bump_kernel_restarts(&id)?;
+    }
     Ok(Json(done))
 }
 
@@ -181,6 +204,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
         stdin: req.stdin,
         env: req.env.unwrap_or_default(),
         timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
+        kernel: false,
     };
     plan.validate()?;
     let limits = limits_from(&limits);
@@ -219,6 +243,46 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
     let done = execution::finish(record, outcome, false);
     state.store.finish_execution(&done)?;
     Ok(Json(done))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/interrupt", responses(
+    (status = 200, body = Interrupted), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+))]
+/// Interrupts the running kernel cell (it ends with KeyboardInterrupt; variables are kept).
+/// Does not wait for the session's turn: that is the cell being interrupted.
+pub async fn interrupt(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Interrupted>> {
+    let session = session_or_404(&state, &id)?;
+    if session.status == SessionStatus::Deleted {
+        return Err(ApiError::Conflict(format!("session {id} is deleted")));
+    }
+    let interrupted = match state.sessions.live(&id).current() {
+        Some(sandbox) if sandbox.is_alive() => {
+            sandbox.interrupt().await?;
+            true
+        }
+        _ => false,
+    };
+    Ok(Json(Interrupted { interrupted }))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/restart", responses(
+    (status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+))]
+/// Replaces the session's kernel with a fresh one (a running cell ends as kernel_died) and
+/// answers when the new kernel is ready. Files in the workspace are untouched.
+pub async fn restart(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>> {
+    let session = session_or_404(&state, &id)?;
+    if session.status == SessionStatus::Deleted {
+        return Err(ApiError::Conflict(format!("session {id} is deleted")));
+    }
+    if session.kernel.is_none() {
+        return Err(ApiError::Conflict(format!("session {id} has no kernel")));
+    }
+    if let Some(sandbox) = state.sessions.live(&id).current().filter(|sb| sb.is_alive()) {
+        sandbox.restart_kernel().await?;
+    }
+    // With no live sandbox the next execution starts one, and with it a fresh kernel.
+    Ok(Json(session_or_404(&state, &id)?))
 }
 
 pub async fn not_found_fallback() -> ApiError {

@@ -26,7 +26,8 @@ pub struct LiveSession {
 }
 
 impl LiveSession {
-    fn current(&self) -> Option<Arc<dyn Sandbox>> {
+    /// The live sandbox, if any, without waiting for the session's turn.
+    pub fn current(&self) -> Option<Arc<dyn Sandbox>> {
         self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -82,6 +83,10 @@ impl Sessions {
         let workspace = workspaces.ensure(&session.id)?;
         let spec = SandboxSpec { name: session.id.clone(), workspace, limits: limits_of(session) };
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
+        if session.kernel.is_some() {
+            // Warm the kernel while the caller gets on with its request.
+            sb.start_kernel(session.env.clone()).await?;
+        }
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sb));
         if live.is_deleted() {
             // Deleted while we were starting it.

@@ -38,9 +38,10 @@ async fn failures_carry_exit_code_and_stderr() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn files_persist_between_executions_but_variables_do_not() -> anyhow::Result<()> {
+async fn without_a_kernel_files_persist_between_executions_but_variables_do_not() -> anyhow::Result<()> {
     let t = TestServer::start().await?;
-    let s = t.session().await?;
+    let s = t.client.create_session(&CreateSession { kernel: Some("none".into()), ..Default::default() }).await?;
+    assert_eq!(s.kernel, None);
     let e = t
         .exec(
             &s.id,
@@ -76,6 +77,7 @@ async fn stdin_env_and_large_code() -> anyhow::Result<()> {
         timeout_s: None,
         stdin: Some("from stdin".into()),
         env: Some([("WHO".to_string(), "execution".to_string())].into()),
+        fresh: Some(true),
     };
     let e = t.client.execute(&s.id, &req).await?;
     assert_eq!(e.stdout, "hi execution FROM STDIN\n", "{e:?}");

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, LimitsRequest};
 use sandbox_test_support::TestServer;
 
+/// A one-shot process (not the session kernel) with a timeout.
 fn req(language: Language, code: &str, timeout_s: f64) -> CreateExecution {
-    CreateExecution { timeout_s: Some(timeout_s), ..CreateExecution::new(language, code) }
+    CreateExecution { timeout_s: Some(timeout_s), fresh: Some(true), ..CreateExecution::new(language, code) }
 }
 
 /// Every process in the session's sandbox but the executor and the one listing them.

@@ -26,7 +26,8 @@ pub enum StoreError {
 }
 
 /// Numbered schema changes; index + 1 is the version after applying it. Append only.
-const MIGRATIONS: &[&str] = &["CREATE TABLE sessions (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         status TEXT NOT NULL,
         template TEXT NOT NULL,
@@ -51,7 +52,10 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE sessions (
         finished_at TEXT
      );
      CREATE INDEX executions_by_session ON executions(session_id, started_at);
-     CREATE INDEX executions_by_status ON executions(status);"];
+     CREATE INDEX executions_by_status ON executions(status);",
+    "ALTER TABLE executions ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]';
+     ALTER TABLE sessions ADD COLUMN kernel_restarts INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
 #[derive(Serialize, Deserialize)]
@@ -60,6 +64,8 @@ struct SessionSpec {
     limits: Limits,
     timeout_s: f64,
     metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    kernel: Option<String>,
 }
 
 pub struct Store {
@@ -113,8 +119,13 @@ impl Store {
     }
 
     pub fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
-        let spec =
-            SessionSpec { env: s.env.clone(), limits: s.limits, timeout_s: s.timeout_s, metadata: s.metadata.clone() };
+        let spec = SessionSpec {
+            env: s.env.clone(),
+            limits: s.limits,
+            timeout_s: s.timeout_s,
+            metadata: s.metadata.clone(),
+            kernel: s.kernel.clone(),
+        };
         let spec = serde_json::to_string(&spec)
             .map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
         self.conn().execute(
@@ -128,6 +139,12 @@ impl Store {
                 s.deleted_at.map(|t| t.to_rfc3339())
             ],
         )?;
+        Ok(())
+    }
+
+    /// Counts one more kernel death of session `id`.
+    pub fn bump_kernel_restarts(&self, id: &str) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE sessions SET kernel_restarts = kernel_restarts + 1 WHERE id = ?1", params![id])?;
         Ok(())
     }
 
@@ -147,8 +164,9 @@ impl Store {
 
     pub fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT id, status, template, spec, created_at, deleted_at FROM sessions WHERE id = ?1")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, status, template, spec, created_at, deleted_at, kernel_restarts FROM sessions WHERE id = ?1",
+        )?;
         let raw = stmt.query_row(params![id], RawSession::from_row).optional()?;
         raw.map(RawSession::into_session).transpose()
     }
@@ -156,7 +174,7 @@ impl Store {
     pub fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, status, template, spec, created_at, deleted_at FROM sessions ORDER BY created_at, id",
+            "SELECT id, status, template, spec, created_at, deleted_at, kernel_restarts FROM sessions ORDER BY created_at, id",
         )?;
         let raws = stmt.query_map([], RawSession::from_row)?.collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(RawSession::into_session).collect()
@@ -165,8 +183,8 @@ impl Store {
     pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
-                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 e.id,
                 e.session_id,
@@ -181,7 +199,8 @@ impl Store {
                 e.stderr_truncated,
                 e.duration_ms,
                 e.started_at.to_rfc3339(),
-                e.finished_at.map(|t| t.to_rfc3339())
+                e.finished_at.map(|t| t.to_rfc3339()),
+                outputs_json(e)?
             ],
         )?;
         Ok(())
@@ -191,7 +210,8 @@ impl Store {
     pub fn finish_execution(&self, e: &Execution) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE executions SET status = ?2, exit_code = ?3, reason = ?4, stdout = ?5, stderr = ?6,
-                stdout_truncated = ?7, stderr_truncated = ?8, duration_ms = ?9, finished_at = ?10
+                stdout_truncated = ?7, stderr_truncated = ?8, duration_ms = ?9, finished_at = ?10,
+                outputs = ?11
              WHERE id = ?1",
             params![
                 e.id,
@@ -203,7 +223,8 @@ impl Store {
                 e.stdout_truncated,
                 e.stderr_truncated,
                 e.duration_ms,
-                e.finished_at.map(|t| t.to_rfc3339())
+                e.finished_at.map(|t| t.to_rfc3339()),
+                outputs_json(e)?
             ],
         )?;
         Ok(())
@@ -226,7 +247,11 @@ impl Store {
 }
 
 const EXECUTION_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
-    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at FROM executions";
+    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs FROM executions";
+
+fn outputs_json(e: &Execution) -> Result<String, StoreError> {
+    serde_json::to_string(&e.outputs).map_err(|err| StoreError::Corrupt { id: e.id.clone(), detail: err.to_string() })
+}
 
 fn parse_time(id: &str, s: &str) -> Result<Timestamp, StoreError> {
     chrono::DateTime::parse_from_rfc3339(s)
@@ -241,6 +266,7 @@ struct RawSession {
     spec: String,
     created_at: String,
     deleted_at: Option<String>,
+    kernel_restarts: u64,
 }
 
 impl RawSession {
@@ -252,6 +278,7 @@ impl RawSession {
             spec: r.get(3)?,
             created_at: r.get(4)?,
             deleted_at: r.get(5)?,
+            kernel_restarts: r.get(6)?,
         })
     }
 
@@ -270,6 +297,8 @@ impl RawSession {
             limits: spec.limits,
             timeout_s: spec.timeout_s,
             metadata: spec.metadata,
+            kernel: spec.kernel,
+            kernel_restarts: self.kernel_restarts,
             created_at: parse_time(&self.id, &self.created_at)?,
             deleted_at: self.deleted_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
@@ -291,6 +320,7 @@ struct RawExecution {
     duration_ms: Option<u64>,
     started_at: String,
     finished_at: Option<String>,
+    outputs: String,
 }
 
 impl RawExecution {
@@ -309,6 +339,7 @@ impl RawExecution {
             duration_ms: r.get(10)?,
             started_at: r.get(11)?,
             finished_at: r.get(12)?,
+            outputs: r.get(13)?,
         })
     }
 
@@ -329,6 +360,7 @@ impl RawExecution {
             stdout_truncated: self.stdout_truncated,
             stderr_truncated: self.stderr_truncated,
             duration_ms: self.duration_ms,
+            outputs: serde_json::from_str(&self.outputs).map_err(|e| corrupt(e.to_string()))?,
             started_at: parse_time(&self.id, &self.started_at)?,
             finished_at: self.finished_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
@@ -349,6 +381,8 @@ mod tests {
             limits: Limits { memory_mb: 512, pids: 128, cpu: 1.0 },
             timeout_s: 30.0,
             metadata: serde_json::Map::new(),
+            kernel: Some("python".into()),
+            kernel_restarts: 0,
             created_at: Utc::now(),
             deleted_at: None,
         }
@@ -366,6 +400,7 @@ mod tests {
             stderr: String::new(),
             stdout_truncated: false,
             stderr_truncated: false,
+            outputs: Vec::new(),
             duration_ms: None,
             started_at: Utc::now(),
             finished_at: None,
@@ -385,6 +420,8 @@ mod tests {
             done.status = ExecutionStatus::Succeeded;
             done.exit_code = Some(0);
             done.stdout = "1\n".into();
+            done.outputs =
+                vec![sandbox_api::Output::Stream { name: sandbox_api::StreamName::Stdout, text: "1\n".into() }];
             done.finished_at = Some(Utc::now());
             store.finish_execution(&done).expect("finish");
             store.insert_execution(&execution("e2", "s1"), "while True: pass").expect("insert");
@@ -396,6 +433,9 @@ mod tests {
         assert_eq!(list.len(), 2);
         let e1 = store.get_execution("e1").expect("get").expect("exists");
         assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
+        assert_eq!(e1.outputs.len(), 1);
+        store.bump_kernel_restarts("s1").expect("bump");
+        assert_eq!(store.get_session("s1").expect("get").expect("exists").kernel_restarts, 1);
         let e2 = store.get_execution("e2").expect("get").expect("exists");
         assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Failed, Some("server_restart")));
         assert!(e2.finished_at.is_some());

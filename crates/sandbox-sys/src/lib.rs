@@ -68,13 +68,18 @@ pub fn pre_exec_fds_and_drop(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>, ids: O
     }
 }
 
-/// Arranges for a spawned process to start a new session (so its whole tree can be found by
-/// session id) and to be the first choice of the OOM killer rather than the executor.
-pub fn pre_exec_new_session_oom_first(cmd: &mut Command) {
-    let closure = || -> io::Result<()> {
+/// Arranges for a spawned process of user code to receive `fds` (as in
+/// [`pre_exec_fds_and_drop`]), start a new session (so its whole tree can be found by session
+/// id), be the first choice of the OOM killer rather than the executor, and dump no core.
+pub fn pre_exec_user_process(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>) {
+    let closure = move || -> io::Result<()> {
         const PATH: &[u8] = b"/proc/self/oom_score_adj\0";
-        // SAFETY: setsid, open, write and close are async-signal-safe; PATH is a static
-        // NUL-terminated string. Raising oom_score_adj needs no privilege.
+        for (src, target) in &fds {
+            // SAFETY: as in pre_exec_fds_and_drop: sources >= 10, targets < 10.
+            unsafe { cvt(libc::dup2(src.as_raw_fd(), *target) as _)? };
+        }
+        // SAFETY: setsid, open, write, close and setrlimit are async-signal-safe; PATH is a
+        // static NUL-terminated string. Raising oom_score_adj needs no privilege.
         unsafe {
             cvt(libc::setsid() as _)?;
             if let Ok(fd) = cvt(libc::open(PATH.as_ptr().cast(), libc::O_WRONLY | libc::O_CLOEXEC) as _) {
@@ -86,7 +91,7 @@ pub fn pre_exec_new_session_oom_first(cmd: &mut Command) {
         }
         Ok(())
     };
-    // SAFETY: the closure only performs async-signal-safe syscalls on static data.
+    // SAFETY: the closure only performs async-signal-safe syscalls on owned or static data.
     unsafe {
         cmd.pre_exec(closure);
     }

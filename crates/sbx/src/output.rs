@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use sandbox_api::{Execution, ExecutionStatus};
+use sandbox_api::{Execution, ExecutionStatus, Output};
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -18,6 +18,20 @@ pub fn print_execution(e: &Execution, json: bool) -> anyhow::Result<i32> {
     } else {
         std::io::stdout().write_all(e.stdout.as_bytes())?;
         std::io::stderr().write_all(e.stderr.as_bytes())?;
+        // Streams are in stdout/stderr already; show what a notebook would show besides.
+        for output in &e.outputs {
+            match output {
+                Output::Stream { .. } => {}
+                Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => match data.get("text/plain") {
+                    Some(serde_json::Value::String(text)) if data.len() == 1 => println!("{text}"),
+                    _ => {
+                        let kinds: Vec<&str> = data.keys().map(String::as_str).collect();
+                        println!("[{}]", kinds.join(", "));
+                    }
+                },
+                Output::Error { traceback, .. } => eprintln!("{}", traceback.join("\n")),
+            }
+        }
         if e.stdout_truncated || e.stderr_truncated {
             eprintln!("sbx: output truncated by the server's limit");
         }
@@ -38,6 +52,7 @@ pub fn exit_code(e: &Execution) -> i32 {
         ExecutionStatus::Failed => e.exit_code.unwrap_or(1),
         ExecutionStatus::TimedOut => 124,
         ExecutionStatus::Killed => 137,
+        ExecutionStatus::KernelDied => 137,
         ExecutionStatus::Running => 1,
     }
 }

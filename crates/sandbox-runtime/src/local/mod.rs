@@ -263,6 +263,7 @@ impl LocalRuntime {
             cgroup,
             stderr_tail,
             destroyed: AtomicBool::new(false),
+            counter: AtomicU64::new(0),
         };
         // While bwrap builds the namespaces and mounts, move it and its sandbox process into the
         // cgroup: bwrap holds that process on BLOCK_FD until we write to it, so nothing runs
@@ -387,6 +388,7 @@ pub struct LocalSandbox {
     cgroup: Option<SandboxCgroup>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     destroyed: AtomicBool,
+    counter: AtomicU64,
 }
 
 impl LocalSandbox {
@@ -427,6 +429,20 @@ impl Sandbox for LocalSandbox {
         };
         let after = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
         Ok(ExecOutcome { result, limit: before.limit_hit(&after) })
+    }
+
+    async fn start_kernel(&self, env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        self.client.notify(&sandbox_protocol::Request::StartKernel { env }).await
+    }
+
+    async fn interrupt(&self) -> Result<(), RuntimeError> {
+        self.client.notify(&sandbox_protocol::Request::Interrupt).await
+    }
+
+    async fn restart_kernel(&self) -> Result<(), RuntimeError> {
+        let id = format!("restart-{}", self.counter.fetch_add(1, Ordering::Relaxed));
+        let call = self.client.call_acked(id.clone(), sandbox_protocol::Request::RestartKernel { id });
+        tokio::time::timeout(Duration::from_secs(120), call).await.map_err(|_| RuntimeError::Unresponsive(120))?
     }
 
     fn is_alive(&self) -> bool {

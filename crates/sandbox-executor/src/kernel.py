@@ -1,0 +1,196 @@
+"""The session kernel of sandbox-platform.
+
+Runs cells in one long-lived namespace, like a Jupyter kernel, and reports what they produce in
+Jupyter's message model: stream, display_data, execute_result, error. It is started and driven
+by sandbox-executor: requests arrive as JSON lines on fd 3, events leave as JSON lines on fd 4.
+
+With IPython installed, cells run in IPython's InteractiveShell (magics, display(), rich reprs,
+`_`, top-level await) and matplotlib figures come back as PNG through the inline backend.
+Without it, cells run with plain exec and the value of a last expression is displayed.
+"""
+
+import ast
+import base64
+import io
+import json
+import os
+import sys
+import threading
+import traceback
+
+_requests = os.fdopen(3, "rb", buffering=0)
+_events = os.fdopen(4, "wb", buffering=0)
+_lock = threading.Lock()
+_current = None
+
+
+def _emit(msg):
+    msg["id"] = _current
+    data = (json.dumps(msg, default=repr) + "\n").encode("utf-8", "replace")
+    with _lock:
+        _events.write(data)
+
+
+def _jsonable(bundle):
+    """A MIME bundle with bytes (PNG, ...) as base64 text, as Jupyter sends it."""
+    out = {}
+    for mime, value in (bundle or {}).items():
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(value).decode("ascii")
+        out[mime] = value
+    return out
+
+
+class _Stream(io.TextIOBase):
+    """sys.stdout/sys.stderr of user code: every write becomes a stream event."""
+
+    def __init__(self, name, fd):
+        self.name = name
+        self._fd = fd
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        # Children started with subprocess inherit the real fd, which the executor also reads.
+        return self._fd
+
+    def write(self, s):
+        if not isinstance(s, str):
+            raise TypeError(f"write() argument must be str, not {type(s).__name__}")
+        if s:
+            _emit({"type": "stream", "name": self.name, "text": s})
+        return len(s)
+
+    def flush(self):
+        pass
+
+
+def _error(etype, evalue, tb_lines):
+    _emit({"type": "error", "ename": getattr(etype, "__name__", str(etype)), "evalue": str(evalue), "traceback": tb_lines})
+
+
+def _ipython_shell():
+    from IPython.core.displayhook import DisplayHook
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
+            _emit({"type": "display_data", "data": _jsonable(data), "metadata": _jsonable(metadata)})
+
+        def clear_output(self, wait=False):
+            pass
+
+    class Hook(DisplayHook):
+        def start_displayhook(self):
+            pass
+
+        def write_output_prompt(self):
+            pass
+
+        def write_format_data(self, format_dict, md_dict=None):
+            _emit({
+                "type": "execute_result",
+                "execution_count": self.prompt_count,
+                "data": _jsonable(format_dict),
+                "metadata": _jsonable(md_dict),
+            })
+
+        def finish_displayhook(self):
+            pass
+
+    shell = InteractiveShell.instance(displayhook_class=Hook, display_pub_class=Publisher, colors="NoColor")
+    # Tracebacks become error events (IPython routes syntax errors here too).
+    shell._showtraceback = lambda etype, evalue, stb: _error(etype, evalue, stb)
+    try:
+        shell.enable_matplotlib("inline")
+    except Exception:
+        pass
+    return shell
+
+
+class _Plain:
+    """Cells without IPython: exec, and display the value of a last expression."""
+
+    def __init__(self):
+        self.ns = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.count = 0
+
+    def run(self, code):
+        self.count += 1
+        try:
+            tree = ast.parse(code, "<cell>", "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)
+            exec(compile(tree, "<cell>", "exec"), self.ns)
+            if last is not None:
+                value = eval(compile(last, "<cell>", "eval"), self.ns)
+                if value is not None:
+                    self.ns["_"] = value
+                    _emit({"type": "execute_result", "execution_count": self.count, "data": self._bundle(value), "metadata": {}})
+            return True
+        except BaseException as e:  # noqa: BLE001 - user code may raise anything, SystemExit included
+            tb = traceback.format_exception(type(e), e, e.__traceback__)
+            _error(type(e), e, [line for line in tb if 'File "' not in line or "<cell>" in line])
+            return False
+
+    @staticmethod
+    def _bundle(value):
+        bundle = {"text/plain": repr(value)}
+        for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_")):
+            try:
+                rendered = getattr(value, method, None)
+                if rendered is not None:
+                    out = rendered()
+                    if out is not None:
+                        bundle[mime] = out
+            except Exception:
+                pass
+        return _jsonable(bundle)
+
+
+def main():
+    global _current
+    sys.stdout = _Stream("stdout", 1)
+    sys.stderr = _Stream("stderr", 2)
+    try:
+        shell = _ipython_shell()
+    except ImportError:
+        shell = None
+    plain = None if shell is not None else _Plain()
+    _emit({"type": "ready", "ipython": shell is not None})
+    while True:
+        try:
+            line = _requests.readline()
+        except KeyboardInterrupt:
+            continue  # an interrupt that arrived between cells
+        if not line:
+            return
+        req = json.loads(line)
+        if req.get("type") != "execute":
+            continue
+        _current = req["id"]
+        ok = False
+        try:
+            if shell is not None:
+                ok = shell.run_cell(req["code"], store_history=True).success
+            else:
+                ok = plain.run(req["code"])
+        except KeyboardInterrupt as e:  # landed outside the cell's own handling
+            _error(KeyboardInterrupt, e, ["KeyboardInterrupt"])
+        finally:
+            _emit({"type": "done", "status": "ok" if ok else "error"})
+            _current = None
+
+
+if __name__ == "__main__":
+    main()

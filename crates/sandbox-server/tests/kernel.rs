@@ -1,0 +1,204 @@
+//! Stateful sessions: a real Python kernel per session, in a real sandbox.
+
+use std::time::{Duration, Instant};
+
+use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, LimitsRequest, Output};
+use sandbox_test_support::TestServer;
+
+fn results(outputs: &[Output]) -> Vec<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::ExecuteResult { data, .. } => data.get("text/plain").and_then(|v| v.as_str()).map(String::from),
+            _ => None,
+        })
+        .collect()
+}
+
+fn png_bytes(outputs: &[Output]) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::DisplayData { data, .. } | Output::ExecuteResult { data, .. } => {
+                data.get("image/png")?.as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .filter_map(|b64| {
+            // Decode base64 with the standard alphabet (no crate needed for a test).
+            let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut bits = 0u32;
+            let mut n = 0;
+            let mut out = Vec::new();
+            for c in b64.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()) {
+                bits = (bits << 6) | table.iter().position(|t| *t == c)? as u32;
+                n += 6;
+                if n >= 8 {
+                    n -= 8;
+                    out.push((bits >> n) as u8);
+                }
+            }
+            let mut check = Vec::new();
+            (&out[..]).read_to_end(&mut check).ok()?;
+            Some(check)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_imports_and_results_persist_between_cells() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    assert_eq!(s.kernel.as_deref(), Some("python"));
+    let e = t.exec(&s.id, Language::Python, "x = 41\nimport json").await?;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    let e = t.exec(&s.id, Language::Python, "x + 1").await?;
+    assert_eq!(results(&e.outputs), vec!["42"], "{e:?}");
+    let e = t.exec(&s.id, Language::Python, "print(json.dumps({'x': x})); _ * 2").await?;
+    assert_eq!(e.stdout, "{\"x\": 41}\n");
+    assert_eq!(results(&e.outputs), vec!["84"], "`_` is the last result");
+    assert!(matches!(&e.outputs[0], Output::Stream { text, .. } if text == "{\"x\": 41}\n"));
+
+    // fresh: true runs a separate process that does not see the kernel's variables.
+    let fresh = CreateExecution { fresh: Some(true), ..CreateExecution::new(Language::Python, "print(x)") };
+    let e = t.client.execute(&s.id, &fresh).await?;
+    assert!(e.stderr.contains("NameError"), "{e:?}");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn figures_come_back_as_png_and_dataframes_as_html() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    let code = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()";
+    let e = t
+        .client
+        .execute(&s.id, &CreateExecution { timeout_s: Some(60.0), ..CreateExecution::new(Language::Python, code) })
+        .await?;
+    let pngs = png_bytes(&e.outputs);
+    assert_eq!(pngs.len(), 1, "{:?}", e.outputs);
+    assert!(pngs[0].starts_with(b"\x89PNG\r\n\x1a\n"));
+
+    // A figure left open at the end of a cell is shown too.
+    let e = t.exec(&s.id, Language::Python, "fig, ax = plt.subplots()\nax.bar([1, 2], [3, 4]);").await?;
+    assert_eq!(png_bytes(&e.outputs).len(), 1, "{:?}", e.outputs);
+
+    let e = t.exec(&s.id, Language::Python, "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': [3, 4]})").await?;
+    let html = e.outputs.iter().find_map(|o| match o {
+        Output::ExecuteResult { data, .. } => data.get("text/html").and_then(|v| v.as_str()).map(String::from),
+        _ => None,
+    });
+    assert!(html.is_some_and(|h| h.contains("<table")), "{:?}", e.outputs);
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_name_value_and_traceback() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    let e = t.exec(&s.id, Language::Python, "def f():\n    return 1 / 0\nf()").await?;
+    assert_eq!(e.status, ExecutionStatus::Failed);
+    let Some(Output::Error { ename, evalue, traceback }) = e.outputs.last() else { panic!("no error output: {e:?}") };
+    assert_eq!((ename.as_str(), evalue.as_str()), ("ZeroDivisionError", "division by zero"));
+    assert!(traceback.iter().any(|l| l.contains("1 / 0")), "{traceback:?}");
+    assert!(e.stderr.contains("ZeroDivisionError"), "simple clients see it in stderr");
+    let e = t.exec(&s.id, Language::Python, "def broken(:").await?;
+    assert!(matches!(e.outputs.last(), Some(Output::Error { ename, .. }) if ename == "SyntaxError"), "{e:?}");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupt_stops_a_cell_and_keeps_state() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    t.exec(&s.id, Language::Python, "kept = 'yes'").await?;
+    let started = Instant::now();
+    let long = t.exec(&s.id, Language::Python, "import time\nwhile True: time.sleep(0.05)");
+    let interrupt = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        t.client.raw(reqwest::Method::POST, &format!("/v1/sessions/{}/interrupt", s.id), Some(Vec::new())).await
+    };
+    let (e, answer) = tokio::join!(long, interrupt);
+    let (status, body) = answer?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"interrupted\":true"), "{body}");
+    let e = e?;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(matches!(e.outputs.last(), Some(Output::Error { ename, .. }) if ename == "KeyboardInterrupt"), "{e:?}");
+    assert_eq!(t.exec(&s.id, Language::Python, "print(kept)").await?.stdout, "yes\n");
+
+    // A cell past its timeout is interrupted the same way: state survives.
+    let slow = CreateExecution { timeout_s: Some(1.0), ..CreateExecution::new(Language::Python, "while True: pass") };
+    let e = t.client.execute(&s.id, &slow).await?;
+    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::TimedOut, Some("timeout")), "{e:?}");
+    assert_eq!(t.exec(&s.id, Language::Python, "print(kept)").await?.stdout, "yes\n");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_way_of_killing_the_kernel_is_survived() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let limits = LimitsRequest { memory_mb: Some(300), pids: None, cpu: None };
+    let s = t.client.create_session(&CreateSession { limits: Some(limits), ..Default::default() }).await?;
+    let deaths = [
+        ("import os\nos._exit(1)", "kernel_exited"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "kernel_exited"),
+        ("import ctypes\nctypes.string_at(0)", "kernel_exited"),
+        ("x = []\nwhile True:\n    x.append(bytearray(32 * 1024 * 1024))", "memory"),
+    ];
+    for (n, (code, reason)) in deaths.iter().enumerate() {
+        t.exec(&s.id, Language::Python, "alive = True").await?;
+        let e = t
+            .client
+            .execute(&s.id, &CreateExecution { timeout_s: Some(60.0), ..CreateExecution::new(Language::Python, *code) })
+            .await?;
+        assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::KernelDied, Some(*reason)), "{code}: {e:?}");
+        assert!(e.stderr.contains("fresh kernel"), "{e:?}");
+        // The next cell runs in a fresh kernel: the old variables are gone.
+        let after = t.exec(&s.id, Language::Python, "print('alive' in dir())").await?;
+        assert_eq!(after.stdout, "False\n", "{code}: {after:?}");
+        assert_eq!(t.client.get_session(&s.id).await?.kernel_restarts, n as u64 + 1);
+    }
+    let (status, _) = t.client.raw(reqwest::Method::GET, "/healthz", None).await?;
+    assert_eq!(status, 200);
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_gives_a_fresh_kernel_and_keeps_files() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    t.exec(&s.id, Language::Python, "x = 5\nopen('kept.txt', 'w').write('file')").await?;
+    let (status, body) =
+        t.client.raw(reqwest::Method::POST, &format!("/v1/sessions/{}/restart", s.id), Some(Vec::new())).await?;
+    assert_eq!(status, 200, "{body}");
+    let e = t.exec(&s.id, Language::Python, "print('x' in dir(), open('kept.txt').read())").await?;
+    assert_eq!(e.stdout, "False file\n", "{e:?}");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_in_a_cell_costs_the_kernel_not_the_session() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let limits = LimitsRequest { memory_mb: Some(512), pids: Some(48), cpu: None };
+    let s = t.client.create_session(&CreateSession { limits: Some(limits), ..Default::default() }).await?;
+    let bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
+    let e = t
+        .client
+        .execute(&s.id, &CreateExecution { timeout_s: Some(2.0), ..CreateExecution::new(Language::Python, bomb) })
+        .await?;
+    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("pids")), "{e:?}");
+    let after = t
+        .exec(&s.id, Language::Python, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)")
+        .await?;
+    assert_eq!(after.stdout, "True\n", "{after:?}");
+    t.shutdown().await;
+    Ok(())
+}
