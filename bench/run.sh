@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # Builds the release binaries and runs the benchmarks against their anchors in one run.
 # Usage: bench/run.sh [-n N] [--anchors DIR]     (results: BENCHMARKS.md)
+# The Jupyter anchor runs in a venv of its own (target/bench-venv) with jupyter_client,
+# ipykernel and matplotlib from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
 cargo build --release --bins
-exec target/release/sandbox-bench "$@"
+venv=target/bench-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_client, ipykernel, matplotlib" 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q jupyter_client ipykernel matplotlib
+fi
+exec target/release/sandbox-bench --python "$venv/bin/python" "$@"

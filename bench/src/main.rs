@@ -2,12 +2,16 @@
 //! both see the same machine noise. Our calls and the anchor's alternate one by one; each
 //! scenario prints p50 and p99 of both and the ratio of the p50s.
 //!
-//! - `stateless_session`: `print(1)` as a fresh Python process in an existing session, through
-//!   the HTTP API, vs bare `/usr/bin/python3 -c 'print(1)'` on the host.
+//! - `stateless_session`: `print(1)` as a fresh Python process (`fresh: true`) in an existing
+//!   session, through the HTTP API, vs bare `/usr/bin/python3 -c 'print(1)'` on the host.
 //! - `one_shot_run`: `POST /v1/run` of `print(1)` (a new sandbox each time, taken from the
 //!   warm pool) vs the bubblewrap floor, `shared/bench/anchors/floor_bwrap.sh`.
 //! - `one_shot_run_cold`: the same against a second sandboxd with the pool off, so every run
 //!   starts its sandbox (cgroup, namespaces, executor) on the request's path.
+//! - `stateful_*`: the session kernel vs one warm ipykernel driven by jupyter_client
+//!   (`shared/bench/anchors/floor_jupyter.py`): `print(1)` and a matplotlib PNG round trip, and
+//!   a new session's first `print(1)` vs ipykernel's start. The anchor runs its own loop, so
+//!   these run block-wise in the same invocation, not call by call.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -30,6 +34,10 @@ struct Args {
     /// The sandboxd binary to measure (by default the one next to this binary).
     #[arg(long)]
     sandboxd: Option<PathBuf>,
+    /// Python with jupyter_client, ipykernel and matplotlib, for the Jupyter anchor
+    /// (bench/run.sh makes one); without it the stateful anchors are skipped.
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 struct Stats {
@@ -122,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
     println!("sandboxd {} (cgroup {}), n={} per side, calls interleaved", daemon.url, r.cgroup, args.n);
 
     let session = client.create_session(&CreateSession::default()).await?;
-    let exec = CreateExecution::new(Language::Python, "print(1)");
+    let exec = CreateExecution { fresh: Some(true), ..CreateExecution::new(Language::Python, "print(1)") };
     let run = RunRequest::new(Language::Python, "print(1)");
     let bare = || {
         let mut c = Command::new("/usr/bin/python3");
@@ -144,12 +152,84 @@ async fn main() -> anyhow::Result<()> {
 
     let (ours, anchor) = side_by_side(args.n, settle, || client.run(&run), &mut bwrap_floor).await?;
     report("one_shot_run print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
     drop(daemon);
 
     let cold = start_sandboxd(&sandboxd, &[("SANDBOXD_RUN_POOL", "0")])?;
     let cold_client = Client::new(&cold.url);
     let (ours, anchor) = side_by_side(args.n, settle, || cold_client.run(&run), &mut bwrap_floor).await?;
     report("one_shot_run_cold print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    Ok(())
+}
+
+/// Times a call that must succeed, in ms.
+async fn timed(client: &Client, session: &str, code: &str) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let e = client.execute(session, &CreateExecution::new(Language::Python, code)).await?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if e.status != ExecutionStatus::Succeeded {
+        bail!("execution failed: {e:?}");
+    }
+    Ok(ms)
+}
+
+/// The session kernel vs jupyter_client on ipykernel (issue 4's goals).
+async fn stateful(
+    client: &Client,
+    n: usize,
+    python: Option<&std::path::Path>,
+    anchors: &std::path::Path,
+) -> anyhow::Result<()> {
+    // A new session until its kernel has run a first cell: what "ready" means to an agent.
+    let mut ready = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let s = client.create_session(&CreateSession::default()).await?;
+        timed(client, &s.id, "print(1)").await?;
+        ready.push(start.elapsed().as_secs_f64() * 1000.0);
+        client.delete_session(&s.id).await?;
+    }
+    let s = client.create_session(&CreateSession::default()).await?;
+    timed(client, &s.id, "import matplotlib.pyplot as plt").await?;
+    let mut print1 = Vec::new();
+    for i in 0..n + 20 {
+        let ms = timed(client, &s.id, "print(1)").await?;
+        if i >= 20 {
+            print1.push(ms);
+        }
+    }
+    let mut png = Vec::new();
+    for _ in 0..10 {
+        png.push(timed(client, &s.id, "plt.plot([1,2,3]); plt.show()").await?);
+    }
+    client.delete_session(&s.id).await?;
+    let (ready, print1, png) = (stats(ready), stats(print1), stats(png));
+    println!(
+        "stateful ours: session_ready_cold p50={:.1}ms | print(1) p50={:.2}ms p99={:.2}ms | png p50={:.1}ms",
+        ready.p50, print1.p50, print1.p99, png.p50
+    );
+    let Some(python) = python else {
+        println!("stateful anchor skipped: pass --python with jupyter_client and ipykernel (bench/run.sh does)");
+        return Ok(());
+    };
+    let out = Command::new(python).arg(anchors.join("floor_jupyter.py")).arg(n.to_string()).output()?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        bail!("floor_jupyter.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let field = |key: &str| -> Option<f64> {
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
+    };
+    println!("stateful anchor (floor_jupyter.py): {line}");
+    let ratio = |name: &str, ours: f64, key: &str, goal: f64| {
+        if let Some(anchor) = field(key) {
+            let r = ours / anchor;
+            println!("{name}: ratio={r:.3} (goal <= {goal}) {}", if r <= goal { "MET" } else { "MISSED" });
+        }
+    };
+    ratio("stateful print(1) p50 vs jupyter_client", print1.p50, "print1_p50_ms", 0.2);
+    ratio("stateful png p50 vs jupyter_client", png.p50, "png_p50_ms", 0.7);
+    ratio("session ready (cold) vs ipykernel start", ready.p50, "kernel_start_ms", 0.3);
     Ok(())
 }
 

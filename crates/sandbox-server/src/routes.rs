@@ -139,7 +139,7 @@ pub async fn create_execution(
     if session.status == SessionStatus::Deleted {
         return Err(ApiError::Conflict(format!("session {id} is deleted")));
     }
-    let mut env = session.env.clone();
+    let mut env = execution::sandbox_env(&session.limits, &session.env);
     env.extend(req.env.unwrap_or_default());
     let plan = Plan {
         id: execution::new_id("exe"),
@@ -202,7 +202,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
         language: req.language,
         code: req.code,
         stdin: req.stdin,
-        env: req.env.unwrap_or_default(),
+        env: execution::sandbox_env(&limits, &req.env.unwrap_or_default()),
         timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
         kernel: false,
     };

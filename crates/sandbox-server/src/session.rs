@@ -85,7 +85,7 @@ impl Sessions {
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.
-            sb.start_kernel(session.env.clone()).await?;
+            sb.start_kernel(crate::execution::sandbox_env(&session.limits, &session.env)).await?;
         }
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sb));
         if live.is_deleted() {
