@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sandbox_protocol::{ExecRequest, ExecResult, Language, StreamName, WORKSPACE_DIR};
 use sandbox_sys::ExitStatus;
 
-use crate::outputs::OutputLog;
+use crate::outputs::{OutputLog, Sink};
 use crate::proctree;
 use crate::reaper::Children;
 
@@ -34,6 +34,8 @@ pub const BASE_ENV: &[(&str, &str)] = &[
     ("LANG", "C.UTF-8"),
     ("USER", "sandbox"),
     ("PYTHONDONTWRITEBYTECODE", "1"),
+    // Output arrives as it is printed (streaming clients see it live), as in a terminal.
+    ("PYTHONUNBUFFERED", "1"),
 ];
 
 /// Builds the argv for `req`, writing the code to a file first when it is large.
@@ -68,7 +70,7 @@ fn sanitize(id: &str) -> String {
 }
 
 /// Runs one execution to its end and reports how it went. Never panics on user input.
-pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
+pub fn run(req: &ExecRequest, children: &Children, sink: Option<Sink>) -> ExecResult {
     let started = Instant::now();
     let mut result = ExecResult { id: req.id.clone(), ..Default::default() };
 
@@ -115,6 +117,9 @@ pub fn run(req: &ExecRequest, children: &Children) -> ExecResult {
 
     let deadline = started + Duration::from_millis(req.timeout_ms);
     let mut log = OutputLog::new(req.output_limit);
+    if let Some(sink) = sink {
+        log = log.streaming(sink);
+    }
     let (mut out_open, mut err_open) = (true, true);
     let mut status: Option<ExitStatus> = None;
     let mut exited_at: Option<Instant> = None;
@@ -219,6 +224,7 @@ mod tests {
             timeout_ms: 1,
             output_limit: 1,
             kernel: false,
+            stream: false,
         };
         assert_eq!(argv(&req).expect("argv"), vec!["bash", "-c", "echo hi"]);
         assert_eq!(sanitize("a/b.."), "a_b__");

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sandbox_protocol::{ExecRequest, ExecResult, Output, StreamName, WORKSPACE_DIR};
 
 use crate::exec::{BASE_ENV, SCRATCH_DIR};
-use crate::outputs::OutputLog;
+use crate::outputs::{OutputLog, Sink};
 use crate::proctree;
 use crate::reaper::Children;
 
@@ -157,10 +157,13 @@ impl Kernel {
     }
 
     /// Runs one cell. Never panics on user input; a dead kernel is reported, not fatal.
-    pub fn exec(self: &Arc<Self>, req: &ExecRequest) -> ExecResult {
+    pub fn exec(self: &Arc<Self>, req: &ExecRequest, sink: Option<Sink>) -> ExecResult {
         let started = Instant::now();
         let mut result = ExecResult { id: req.id.clone(), ..Default::default() };
         let mut log = OutputLog::new(req.output_limit);
+        if let Some(sink) = sink {
+            log = log.streaming(sink);
+        }
         let mut slot = lock(&self.slot);
         if slot.is_none() {
             *lock(&self.env) = req.env.clone();

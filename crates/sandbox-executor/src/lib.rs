@@ -46,10 +46,16 @@ pub fn run() -> i32 {
             Ok(Some(Request::Exec(req))) => {
                 let (out, children, kernel) = (Arc::clone(&out), Arc::clone(&children), Arc::clone(&kernel));
                 spawn_or_inline(move || {
+                    let sink: Option<outputs::Sink> = req.stream.then(|| {
+                        let (out, id) = (Arc::clone(&out), req.id.clone());
+                        Box::new(move |output: &sandbox_protocol::Output| {
+                            let _ = send(&out, &Event::Output { id: id.clone(), output: output.clone() });
+                        }) as outputs::Sink
+                    });
                     let result = if req.kernel && req.language == Language::Python {
-                        kernel.exec(&req)
+                        kernel.exec(&req, sink)
                     } else {
-                        exec::run(&req, &children)
+                        exec::run(&req, &children, sink)
                     };
                     if let Err(e) = send(&out, &Event::ExecDone(result)) {
                         eprintln!("sandbox-executor: cannot report execution {}: {e}", req.id);

@@ -10,8 +10,12 @@ struct Stream {
     truncated: bool,
 }
 
+/// Where outputs go as they happen (an execution that streams).
+pub type Sink = Box<dyn FnMut(&Output) + Send>;
+
 pub struct OutputLog {
     limit: usize,
+    sink: Option<Sink>,
     outputs: Vec<Output>,
     stdout: Stream,
     stderr: Stream,
@@ -20,7 +24,13 @@ pub struct OutputLog {
 impl OutputLog {
     pub fn new(limit: usize) -> OutputLog {
         let stream = || Stream { text: String::new(), pending: Vec::new(), truncated: false };
-        OutputLog { limit, outputs: Vec::new(), stdout: stream(), stderr: stream() }
+        OutputLog { limit, sink: None, outputs: Vec::new(), stdout: stream(), stderr: stream() }
+    }
+
+    /// Also hands every kept piece of output to `sink` as it arrives.
+    pub fn streaming(mut self, sink: Sink) -> OutputLog {
+        self.sink = Some(sink);
+        self
     }
 
     fn stream_mut(&mut self, name: StreamName) -> &mut Stream {
@@ -71,6 +81,9 @@ impl OutputLog {
             return;
         }
         stream.text.push_str(kept);
+        if let Some(sink) = &mut self.sink {
+            sink(&Output::Stream { name, text: kept.to_string() });
+        }
         match self.outputs.last_mut() {
             Some(Output::Stream { name: last, text }) if *last == name => text.push_str(kept),
             _ => self.outputs.push(Output::Stream { name, text: kept.to_string() }),
@@ -89,6 +102,9 @@ impl OutputLog {
             } else {
                 stderr.truncated = true;
             }
+        }
+        if let Some(sink) = &mut self.sink {
+            sink(&output);
         }
         self.outputs.push(output);
     }
@@ -143,6 +159,17 @@ mod tests {
         let r = finish(log);
         assert_eq!(r.stderr, "line 1\nE: v\n");
         assert_eq!(r.outputs.len(), 1);
+    }
+
+    #[test]
+    fn a_sink_sees_each_piece_as_it_comes() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = std::sync::Arc::clone(&seen);
+        let mut log = OutputLog::new(100).streaming(Box::new(move |o| s2.lock().expect("lock").push(o.clone())));
+        log.bytes(StreamName::Stdout, b"a");
+        log.bytes(StreamName::Stdout, b"b");
+        assert_eq!(seen.lock().expect("lock").len(), 2, "pieces are streamed separately");
+        assert_eq!(finish(log).outputs.len(), 1, "and coalesced in the record");
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct ExecRequest {
     /// Run in the session's kernel (Python only) instead of a fresh process.
     #[serde(default)]
     pub kernel: bool,
+    /// Report each output as it is produced ([`Event::Output`]), not only at the end.
+    #[serde(default)]
+    pub stream: bool,
 }
 
 /// What the executor reports.
@@ -95,6 +98,11 @@ pub enum Event {
         version: u32,
     },
     ExecDone(ExecResult),
+    /// One output of a running execution that asked to stream (it is in `ExecDone` too).
+    Output {
+        id: String,
+        output: Output,
+    },
     /// Answer to a request that has an id and no result of its own; `error` if it failed.
     Ack {
         id: String,
@@ -226,6 +234,7 @@ mod tests {
             timeout_ms: 1000,
             output_limit: 10,
             kernel: true,
+            stream: false,
         });
         let mut buf = Vec::new();
         write_frame(&mut buf, &req).expect("write");

@@ -16,11 +16,16 @@ use crate::RuntimeError;
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ExecResult>>>>;
 type Acks = Arc<Mutex<HashMap<String, oneshot::Sender<Option<String>>>>>;
+type Streams = Arc<Mutex<HashMap<String, OutputSink>>>;
+
+/// Where a streaming execution's outputs go as they happen.
+pub type OutputSink = tokio::sync::mpsc::UnboundedSender<sandbox_protocol::Output>;
 
 pub struct ExecutorClient {
     writer: AsyncMutex<Box<dyn AsyncWrite + Send + Unpin>>,
     pending: Pending,
     acks: Acks,
+    streams: Streams,
     alive: Arc<AtomicBool>,
     ready: AsyncMutex<Option<oneshot::Receiver<u32>>>,
 }
@@ -33,13 +38,16 @@ impl ExecutorClient {
     ) -> Self {
         let pending: Pending = Arc::default();
         let acks: Acks = Arc::default();
+        let streams: Streams = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(read_events(reader, Arc::clone(&pending), Arc::clone(&acks), Arc::clone(&alive), ready_tx));
+        let maps = (Arc::clone(&pending), Arc::clone(&acks), Arc::clone(&streams));
+        tokio::spawn(read_events(reader, maps, Arc::clone(&alive), ready_tx));
         ExecutorClient {
             writer: AsyncMutex::new(Box::new(writer)),
             pending,
             acks,
+            streams,
             alive,
             ready: AsyncMutex::new(Some(ready_rx)),
         }
@@ -61,9 +69,14 @@ impl ExecutorClient {
         }
     }
 
-    pub async fn exec(&self, req: ExecRequest) -> Result<ExecResult, RuntimeError> {
+    /// Runs `req`; with a `sink`, its outputs also go there as they happen.
+    pub async fn exec(&self, mut req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecResult, RuntimeError> {
         let (tx, rx) = oneshot::channel();
         let id = req.id.clone();
+        if let Some(sink) = sink {
+            req.stream = true;
+            lock(&self.streams).insert(id.clone(), sink);
+        }
         lock(&self.pending).insert(id.clone(), tx);
         // The reader clears `pending` after it marks the client dead: checking after the
         // insert means a sender can never be left behind with nobody to drop it.
@@ -122,8 +135,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn read_events(
     mut reader: impl AsyncRead + Unpin,
-    pending: Pending,
-    acks: Acks,
+    (pending, acks, streams): (Pending, Acks, Streams),
     alive: Arc<AtomicBool>,
     ready_tx: oneshot::Sender<u32>,
 ) {
@@ -135,7 +147,14 @@ async fn read_events(
                     let _ = tx.send(version);
                 }
             }
+            Ok(Some(Event::Output { id, output })) => {
+                if let Some(sink) = lock(&streams).get(&id) {
+                    let _ = sink.send(output);
+                }
+            }
             Ok(Some(Event::ExecDone(result))) => {
+                // Dropping the sink ends the caller's stream.
+                lock(&streams).remove(&result.id);
                 if let Some(tx) = lock(&pending).remove(&result.id) {
                     let _ = tx.send(result);
                 }
@@ -155,6 +174,7 @@ async fn read_events(
     alive.store(false, Ordering::SeqCst);
     lock(&pending).clear();
     lock(&acks).clear();
+    lock(&streams).clear();
 }
 
 async fn read_event(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Option<Event>> {
@@ -184,6 +204,7 @@ mod tests {
             timeout_ms: 1000,
             output_limit: 10,
             kernel: false,
+            stream: false,
         }
     }
 
@@ -198,9 +219,9 @@ mod tests {
         assert_eq!(client.wait_ready(Duration::from_secs(1)).await.expect("ready"), 7);
 
         let c = Arc::clone(&client);
-        let first = tokio::spawn(async move { c.exec(req("a")).await });
+        let first = tokio::spawn(async move { c.exec(req("a"), None).await });
         let c = Arc::clone(&client);
-        let second = tokio::spawn(async move { c.exec(req("b")).await });
+        let second = tokio::spawn(async move { c.exec(req("b"), None).await });
 
         // Read both requests, answer only "b".
         for _ in 0..2 {
@@ -217,6 +238,6 @@ mod tests {
         drop(exec_side);
         assert!(matches!(first.await.expect("join"), Err(RuntimeError::SandboxDied(_))));
         assert!(!client.is_alive());
-        assert!(client.exec(req("c")).await.is_err());
+        assert!(client.exec(req("c"), None).await.is_err());
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use sandbox_protocol::{ExecRequest, ExecResult};
 
+use crate::executor_client::OutputSink;
 use crate::runtime::{ExecOutcome, Readiness, Runtime, Sandbox, SandboxSpec};
 use crate::RuntimeError;
 
@@ -59,7 +60,7 @@ impl Sandbox for FakeSandbox {
         &self.name
     }
 
-    async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    async fn exec(&self, req: ExecRequest, _sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
         if !self.is_alive() {
             return Err(RuntimeError::SandboxDied("destroyed".into()));
         }

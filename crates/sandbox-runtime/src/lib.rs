@@ -11,4 +11,5 @@ pub mod local;
 pub mod runtime;
 
 pub use error::RuntimeError;
+pub use executor_client::OutputSink;
 pub use runtime::{ExecOutcome, LimitKind, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec};

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use sandbox_protocol::{ExecRequest, ExecResult};
 
+use crate::executor_client::OutputSink;
 use crate::RuntimeError;
 
 /// Resource limits of one sandbox, enforced by the runtime (cgroups for the local one).
@@ -78,8 +79,9 @@ pub trait Runtime: Send + Sync {
 pub trait Sandbox: Send + Sync {
     fn name(&self) -> &str;
 
-    /// Runs one execution. Errors mean the sandbox itself failed, not the user's code.
-    async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError>;
+    /// Runs one execution; with a `sink`, its outputs also go there as they happen. Errors mean
+    /// the sandbox itself failed, not the user's code.
+    async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError>;
 
     /// Starts the session kernel in the background with `env` (Python cells then run in it).
     async fn start_kernel(&self, env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError>;

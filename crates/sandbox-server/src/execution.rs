@@ -121,6 +121,8 @@ impl Plan {
             timeout_ms: (self.timeout_s * 1000.0).ceil() as u64,
             output_limit: config.output_limit_bytes,
             kernel: self.kernel,
+            // The runtime turns it on when the caller hands it a sink.
+            stream: false,
         }
     }
 }

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -11,7 +12,8 @@ use sandbox_api::{
     Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Readiness, RunRequest,
     Session, SessionList, SessionStatus,
 };
-use sandbox_runtime::{LimitKind, SandboxSpec};
+use sandbox_api::{Output, StreamName};
+use sandbox_runtime::{LimitKind, OutputSink, SandboxSpec};
 
 use crate::error::ApiError;
 use crate::execution::{self, Plan};
@@ -126,15 +128,19 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<S
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/executions", request_body = CreateExecution, responses(
-    (status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody),
-    (status = 409, body = sandbox_api::ErrorBody), (status = 413, body = sandbox_api::ErrorBody),
-    (status = 422, body = sandbox_api::ErrorBody),
+    (status = 200, body = Execution, description = "The finished execution; with `Accept: text/event-stream`, \
+        Server-Sent Events as it runs: `stdout`/`stderr` (text), `display`, `result`, `error` (the output as JSON), \
+        then `done` (the execution as JSON)"),
+    (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+    (status = 413, body = sandbox_api::ErrorBody), (status = 422, body = sandbox_api::ErrorBody),
 ))]
 pub async fn create_execution(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<CreateExecution>,
-) -> Result<Json<Execution>> {
+) -> Result<Response> {
+    // Everything that can be refused is checked before any answer starts.
     let session = session_or_404(&state, &id)?;
     if session.status == SessionStatus::Deleted {
         return Err(ApiError::Conflict(format!("session {id} is deleted")));
@@ -152,11 +158,77 @@ pub async fn create_execution(
         kernel: session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false),
     };
     plan.validate()?;
+    let wants_events =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
+    if !wants_events {
+        return Ok(Json(run_in_session(&state, session, plan, None).await?).into_response());
+    }
+    // The execution runs in a task of its own: it finishes and is stored even if the client
+    // goes away. Outputs are forwarded as they come, then `done`.
+    let (events, stream) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
+    let (sink, mut outputs) = tokio::sync::mpsc::unbounded_channel::<Output>();
+    let forward = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(output) = outputs.recv().await {
+                let _ = events.send(output_event(&output));
+            }
+        })
+    };
+    tokio::spawn(async move {
+        let result = run_in_session(&state, session, plan, Some(sink)).await;
+        let _ = forward.await;
+        let last = match result {
+            Ok(done) => SseEvent::default().event("done").json_data(&done),
+            Err(e) => SseEvent::default().event("error").json_data(e.body()),
+        };
+        if let Ok(last) = last {
+            let _ = events.send(last);
+        }
+    });
+    Ok(Sse::new(ChannelStream(stream)).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// One output as a Server-Sent Event.
+fn output_event(output: &Output) -> SseEvent {
+    let named = |name: &str| SseEvent::default().event(name);
+    match output {
+        Output::Stream { name: StreamName::Stdout, text } => named("stdout").data(text),
+        Output::Stream { name: StreamName::Stderr, text } => named("stderr").data(text),
+        Output::DisplayData { .. } => named("display").json_data(output).unwrap_or_default(),
+        Output::ExecuteResult { .. } => named("result").json_data(output).unwrap_or_default(),
+        Output::Error { .. } => named("error").json_data(output).unwrap_or_default(),
+    }
+}
+
+/// A channel as the stream axum's SSE wants.
+struct ChannelStream(tokio::sync::mpsc::UnboundedReceiver<SseEvent>);
+
+impl futures_core::Stream for ChannelStream {
+    type Item = std::result::Result<SseEvent, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|event| event.map(Ok))
+    }
+}
+
+/// Runs a validated plan in its session: waits for the session's turn, stores the record,
+/// runs, maps the outcome, recovers the kernel if a cell exhausted the pid limit.
+async fn run_in_session(
+    state: &Arc<AppState>,
+    session: Session,
+    plan: Plan,
+    sink: Option<OutputSink>,
+) -> Result<Execution> {
+    let id = session.id.clone();
     let live = state.sessions.live(&id);
     let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await?;
     let record = plan.running_record();
     state.store.insert_execution(&record, &plan.code)?;
-    let outcome = turn.sandbox.exec(plan.request(&state.config)).await;
+    let outcome = turn.sandbox.exec(plan.request(&state.config), sink).await;
     let mut kernel_died = matches!(&outcome, Ok(o) if o.result.kernel_died);
     if plan.kernel && !kernel_died && matches!(&outcome, Ok(o) if o.limit == Some(LimitKind::Pids)) {
         // Processes the cell forked are copies of the kernel and may still be forking: only a
@@ -172,7 +244,7 @@ pub async fn create_execution(
     if kernel_died {
         state.store.bump_kernel_restarts(&id)?;
     }
-    Ok(Json(done))
+    Ok(done)
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}/executions", responses((status = 200, body = ExecutionList), (status = 404, body = sandbox_api::ErrorBody)))]
@@ -230,7 +302,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
     let stored = state.store.insert_execution(&record, &plan.code);
     // Nothing runs unless its record exists; either way tear-down is not the caller's wait.
     let outcome = match &stored {
-        Ok(()) => Some(sandbox.exec(plan.request(config)).await),
+        Ok(()) => Some(sandbox.exec(plan.request(config), None).await),
         Err(_) => None,
     };
     let cleanup_state = Arc::clone(&state);

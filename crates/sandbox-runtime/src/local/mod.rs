@@ -21,7 +21,7 @@ use sandbox_protocol::ExecRequest;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::executor_client::ExecutorClient;
+use crate::executor_client::{ExecutorClient, OutputSink};
 use crate::runtime::{ExecOutcome, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec};
 use crate::RuntimeError;
 use cgroup::{CgroupMode, Cgroups, SandboxCgroup};
@@ -407,10 +407,10 @@ impl Sandbox for LocalSandbox {
         &self.name
     }
 
-    async fn exec(&self, req: ExecRequest) -> Result<ExecOutcome, RuntimeError> {
+    async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
         let before = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
         let limit = Duration::from_millis(req.timeout_ms) + BACKSTOP;
-        let result = match tokio::time::timeout(limit, self.client.exec(req)).await {
+        let result = match tokio::time::timeout(limit, self.client.exec(req, sink)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 // The whole sandbox died: most likely its memory limit took the executor too.
