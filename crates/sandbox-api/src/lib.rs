@@ -119,12 +119,39 @@ pub struct CreateExecution {
     pub env: Option<BTreeMap<String, String>>,
     /// Run Python as a fresh process even in a session with a kernel.
     pub fresh: Option<bool>,
+    /// "continue" (default) or "cancel_pending": if an execution of the session fails while
+    /// this one waits in the queue, this one is not run and ends as "cancelled".
+    pub on_error: Option<OnError>,
+    /// A client-chosen id that makes the request idempotent: a repeat returns the same
+    /// execution (waiting for it if it is still queued or running) and never runs it twice.
+    /// 1 to 128 of `A-Z a-z 0-9 _ - . :`.
+    pub execution_id: Option<String>,
+    /// `false`: answer 202 at once with the queued execution; poll `GET /v1/executions/{id}`.
+    pub wait: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Continue,
+    CancelPending,
 }
 
 impl CreateExecution {
     /// `code` in `language` with the session's defaults for everything else.
     pub fn new(language: Language, code: impl Into<String>) -> Self {
-        CreateExecution { code: code.into(), language, timeout_s: None, stdin: None, env: None, fresh: None }
+        CreateExecution {
+            code: code.into(),
+            language,
+            timeout_s: None,
+            stdin: None,
+            env: None,
+            fresh: None,
+            on_error: None,
+            execution_id: None,
+            wait: None,
+        }
     }
 }
 
@@ -150,6 +177,8 @@ impl RunRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
+    /// Waiting for the session's earlier executions.
+    Queued,
     Running,
     /// Exit code 0.
     Succeeded,
@@ -160,24 +189,47 @@ pub enum ExecutionStatus {
     Killed,
     /// The session's kernel died during it; a fresh kernel was started (variables are lost).
     KernelDied,
+    /// Never run: an earlier execution failed and this one asked for `cancel_pending`.
+    Cancelled,
 }
 
 impl ExecutionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
+            ExecutionStatus::Queued => "queued",
             ExecutionStatus::Running => "running",
             ExecutionStatus::Succeeded => "succeeded",
             ExecutionStatus::Failed => "failed",
             ExecutionStatus::TimedOut => "timed_out",
             ExecutionStatus::Killed => "killed",
             ExecutionStatus::KernelDied => "kernel_died",
+            ExecutionStatus::Cancelled => "cancelled",
         }
     }
 
+    /// Queued or running: not finished yet.
+    pub fn is_pending(self) -> bool {
+        matches!(self, ExecutionStatus::Queued | ExecutionStatus::Running)
+    }
+
+    /// Counts as a failure for `on_error: "cancel_pending"`.
+    pub fn is_failure(self) -> bool {
+        !matches!(self, ExecutionStatus::Queued | ExecutionStatus::Running | ExecutionStatus::Succeeded)
+    }
+
     pub fn parse(s: &str) -> Option<ExecutionStatus> {
-        [Self::Running, Self::Succeeded, Self::Failed, Self::TimedOut, Self::Killed, Self::KernelDied]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        [
+            Self::Queued,
+            Self::Running,
+            Self::Succeeded,
+            Self::Failed,
+            Self::TimedOut,
+            Self::Killed,
+            Self::KernelDied,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
     }
 }
 
@@ -254,7 +306,7 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for s in ["running", "succeeded", "failed", "timed_out", "killed", "kernel_died"] {
+        for s in ["queued", "running", "succeeded", "failed", "timed_out", "killed", "kernel_died", "cancelled"] {
             assert_eq!(ExecutionStatus::parse(s).map(|v| v.as_str()), Some(s));
         }
     }

@@ -63,6 +63,10 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_MAX_BODY_BYTES", default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
 
+    /// Executions that may wait in one session's queue; more are refused with 429.
+    #[arg(long, env = "SANDBOXD_MAX_QUEUE", default_value_t = 32)]
+    pub max_queue: usize,
+
     /// Started, idle sandboxes kept for `POST /v1/run` (0 = start each one cold).
     #[arg(long, env = "SANDBOXD_RUN_POOL", default_value_t = 2)]
     pub run_pool: usize,

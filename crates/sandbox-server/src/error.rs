@@ -7,7 +7,7 @@ use sandbox_api::{ErrorBody, ErrorDetail};
 use sandbox_runtime::RuntimeError;
 use sandbox_store::StoreError;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
@@ -21,6 +21,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    RateLimited(String),
     #[error("{0}")]
     NotReady(String),
     /// Details are logged, never sent: they may name host paths.
@@ -37,6 +39,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

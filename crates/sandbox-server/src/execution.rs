@@ -30,6 +30,17 @@ pub fn sandbox_env(limits: &Limits, user: &BTreeMap<String, String>) -> BTreeMap
     env
 }
 
+/// Checks a client-chosen execution id (it becomes a key and appears in URLs).
+pub fn check_execution_id(id: String) -> Result<String, ApiError> {
+    let ok = (1..=128).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(ApiError::Invalid("execution_id must be 1 to 128 of A-Z a-z 0-9 _ - . :".into()))
+    }
+}
+
 /// Checks a timeout in seconds against the server's bounds.
 pub fn check_timeout(config: &Config, timeout_s: Option<f64>, default: f64) -> Result<f64, ApiError> {
     let t = timeout_s.unwrap_or(default);
@@ -90,6 +101,11 @@ impl Plan {
             return Err(ApiError::Invalid("code must not contain NUL characters".into()));
         }
         check_env(&self.env)
+    }
+
+    /// The record of a submission still waiting for its turn.
+    pub fn queued_record(&self) -> Execution {
+        Execution { status: ExecutionStatus::Queued, ..self.running_record() }
     }
 
     pub fn running_record(&self) -> Execution {

@@ -12,13 +12,14 @@ use sandbox_api::{
     Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Readiness, RunRequest,
     Session, SessionList, SessionStatus,
 };
-use sandbox_api::{Output, StreamName};
+use sandbox_api::{ExecutionStatus, OnError, Output, StreamName};
 use sandbox_runtime::{LimitKind, OutputSink, SandboxSpec};
+use std::sync::atomic::Ordering;
 
 use crate::error::ApiError;
 use crate::execution::{self, Plan};
 use crate::extract::ApiJson;
-use crate::session::limits_from;
+use crate::session::{limits_from, Claim, Finished, LiveSession};
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -145,10 +146,14 @@ pub async fn create_execution(
     if session.status == SessionStatus::Deleted {
         return Err(ApiError::Conflict(format!("session {id} is deleted")));
     }
+    let exec_id = match req.execution_id {
+        Some(given) => execution::check_execution_id(given)?,
+        None => execution::new_id("exe"),
+    };
     let mut env = execution::sandbox_env(&session.limits, &session.env);
     env.extend(req.env.unwrap_or_default());
     let plan = Plan {
-        id: execution::new_id("exe"),
+        id: exec_id.clone(),
         session_id: Some(id.clone()),
         language: req.language,
         code: req.code,
@@ -158,35 +163,202 @@ pub async fn create_execution(
         kernel: session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false),
     };
     plan.validate()?;
+    let wait = req.wait.unwrap_or(true);
     let wants_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    if !wants_events {
-        return Ok(Json(run_in_session(&state, session, plan, None).await?).into_response());
-    }
-    // The execution runs in a task of its own: it finishes and is stored even if the client
-    // goes away. Outputs are forwarded as they come, then `done`.
-    let (events, stream) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
-    let (sink, mut outputs) = tokio::sync::mpsc::unbounded_channel::<Output>();
-    let forward = {
-        let events = events.clone();
-        tokio::spawn(async move {
-            while let Some(output) = outputs.recv().await {
-                let _ = events.send(output_event(&output));
-            }
-        })
+
+    // Idempotency: a repeat of an id joins the first submission, or finds its record.
+    let done = match state.sessions.claim(&exec_id) {
+        Claim::InFlight(rx) => return joined(&state, &exec_id, rx, wait).await,
+        Claim::New(tx) => tx,
     };
+    let claim = ClaimGuard { state: &state, id: &exec_id };
+    if let Some(existing) = state.store.get_execution(&exec_id)? {
+        if existing.session_id.as_deref() != Some(id.as_str()) {
+            return Err(ApiError::Conflict(format!("execution id {exec_id} belongs to another session")));
+        }
+        return Ok(Json(existing).into_response());
+    }
+
+    let live = state.sessions.live(&id);
+    let max = state.config.max_queue;
+    if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
+        return Err(ApiError::RateLimited(format!("session {id} already has {max} executions waiting")));
+    }
+    let record = plan.queued_record();
+    if let Err(e) = state.store.insert_execution(&record, &plan.code) {
+        live.waiting.fetch_sub(1, Ordering::SeqCst);
+        return Err(e.into());
+    }
+    let seen_failures = live.failures.load(Ordering::SeqCst);
+    let cancel_pending = req.on_error == Some(OnError::CancelPending);
+    let (sink, outputs) = match wants_events && wait {
+        true => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Output>();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    let mut finished = done.subscribe();
+    // The execution runs in a task of its own: it finishes and is stored even if the client
+    // goes away, and a repeat of its id can wait for it.
+    claim.hand_over();
+    let job =
+        Job { state: Arc::clone(&state), session, plan, record: record.clone(), live, seen_failures, cancel_pending };
+    tokio::spawn(job.run(sink, done));
+
+    if !wait {
+        return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
+    }
+    let Some(mut outputs) = outputs else {
+        return finished_response(&state, &exec_id, &mut finished).await;
+    };
+    // Outputs are forwarded as they come, then `done` (or `error` if the run was refused).
+    let (events, stream) = tokio::sync::mpsc::unbounded_channel::<SseEvent>();
     tokio::spawn(async move {
-        let result = run_in_session(&state, session, plan, Some(sink)).await;
-        let _ = forward.await;
-        let last = match result {
-            Ok(done) => SseEvent::default().event("done").json_data(&done),
-            Err(e) => SseEvent::default().event("error").json_data(e.body()),
+        while let Some(output) = outputs.recv().await {
+            let _ = events.send(output_event(&output));
+        }
+        let last = match finished.wait_for(Option::is_some).await.map(|v| v.clone()) {
+            Ok(Some(Ok(exec))) => SseEvent::default().event("done").json_data(&exec),
+            Ok(Some(Err(e))) => SseEvent::default().event("error").json_data(e.body()),
+            _ => return,
         };
         if let Ok(last) = last {
             let _ = events.send(last);
         }
     });
     Ok(Sse::new(ChannelStream(stream)).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Releases an execution id if the submission stops before its task takes the id over.
+struct ClaimGuard<'a> {
+    state: &'a AppState,
+    id: &'a str,
+}
+
+impl ClaimGuard<'_> {
+    fn hand_over(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        self.state.sessions.release(self.id);
+    }
+}
+
+/// The answer for a submission that waits: the finished execution, or why it could not run.
+async fn finished_response(
+    state: &AppState,
+    exec_id: &str,
+    finished: &mut tokio::sync::watch::Receiver<Finished>,
+) -> Result<Response> {
+    match finished.wait_for(Option::is_some).await.map(|v| v.clone()) {
+        Ok(Some(Ok(exec))) => Ok(Json(exec).into_response()),
+        Ok(Some(Err(e))) => Err(e),
+        // The task ended without a word (it cannot, short of a panic): the store knows.
+        _ => {
+            Ok(Json(state.store.get_execution(exec_id)?.ok_or_else(|| not_found("execution", exec_id))?)
+                .into_response())
+        }
+    }
+}
+
+/// A repeat of an id whose execution is still queued or running.
+async fn joined(
+    state: &AppState,
+    exec_id: &str,
+    mut finished: tokio::sync::watch::Receiver<Finished>,
+    wait: bool,
+) -> Result<Response> {
+    if !wait {
+        let current = state.store.get_execution(exec_id)?.ok_or_else(|| not_found("execution", exec_id))?;
+        return Ok((StatusCode::ACCEPTED, Json(current)).into_response());
+    }
+    finished_response(state, exec_id, &mut finished).await
+}
+
+/// One queued execution of a session, from its turn to its stored result.
+struct Job {
+    state: Arc<AppState>,
+    session: Session,
+    plan: Plan,
+    record: Execution,
+    live: Arc<LiveSession>,
+    seen_failures: u64,
+    cancel_pending: bool,
+}
+
+impl Job {
+    async fn run(self, sink: Option<OutputSink>, done: tokio::sync::watch::Sender<Finished>) {
+        let (state, id) = (Arc::clone(&self.state), self.plan.id.clone());
+        let result = self.run_turn(sink).await;
+        let _ = done.send(Some(result));
+        state.sessions.release(&id);
+    }
+
+    async fn run_turn(self, sink: Option<OutputSink>) -> Result<Execution> {
+        let Job { state, session, plan, record, live, seen_failures, cancel_pending } = self;
+        let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await;
+        live.waiting.fetch_sub(1, Ordering::SeqCst);
+        let turn = match turn {
+            Ok(turn) => turn,
+            Err(e) => {
+                // Never run (deleted meanwhile, or no sandbox could start): say so in its record.
+                let (status, reason) = match &e {
+                    ApiError::Conflict(_) => (ExecutionStatus::Killed, "session_deleted"),
+                    _ => (ExecutionStatus::Failed, "not_started"),
+                };
+                let failed = Execution {
+                    status,
+                    reason: Some(reason.into()),
+                    stderr: e.to_string(),
+                    finished_at: Some(Utc::now()),
+                    ..record
+                };
+                state.store.finish_execution(&failed)?;
+                return Err(e);
+            }
+        };
+        if cancel_pending && live.failures.load(Ordering::SeqCst) > seen_failures {
+            let cancelled = Execution {
+                status: ExecutionStatus::Cancelled,
+                reason: Some("earlier_failure".into()),
+                duration_ms: Some(0),
+                finished_at: Some(Utc::now()),
+                ..record
+            };
+            state.store.finish_execution(&cancelled)?;
+            return Ok(cancelled);
+        }
+        state.store.mark_running(&plan.id)?;
+        let outcome = turn.sandbox.exec(plan.request(&state.config), sink).await;
+        let mut kernel_died = matches!(&outcome, Ok(o) if o.result.kernel_died);
+        if plan.kernel && !kernel_died && matches!(&outcome, Ok(o) if o.limit == Some(LimitKind::Pids)) {
+            // Processes the cell forked are copies of the kernel and may still be forking: only
+            // a new kernel (its whole session killed) gets the sandbox back under its pid limit.
+            // If it cannot start now, the next cell starts one.
+            if let Err(e) = turn.sandbox.restart_kernel().await {
+                tracing::warn!(session = %session.id, error = %e, "kernel restart after a pid-limit hit failed");
+            }
+            kernel_died = true;
+        }
+        let done = execution::finish(
+            Execution { status: ExecutionStatus::Running, ..record },
+            outcome,
+            turn.live.is_deleted(),
+        );
+        state.store.finish_execution(&done)?;
+        if kernel_died {
+            state.store.bump_kernel_restarts(&session.id)?;
+        }
+        if done.status.is_failure() {
+            live.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(done)
+    }
 }
 
 /// One output as a Server-Sent Event.
@@ -213,38 +385,6 @@ impl futures_core::Stream for ChannelStream {
     ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx).map(|event| event.map(Ok))
     }
-}
-
-/// Runs a validated plan in its session: waits for the session's turn, stores the record,
-/// runs, maps the outcome, recovers the kernel if a cell exhausted the pid limit.
-async fn run_in_session(
-    state: &Arc<AppState>,
-    session: Session,
-    plan: Plan,
-    sink: Option<OutputSink>,
-) -> Result<Execution> {
-    let id = session.id.clone();
-    let live = state.sessions.live(&id);
-    let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await?;
-    let record = plan.running_record();
-    state.store.insert_execution(&record, &plan.code)?;
-    let outcome = turn.sandbox.exec(plan.request(&state.config), sink).await;
-    let mut kernel_died = matches!(&outcome, Ok(o) if o.result.kernel_died);
-    if plan.kernel && !kernel_died && matches!(&outcome, Ok(o) if o.limit == Some(LimitKind::Pids)) {
-        // Processes the cell forked are copies of the kernel and may still be forking: only a
-        // new kernel (its whole session killed) gets the sandbox back under its pid limit.
-        // If it cannot start now, the next cell starts one.
-        if let Err(e) = turn.sandbox.restart_kernel().await {
-            tracing::warn!(session = %id, error = %e, "kernel restart after a pid-limit hit failed");
-        }
-        kernel_died = true;
-    }
-    let done = execution::finish(record, outcome, turn.live.is_deleted());
-    state.store.finish_execution(&done)?;
-    if kernel_died {
-        state.store.bump_kernel_restarts(&id)?;
-    }
-    Ok(done)
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}/executions", responses((status = 200, body = ExecutionList), (status = 404, body = sandbox_api::ErrorBody)))]

@@ -5,7 +5,7 @@
 //! server restarted, so a session outlives its sandboxes; its workspace outlives them all.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sandbox_api::{Limits, Session, SessionStatus};
@@ -21,6 +21,10 @@ use crate::workspace::Workspaces;
 pub struct LiveSession {
     /// Held for the whole of an execution: one at a time per session.
     turn: AsyncMutex<()>,
+    /// Executions waiting for their turn (bounded by `max_queue`).
+    pub waiting: AtomicUsize,
+    /// Executions of this session that failed so far, for `on_error: "cancel_pending"`.
+    pub failures: AtomicU64,
     sandbox: Mutex<Option<Arc<dyn Sandbox>>>,
     deleted: AtomicBool,
 }
@@ -55,12 +59,40 @@ pub fn limits_from(l: &Limits) -> ResourceLimits {
     ResourceLimits { memory_bytes: l.memory_mb << 20, pids: l.pids, cpus: l.cpu }
 }
 
+/// How an execution ended, as waiters on it see it.
+pub type Finished = Option<Result<sandbox_api::Execution, ApiError>>;
+
+/// Whether a submission is new or joins one with the same id.
+pub enum Claim {
+    New(tokio::sync::watch::Sender<Finished>),
+    InFlight(tokio::sync::watch::Receiver<Finished>),
+}
+
 #[derive(Default)]
 pub struct Sessions {
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
+    /// Executions submitted and not finished, by id: a repeat of an idempotent request waits
+    /// on the first instead of running again.
+    inflight: Mutex<HashMap<String, tokio::sync::watch::Receiver<Finished>>>,
 }
 
 impl Sessions {
+    /// Claims execution id `id`, or returns the watch of the submission that holds it.
+    pub fn claim(&self, id: &str) -> Claim {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = inflight.get(id) {
+            return Claim::InFlight(rx.clone());
+        }
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        inflight.insert(id.to_string(), rx);
+        Claim::New(tx)
+    }
+
+    /// Gives up id `id` (its execution finished, or never started).
+    pub fn release(&self, id: &str) {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     pub fn live(&self, id: &str) -> Arc<LiveSession> {
         let mut map = self.live.lock().unwrap_or_else(|p| p.into_inner());
         Arc::clone(map.entry(id.to_string()).or_default())

@@ -78,6 +78,9 @@ async fn stdin_env_and_large_code() -> anyhow::Result<()> {
         stdin: Some("from stdin".into()),
         env: Some([("WHO".to_string(), "execution".to_string())].into()),
         fresh: Some(true),
+        on_error: None,
+        execution_id: None,
+        wait: None,
     };
     let e = t.client.execute(&s.id, &req).await?;
     assert_eq!(e.stdout, "hi execution FROM STDIN\n", "{e:?}");

@@ -101,7 +101,8 @@ impl Store {
             tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
         }
         let recovered = conn.execute(
-            "UPDATE executions SET status = 'failed', reason = 'server_restart', finished_at = ?1 WHERE status = 'running'",
+            "UPDATE executions SET status = 'failed', reason = 'server_restart', finished_at = ?1
+             WHERE status IN ('running', 'queued')",
             params![Utc::now().to_rfc3339()],
         )?;
         Ok((Store { conn: Mutex::new(conn) }, recovered))
@@ -203,6 +204,13 @@ impl Store {
                 outputs_json(e)?
             ],
         )?;
+        Ok(())
+    }
+
+    /// A queued execution got its turn.
+    pub fn mark_running(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("UPDATE executions SET status = 'running' WHERE id = ?1 AND status = 'queued'", params![id])?;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! How results are shown: the execution's own output on stdout/stderr, and an exit code that
-//! mirrors it (the process's code; 124 for a timeout like timeout(1); 137 when killed).
+//! mirrors it (the process's code; 124 for a timeout like timeout(1); 137 when killed or the
+//! kernel died; 125 when cancelled).
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -53,7 +54,8 @@ pub fn exit_code(e: &Execution) -> i32 {
         ExecutionStatus::TimedOut => 124,
         ExecutionStatus::Killed => 137,
         ExecutionStatus::KernelDied => 137,
-        ExecutionStatus::Running => 1,
+        ExecutionStatus::Cancelled => 125,
+        ExecutionStatus::Running | ExecutionStatus::Queued => 1,
     }
 }
 
