@@ -181,13 +181,34 @@ async fn stateful(
     anchors: &std::path::Path,
 ) -> anyhow::Result<()> {
     // A new session until its kernel has run a first cell: what "ready" means to an agent.
-    let mut ready = Vec::new();
+    // From the pool (waiting, untimed, for it to refill as it would between an agent's
+    // sessions), and cold (a session with its own environment cannot use the pool's kernel).
+    let mut ready_pool = Vec::new();
+    let mut ready_cold = Vec::new();
     for _ in 0..5 {
-        let start = Instant::now();
-        let s = client.create_session(&CreateSession::default()).await?;
-        timed(client, &s.id, "print(1)").await?;
-        ready.push(start.elapsed().as_secs_f64() * 1000.0);
-        client.delete_session(&s.id).await?;
+        for _ in 0..400 {
+            if client.readiness().await?.1.pools.session > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        for (env, into) in
+            [(None, &mut ready_pool), (Some([("BENCH".to_string(), "cold".to_string())].into()), &mut ready_cold)]
+        {
+            let start = Instant::now();
+            let s = client.create_session(&CreateSession { env, ..Default::default() }).await?;
+            timed(client, &s.id, "print(1)").await?;
+            into.push(start.elapsed().as_secs_f64() * 1000.0);
+            client.delete_session(&s.id).await?;
+        }
+    }
+    // Pools refilling in the background start kernels: let them finish before timing cells.
+    for _ in 0..400 {
+        let pools = client.readiness().await?.1.pools;
+        if pools.session >= 2 && pools.run >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let s = client.create_session(&CreateSession::default()).await?;
     timed(client, &s.id, "import matplotlib.pyplot as plt").await?;
@@ -203,10 +224,15 @@ async fn stateful(
         png.push(timed(client, &s.id, "plt.plot([1,2,3]); plt.show()").await?);
     }
     client.delete_session(&s.id).await?;
-    let (ready, print1, png) = (stats(ready), stats(print1), stats(png));
+    let (pool, cold, print1, png) = (stats(ready_pool), stats(ready_cold), stats(print1), stats(png));
     println!(
-        "stateful ours: session_ready_cold p50={:.1}ms | print(1) p50={:.2}ms p99={:.2}ms | png p50={:.1}ms",
-        ready.p50, print1.p50, print1.p99, png.p50
+        "stateful ours: session_ready pool p50={:.1}ms cold p50={:.1}ms | print(1) p50={:.2}ms p99={:.2}ms | png p50={:.1}ms",
+        pool.p50, cold.p50, print1.p50, print1.p99, png.p50
+    );
+    println!(
+        "session ready from the pool: p50={:.1}ms (goal <= 20 ms) {}",
+        pool.p50,
+        if pool.p50 <= 20.0 { "MET" } else { "MISSED" }
     );
     let Some(python) = python else {
         println!("stateful anchor skipped: pass --python with jupyter_client and ipykernel (bench/run.sh does)");
@@ -229,7 +255,7 @@ async fn stateful(
     };
     ratio("stateful print(1) p50 vs jupyter_client", print1.p50, "print1_p50_ms", 0.2);
     ratio("stateful png p50 vs jupyter_client", png.p50, "png_p50_ms", 0.7);
-    ratio("session ready (cold) vs ipykernel start", ready.p50, "kernel_start_ms", 0.3);
+    ratio("session ready (cold) vs ipykernel start", cold.p50, "kernel_start_ms", 0.3);
     Ok(())
 }
 

@@ -95,6 +95,9 @@ pub struct Session {
     pub kernel: Option<String>,
     /// How often the kernel died and was replaced by a fresh one.
     pub kernel_restarts: u64,
+    /// Its first sandbox came from the warm pool (started, kernel warm) rather than cold.
+    #[serde(default)]
+    pub from_pool: bool,
     pub created_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
 }
@@ -285,6 +288,14 @@ pub struct Readiness {
     /// Which cgroup version enforces limits: "v2", "v1", "off" or "none".
     pub cgroup: String,
     pub store: Check,
+    /// Started sandboxes waiting in each pool now.
+    pub pools: Pools,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Pools {
+    pub run: usize,
+    pub session: usize,
 }
 
 #[cfg(test)]

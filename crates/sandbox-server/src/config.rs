@@ -71,6 +71,10 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_RUN_POOL", default_value_t = 2)]
     pub run_pool: usize,
 
+    /// Started sandboxes with a warm Python kernel kept for new sessions (0 = start cold).
+    #[arg(long, env = "SANDBOXD_SESSION_POOL", default_value_t = 2)]
+    pub session_pool: usize,
+
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,

@@ -37,7 +37,8 @@ pub struct AppState {
     pub runtime: Arc<dyn Runtime>,
     pub sessions: session::Sessions,
     pub workspaces: Arc<workspace::Workspaces>,
-    pub run_pool: Arc<pool::RunPool>,
+    pub run_pool: Arc<pool::Pool>,
+    pub session_pool: Arc<pool::Pool>,
 }
 
 impl AppState {
@@ -48,7 +49,10 @@ impl AppState {
             .map_err(|source| ServerError::DataDir { path: dir, source })?;
         let default_limits =
             execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
-        let run_pool = Arc::new(pool::RunPool::new(config.run_pool, session::limits_from(&default_limits)));
+        let limits = session::limits_from(&default_limits);
+        let run_pool = Arc::new(pool::Pool::new(config.run_pool, limits, None));
+        let kernel_env = execution::sandbox_env(&default_limits, &Default::default());
+        let session_pool = Arc::new(pool::Pool::new(config.session_pool, limits, Some(kernel_env)));
         Ok(AppState {
             config,
             store,
@@ -56,6 +60,7 @@ impl AppState {
             sessions: Default::default(),
             workspaces: Arc::new(workspaces),
             run_pool,
+            session_pool,
         })
     }
 }
@@ -208,6 +213,7 @@ impl Server {
         let readiness = state.runtime.readiness().await;
         if readiness.ready {
             state.run_pool.refill(&state.runtime, &state.workspaces);
+            state.session_pool.refill(&state.runtime, &state.workspaces);
             tracing::info!(%addr, cgroup = %readiness.cgroup, "sandboxd ready");
         } else {
             tracing::warn!(%addr, cause = %readiness.message, "sandboxd serving but NOT ready");
@@ -221,6 +227,7 @@ impl Server {
         let _ = self.stop.send(true);
         self.state.sessions.stop_all().await;
         self.state.run_pool.drain(&self.state.workspaces).await;
+        self.state.session_pool.drain(&self.state.workspaces).await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use sandbox_api::{
-    Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Readiness, RunRequest,
-    Session, SessionList, SessionStatus,
+    Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Pools, Readiness,
+    RunRequest, Session, SessionList, SessionStatus,
 };
 use sandbox_api::{ExecutionStatus, OnError, Output, StreamName};
 use sandbox_runtime::{LimitKind, OutputSink, SandboxSpec};
@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use crate::error::ApiError;
 use crate::execution::{self, Plan};
 use crate::extract::ApiJson;
-use crate::session::{limits_from, Claim, Finished, LiveSession};
+use crate::session::{limits_from, Claim, Finished, LiveSession, Ticket};
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -46,6 +46,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         sandbox: Check { ok: runtime.ready, message: runtime.message },
         cgroup: runtime.cgroup,
         store,
+        pools: Pools { run: state.run_pool.len(), session: state.session_pool.len() },
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -91,9 +92,26 @@ pub async fn create_session(
         metadata: req.metadata.unwrap_or_default(),
         kernel,
         kernel_restarts: 0,
+        from_pool: false,
         created_at: Utc::now(),
         deleted_at: None,
     };
+    // A session like the pool's (default limits and env, a Python kernel) takes a warm sandbox.
+    let poolable = session.kernel.is_some()
+        && session.env.is_empty()
+        && limits_from(&session.limits) == state.session_pool.limits();
+    if let Some(warm) = poolable.then(|| state.session_pool.take()).flatten() {
+        state.session_pool.refill(&state.runtime, &state.workspaces);
+        if state.workspaces.rename(&warm.name, &session.id).is_ok() {
+            let session = Session { from_pool: true, ..session };
+            state.store.insert_session(&session)?;
+            state.sessions.adopt(&session, warm.sandbox);
+            tracing::info!(session = %session.id, "session created from the warm pool");
+            return Ok((StatusCode::CREATED, Json(session)));
+        }
+        warm.sandbox.destroy().await;
+        state.workspaces.remove(&warm.name);
+    }
     state.store.insert_session(&session)?;
     if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.workspaces).await {
         state.sessions.stop(&session.id).await;
@@ -203,8 +221,16 @@ pub async fn create_execution(
     // The execution runs in a task of its own: it finishes and is stored even if the client
     // goes away, and a repeat of its id can wait for it.
     claim.hand_over();
-    let job =
-        Job { state: Arc::clone(&state), session, plan, record: record.clone(), live, seen_failures, cancel_pending };
+    let job = Job {
+        state: Arc::clone(&state),
+        session,
+        plan,
+        record: record.clone(),
+        ticket: live.ticket(),
+        live,
+        seen_failures,
+        cancel_pending,
+    };
     tokio::spawn(job.run(sink, done));
 
     if !wait {
@@ -287,6 +313,7 @@ struct Job {
     plan: Plan,
     record: Execution,
     live: Arc<LiveSession>,
+    ticket: Ticket,
     seen_failures: u64,
     cancel_pending: bool,
 }
@@ -300,8 +327,9 @@ impl Job {
     }
 
     async fn run_turn(self, sink: Option<OutputSink>) -> Result<Execution> {
-        let Job { state, session, plan, record, live, seen_failures, cancel_pending } = self;
-        let turn = state.sessions.turn(&live, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await;
+        let Job { state, session, plan, record, live, ticket, seen_failures, cancel_pending } = self;
+        let turn =
+            state.sessions.turn(&live, ticket, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await;
         live.waiting.fetch_sub(1, Ordering::SeqCst);
         let turn = match turn {
             Ok(turn) => turn,

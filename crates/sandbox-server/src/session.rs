@@ -11,16 +11,16 @@ use std::sync::{Arc, Mutex};
 use sandbox_api::{Limits, Session, SessionStatus};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
 use sandbox_store::Store;
-use tokio::sync::{Mutex as AsyncMutex, MutexGuard as AsyncMutexGuard};
 
 use crate::error::ApiError;
 use crate::workspace::Workspaces;
 
 /// The live part of a session.
-#[derive(Default)]
 pub struct LiveSession {
-    /// Held for the whole of an execution: one at a time per session.
-    turn: AsyncMutex<()>,
+    /// Queue tickets: taken at submission, served in order, one at a time. (A mutex would not
+    /// do: each submission runs in a task of its own, and tasks reach a lock in any order.)
+    next_ticket: AtomicU64,
+    serving: tokio::sync::watch::Sender<u64>,
     /// Executions waiting for their turn (bounded by `max_queue`).
     pub waiting: AtomicUsize,
     /// Executions of this session that failed so far, for `on_error: "cancel_pending"`.
@@ -29,7 +29,40 @@ pub struct LiveSession {
     deleted: AtomicBool,
 }
 
+impl Default for LiveSession {
+    fn default() -> Self {
+        LiveSession {
+            next_ticket: AtomicU64::new(0),
+            serving: tokio::sync::watch::Sender::new(0),
+            waiting: AtomicUsize::new(0),
+            failures: AtomicU64::new(0),
+            sandbox: Mutex::new(None),
+            deleted: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A place in a session's queue. Its holder must wait for its turn with [`Sessions::turn`]:
+/// the turn passes on only when the ticket's turn ends.
+pub struct Ticket(u64);
+
+/// Passes the session's turn to the next ticket when dropped, however the turn ended.
+struct TurnGuard<'a> {
+    live: &'a LiveSession,
+}
+
+impl Drop for TurnGuard<'_> {
+    fn drop(&mut self) {
+        self.live.serving.send_modify(|serving| *serving += 1);
+    }
+}
+
 impl LiveSession {
+    /// Takes the next place in the queue (in submission order).
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.next_ticket.fetch_add(1, Ordering::SeqCst))
+    }
+
     /// The live sandbox, if any, without waiting for the session's turn.
     pub fn current(&self) -> Option<Arc<dyn Sandbox>> {
         self.sandbox.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -46,7 +79,7 @@ impl LiveSession {
 
 /// The caller's turn to run in a session, with the sandbox to run in.
 pub struct Turn<'a> {
-    _guard: AsyncMutexGuard<'a, ()>,
+    _guard: TurnGuard<'a>,
     pub sandbox: Arc<dyn Sandbox>,
     pub live: &'a LiveSession,
 }
@@ -129,6 +162,12 @@ impl Sessions {
         Ok(sb)
     }
 
+    /// Makes `sandbox` (already running on the session's workspace) the session's sandbox.
+    pub fn adopt(&self, session: &Session, sandbox: Box<dyn Sandbox>) {
+        let live = self.live(&session.id);
+        *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(sandbox));
+    }
+
     /// Starts the first sandbox of a new session.
     pub async fn start(
         &self,
@@ -140,16 +179,20 @@ impl Sessions {
         Self::ensure_sandbox(&live, session, runtime, workspaces).await.map(drop)
     }
 
-    /// Waits for the session's turn and returns it with a live sandbox.
+    /// Waits for `ticket`'s turn and returns it with a live sandbox.
     pub async fn turn<'a>(
         &self,
         live: &'a LiveSession,
+        ticket: Ticket,
         session: &Session,
         runtime: &dyn Runtime,
         workspaces: &Workspaces,
         store: &Store,
     ) -> Result<Turn<'a>, ApiError> {
-        let guard = live.turn.lock().await;
+        let mut serving = live.serving.subscribe();
+        // The sender lives in `live`, which outlives this wait, so this cannot fail.
+        let _ = serving.wait_for(|now| *now == ticket.0).await;
+        let guard = TurnGuard { live };
         // The store is the truth: a delete that raced with this request (and dropped the live
         // entry this one may have re-created) is visible there, so nothing starts for it.
         let deleted = || ApiError::Conflict(format!("session {} is deleted", session.id));

@@ -41,6 +41,13 @@ impl Workspaces {
         Ok(dir)
     }
 
+    /// Gives workspace `from` the name `to`. A sandbox that has it mounted keeps it: the bind
+    /// mount follows the directory, not its name.
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), ApiError> {
+        std::fs::rename(self.path(from), self.path(to))
+            .map_err(|e| ApiError::Internal(format!("rename workspace {from} to {to}: {e}")))
+    }
+
     pub fn remove(&self, id: &str) {
         remove_dir(&self.path(id));
     }

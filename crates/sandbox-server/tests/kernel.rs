@@ -202,3 +202,45 @@ async fn a_fork_bomb_in_a_cell_costs_the_kernel_not_the_session() -> anyhow::Res
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_come_warm_from_the_pool_and_it_refills() -> anyhow::Result<()> {
+    let t = TestServer::start_with(|c| c.session_pool = 1).await?;
+    let pool_size = || async { t.client.readiness().await.map(|(_, r)| r.pools.session) };
+    for _ in 0..300 {
+        if pool_size().await? == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pool_size().await?, 1, "the pool never filled");
+
+    let started = Instant::now();
+    let s = t.session().await?;
+    let e = t.exec(&s.id, Language::Python, "x = 6 * 7\nopen('made-here.txt', 'w').write('hi')\nx").await?;
+    let ready_in = started.elapsed();
+    assert!(s.from_pool, "{s:?}");
+    assert_eq!(results(&e.outputs), vec!["42"], "{e:?}");
+    // A warm kernel answers at once (a cold one takes hundreds of ms to start IPython).
+    assert!(ready_in < Duration::from_secs(2), "{ready_in:?}");
+    // The pooled workspace became the session's, on the host too.
+    let on_host = t.data_dir().join("workspaces").join(&s.id).join("made-here.txt");
+    assert_eq!(std::fs::read_to_string(on_host)?, "hi");
+    assert!(t.client.get_session(&s.id).await?.from_pool);
+
+    // A session with its own environment cannot use the pool's kernel and starts cold.
+    let own_env = CreateSession { env: Some([("K".to_string(), "v".to_string())].into()), ..Default::default() };
+    let cold = t.client.create_session(&own_env).await?;
+    assert!(!cold.from_pool);
+    assert_eq!(t.exec(&cold.id, Language::Python, "import os; print(os.environ['K'])").await?.stdout, "v\n");
+
+    for _ in 0..300 {
+        if pool_size().await? == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pool_size().await?, 1, "the pool refills");
+    t.shutdown().await;
+    Ok(())
+}

@@ -66,6 +66,8 @@ struct SessionSpec {
     metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     kernel: Option<String>,
+    #[serde(default)]
+    from_pool: bool,
 }
 
 pub struct Store {
@@ -126,6 +128,7 @@ impl Store {
             timeout_s: s.timeout_s,
             metadata: s.metadata.clone(),
             kernel: s.kernel.clone(),
+            from_pool: s.from_pool,
         };
         let spec = serde_json::to_string(&spec)
             .map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
@@ -307,6 +310,7 @@ impl RawSession {
             metadata: spec.metadata,
             kernel: spec.kernel,
             kernel_restarts: self.kernel_restarts,
+            from_pool: spec.from_pool,
             created_at: parse_time(&self.id, &self.created_at)?,
             deleted_at: self.deleted_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
@@ -391,6 +395,7 @@ mod tests {
             metadata: serde_json::Map::new(),
             kernel: Some("python".into()),
             kernel_restarts: 0,
+            from_pool: false,
             created_at: Utc::now(),
             deleted_at: None,
         }

@@ -36,12 +36,15 @@ pub struct TestServer {
 }
 
 /// A config for tests: a free port, a fresh data dir under /tmp (which the sandbox user can
-/// traverse), and the built executor.
+/// traverse), the built executor, and no warm pools (tests that are about pools turn them on),
+/// so that every test starts only the sandboxes it asks for.
 pub fn test_config(data_dir: &Path) -> anyhow::Result<Config> {
     Ok(Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.to_path_buf(),
         executor: Some(binary("sandbox-executor")?),
+        run_pool: 0,
+        session_pool: 0,
         ..Config::default()
     })
 }
