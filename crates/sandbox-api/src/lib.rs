@@ -254,9 +254,22 @@ pub struct Execution {
     /// Everything it produced, in order, in Jupyter's message model: `stream`,
     /// `display_data`, `execute_result`, `error`. `stdout`/`stderr` hold the stream text.
     pub outputs: Vec<Output>,
+    /// What it used, once finished.
+    pub metrics: Option<Metrics>,
     pub duration_ms: Option<u64>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Resources an execution used.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Metrics {
+    pub wall_ms: u64,
+    /// CPU time (user + system) of every process in the sandbox during the execution.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the sandbox: during the execution on cgroup v1; since the sandbox
+    /// started on cgroup v2.
+    pub peak_memory_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -65,7 +65,7 @@ impl Sandbox for FakeSandbox {
             return Err(RuntimeError::SandboxDied("destroyed".into()));
         }
         let result = ExecResult { id: req.id, exit_code: Some(0), stdout: req.code, ..Default::default() };
-        Ok(ExecOutcome { result, limit: None })
+        Ok(ExecOutcome { result, limit: None, cpu_ms: None, peak_memory_bytes: None })
     }
 
     async fn start_kernel(&self, _env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError> {

@@ -43,11 +43,16 @@ impl LimitKind {
     }
 }
 
-/// An execution's result with what only the runtime can see (which limit was hit).
+/// An execution's result with what only the runtime can see (which limit was hit, what the
+/// sandbox used meanwhile).
 #[derive(Debug, Clone)]
 pub struct ExecOutcome {
     pub result: ExecResult,
     pub limit: Option<LimitKind>,
+    /// CPU time of the whole sandbox during the execution.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the whole sandbox (during the execution where the host can tell).
+    pub peak_memory_bytes: Option<u64>,
 }
 
 /// Whether the runtime can create sandboxes now, and how it enforces limits.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use sandbox_api::{Execution, ExecutionStatus, Language, Limits, LimitsRequest};
+use sandbox_api::{Execution, ExecutionStatus, Language, Limits, LimitsRequest, Metrics};
 use sandbox_protocol::{ExecRequest, ExecResult};
 use sandbox_runtime::{ExecOutcome, LimitKind, RuntimeError};
 
@@ -121,6 +121,7 @@ impl Plan {
             stdout_truncated: false,
             stderr_truncated: false,
             outputs: Vec::new(),
+            metrics: None,
             duration_ms: None,
             started_at: Utc::now(),
             finished_at: None,
@@ -147,7 +148,8 @@ impl Plan {
 pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, deleted: bool) -> Execution {
     e.finished_at = Some(Utc::now());
     match outcome {
-        Ok(ExecOutcome { result, limit }) => {
+        Ok(ExecOutcome { result, limit, cpu_ms, peak_memory_bytes }) => {
+            e.metrics = Some(Metrics { wall_ms: result.duration_ms, cpu_ms, peak_memory_bytes });
             let ExecResult {
                 exit_code,
                 signal,
@@ -235,7 +237,7 @@ mod tests {
     }
 
     fn outcome(r: ExecResult, limit: Option<LimitKind>) -> Result<ExecOutcome, RuntimeError> {
-        Ok(ExecOutcome { result: r, limit })
+        Ok(ExecOutcome { result: r, limit, cpu_ms: None, peak_memory_bytes: None })
     }
 
     #[test]

@@ -244,3 +244,21 @@ async fn sessions_come_warm_from_the_pool_and_it_refills() -> anyhow::Result<()>
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_execution_records_wall_cpu_and_peak_memory() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    let busy = "import time\nt = time.time()\nwhile time.time() - t < 0.5: pass";
+    let e = t.exec(&s.id, Language::Python, busy).await?;
+    let m = e.metrics.ok_or_else(|| anyhow::anyhow!("no metrics: {e:?}"))?;
+    assert!(m.wall_ms >= 500, "{m:?}");
+    assert!(m.cpu_ms.is_some_and(|cpu| cpu >= 300), "a busy loop is mostly CPU: {m:?}");
+    let big = "block = bytearray(200 * 1024 * 1024)\nblock[::4096] = b'x' * len(block[::4096])";
+    let e = t.exec(&s.id, Language::Python, big).await?;
+    let peak = e.metrics.and_then(|m| m.peak_memory_bytes).ok_or_else(|| anyhow::anyhow!("no peak: {e:?}"))?;
+    assert!(peak >= 200 << 20, "peak {peak}");
+    assert_eq!(t.client.get_execution(&e.id).await?.metrics, e.metrics, "stored too");
+    t.shutdown().await;
+    Ok(())
+}

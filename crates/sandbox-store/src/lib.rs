@@ -55,6 +55,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX executions_by_status ON executions(status);",
     "ALTER TABLE executions ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE sessions ADD COLUMN kernel_restarts INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE executions ADD COLUMN metrics TEXT;",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -187,8 +188,8 @@ impl Store {
     pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
-                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 e.id,
                 e.session_id,
@@ -204,7 +205,8 @@ impl Store {
                 e.duration_ms,
                 e.started_at.to_rfc3339(),
                 e.finished_at.map(|t| t.to_rfc3339()),
-                outputs_json(e)?
+                outputs_json(e)?,
+                metrics_json(e)?
             ],
         )?;
         Ok(())
@@ -222,7 +224,7 @@ impl Store {
         self.conn().execute(
             "UPDATE executions SET status = ?2, exit_code = ?3, reason = ?4, stdout = ?5, stderr = ?6,
                 stdout_truncated = ?7, stderr_truncated = ?8, duration_ms = ?9, finished_at = ?10,
-                outputs = ?11
+                outputs = ?11, metrics = ?12
              WHERE id = ?1",
             params![
                 e.id,
@@ -235,7 +237,8 @@ impl Store {
                 e.stderr_truncated,
                 e.duration_ms,
                 e.finished_at.map(|t| t.to_rfc3339()),
-                outputs_json(e)?
+                outputs_json(e)?,
+                metrics_json(e)?
             ],
         )?;
         Ok(())
@@ -258,7 +261,14 @@ impl Store {
 }
 
 const EXECUTION_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
-    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs FROM executions";
+    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics FROM executions";
+
+fn metrics_json(e: &Execution) -> Result<Option<String>, StoreError> {
+    e.metrics
+        .map(|m| serde_json::to_string(&m))
+        .transpose()
+        .map_err(|err| StoreError::Corrupt { id: e.id.clone(), detail: err.to_string() })
+}
 
 fn outputs_json(e: &Execution) -> Result<String, StoreError> {
     serde_json::to_string(&e.outputs).map_err(|err| StoreError::Corrupt { id: e.id.clone(), detail: err.to_string() })
@@ -333,6 +343,7 @@ struct RawExecution {
     started_at: String,
     finished_at: Option<String>,
     outputs: String,
+    metrics: Option<String>,
 }
 
 impl RawExecution {
@@ -352,6 +363,7 @@ impl RawExecution {
             started_at: r.get(11)?,
             finished_at: r.get(12)?,
             outputs: r.get(13)?,
+            metrics: r.get(14)?,
         })
     }
 
@@ -373,6 +385,12 @@ impl RawExecution {
             stderr_truncated: self.stderr_truncated,
             duration_ms: self.duration_ms,
             outputs: serde_json::from_str(&self.outputs).map_err(|e| corrupt(e.to_string()))?,
+            metrics: self
+                .metrics
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(e.to_string()))?,
             started_at: parse_time(&self.id, &self.started_at)?,
             finished_at: self.finished_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
@@ -414,6 +432,7 @@ mod tests {
             stdout_truncated: false,
             stderr_truncated: false,
             outputs: Vec::new(),
+            metrics: None,
             duration_ms: None,
             started_at: Utc::now(),
             finished_at: None,
@@ -433,6 +452,7 @@ mod tests {
             done.status = ExecutionStatus::Succeeded;
             done.exit_code = Some(0);
             done.stdout = "1\n".into();
+            done.metrics = Some(sandbox_api::Metrics { wall_ms: 3, cpu_ms: Some(2), peak_memory_bytes: None });
             done.outputs =
                 vec![sandbox_api::Output::Stream { name: sandbox_api::StreamName::Stdout, text: "1\n".into() }];
             done.finished_at = Some(Utc::now());
@@ -447,6 +467,7 @@ mod tests {
         let e1 = store.get_execution("e1").expect("get").expect("exists");
         assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
         assert_eq!(e1.outputs.len(), 1);
+        assert_eq!(e1.metrics.map(|m| m.cpu_ms), Some(Some(2)));
         store.bump_kernel_restarts("s1").expect("bump");
         assert_eq!(store.get_session("s1").expect("get").expect("exists").kernel_restarts, 1);
         let e2 = store.get_execution("e2").expect("get").expect("exists");

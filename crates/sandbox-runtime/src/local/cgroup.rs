@@ -40,8 +40,16 @@ impl std::str::FromStr for CgroupMode {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    V2 { base: PathBuf },
-    V1 { memory: PathBuf, pids: PathBuf, cpu: Option<PathBuf> },
+    V2 {
+        base: PathBuf,
+    },
+    /// `cpuacct` is `None` when it shares a hierarchy with `cpu` (`cpu,cpuacct`).
+    V1 {
+        memory: PathBuf,
+        pids: PathBuf,
+        cpu: Option<PathBuf>,
+        cpuacct: Option<PathBuf>,
+    },
     Off,
 }
 
@@ -58,11 +66,15 @@ pub struct SandboxCgroup {
     dirs: Vec<PathBuf>,
 }
 
-/// Event counters compared before and after an execution to tell which limit ended it.
+/// Counters compared before and after an execution: which limit ended it, and what it used.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Counters {
     pub oom_kills: u64,
     pub pids_max_hits: u64,
+    /// CPU time of every process in the sandbox so far, if the host accounts it.
+    pub cpu_ns: Option<u64>,
+    /// Peak memory since the last [`SandboxCgroup::reset_peak`] (v1) or since the start (v2).
+    pub peak_memory_bytes: Option<u64>,
 }
 
 impl Counters {
@@ -186,7 +198,9 @@ impl Cgroups {
             };
             let memory = base_for("memory").ok_or("no writable cgroup v1 memory hierarchy")?;
             let pids = base_for("pids").ok_or("no writable cgroup v1 pids hierarchy")?;
-            Ok(Cgroups { kind: Kind::V1 { memory, pids, cpu: base_for("cpu") } })
+            let cpu = base_for("cpu");
+            let cpuacct = base_for("cpuacct").filter(|d| Some(d) != cpu.as_ref());
+            Ok(Cgroups { kind: Kind::V1 { memory, pids, cpu, cpuacct } })
         };
         match mode {
             CgroupMode::V2 => v2(),
@@ -207,9 +221,10 @@ impl Cgroups {
     fn bases(&self) -> Vec<&Path> {
         match &self.kind {
             Kind::V2 { base } => vec![base],
-            Kind::V1 { memory, pids, cpu } => {
+            Kind::V1 { memory, pids, cpu, cpuacct } => {
                 let mut v = vec![memory.as_path(), pids.as_path()];
                 v.extend(cpu.as_deref());
+                v.extend(cpuacct.as_deref());
                 v
             }
             Kind::Off => Vec::new(),
@@ -323,11 +338,28 @@ impl SandboxCgroup {
 
     pub fn counters(&self) -> Counters {
         let mut c = Counters::default();
+        let number = |p: PathBuf| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<u64>().ok());
         for d in &self.dirs {
             c.oom_kills += keyed(&d.join(if self.v2 { "memory.events" } else { "memory.oom_control" }), "oom_kill");
             c.pids_max_hits += keyed(&d.join("pids.events"), "max");
+            if self.v2 {
+                let usec = keyed(&d.join("cpu.stat"), "usage_usec");
+                c.cpu_ns = c.cpu_ns.or((usec > 0).then_some(usec * 1000));
+                c.peak_memory_bytes = c.peak_memory_bytes.or(number(d.join("memory.peak")));
+            } else {
+                c.cpu_ns = c.cpu_ns.or(number(d.join("cpuacct.usage")));
+                c.peak_memory_bytes = c.peak_memory_bytes.or(number(d.join("memory.max_usage_in_bytes")));
+            }
         }
         c
+    }
+
+    /// Starts a new peak-memory measurement (v1 only; v2's `memory.peak` cannot be reset on
+    /// every kernel, so there it is the sandbox's peak so far).
+    pub fn reset_peak(&self) {
+        for d in &self.dirs {
+            let _ = std::fs::write(d.join("memory.max_usage_in_bytes"), "0");
+        }
     }
 
     /// SIGKILLs every process in the cgroup.
@@ -397,8 +429,9 @@ mod tests {
     #[test]
     fn limit_hit_prefers_memory() {
         let before = Counters::default();
-        assert_eq!(before.limit_hit(&Counters { oom_kills: 1, pids_max_hits: 1 }), Some(LimitKind::Memory));
-        assert_eq!(before.limit_hit(&Counters { oom_kills: 0, pids_max_hits: 3 }), Some(LimitKind::Pids));
+        let hit = |oom_kills, pids_max_hits| Counters { oom_kills, pids_max_hits, ..Counters::default() };
+        assert_eq!(before.limit_hit(&hit(1, 1)), Some(LimitKind::Memory));
+        assert_eq!(before.limit_hit(&hit(0, 3)), Some(LimitKind::Pids));
         assert_eq!(before.limit_hit(&before), None);
     }
 
@@ -431,7 +464,12 @@ mod tests {
 
         std::fs::write(sb.join("memory.events"), "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n").expect("write");
         std::fs::write(sb.join("pids.events"), "max 2\n").expect("write");
-        assert_eq!(s.counters(), Counters { oom_kills: 1, pids_max_hits: 2 });
+        std::fs::write(sb.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").expect("write");
+        std::fs::write(sb.join("memory.peak"), "4096\n").expect("write");
+        assert_eq!(
+            s.counters(),
+            Counters { oom_kills: 1, pids_max_hits: 2, cpu_ns: Some(1_500_000), peak_memory_bytes: Some(4096) }
+        );
         s.add_process(4242).expect("add");
         assert_eq!(read("cgroup.procs"), "4242");
     }

@@ -408,6 +408,9 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
+        if let Some(cg) = &self.cgroup {
+            cg.reset_peak();
+        }
         let before = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
         let limit = Duration::from_millis(req.timeout_ms) + BACKSTOP;
         let result = match tokio::time::timeout(limit, self.client.exec(req, sink)).await {
@@ -428,7 +431,8 @@ impl Sandbox for LocalSandbox {
             }
         };
         let after = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
-        Ok(ExecOutcome { result, limit: before.limit_hit(&after) })
+        let cpu_ms = after.cpu_ns.zip(before.cpu_ns).map(|(a, b)| a.saturating_sub(b) / 1_000_000);
+        Ok(ExecOutcome { result, limit: before.limit_hit(&after), cpu_ms, peak_memory_bytes: after.peak_memory_bytes })
     }
 
     async fn start_kernel(&self, env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError> {
