@@ -131,6 +131,9 @@ pub struct CreateExecution {
     pub execution_id: Option<String>,
     /// `false`: answer 202 at once with the queued execution; poll `GET /v1/executions/{id}`.
     pub wait: Option<bool>,
+    /// http(s) URL that receives a POST of the finished execution (JSON), retried with
+    /// backoff until it answers 2xx; the attempts are in the execution's `callback`.
+    pub callback_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
@@ -154,6 +157,7 @@ impl CreateExecution {
             on_error: None,
             execution_id: None,
             wait: None,
+            callback_url: None,
         }
     }
 }
@@ -256,9 +260,28 @@ pub struct Execution {
     pub outputs: Vec<Output>,
     /// What it used, once finished.
     pub metrics: Option<Metrics>,
+    /// Where the finished execution is POSTed, and how that went so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<Callback>,
     pub duration_ms: Option<u64>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Callback {
+    pub url: String,
+    pub delivered: bool,
+    pub attempts: Vec<CallbackAttempt>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackAttempt {
+    pub at: DateTime<Utc>,
+    /// The HTTP status the receiver answered, if it answered.
+    pub status: Option<u16>,
+    /// Why no answer came (connection refused, timeout, ...).
+    pub error: Option<String>,
 }
 
 /// Resources an execution used.

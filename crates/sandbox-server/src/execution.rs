@@ -122,6 +122,7 @@ impl Plan {
             stderr_truncated: false,
             outputs: Vec::new(),
             metrics: None,
+            callback: None,
             duration_ms: None,
             started_at: Utc::now(),
             finished_at: None,

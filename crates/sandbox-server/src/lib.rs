@@ -4,6 +4,7 @@
 //! The `sandboxd` binary parses a [`Config`] and calls [`Server::start`]; tests do the same
 //! on a free port, or call [`app`] directly.
 
+pub mod callback;
 pub mod config;
 pub mod error;
 pub mod execution;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub workspaces: Arc<workspace::Workspaces>,
     pub run_pool: Arc<pool::Pool>,
     pub session_pool: Arc<pool::Pool>,
+    /// For execution callbacks (connections are reused).
+    pub http: reqwest::Client,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             workspaces: Arc::new(workspaces),
             run_pool,
             session_pool,
+            http: reqwest::Client::new(),
         })
     }
 }

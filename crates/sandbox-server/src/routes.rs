@@ -8,11 +8,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use sandbox_api::{Callback, ExecutionStatus, OnError, Output, StreamName};
 use sandbox_api::{
     Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Pools, Readiness,
     RunRequest, Session, SessionList, SessionStatus,
 };
-use sandbox_api::{ExecutionStatus, OnError, Output, StreamName};
 use sandbox_runtime::{LimitKind, OutputSink, SandboxSpec};
 use std::sync::atomic::Ordering;
 
@@ -181,6 +181,7 @@ pub async fn create_execution(
         kernel: session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false),
     };
     plan.validate()?;
+    let callback_url = req.callback_url.map(crate::callback::check_url).transpose()?;
     let wait = req.wait.unwrap_or(true);
     let wants_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
@@ -203,7 +204,8 @@ pub async fn create_execution(
     if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
         return Err(ApiError::RateLimited(format!("session {id} already has {max} executions waiting")));
     }
-    let record = plan.queued_record();
+    let mut record = plan.queued_record();
+    record.callback = callback_url.map(|url| Callback { url, delivered: false, attempts: Vec::new() });
     if let Err(e) = state.store.insert_execution(&record, &plan.code) {
         live.waiting.fetch_sub(1, Ordering::SeqCst);
         return Err(e.into());
@@ -322,6 +324,11 @@ impl Job {
     async fn run(self, sink: Option<OutputSink>, done: tokio::sync::watch::Sender<Finished>) {
         let (state, id) = (Arc::clone(&self.state), self.plan.id.clone());
         let result = self.run_turn(sink).await;
+        if let Ok(exec) = &result {
+            if let Some(cb) = &exec.callback {
+                tokio::spawn(crate::callback::deliver(Arc::clone(&state), cb.url.clone(), exec.clone()));
+            }
+        }
         let _ = done.send(Some(result));
         state.sessions.release(&id);
     }

@@ -72,15 +72,13 @@ async fn stdin_env_and_large_code() -> anyhow::Result<()> {
         })
         .await?;
     let req = CreateExecution {
-        code: "import os, sys; print(os.environ['GREETING'], os.environ['WHO'], sys.stdin.read().upper())".into(),
-        language: Language::Python,
-        timeout_s: None,
         stdin: Some("from stdin".into()),
         env: Some([("WHO".to_string(), "execution".to_string())].into()),
         fresh: Some(true),
-        on_error: None,
-        execution_id: None,
-        wait: None,
+        ..CreateExecution::new(
+            Language::Python,
+            "import os, sys; print(os.environ['GREETING'], os.environ['WHO'], sys.stdin.read().upper())",
+        )
     };
     let e = t.client.execute(&s.id, &req).await?;
     assert_eq!(e.stdout, "hi execution FROM STDIN\n", "{e:?}");

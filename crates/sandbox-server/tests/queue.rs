@@ -118,3 +118,58 @@ async fn a_client_execution_id_never_runs_twice() -> anyhow::Result<()> {
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_are_retried_until_delivered_and_recorded() -> anyhow::Result<()> {
+    use std::sync::{Arc, Mutex};
+    // A receiver on loopback that fails once, then accepts.
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let calls = Arc::new(Mutex::new(0u32));
+    let app = {
+        let (received, calls) = (Arc::clone(&received), Arc::clone(&calls));
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let (received, calls) = (Arc::clone(&received), Arc::clone(&calls));
+                async move {
+                    let mut n = calls.lock().unwrap_or_else(|p| p.into_inner());
+                    *n += 1;
+                    if *n == 1 {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    received.lock().unwrap_or_else(|p| p.into_inner()).push(body);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    let req = CreateExecution { callback_url: Some(url.clone()), ..bash("echo hooked") };
+    let e = t.client.execute(&s.id, &req).await?;
+    assert_eq!(e.callback.as_ref().map(|c| c.url.as_str()), Some(url.as_str()));
+    let mut delivered = None;
+    for _ in 0..100 {
+        let now = t.client.get_execution(&e.id).await?;
+        if now.callback.as_ref().is_some_and(|c| c.delivered) {
+            delivered = now.callback;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let callback = delivered.ok_or_else(|| anyhow::anyhow!("never delivered"))?;
+    let statuses: Vec<_> = callback.attempts.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![Some(500), Some(200)]);
+    let got = received.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0]["id"].as_str(), got[0]["stdout"].as_str()), (Some(e.id.as_str()), Some("hooked\n")));
+
+    let bad = CreateExecution { callback_url: Some("file:///etc/passwd".into()), ..bash("true") };
+    assert_eq!(submit(&t, &s.id, &bad).await?.0, 422);
+    t.shutdown().await;
+    Ok(())
+}

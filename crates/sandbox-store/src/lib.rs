@@ -10,7 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use sandbox_api::{Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Timestamp};
+use sandbox_api::{
+    Callback, CallbackAttempt, Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +58,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE executions ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]';
      ALTER TABLE sessions ADD COLUMN kernel_restarts INTEGER NOT NULL DEFAULT 0;",
     "ALTER TABLE executions ADD COLUMN metrics TEXT;",
+    "ALTER TABLE executions ADD COLUMN callback_url TEXT;
+     CREATE TABLE callback_attempts (
+        execution_id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        status INTEGER,
+        error TEXT
+     );
+     CREATE INDEX callback_attempts_by_execution ON callback_attempts(execution_id, at);",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -188,8 +198,8 @@ impl Store {
     pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
-                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 e.id,
                 e.session_id,
@@ -206,10 +216,38 @@ impl Store {
                 e.started_at.to_rfc3339(),
                 e.finished_at.map(|t| t.to_rfc3339()),
                 outputs_json(e)?,
-                metrics_json(e)?
+                metrics_json(e)?,
+                e.callback.as_ref().map(|c| c.url.clone())
             ],
         )?;
         Ok(())
+    }
+
+    /// Records one attempt to deliver execution `id` to its callback URL.
+    pub fn add_callback_attempt(&self, id: &str, attempt: &CallbackAttempt) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO callback_attempts (execution_id, at, status, error) VALUES (?1, ?2, ?3, ?4)",
+            params![id, attempt.at.to_rfc3339(), attempt.status, attempt.error],
+        )?;
+        Ok(())
+    }
+
+    fn callback_of(&self, id: &str, url: Option<String>) -> Result<Option<Callback>, StoreError> {
+        let Some(url) = url else { return Ok(None) };
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT at, status, error FROM callback_attempts WHERE execution_id = ?1 ORDER BY at")?;
+        let rows = stmt
+            .query_map(params![id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<u16>>(1)?, r.get::<_, Option<String>>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let attempts = rows
+            .into_iter()
+            .map(|(at, status, error)| Ok(CallbackAttempt { at: parse_time(id, &at)?, status, error }))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let delivered = attempts.iter().any(|a| a.status.is_some_and(|s| (200..300).contains(&s)));
+        Ok(Some(Callback { url, delivered, attempts }))
     }
 
     /// A queued execution got its turn.
@@ -245,10 +283,16 @@ impl Store {
     }
 
     pub fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE id = ?1"))?;
-        let raw = stmt.query_row(params![id], RawExecution::from_row).optional()?;
-        raw.map(RawExecution::into_execution).transpose()
+        let raw = {
+            let conn = self.conn();
+            let mut stmt = conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE id = ?1"))?;
+            stmt.query_row(params![id], RawExecution::from_row).optional()?
+        };
+        let Some(raw) = raw else { return Ok(None) };
+        let url = raw.callback_url.clone();
+        let mut e = raw.into_execution()?;
+        e.callback = self.callback_of(&e.id, url)?;
+        Ok(Some(e))
     }
 
     pub fn list_executions(&self, session_id: &str) -> Result<Vec<Execution>, StoreError> {
@@ -261,7 +305,7 @@ impl Store {
 }
 
 const EXECUTION_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
-    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics FROM executions";
+    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url FROM executions";
 
 fn metrics_json(e: &Execution) -> Result<Option<String>, StoreError> {
     e.metrics
@@ -344,6 +388,7 @@ struct RawExecution {
     finished_at: Option<String>,
     outputs: String,
     metrics: Option<String>,
+    callback_url: Option<String>,
 }
 
 impl RawExecution {
@@ -364,6 +409,7 @@ impl RawExecution {
             finished_at: r.get(12)?,
             outputs: r.get(13)?,
             metrics: r.get(14)?,
+            callback_url: r.get(15)?,
         })
     }
 
@@ -391,6 +437,7 @@ impl RawExecution {
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| corrupt(e.to_string()))?,
+            callback: self.callback_url.map(|url| Callback { url, delivered: false, attempts: Vec::new() }),
             started_at: parse_time(&self.id, &self.started_at)?,
             finished_at: self.finished_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
             id: self.id,
@@ -433,6 +480,7 @@ mod tests {
             stderr_truncated: false,
             outputs: Vec::new(),
             metrics: None,
+            callback: None,
             duration_ms: None,
             started_at: Utc::now(),
             finished_at: None,
