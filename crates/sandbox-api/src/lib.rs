@@ -300,6 +300,30 @@ pub struct ExecutionList {
     pub executions: Vec<Execution>,
 }
 
+/// `POST /v1/sessions/{id}/invoke`: call `func(event, context)` in the session's kernel.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvokeRequest {
+    /// "module.func" (imported from /workspace, reloaded so edits count) or "path/file.py:func".
+    pub handler: String,
+    /// The event, passed to the handler as parsed JSON.
+    #[schema(value_type = Object)]
+    pub event: Option<serde_json::Value>,
+    pub timeout_s: Option<f64>,
+}
+
+/// What an invocation returned, with the execution that ran it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InvokeResult {
+    /// The handler's return value, when it returned JSON.
+    #[schema(value_type = Object)]
+    pub return_value: Option<serde_json::Value>,
+    /// Set when the handler ran but returned something that is not JSON (`invalid_return`).
+    pub error: Option<ErrorDetail>,
+    #[serde(flatten)]
+    pub execution: Execution,
+}
+
 /// `POST /v1/sessions/{id}/interrupt`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Interrupted {

@@ -144,7 +144,7 @@ class _Plain:
     @staticmethod
     def _bundle(value):
         bundle = {"text/plain": repr(value)}
-        for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_")):
+        for mime, method in (("text/html", "_repr_html_"), ("image/png", "_repr_png_"), ("application/json", "_repr_json_")):
             try:
                 rendered = getattr(value, method, None)
                 if rendered is not None:
@@ -158,6 +158,9 @@ class _Plain:
 
 def main():
     global _current
+    # Like Jupyter and `python -c`: modules import from the working directory (/workspace),
+    # not from this file's directory.
+    sys.path[0] = ""
     sys.stdout = _Stream("stdout", 1)
     sys.stderr = _Stream("stderr", 2)
     try:

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod execution;
 pub mod extract;
+pub mod invoke;
 pub mod pool;
 pub mod routes;
 pub mod session;
@@ -85,6 +86,7 @@ impl AppState {
         routes::run,
         routes::interrupt,
         routes::restart,
+        routes::invoke,
     ),
     components(schemas(sandbox_api::ErrorBody, sandbox_api::ErrorDetail, sandbox_api::Language))
 )]
@@ -102,6 +104,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
         .route("/v1/sessions/{id}/executions", post(routes::create_execution).get(routes::list_executions))
         .route("/v1/sessions/{id}/interrupt", post(routes::interrupt))
+        .route("/v1/sessions/{id}/invoke", post(routes::invoke))
         .route("/v1/sessions/{id}/restart", post(routes::restart))
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))

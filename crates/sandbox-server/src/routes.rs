@@ -199,18 +199,8 @@ pub async fn create_execution(
         return Ok(Json(existing).into_response());
     }
 
-    let live = state.sessions.live(&id);
-    let max = state.config.max_queue;
-    if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
-        return Err(ApiError::RateLimited(format!("session {id} already has {max} executions waiting")));
-    }
     let mut record = plan.queued_record();
     record.callback = callback_url.map(|url| Callback { url, delivered: false, attempts: Vec::new() });
-    if let Err(e) = state.store.insert_execution(&record, &plan.code) {
-        live.waiting.fetch_sub(1, Ordering::SeqCst);
-        return Err(e.into());
-    }
-    let seen_failures = live.failures.load(Ordering::SeqCst);
     let cancel_pending = req.on_error == Some(OnError::CancelPending);
     let (sink, outputs) = match wants_events && wait {
         true => {
@@ -220,20 +210,8 @@ pub async fn create_execution(
         false => (None, None),
     };
     let mut finished = done.subscribe();
-    // The execution runs in a task of its own: it finishes and is stored even if the client
-    // goes away, and a repeat of its id can wait for it.
+    enqueue(&state, session, plan, &record, cancel_pending, sink, done)?;
     claim.hand_over();
-    let job = Job {
-        state: Arc::clone(&state),
-        session,
-        plan,
-        record: record.clone(),
-        ticket: live.ticket(),
-        live,
-        seen_failures,
-        cancel_pending,
-    };
-    tokio::spawn(job.run(sink, done));
 
     if !wait {
         return Ok((StatusCode::ACCEPTED, Json(record)).into_response());
@@ -257,6 +235,43 @@ pub async fn create_execution(
         }
     });
     Ok(Sse::new(ChannelStream(stream)).keep_alive(KeepAlive::default()).into_response())
+}
+
+/// Puts a validated plan in its session's queue: refuses when the queue is full, stores the
+/// queued record, takes the next ticket and starts the job that waits for it. The job runs in a
+/// task of its own: it finishes and is stored even if the client goes away, and `done` tells
+/// whoever waits (a repeat of the id included) how it ended.
+fn enqueue(
+    state: &Arc<AppState>,
+    session: Session,
+    plan: Plan,
+    record: &Execution,
+    cancel_pending: bool,
+    sink: Option<OutputSink>,
+    done: tokio::sync::watch::Sender<Finished>,
+) -> Result<()> {
+    let live = state.sessions.live(&session.id);
+    let max = state.config.max_queue;
+    if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
+        return Err(ApiError::RateLimited(format!("session {} already has {max} executions waiting", session.id)));
+    }
+    if let Err(e) = state.store.insert_execution(record, &plan.code) {
+        live.waiting.fetch_sub(1, Ordering::SeqCst);
+        return Err(e.into());
+    }
+    let seen_failures = live.failures.load(Ordering::SeqCst);
+    let job = Job {
+        state: Arc::clone(state),
+        session,
+        plan,
+        record: record.clone(),
+        ticket: live.ticket(),
+        live,
+        seen_failures,
+        cancel_pending,
+    };
+    tokio::spawn(job.run(sink, done));
+    Ok(())
 }
 
 /// Releases an execution id if the submission stops before its task takes the id over.
@@ -530,6 +545,47 @@ pub async fn restart(State(state): State<Arc<AppState>>, Path(id): Path<String>)
     }
     // With no live sandbox the next execution starts one, and with it a fresh kernel.
     Ok(Json(session_or_404(&state, &id)?))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/invoke", request_body = sandbox_api::InvokeRequest, responses(
+    (status = 200, body = sandbox_api::InvokeResult), (status = 404, body = sandbox_api::ErrorBody),
+    (status = 409, body = sandbox_api::ErrorBody), (status = 422, body = sandbox_api::ErrorBody),
+))]
+/// Calls a handler in the session's kernel and answers with its return value.
+pub async fn invoke(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<sandbox_api::InvokeRequest>,
+) -> Result<Json<sandbox_api::InvokeResult>> {
+    let session = session_or_404(&state, &id)?;
+    if session.status == SessionStatus::Deleted {
+        return Err(ApiError::Conflict(format!("session {id} is deleted")));
+    }
+    if session.kernel.is_none() {
+        return Err(ApiError::Conflict(format!("session {id} has no kernel to invoke handlers in")));
+    }
+    crate::invoke::check_handler(&req.handler)?;
+    let exec_id = execution::new_id("exe");
+    let event = req.event.unwrap_or(serde_json::Value::Null);
+    let plan = Plan {
+        id: exec_id.clone(),
+        session_id: Some(id.clone()),
+        language: Language::Python,
+        code: crate::invoke::cell(&req.handler, &event, &id, &exec_id),
+        stdin: None,
+        env: execution::sandbox_env(&session.limits, &session.env),
+        timeout_s: execution::check_timeout(&state.config, req.timeout_s, session.timeout_s)?,
+        kernel: true,
+    };
+    let (done, mut finished) = tokio::sync::watch::channel(None);
+    let record = plan.queued_record();
+    enqueue(&state, session, plan, &record, false, None, done)?;
+    let exec = match finished.wait_for(Option::is_some).await.map(|v| v.clone()) {
+        Ok(Some(Ok(exec))) => exec,
+        Ok(Some(Err(e))) => return Err(e),
+        _ => state.store.get_execution(&exec_id)?.ok_or_else(|| not_found("execution", &exec_id))?,
+    };
+    Ok(Json(crate::invoke::result(exec)))
 }
 
 pub async fn not_found_fallback() -> ApiError {

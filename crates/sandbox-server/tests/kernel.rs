@@ -262,3 +262,60 @@ async fn every_execution_records_wall_cpu_and_peak_memory() -> anyhow::Result<()
     t.shutdown().await;
     Ok(())
 }
+
+async fn invoke(
+    t: &TestServer,
+    session: &str,
+    handler: &str,
+    event: serde_json::Value,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let body = serde_json::json!({"handler": handler, "event": event}).to_string().into_bytes();
+    let path = format!("/v1/sessions/{session}/invoke");
+    let (status, text) = t.client.raw(reqwest::Method::POST, &path, Some(body)).await?;
+    Ok((status.as_u16(), serde_json::from_str(&text)?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_are_invoked_with_json_events_and_return_json() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    let setup = "import os\nos.makedirs('sub', exist_ok=True)\n\
+open('handlers.py', 'w').write('def handle(event, context):\\n    return {\"sum\": event[\"a\"] + event[\"b\"], \"session\": context.session_id}\\n\\ndef bad(event, context):\\n    return {1, 2}\\n')\n\
+open('sub/h.py', 'w').write('def main(event, context):\\n    print(\"side effect\")\\n    return [event]\\n')";
+    assert_eq!(t.exec(&s.id, Language::Python, setup).await?.status, ExecutionStatus::Succeeded);
+    let invoke = |handler: &'static str, event: serde_json::Value| invoke(&t, &s.id, handler, event);
+    let (status, r) = invoke("handlers.handle", serde_json::json!({"a": 1, "b": 2})).await?;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["return_value"], serde_json::json!({"sum": 3, "session": s.id}), "{r}");
+    assert_eq!(r["status"], "succeeded");
+
+    // Edited handlers are picked up.
+    t.exec(
+        &s.id,
+        Language::Python,
+        "open('handlers.py', 'a').write('\\ndef handle(event, context):\\n    return \"v2\"\\n')",
+    )
+    .await?;
+    assert_eq!(invoke("handlers.handle", serde_json::json!({})).await?.1["return_value"], "v2");
+
+    let (_, r) = invoke("sub/h.py:main", serde_json::json!({"k": [1, 2]})).await?;
+    assert_eq!(r["return_value"], serde_json::json!([{"k": [1, 2]}]), "{r}");
+    assert_eq!(r["stdout"], "side effect\n");
+
+    let (status, r) = invoke("handlers.bad", serde_json::json!(null)).await?;
+    assert_eq!(
+        (status, r["status"].as_str(), r["error"]["code"].as_str()),
+        (200, Some("failed"), Some("invalid_return")),
+        "{r}"
+    );
+    assert!(r["error"]["message"].as_str().is_some_and(|m| m.contains("set")), "{r}");
+
+    let (_, r) = invoke("handlers.missing", serde_json::json!(null)).await?;
+    assert_eq!(r["status"], "failed");
+    assert!(r["stderr"].as_str().is_some_and(|e| e.contains("AttributeError")), "{r}");
+    assert_eq!(invoke("../../etc/passwd:f", serde_json::json!(null)).await?.0, 422);
+    // The kernel is fine after all that.
+    assert_eq!(invoke("handlers.handle", serde_json::json!({})).await?.1["return_value"], "v2");
+    t.shutdown().await;
+    Ok(())
+}
