@@ -22,9 +22,14 @@ _requests = os.fdopen(3, "rb", buffering=0)
 _events = os.fdopen(4, "wb", buffering=0)
 _lock = threading.Lock()
 _current = None
+_streams = []
 
 
 def _emit(msg):
+    if msg["type"] != "stream":
+        # Keep order: text written before a display, a result, an error or the end goes first.
+        for stream in _streams:
+            stream.flush()
     msg["id"] = _current
     data = (json.dumps(msg, default=repr) + "\n").encode("utf-8", "replace")
     with _lock:
@@ -47,6 +52,7 @@ class _Stream(io.TextIOBase):
     def __init__(self, name, fd):
         self.name = name
         self._fd = fd
+        self._pending = ""
 
     @property
     def encoding(self):
@@ -65,12 +71,19 @@ class _Stream(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str):
             raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if s:
-            _emit({"type": "stream", "name": self.name, "text": s})
+        # Whole lines go out at once (print() writes its text and its newline separately);
+        # a partial line waits for its newline, a flush(), or anything else the cell emits.
+        self._pending += s
+        end = self._pending.rfind("\n")
+        if end >= 0:
+            text, self._pending = self._pending[: end + 1], self._pending[end + 1 :]
+            _emit({"type": "stream", "name": self.name, "text": text})
         return len(s)
 
     def flush(self):
-        pass
+        if self._pending:
+            text, self._pending = self._pending, ""
+            _emit({"type": "stream", "name": self.name, "text": text})
 
 
 def _error(etype, evalue, tb_lines):
@@ -163,6 +176,7 @@ def main():
     sys.path[0] = ""
     sys.stdout = _Stream("stdout", 1)
     sys.stderr = _Stream("stderr", 2)
+    _streams.extend([sys.stdout, sys.stderr])
     try:
         shell = _ipython_shell()
     except ImportError:
