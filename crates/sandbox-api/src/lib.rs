@@ -268,6 +268,30 @@ pub struct Execution {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl Execution {
+    /// An execution that has produced nothing yet, started now.
+    pub fn new(id: String, session_id: Option<String>, language: Language, status: ExecutionStatus) -> Execution {
+        Execution {
+            id,
+            session_id,
+            language,
+            status,
+            exit_code: None,
+            reason: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            outputs: Vec::new(),
+            metrics: None,
+            callback: None,
+            duration_ms: None,
+            started_at: Utc::now(),
+            finished_at: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Callback {
     pub url: String,

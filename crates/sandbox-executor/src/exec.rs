@@ -70,7 +70,7 @@ fn sanitize(id: &str) -> String {
 }
 
 /// Runs one execution to its end and reports how it went. Never panics on user input.
-pub fn run(req: &ExecRequest, children: &Children, sink: Option<Sink>) -> ExecResult {
+pub fn run(req: &ExecRequest, children: &Children, sink: Option<Sink>, kernel_session: &dyn Fn() -> i32) -> ExecResult {
     let started = Instant::now();
     let mut result = ExecResult { id: req.id.clone(), ..Default::default() };
 
@@ -110,7 +110,7 @@ pub fn run(req: &ExecRequest, children: &Children, sink: Option<Sink>) -> ExecRe
         });
     }
     let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
-        proctree::kill_execution(sid, &before);
+        proctree::kill_execution(sid, &before, kernel_session());
         result.spawn_error = Some("child has no output pipes".into());
         return result;
     };
@@ -134,12 +134,12 @@ pub fn run(req: &ExecRequest, children: &Children, sink: Option<Sink>) -> ExecRe
         }
         let now = Instant::now();
         if status.is_some() && !tree_killed {
-            proctree::kill_execution(sid, &before);
+            proctree::kill_execution(sid, &before, kernel_session());
             tree_killed = true;
         }
         if status.is_none() && now >= deadline && !result.timed_out {
             result.timed_out = true;
-            proctree::kill_execution(sid, &before);
+            proctree::kill_execution(sid, &before, kernel_session());
         }
         if !out_open && !err_open {
             if status.is_some() {

@@ -72,6 +72,11 @@ impl Kernel {
         Ok(())
     }
 
+    /// The kernel's pid, which is also its session id (0 when there is none).
+    pub fn session(&self) -> i32 {
+        self.pid.load(Ordering::SeqCst)
+    }
+
     /// SIGINT to the kernel: the running cell raises KeyboardInterrupt.
     pub fn interrupt(&self) {
         let pid = self.pid.load(Ordering::SeqCst);
@@ -134,22 +139,23 @@ impl Kernel {
         drop(cmd);
         let (mut child, _exit) = spawned.map_err(|e| format!("cannot start the kernel: {e}"))?;
         let pid = child.id() as i32;
+        // Known at once (not only when ready), so a one-shot execution ending meanwhile spares it.
+        self.pid.store(pid, Ordering::SeqCst);
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             return Err("kernel has no output pipes".into());
         };
         let (tx, rx) = mpsc::channel();
         let events = std::fs::File::from(ev_r);
         if let Err(e) = std::thread::Builder::new().spawn(move || read_kernel(events, stdout, stderr, tx)) {
+            self.pid.store(0, Ordering::SeqCst);
             let _ = sandbox_sys::kill(-pid, libc::SIGKILL);
             return Err(format!("cannot start the kernel's reader: {e}"));
         }
         let proc = Proc { pid, requests: std::fs::File::from(req_w), rx, _child: child };
         match proc.rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Msg::Event(v)) if v["type"] == "ready" => {
-                self.pid.store(pid, Ordering::SeqCst);
-                Ok(proc)
-            }
+            Ok(Msg::Event(v)) if v["type"] == "ready" => Ok(proc),
             _ => {
+                self.pid.store(0, Ordering::SeqCst);
                 let _ = sandbox_sys::kill(-pid, libc::SIGKILL);
                 Err("the kernel did not start".into())
             }

@@ -55,7 +55,7 @@ pub fn run() -> i32 {
                     let result = if req.kernel && req.language == Language::Python {
                         kernel.exec(&req, sink)
                     } else {
-                        exec::run(&req, &children, sink)
+                        exec::run(&req, &children, sink, &|| kernel.session())
                     };
                     if let Err(e) = send(&out, &Event::ExecDone(result)) {
                         eprintln!("sandbox-executor: cannot report execution {}: {e}", req.id);

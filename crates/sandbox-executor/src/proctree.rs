@@ -3,7 +3,9 @@
 //! Every execution starts in a session of its own, so its tree is "everything with that session
 //! id". Code that calls `setsid` itself leaves the session, so a kill also takes every process
 //! that did not exist when the execution started: executions in one sandbox are serialized by
-//! sandboxd, so such processes can only be this execution's.
+//! sandboxd, so such processes can only be this execution's, with one exception. The session
+//! kernel may start meanwhile. It leads a session of its own, which no other process can join,
+//! so its session is spared.
 
 use std::collections::HashSet;
 
@@ -30,14 +32,16 @@ fn parse_session(stat: &str) -> Option<i32> {
     rest.split_whitespace().nth(3)?.parse().ok()
 }
 
-/// SIGKILLs the execution whose session leader is `sid`, and every process not in `before`.
-pub fn kill_execution(sid: i32, before: &HashSet<i32>) {
+/// SIGKILLs the execution whose session leader is `sid`, and every process not in `before`
+/// except those of session `spared` (the kernel's; 0 for none).
+pub fn kill_execution(sid: i32, before: &HashSet<i32>, spared: i32) {
     let _ = sandbox_sys::kill(-sid, libc::SIGKILL);
     // A few passes: a process may fork between our listing and our kill.
     for _ in 0..3 {
         let mut killed = 0;
         for pid in list_pids() {
-            let ours = !before.contains(&pid) || session_of(pid) == Some(sid);
+            let session = session_of(pid);
+            let ours = session == Some(sid) || (!before.contains(&pid) && (spared <= 0 || session != Some(spared)));
             if ours && sandbox_sys::kill(pid, libc::SIGKILL).is_ok() {
                 killed += 1;
             }

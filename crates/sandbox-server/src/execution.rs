@@ -109,24 +109,7 @@ impl Plan {
     }
 
     pub fn running_record(&self) -> Execution {
-        Execution {
-            id: self.id.clone(),
-            session_id: self.session_id.clone(),
-            language: self.language,
-            status: ExecutionStatus::Running,
-            exit_code: None,
-            reason: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            outputs: Vec::new(),
-            metrics: None,
-            callback: None,
-            duration_ms: None,
-            started_at: Utc::now(),
-            finished_at: None,
-        }
+        Execution::new(self.id.clone(), self.session_id.clone(), self.language, ExecutionStatus::Running)
     }
 
     pub fn request(&self, config: &Config) -> ExecRequest {

@@ -51,13 +51,18 @@ impl Pool {
         self.len() == 0
     }
 
-    /// A live warm sandbox, if there is one.
-    pub fn take(&self) -> Option<Warm> {
+    /// A live warm sandbox, if there is one. Dead ones met on the way are cleaned up.
+    pub fn take(&self, workspaces: &Arc<Workspaces>) -> Option<Warm> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(w) = ready.pop_front() {
             if w.sandbox.is_alive() {
                 return Some(w);
             }
+            let workspaces = Arc::clone(workspaces);
+            tokio::spawn(async move {
+                w.sandbox.destroy().await;
+                workspaces.remove(&w.name);
+            });
         }
         None
     }

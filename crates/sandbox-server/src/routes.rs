@@ -100,7 +100,7 @@ pub async fn create_session(
     let poolable = session.kernel.is_some()
         && session.env.is_empty()
         && limits_from(&session.limits) == state.session_pool.limits();
-    if let Some(warm) = poolable.then(|| state.session_pool.take()).flatten() {
+    if let Some(warm) = poolable.then(|| state.session_pool.take(&state.workspaces)).flatten() {
         state.session_pool.refill(&state.runtime, &state.workspaces);
         if state.workspaces.rename(&warm.name, &session.id).is_ok() {
             let session = Session { from_pool: true, ..session };
@@ -470,7 +470,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
     };
     plan.validate()?;
     let limits = limits_from(&limits);
-    let warm = if limits == state.run_pool.limits() { state.run_pool.take() } else { None };
+    let warm = if limits == state.run_pool.limits() { state.run_pool.take(&state.workspaces) } else { None };
     let (name, sandbox) = match warm {
         Some(w) => {
             state.run_pool.refill(&state.runtime, &state.workspaces);

@@ -155,7 +155,15 @@ async fn one_shot_run_uses_a_throwaway_sandbox() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_pool_serves_runs_and_refills_with_fresh_sandboxes() -> anyhow::Result<()> {
     let t = TestServer::start_with(|c| c.run_pool = 2).await?;
-    assert!(wait_for(|| run_workspaces(&t).len() == 2).await, "pool never filled: {:?}", run_workspaces(&t));
+    // Ready sandboxes, not just their workspaces (those exist while a sandbox still starts).
+    let ready = || async { t.client.readiness().await.map(|(_, r)| r.pools.run).unwrap_or(0) };
+    for _ in 0..500 {
+        if ready().await == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(ready().await, 2, "pool never filled");
     let before = run_workspaces(&t);
 
     let e = t.client.run(&run_req("echo mine > f; ls")).await?;

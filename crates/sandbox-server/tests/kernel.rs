@@ -319,3 +319,26 @@ open('sub/h.py', 'w').write('def main(event, context):\\n    print(\"side effect
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_run_while_the_kernel_starts_does_not_kill_it() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    // A kernel started while a one-shot run is in progress (here by a restart) is a process
+    // that did not exist when the run began; the run's final sweep must spare it.
+    let run = CreateExecution { wait: Some(false), ..CreateExecution::new(Language::Bash, "sleep 1.5") };
+    let queued = t
+        .client
+        .raw(reqwest::Method::POST, &format!("/v1/sessions/{}/executions", s.id), Some(serde_json::to_vec(&run)?))
+        .await?;
+    assert_eq!(queued.0, 202);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) =
+        t.client.raw(reqwest::Method::POST, &format!("/v1/sessions/{}/restart", s.id), Some(Vec::new())).await?;
+    assert_eq!(status, 200, "{body}");
+    let e = t.exec(&s.id, Language::Python, "print('kernel alive')").await?;
+    assert_eq!((e.status, e.stdout.as_str()), (ExecutionStatus::Succeeded, "kernel alive\n"), "{e:?}");
+    assert_eq!(t.client.get_session(&s.id).await?.kernel_restarts, 0);
+    t.shutdown().await;
+    Ok(())
+}

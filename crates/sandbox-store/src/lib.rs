@@ -467,24 +467,7 @@ mod tests {
     }
 
     fn execution(id: &str, session: &str) -> Execution {
-        Execution {
-            id: id.into(),
-            session_id: Some(session.into()),
-            language: Language::Python,
-            status: ExecutionStatus::Running,
-            exit_code: None,
-            reason: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-            outputs: Vec::new(),
-            metrics: None,
-            callback: None,
-            duration_ms: None,
-            started_at: Utc::now(),
-            finished_at: None,
-        }
+        Execution::new(id.into(), Some(session.into()), Language::Python, ExecutionStatus::Running)
     }
 
     #[test]
