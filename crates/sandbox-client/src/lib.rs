@@ -111,6 +111,70 @@ impl Client {
         self.call(Method::POST, &format!("/v1/sessions/{session}/executions"), Some(req)).await
     }
 
+    /// Runs an execution with Server-Sent Events: `on_event(name, data)` sees each output as it
+    /// is produced (`stdout`, `stderr`, `display`, `result`, `error`); returns the finished
+    /// execution from the final `done` event.
+    pub async fn execute_stream(
+        &self,
+        session: &str,
+        req: &CreateExecution,
+        mut on_event: impl FnMut(&str, &str),
+    ) -> Result<Execution, ClientError> {
+        let mut resp = self
+            .http
+            .post(format!("{}/v1/sessions/{session}/executions", self.base))
+            .header("accept", "text/event-stream")
+            .json(req)
+            .send()
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await?;
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(e) => ClientError::Api { status, code: e.error.code, message: e.error.message },
+                Err(_) => ClientError::Unexpected { status, body: text },
+            });
+        }
+        let mut buf = String::new();
+        while let Some(chunk) = resp.chunk().await? {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                let (mut name, mut data) = (String::from("message"), Vec::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                let data = data.join("\n");
+                if name == "done" {
+                    return serde_json::from_str(&data).map_err(|_| ClientError::Unexpected { status, body: data });
+                }
+                if name == "error" {
+                    if let Ok(e) = serde_json::from_str::<ErrorBody>(&data) {
+                        return Err(ClientError::Api { status, code: e.error.code, message: e.error.message });
+                    }
+                }
+                on_event(&name, &data);
+            }
+        }
+        Err(ClientError::Unexpected { status, body: "the stream ended without a done event".into() })
+    }
+
+    /// Interrupts the running kernel cell; false if the session had nothing running.
+    pub async fn interrupt(&self, session: &str) -> Result<bool, ClientError> {
+        let r: sandbox_api::Interrupted =
+            self.call(Method::POST, &format!("/v1/sessions/{session}/interrupt"), None::<&()>).await?;
+        Ok(r.interrupted)
+    }
+
+    /// Replaces the session's kernel with a fresh one.
+    pub async fn restart(&self, session: &str) -> Result<Session, ClientError> {
+        self.call(Method::POST, &format!("/v1/sessions/{session}/restart"), None::<&()>).await
+    }
+
     pub async fn list_executions(&self, session: &str) -> Result<ExecutionList, ClientError> {
         self.call(Method::GET, &format!("/v1/sessions/{session}/executions"), None::<&()>).await
     }

@@ -40,6 +40,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Err(e) => Check { ok: false, message: e.to_string() },
     };
     let ready = runtime.ready && store.ok;
+    if runtime.ready {
+        // Pools fill at start only if the host was ready then; top them up once it is.
+        state.run_pool.refill(&state.runtime, &state.workspaces);
+        state.session_pool.refill(&state.runtime, &state.workspaces);
+    }
     let body = Readiness {
         ready,
         runtime: runtime.runtime.to_string(),

@@ -45,6 +45,19 @@ async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
     let out = sbx(&t, &["--json", "exec", &id, "-l", "bash", "-c", "echo j"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(v["stdout"], "j\n");
+    // Streaming prints as it goes; the exit code and errors are the same as without it.
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", "for i in range(3): print(i)", "--stream"]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "0\n1\n2\n"));
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", "1/0", "--stream"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("ZeroDivisionError"), "{}", text(&out.stderr));
+    // The kernel keeps variables until it is restarted.
+    sbx(&t, &["exec", &id, "-l", "python", "-c", "kept = 1"]);
+    assert_eq!(text(&sbx(&t, &["exec", &id, "-l", "python", "-c", "print('kept' in dir())"]).stdout), "True\n");
+    assert_eq!(sbx(&t, &["session", "restart", &id]).status.code(), Some(0));
+    assert_eq!(text(&sbx(&t, &["exec", &id, "-l", "python", "-c", "print('kept' in dir())"]).stdout), "False\n");
+    let out = sbx(&t, &["session", "interrupt", &id]);
+    assert_eq!(out.status.code(), Some(0));
     assert!(text(&sbx(&t, &["session", "list"]).stdout).contains(&id));
     assert!(text(&sbx(&t, &["session", "show", &id]).stdout).contains("running"));
     assert_eq!(sbx(&t, &["session", "delete", &id]).status.code(), Some(0));

@@ -31,6 +31,10 @@ pub enum Command {
     Show { id: String },
     /// Delete a session (kills its sandbox; the record stays).
     Delete { id: String },
+    /// Interrupt the running cell (KeyboardInterrupt; the kernel's variables are kept).
+    Interrupt { id: String },
+    /// Replace the session's kernel with a fresh one (files are kept).
+    Restart { id: String },
 }
 
 fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -88,6 +92,14 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             }
         }
         Command::Delete { id } => client.delete_session(&id).await?,
+        Command::Interrupt { id } => {
+            if !client.interrupt(&id).await? {
+                eprintln!("sbx: nothing was running in {id}");
+            }
+        }
+        Command::Restart { id } => {
+            output::with_progress("restarting the kernel", client.restart(&id)).await?;
+        }
     }
     Ok(0)
 }
