@@ -5,43 +5,25 @@ use std::time::{Duration, Instant};
 use sandbox_api::{CreateExecution, Execution, ExecutionStatus, Language};
 use sandbox_test_support::TestServer;
 
-/// (event, data, when it arrived) for each event of a streamed execution.
+/// (event, data, when it arrived) for each event of a streamed execution, through the client's
+/// own SSE reader; the final `done` carries the execution as JSON. A refusal is its status.
 async fn stream(
     t: &TestServer,
     session: &str,
     req: &CreateExecution,
 ) -> anyhow::Result<(u16, Vec<(String, String, Instant)>)> {
-    let mut resp = reqwest::Client::new()
-        .post(format!("{}/v1/sessions/{session}/executions", t.client.base()))
-        .header("accept", "text/event-stream")
-        .json(req)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
     let mut events = Vec::new();
-    let mut buf = String::new();
-    while let Some(chunk) = resp.chunk().await? {
-        let now = Instant::now();
-        buf.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buf.find("\n\n") {
-            let block: String = buf.drain(..end + 2).collect();
-            let (mut name, mut data) = (String::from("message"), Vec::new());
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("event:") {
-                    name = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
-                }
-            }
-            if !data.is_empty() {
-                events.push((name, data.join("\n"), now));
-            }
+    let result = t
+        .client
+        .execute_stream(session, req, |name, data| events.push((name.to_string(), data.to_string(), Instant::now())))
+        .await;
+    match result {
+        Ok(exec) => {
+            events.push(("done".to_string(), serde_json::to_string(&exec)?, Instant::now()));
+            Ok((200, events))
         }
-        if status != 200 {
-            events.push(("body".into(), buf.clone(), now));
-        }
+        Err(e) => Ok((e.status().map_or(0, |s| s.as_u16()), events)),
     }
-    Ok((status, events))
 }
 
 fn done(events: &[(String, String, Instant)]) -> anyhow::Result<(Execution, Instant)> {
