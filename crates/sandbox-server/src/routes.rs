@@ -65,6 +65,15 @@ fn session_or_404(state: &AppState, id: &str) -> Result<Session> {
     state.store.get_session(id)?.ok_or_else(|| not_found("session", id))
 }
 
+/// A session that may still be worked in: 404 if unknown, 409 if deleted.
+fn active_session(state: &AppState, id: &str) -> Result<Session> {
+    let session = session_or_404(state, id)?;
+    if session.status == SessionStatus::Deleted {
+        return Err(ApiError::Conflict(format!("session {id} is deleted")));
+    }
+    Ok(session)
+}
+
 #[utoipa::path(post, path = "/v1/sessions", request_body = CreateSession, responses(
     (status = 201, body = Session), (status = 400, body = sandbox_api::ErrorBody),
     (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
@@ -165,10 +174,7 @@ pub async fn create_execution(
     ApiJson(req): ApiJson<CreateExecution>,
 ) -> Result<Response> {
     // Everything that can be refused is checked before any answer starts.
-    let session = session_or_404(&state, &id)?;
-    if session.status == SessionStatus::Deleted {
-        return Err(ApiError::Conflict(format!("session {id} is deleted")));
-    }
+    let session = active_session(&state, &id)?;
     let exec_id = match req.execution_id {
         Some(given) => execution::check_execution_id(given)?,
         None => execution::new_id("exe"),
@@ -518,10 +524,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
 /// Interrupts the running kernel cell (it ends with KeyboardInterrupt; variables are kept).
 /// Does not wait for the session's turn: that is the cell being interrupted.
 pub async fn interrupt(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Interrupted>> {
-    let session = session_or_404(&state, &id)?;
-    if session.status == SessionStatus::Deleted {
-        return Err(ApiError::Conflict(format!("session {id} is deleted")));
-    }
+    active_session(&state, &id)?;
     let interrupted = match state.sessions.live(&id).current() {
         Some(sandbox) if sandbox.is_alive() => {
             sandbox.interrupt().await?;
@@ -538,10 +541,7 @@ pub async fn interrupt(State(state): State<Arc<AppState>>, Path(id): Path<String
 /// Replaces the session's kernel with a fresh one (a running cell ends as kernel_died) and
 /// answers when the new kernel is ready. Files in the workspace are untouched.
 pub async fn restart(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>> {
-    let session = session_or_404(&state, &id)?;
-    if session.status == SessionStatus::Deleted {
-        return Err(ApiError::Conflict(format!("session {id} is deleted")));
-    }
+    let session = active_session(&state, &id)?;
     if session.kernel.is_none() {
         return Err(ApiError::Conflict(format!("session {id} has no kernel")));
     }
@@ -562,10 +562,7 @@ pub async fn invoke(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<sandbox_api::InvokeRequest>,
 ) -> Result<Json<sandbox_api::InvokeResult>> {
-    let session = session_or_404(&state, &id)?;
-    if session.status == SessionStatus::Deleted {
-        return Err(ApiError::Conflict(format!("session {id} is deleted")));
-    }
+    let session = active_session(&state, &id)?;
     if session.kernel.is_none() {
         return Err(ApiError::Conflict(format!("session {id} has no kernel to invoke handlers in")));
     }

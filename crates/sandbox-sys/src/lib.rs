@@ -40,16 +40,24 @@ fn high_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new as i32) })
 }
 
+/// Puts each source fd on its target number, between fork and exec. The copies lose
+/// close-on-exec, so the exec'd program keeps them.
+fn place_fds(fds: &[(OwnedFd, i32)]) -> io::Result<()> {
+    for (src, target) in fds {
+        // SAFETY: dup2 is async-signal-safe; sources are open (owned by the caller's closure)
+        // and >= 10 (pipe_cloexec) while targets are < 10, so no placement overwrites a later
+        // source.
+        unsafe { cvt(libc::dup2(src.as_raw_fd(), *target) as _)? };
+    }
+    Ok(())
+}
+
 /// Arranges for a spawned process to receive `fds` (each source placed on its target number,
 /// without close-on-exec) and then to drop to `uid`/`gid` before it execs. The sources must
 /// come from [`pipe_cloexec`] (numbered 10 or above) and targets must be below 10.
 pub fn pre_exec_fds_and_drop(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>, ids: Option<(u32, u32)>) {
     let closure = move || -> io::Result<()> {
-        for (src, target) in &fds {
-            // SAFETY: dup2 is async-signal-safe; sources are open (owned by the closure) and
-            // >= 10 while targets are < 10, so no placement overwrites a later source.
-            unsafe { cvt(libc::dup2(src.as_raw_fd(), *target) as _)? };
-        }
+        place_fds(&fds)?;
         if let Some((uid, gid)) = ids {
             // SAFETY: plain syscalls with integer arguments (and a null list for setgroups);
             // all async-signal-safe. Order matters: groups and gid before uid, while still root.
@@ -74,10 +82,7 @@ pub fn pre_exec_fds_and_drop(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>, ids: O
 pub fn pre_exec_user_process(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>) {
     let closure = move || -> io::Result<()> {
         const PATH: &[u8] = b"/proc/self/oom_score_adj\0";
-        for (src, target) in &fds {
-            // SAFETY: as in pre_exec_fds_and_drop: sources >= 10, targets < 10.
-            unsafe { cvt(libc::dup2(src.as_raw_fd(), *target) as _)? };
-        }
+        place_fds(&fds)?;
         // SAFETY: setsid, open, write, close and setrlimit are async-signal-safe; PATH is a
         // static NUL-terminated string. Raising oom_score_adj needs no privilege.
         unsafe {
