@@ -115,11 +115,6 @@ impl ExecutorClient {
         self.send(req).await
     }
 
-    /// Asks the executor to kill everything and exit; errors are ignored (it may be gone).
-    pub async fn shutdown(&self) {
-        let _ = self.send(&Request::Shutdown).await;
-    }
-
     async fn send(&self, req: &Request) -> Result<(), RuntimeError> {
         let frame = sandbox_protocol::encode(req)?;
         let mut w = self.writer.lock().await;

@@ -242,17 +242,6 @@ pub fn chown(path: &std::path::Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))
 }
 
-/// Clock ticks per second, to read `/proc/<pid>/stat` times.
-pub fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf with a constant argument.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks <= 0 {
-        100
-    } else {
-        ticks as u64
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
