@@ -2,8 +2,8 @@
 # Installs what sandboxd needs on a Debian/Ubuntu host, skipping whatever is already there:
 # bubblewrap (the local runtime), the interpreters sandboxes run (python3, node under /usr,
 # the only tree they see), the Python packages of the session kernel (IPython, matplotlib with
-# its inline backend, pandas), and, when run as root, the unprivileged `sandbox` user that
-# sandboxes run as on the host.
+# its inline backend, pandas), pip for template and session package installs, and, when run
+# as root, the unprivileged `sandbox` user that sandboxes run as on the host.
 set -euo pipefail
 
 missing=()
@@ -12,7 +12,8 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 [ -x /usr/bin/node ] || [ -x /usr/local/bin/node ] || missing+=(nodejs)
 command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
 # Sandboxes see the host's /usr only, so kernel packages come from the distribution.
-for pkg in IPython:python3-ipython matplotlib:python3-matplotlib matplotlib_inline:python3-matplotlib-inline pandas:python3-pandas; do
+# pip installs template and session packages (for the same interpreter the kernels run).
+for pkg in IPython:python3-ipython matplotlib:python3-matplotlib matplotlib_inline:python3-matplotlib-inline pandas:python3-pandas pip:python3-pip; do
   /usr/bin/python3 -c "import ${pkg%%:*}" >/dev/null 2>&1 || missing+=("${pkg#*:}")
 done
 

@@ -50,7 +50,8 @@ pub struct Limits {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
-    /// Template name; only "default" exists so far.
+    /// Template name ("default" if omitted): the session's defaults for everything below,
+    /// and the Python packages its sessions see.
     pub template: Option<String>,
     /// Environment variables of every execution in the session.
     pub env: Option<BTreeMap<String, String>>,
@@ -379,7 +380,108 @@ pub struct Readiness {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Pools {
     pub run: usize,
+    /// Warm session sandboxes of all templates.
     pub session: usize,
+    /// Warm session sandboxes by template.
+    #[serde(default)]
+    pub templates: BTreeMap<String, usize>,
+}
+
+/// `POST /v1/templates`: a named set of session defaults and a Python environment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    /// 1 to 64 of `a-z 0-9 - _`, starting with a letter or digit.
+    pub name: String,
+    pub description: Option<String>,
+    /// The root filesystem sessions see: "host" (the default; the host's `/usr`, read-only) is
+    /// the one the local runtime offers.
+    pub rootfs: Option<String>,
+    /// Default limits of its sessions (each omitted field: the server's default).
+    pub limits: Option<LimitsRequest>,
+    /// Default per-execution timeout of its sessions, in seconds.
+    pub timeout_s: Option<f64>,
+    /// "python" (default) or "none", as for a session.
+    pub kernel: Option<String>,
+    /// Environment of its sessions (a session's own `env` adds to it and overrides it).
+    pub env: Option<BTreeMap<String, String>>,
+    /// Python requirement specifiers (`"pandas"`, `"six==1.17.0"`, `"attrs>=23"`) installed
+    /// once, into an environment its sessions see read-only. Wheels only.
+    pub packages: Option<Vec<String>>,
+    /// Sandboxes with a warm kernel kept ready for its sessions (default 0).
+    pub pool_size: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateStatus {
+    /// Its packages are being installed; sessions cannot use it yet.
+    Building,
+    Ready,
+    /// The installation failed (`error` says why); sessions cannot use it.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Template {
+    pub name: String,
+    pub description: String,
+    pub rootfs: String,
+    pub limits: Limits,
+    pub timeout_s: f64,
+    pub kernel: Option<String>,
+    pub env: BTreeMap<String, String>,
+    pub packages: Vec<String>,
+    pub pool_size: usize,
+    pub status: TemplateStatus,
+    /// Why the build failed.
+    pub error: Option<String>,
+    /// What the build installed (the requested packages and their dependencies).
+    pub installed: Vec<InstalledPackage>,
+    /// Built into the server ("default"): cannot be replaced or deleted.
+    pub builtin: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<Template>,
+}
+
+/// `POST /v1/sessions/{id}/packages`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallPackages {
+    /// Python requirement specifiers, as for a template. Wheels only.
+    pub packages: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallStatus {
+    Succeeded,
+    Failed,
+}
+
+/// What an installation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PackageInstallResult {
+    pub status: InstallStatus,
+    pub requested: Vec<String>,
+    /// Packages new or changed by this installation (dependencies included).
+    pub installed: Vec<InstalledPackage>,
+    /// Why it failed: pip's error lines, or the time limit.
+    pub error: Option<String>,
+    /// The end of pip's output.
+    pub log: String,
+    pub duration_ms: u64,
 }
 
 #[cfg(test)]

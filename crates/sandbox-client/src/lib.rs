@@ -4,6 +4,7 @@
 use reqwest::{Method, StatusCode};
 use sandbox_api::{
     CreateExecution, CreateSession, ErrorBody, Execution, ExecutionList, Readiness, RunRequest, Session, SessionList,
+    Template, TemplateStatus,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -185,5 +186,43 @@ impl Client {
 
     pub async fn run(&self, req: &RunRequest) -> Result<Execution, ClientError> {
         self.call(Method::POST, "/v1/run", Some(req)).await
+    }
+
+    /// Installs Python packages for one session (pip's failure is a result, not an error).
+    pub async fn install_packages(
+        &self,
+        session: &str,
+        packages: &[&str],
+    ) -> Result<sandbox_api::PackageInstallResult, ClientError> {
+        let req = sandbox_api::InstallPackages { packages: packages.iter().map(|p| p.to_string()).collect() };
+        self.call(Method::POST, &format!("/v1/sessions/{session}/packages"), Some(&req)).await
+    }
+
+    pub async fn create_template(&self, req: &sandbox_api::CreateTemplate) -> Result<Template, ClientError> {
+        self.call(Method::POST, "/v1/templates", Some(req)).await
+    }
+
+    pub async fn list_templates(&self) -> Result<sandbox_api::TemplateList, ClientError> {
+        self.call(Method::GET, "/v1/templates", None::<&()>).await
+    }
+
+    pub async fn get_template(&self, name: &str) -> Result<Template, ClientError> {
+        self.call(Method::GET, &format!("/v1/templates/{name}"), None::<&()>).await
+    }
+
+    pub async fn delete_template(&self, name: &str) -> Result<(), ClientError> {
+        self.call::<Option<()>>(Method::DELETE, &format!("/v1/templates/{name}"), None::<&()>).await.map(drop)
+    }
+
+    /// Polls template `name` until it is no longer building (or `timeout` passes).
+    pub async fn wait_template(&self, name: &str, timeout: std::time::Duration) -> Result<Template, ClientError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let t = self.get_template(name).await?;
+            if t.status != TemplateStatus::Building || std::time::Instant::now() > deadline {
+                return Ok(t);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
     }
 }

@@ -29,7 +29,7 @@ const MAX_INLINE_CODE: usize = 100 * 1024;
 const DRAIN_LIMIT: Duration = Duration::from_secs(2);
 
 pub const BASE_ENV: &[(&str, &str)] = &[
-    ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+    ("PATH", sandbox_protocol::SANDBOX_PATH),
     ("HOME", "/tmp"),
     ("LANG", "C.UTF-8"),
     ("USER", "sandbox"),

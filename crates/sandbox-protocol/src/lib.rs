@@ -22,6 +22,9 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Where the executor expects the workspace and runs code.
 pub const WORKSPACE_DIR: &str = "/workspace";
 
+/// The `PATH` of everything run inside a sandbox.
+pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Languages a one-shot execution can run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

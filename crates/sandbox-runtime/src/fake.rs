@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sandbox_protocol::{ExecRequest, ExecResult};
 
 use crate::executor_client::OutputSink;
-use crate::runtime::{ExecOutcome, Readiness, Runtime, Sandbox, SandboxSpec};
+use crate::runtime::{ExecOutcome, InstallOutcome, PackageInstall, Readiness, Runtime, Sandbox, SandboxSpec};
 use crate::RuntimeError;
 
 #[derive(Default)]
@@ -46,6 +46,17 @@ impl Runtime for FakeRuntime {
         let name = spec.name.clone();
         self.created.lock().unwrap_or_else(|p| p.into_inner()).push(spec);
         Ok(Box::new(FakeSandbox { name, alive: AtomicBool::new(true) }))
+    }
+
+    /// Writes a `<name>.py` module and a `<name>-0.dist-info` directory per package, as pip would.
+    async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        for p in &req.packages {
+            let name: String = p.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let io = |source| RuntimeError::Io { op: "write", path: req.target.clone(), source };
+            std::fs::write(req.target.join(format!("{name}.py")), "").map_err(io)?;
+            std::fs::create_dir_all(req.target.join(format!("{name}-0.dist-info"))).map_err(io)?;
+        }
+        Ok(InstallOutcome { success: true, log: String::new(), timed_out: false })
     }
 }
 

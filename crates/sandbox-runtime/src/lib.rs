@@ -12,4 +12,7 @@ pub mod runtime;
 
 pub use error::RuntimeError;
 pub use executor_client::OutputSink;
-pub use runtime::{ExecOutcome, LimitKind, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec};
+pub use runtime::{
+    ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime, Sandbox,
+    SandboxSpec,
+};

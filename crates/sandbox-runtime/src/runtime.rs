@@ -25,6 +25,42 @@ pub struct SandboxSpec {
     /// Host directory mounted read-write at `/workspace`.
     pub workspace: PathBuf,
     pub limits: ResourceLimits,
+    /// Host directories shown read-only inside (template and per-session package environments).
+    pub mounts: Vec<ReadOnlyMount>,
+}
+
+/// A host directory mounted read-only at `target` (an absolute path inside the sandbox).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadOnlyMount {
+    pub source: PathBuf,
+    pub target: String,
+}
+
+/// A package installation: `pip install` of `packages` into the host directory `target`,
+/// run with network access outside any session's sandbox.
+#[derive(Debug, Clone)]
+pub struct PackageInstall {
+    /// Used for cgroup names and logs.
+    pub name: String,
+    /// Requirement specifiers, already validated (no options, no URLs).
+    pub packages: Vec<String>,
+    /// Host directory the packages go into (owned by the sandbox user).
+    pub target: PathBuf,
+    /// Host directory of pip's cache, shared by all installs (owned by the sandbox user).
+    pub cache: PathBuf,
+    /// Another package index than PyPI, if configured.
+    pub index_url: Option<String>,
+    pub limits: ResourceLimits,
+    pub timeout: std::time::Duration,
+}
+
+/// How an installation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstallOutcome {
+    pub success: bool,
+    /// The end of pip's output (its error, when it failed).
+    pub log: String,
+    pub timed_out: bool,
 }
 
 /// Which limit ended an execution, when one did.
@@ -78,6 +114,11 @@ pub trait Runtime: Send + Sync {
 
     /// Creates a sandbox and waits until its executor is ready.
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError>;
+
+    /// Installs Python packages into a host directory in a throwaway network-enabled sandbox
+    /// (sessions themselves stay offline). Errors mean the installer could not run at all;
+    /// a failed `pip` is an outcome with `success: false`.
+    async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError>;
 }
 
 #[async_trait]

@@ -75,6 +75,15 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_SESSION_POOL", default_value_t = 2)]
     pub session_pool: usize,
 
+    /// Package index for template and session package installs (default: PyPI, or pip's own
+    /// configuration).
+    #[arg(long, env = "SANDBOXD_PIP_INDEX_URL")]
+    pub pip_index_url: Option<String>,
+
+    /// Time limit of one package installation, seconds.
+    #[arg(long, env = "SANDBOXD_PACKAGE_TIMEOUT_S", default_value_t = 600)]
+    pub package_timeout_s: u64,
+
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,
@@ -117,10 +126,6 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("db").join("sandbox.db")
-    }
-
-    pub fn workspaces_dir(&self) -> PathBuf {
-        self.data_dir.join("workspaces")
     }
 
     pub fn runtime_dir(&self) -> PathBuf {

@@ -19,6 +19,7 @@ pub fn new_id(prefix: &str) -> String {
 /// libraries sized to the CPU limit. Left to guess, OpenBLAS starts a thread per host core, and
 /// under a CFS quota the extra threads' spinning halves the speed of single-threaded code
 /// (measured: a matplotlib savefig took 226 ms instead of 122 ms under a 1-core limit).
+/// Also `PYTHONPATH`: installed packages (the session's, its template's) before the user's own.
 pub fn sandbox_env(limits: &Limits, user: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let threads = (limits.cpu.ceil() as u64).max(1).to_string();
     let mut env: BTreeMap<String, String> =
@@ -27,6 +28,8 @@ pub fn sandbox_env(limits: &Limits, user: &BTreeMap<String, String>) -> BTreeMap
             .map(|k| (k.to_string(), threads.clone()))
             .collect();
     env.extend(user.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let python_path = crate::packages::python_path(user.get("PYTHONPATH").map(String::as_str));
+    env.insert("PYTHONPATH".into(), python_path);
     env
 }
 
@@ -265,6 +268,9 @@ mod tests {
         assert_eq!(env["OMP_NUM_THREADS"], "4");
         let small = sandbox_env(&Limits { cpu: 0.25, ..limits }, &BTreeMap::new());
         assert_eq!(small["MKL_NUM_THREADS"], "1");
+        assert_eq!(small["PYTHONPATH"], "/opt/sandbox/packages:/opt/sandbox/template");
+        let own = sandbox_env(&limits, &BTreeMap::from([("PYTHONPATH".to_string(), "/workspace/lib".to_string())]));
+        assert_eq!(own["PYTHONPATH"], "/opt/sandbox/packages:/opt/sandbox/template:/workspace/lib");
     }
 
     #[test]

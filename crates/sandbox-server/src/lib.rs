@@ -10,15 +10,18 @@ pub mod error;
 pub mod execution;
 pub mod extract;
 pub mod invoke;
+pub mod packages;
 pub mod pool;
 pub mod routes;
 pub mod session;
+pub mod template;
 pub mod workspace;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -38,35 +41,85 @@ pub struct AppState {
     pub store: Store,
     pub runtime: Arc<dyn Runtime>,
     pub sessions: session::Sessions,
-    pub workspaces: Arc<workspace::Workspaces>,
+    pub dirs: Arc<workspace::Dirs>,
     pub run_pool: Arc<pool::Pool>,
-    pub session_pool: Arc<pool::Pool>,
+    /// Warm session sandboxes, by template.
+    session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
     /// For execution callbacks (connections are reused).
     pub http: reqwest::Client,
+    pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl AppState {
     /// State over any runtime (tests use the fake one); workspaces go under the data dir.
     pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<AppState, ServerError> {
-        let dir = config.workspaces_dir();
-        let workspaces = workspace::Workspaces::new(dir.clone(), runtime.workspace_owner())
-            .map_err(|source| ServerError::DataDir { path: dir, source })?;
+        let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner())
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let default_limits =
             execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
-        let limits = session::limits_from(&default_limits);
-        let run_pool = Arc::new(pool::Pool::new(config.run_pool, limits, None));
-        let kernel_env = execution::sandbox_env(&default_limits, &Default::default());
-        let session_pool = Arc::new(pool::Pool::new(config.session_pool, limits, Some(kernel_env)));
-        Ok(AppState {
+        let run_pool = Arc::new(pool::Pool::new(config.run_pool, session::limits_from(&default_limits), None));
+        let state = AppState {
             config,
             store,
             runtime,
             sessions: Default::default(),
-            workspaces: Arc::new(workspaces),
+            dirs: Arc::new(dirs),
             run_pool,
-            session_pool,
+            session_pools: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::new(),
-        })
+            started_at: chrono::Utc::now(),
+        };
+        let builtin = template::builtin(&state).map_err(|e| ServerError::Config(e.to_string()))?;
+        state.add_pool(&builtin);
+        Ok(state)
+    }
+
+    /// Gives template `t` a pool of warm session sandboxes, if it asks for one.
+    pub fn add_pool(&self, t: &sandbox_api::Template) {
+        if t.pool_size == 0 || t.kernel.is_none() {
+            return;
+        }
+        let env = execution::sandbox_env(&t.limits, &t.env);
+        let pool = pool::Pool::new(t.pool_size, session::limits_from(&t.limits), Some((t.name.clone(), env)));
+        self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::new(pool));
+    }
+
+    /// Drops template `name`'s pool and destroys its sandboxes.
+    pub async fn remove_pool(&self, name: &str) {
+        let pool = self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if let Some(pool) = pool {
+            pool.drain(&self.dirs).await;
+        }
+    }
+
+    pub fn session_pool(&self, template: &str) -> Option<Arc<pool::Pool>> {
+        self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).get(template).cloned()
+    }
+
+    fn all_pools(&self) -> Vec<Arc<pool::Pool>> {
+        let sessions = self.session_pools.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::once(Arc::clone(&self.run_pool)).chain(sessions.values().cloned()).collect()
+    }
+
+    /// Starts sandboxes in the background until every pool is full.
+    pub fn refill_pools(&self) {
+        for pool in self.all_pools() {
+            pool.refill(&self.runtime, &self.dirs);
+        }
+    }
+
+    /// Warm sandboxes in each pool now.
+    pub fn pool_counts(&self) -> sandbox_api::Pools {
+        let sessions = self.session_pools.lock().unwrap_or_else(|p| p.into_inner());
+        let templates: BTreeMap<String, usize> = sessions.iter().map(|(k, p)| (k.clone(), p.len())).collect();
+        sandbox_api::Pools { run: self.run_pool.len(), session: templates.values().sum(), templates }
+    }
+
+    /// Destroys every pooled sandbox (server shutdown).
+    pub async fn drain_pools(&self) {
+        for pool in self.all_pools() {
+            pool.drain(&self.dirs).await;
+        }
     }
 }
 
@@ -87,6 +140,11 @@ impl AppState {
         routes::interrupt,
         routes::restart,
         routes::invoke,
+        routes::install_packages,
+        routes::list_templates,
+        routes::get_template,
+        routes::create_template,
+        routes::delete_template,
     ),
     components(schemas(sandbox_api::ErrorBody, sandbox_api::ErrorDetail, sandbox_api::Language))
 )]
@@ -106,6 +164,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/interrupt", post(routes::interrupt))
         .route("/v1/sessions/{id}/invoke", post(routes::invoke))
         .route("/v1/sessions/{id}/restart", post(routes::restart))
+        .route("/v1/sessions/{id}/packages", post(routes::install_packages))
+        .route("/v1/templates", get(routes::list_templates).post(routes::create_template))
+        .route("/v1/templates/{name}", get(routes::get_template).delete(routes::delete_template))
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
         .fallback(routes::not_found_fallback)
@@ -217,10 +278,10 @@ impl Server {
             }
         });
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
+        template::resume(&state);
         let readiness = state.runtime.readiness().await;
         if readiness.ready {
-            state.run_pool.refill(&state.runtime, &state.workspaces);
-            state.session_pool.refill(&state.runtime, &state.workspaces);
+            state.refill_pools();
             tracing::info!(%addr, cgroup = %readiness.cgroup, "sandboxd ready");
         } else {
             tracing::warn!(%addr, cause = %readiness.message, "sandboxd serving but NOT ready");
@@ -233,8 +294,7 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         self.state.sessions.stop_all().await;
-        self.state.run_pool.drain(&self.state.workspaces).await;
-        self.state.session_pool.drain(&self.state.workspaces).await;
+        self.state.drain_pools().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
 }

@@ -1,10 +1,11 @@
 //! Pools of started, idle sandboxes, so work does not wait for a sandbox to start (the cold
 //! path pays ~7 ms of kernel cgroup migration alone, and a Python kernel ~0.3 s more).
 //!
-//! Two pools use this: one for `POST /v1/run` (bare sandboxes), one for new sessions (with
-//! their kernel started and warmed by a first cell). Pooled sandboxes have the default limits,
-//! the default environment and an empty workspace of their own; anything else starts cold.
-//! Each one taken is replaced in the background.
+//! One pool serves `POST /v1/run` (bare sandboxes); each template with a `pool_size` has one
+//! for its new sessions (their kernel started and warmed by a first cell, their template's
+//! environment mounted). Pooled sandboxes have their pool's limits and environment and empty
+//! directories of their own; anything else starts cold. Each one taken is replaced in the
+//! background.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,7 @@ use sandbox_protocol::{ExecRequest, Language};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
 
 use crate::execution::new_id;
-use crate::workspace::Workspaces;
+use crate::workspace::Dirs;
 
 /// A started sandbox waiting for work, with the workspace it was started on.
 pub struct Warm {
@@ -27,16 +28,19 @@ pub struct Warm {
 pub struct Pool {
     size: usize,
     limits: ResourceLimits,
-    /// For session pools: the environment the kernel starts with (warmed by one cell).
-    kernel_env: Option<BTreeMap<String, String>>,
+    /// For session pools: the template, and the environment the kernel starts with (warmed by
+    /// one cell).
+    session: Option<(String, BTreeMap<String, String>)>,
     ready: Mutex<VecDeque<Warm>>,
     /// Sandboxes being started right now, so refills do not overshoot.
     starting: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(size: usize, limits: ResourceLimits, kernel_env: Option<BTreeMap<String, String>>) -> Pool {
-        Pool { size, limits, kernel_env, ready: Mutex::new(VecDeque::new()), starting: AtomicUsize::new(0) }
+    /// A pool of bare sandboxes (`session` `None`) or of session sandboxes of a template with a
+    /// warm kernel started with an environment.
+    pub fn new(size: usize, limits: ResourceLimits, session: Option<(String, BTreeMap<String, String>)>) -> Pool {
+        Pool { size, limits, session, ready: Mutex::new(VecDeque::new()), starting: AtomicUsize::new(0) }
     }
 
     pub fn limits(&self) -> ResourceLimits {
@@ -52,24 +56,24 @@ impl Pool {
     }
 
     /// A live warm sandbox, if there is one. Dead ones met on the way are cleaned up.
-    pub fn take(&self, workspaces: &Arc<Workspaces>) -> Option<Warm> {
+    pub fn take(&self, dirs: &Arc<Dirs>) -> Option<Warm> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(w) = ready.pop_front() {
             if w.sandbox.is_alive() {
                 return Some(w);
             }
-            let workspaces = Arc::clone(workspaces);
+            let dirs = Arc::clone(dirs);
             tokio::spawn(async move {
                 w.sandbox.destroy().await;
-                workspaces.remove(&w.name);
+                dirs.remove(&w.name);
             });
         }
         None
     }
 
     /// Starts sandboxes in the background until the pool is full again. Holds the runtime and
-    /// workspaces only weakly: a pool never keeps a stopped server alive.
-    pub fn refill(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, workspaces: &Arc<Workspaces>) {
+    /// directories only weakly: a pool never keeps a stopped server alive.
+    pub fn refill(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, dirs: &Arc<Dirs>) {
         loop {
             let starting = self.starting.load(Ordering::SeqCst);
             if self.len() + starting >= self.size {
@@ -79,29 +83,38 @@ impl Pool {
                 break;
             }
         }
-        let (pool, runtime, workspaces) = (Arc::downgrade(self), Arc::downgrade(runtime), Arc::downgrade(workspaces));
-        tokio::spawn(async move { start_one(pool, runtime, workspaces).await });
+        let (pool, runtime, dirs) = (Arc::downgrade(self), Arc::downgrade(runtime), Arc::downgrade(dirs));
+        tokio::spawn(async move { start_one(pool, runtime, dirs).await });
     }
 
     /// Destroys every waiting sandbox (server shutdown) and removes their workspaces.
-    pub async fn drain(&self, workspaces: &Workspaces) {
+    pub async fn drain(&self, dirs: &Dirs) {
         let all: Vec<Warm> = self.ready.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
         for w in all {
             w.sandbox.destroy().await;
-            workspaces.remove(&w.name);
+            dirs.remove(&w.name);
         }
     }
 }
 
-async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, workspaces: Weak<Workspaces>) {
-    let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), workspaces.upgrade()) else { return };
+async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Dirs>) {
+    let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), dirs.upgrade()) else { return };
     let name = format!("run-{}", new_id("pool"));
-    let started = match ws.ensure(&name) {
-        Ok(workspace) => rt.create(SandboxSpec { name: name.clone(), workspace, limits: p.limits }).await.ok(),
+    let spec = match &p.session {
+        Some((template, _)) => ws.session_spec(&name, template, p.limits),
+        None => ws.workspaces.ensure(&name).map(|workspace| SandboxSpec {
+            name: name.clone(),
+            workspace,
+            limits: p.limits,
+            mounts: Vec::new(),
+        }),
+    };
+    let started = match spec {
+        Ok(spec) => rt.create(spec).await.ok(),
         Err(_) => None,
     };
-    let started = match (started, &p.kernel_env) {
-        (Some(sandbox), Some(env)) => warm_kernel(sandbox, env.clone()).await,
+    let started = match (started, &p.session) {
+        (Some(sandbox), Some((_, env))) => warm_kernel(sandbox, env.clone()).await,
         (started, _) => started,
     };
     p.starting.fetch_sub(1, Ordering::SeqCst);

@@ -10,8 +10,8 @@ use axum::Json;
 use chrono::Utc;
 use sandbox_api::{Callback, ExecutionStatus, OnError, Output, StreamName};
 use sandbox_api::{
-    Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Pools, Readiness,
-    RunRequest, Session, SessionList, SessionStatus,
+    Check, CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Language, Readiness, RunRequest,
+    Session, SessionList, SessionStatus,
 };
 use sandbox_runtime::{LimitKind, OutputSink, SandboxSpec};
 use std::sync::atomic::Ordering;
@@ -20,6 +20,7 @@ use crate::error::ApiError;
 use crate::execution::{self, Plan};
 use crate::extract::ApiJson;
 use crate::session::{limits_from, Claim, Finished, LiveSession, Ticket};
+use crate::template;
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -42,8 +43,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let ready = runtime.ready && store.ok;
     if runtime.ready {
         // Pools fill at start only if the host was ready then; top them up once it is.
-        state.run_pool.refill(&state.runtime, &state.workspaces);
-        state.session_pool.refill(&state.runtime, &state.workspaces);
+        state.refill_pools();
     }
     let body = Readiness {
         ready,
@@ -51,7 +51,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         sandbox: Check { ok: runtime.ready, message: runtime.message },
         cgroup: runtime.cgroup,
         store,
-        pools: Pools { run: state.run_pool.len(), session: state.session_pool.len() },
+        pools: state.pool_counts(),
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
@@ -83,26 +83,21 @@ pub async fn create_session(
     ApiJson(req): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<Session>)> {
     let config = &state.config;
-    let template = req.template.unwrap_or_else(|| "default".into());
-    if template != "default" {
-        return Err(ApiError::Invalid(format!("unknown template {template:?} (available: \"default\")")));
-    }
-    let env = req.env.unwrap_or_default();
+    let template = template::for_session(&state, req.template.as_deref().unwrap_or(template::DEFAULT))?;
+    let mut env = template.env.clone();
+    env.extend(req.env.unwrap_or_default());
     execution::check_env(&env)?;
     let kernel = match req.kernel.as_deref() {
-        None | Some("python") => Some("python".to_string()),
-        Some("none") => None,
-        Some(other) => {
-            return Err(ApiError::Invalid(format!("unknown kernel {other:?} (available: \"python\", \"none\")")))
-        }
+        None => template.kernel.clone(),
+        given => template::check_kernel(given)?,
     };
     let session = Session {
         id: execution::new_id("ses"),
         status: SessionStatus::Running,
-        template,
+        template: template.name.clone(),
         env,
-        limits: execution::resolve_limits(config, req.limits.as_ref())?,
-        timeout_s: execution::check_timeout(config, req.timeout_s, config.default_timeout_s)?,
+        limits: template::session_limits(&state, &template, req.limits.as_ref())?,
+        timeout_s: execution::check_timeout(config, req.timeout_s, template.timeout_s)?,
         metadata: req.metadata.unwrap_or_default(),
         kernel,
         kernel_restarts: 0,
@@ -110,26 +105,24 @@ pub async fn create_session(
         created_at: Utc::now(),
         deleted_at: None,
     };
-    // A session like the pool's (default limits and env, a Python kernel) takes a warm sandbox.
-    let poolable = session.kernel.is_some()
-        && session.env.is_empty()
-        && limits_from(&session.limits) == state.session_pool.limits();
-    if let Some(warm) = poolable.then(|| state.session_pool.take(&state.workspaces)).flatten() {
-        state.session_pool.refill(&state.runtime, &state.workspaces);
-        if state.workspaces.rename(&warm.name, &session.id).is_ok() {
+    // A session like its template's pool (same limits and env, a Python kernel) takes a warm sandbox.
+    let pool = state.session_pool(&template.name).filter(|_| template::poolable(&template, &session));
+    if let Some((pool, warm)) = pool.and_then(|p| p.take(&state.dirs).map(|w| (p, w))) {
+        pool.refill(&state.runtime, &state.dirs);
+        if state.dirs.rename(&warm.name, &session.id).is_ok() {
             let session = Session { from_pool: true, ..session };
             state.store.insert_session(&session)?;
             state.sessions.adopt(&session, warm.sandbox);
-            tracing::info!(session = %session.id, "session created from the warm pool");
+            tracing::info!(session = %session.id, template = %session.template, "session created from the warm pool");
             return Ok((StatusCode::CREATED, Json(session)));
         }
         warm.sandbox.destroy().await;
-        state.workspaces.remove(&warm.name);
+        state.dirs.remove(&warm.name);
     }
     state.store.insert_session(&session)?;
-    if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.workspaces).await {
+    if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.dirs).await {
         state.sessions.stop(&session.id).await;
-        state.workspaces.remove(&session.id);
+        state.dirs.remove(&session.id);
         state.store.delete_session_record(&session.id)?;
         return Err(e);
     }
@@ -155,7 +148,7 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<S
     }
     state.store.mark_session_deleted(&id, Utc::now())?;
     state.sessions.stop(&id).await;
-    state.workspaces.remove(&id);
+    state.dirs.remove(&id);
     tracing::info!(session = %id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -362,7 +355,7 @@ impl Job {
     async fn run_turn(self, sink: Option<OutputSink>) -> Result<Execution> {
         let Job { state, session, plan, record, live, ticket, seen_failures, cancel_pending } = self;
         let turn =
-            state.sessions.turn(&live, ticket, &session, state.runtime.as_ref(), &state.workspaces, &state.store).await;
+            state.sessions.turn(&live, ticket, &session, state.runtime.as_ref(), &state.dirs, &state.store).await;
         live.waiting.fetch_sub(1, Ordering::SeqCst);
         let turn = match turn {
             Ok(turn) => turn,
@@ -481,19 +474,20 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
     };
     plan.validate()?;
     let limits = limits_from(&limits);
-    let warm = if limits == state.run_pool.limits() { state.run_pool.take(&state.workspaces) } else { None };
+    let warm = if limits == state.run_pool.limits() { state.run_pool.take(&state.dirs) } else { None };
     let (name, sandbox) = match warm {
         Some(w) => {
-            state.run_pool.refill(&state.runtime, &state.workspaces);
+            state.run_pool.refill(&state.runtime, &state.dirs);
             (w.name, w.sandbox)
         }
         None => {
             let name = format!("run-{}", plan.id);
-            let workspace = state.workspaces.ensure(&name)?;
-            match state.runtime.create(SandboxSpec { name: name.clone(), workspace, limits }).await {
+            let workspace = state.dirs.workspaces.ensure(&name)?;
+            match state.runtime.create(SandboxSpec { name: name.clone(), workspace, limits, mounts: Vec::new() }).await
+            {
                 Ok(sb) => (name, sb),
                 Err(e) => {
-                    state.workspaces.remove(&name);
+                    state.dirs.remove(&name);
                     return Err(e.into());
                 }
             }
@@ -509,7 +503,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
     let cleanup_state = Arc::clone(&state);
     tokio::spawn(async move {
         sandbox.destroy().await;
-        cleanup_state.workspaces.remove(&name);
+        cleanup_state.dirs.remove(&name);
     });
     stored?;
     let Some(outcome) = outcome else { return Err(ApiError::Internal("execution not stored".into())) };
@@ -588,6 +582,71 @@ pub async fn invoke(
         _ => state.store.get_execution(&exec_id)?.ok_or_else(|| not_found("execution", &exec_id))?,
     };
     Ok(Json(crate::invoke::result(exec)))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/packages", request_body = sandbox_api::InstallPackages, responses(
+    (status = 200, body = sandbox_api::PackageInstallResult, description = "The installation ran; `status` says \
+        whether pip succeeded, `error` why not"),
+    (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+    (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
+))]
+/// Installs Python packages for this session alone. pip runs with network access in a sandbox
+/// of its own (the session stays offline) into the session's package directory, which its
+/// kernel and processes have on `PYTHONPATH`: a new `import` finds them at once.
+pub async fn install_packages(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<sandbox_api::InstallPackages>,
+) -> Result<Json<sandbox_api::PackageInstallResult>> {
+    active_session(&state, &id)?;
+    crate::packages::check_specs(&req.packages)?;
+    let live = state.sessions.live(&id);
+    // One installation per session at a time: two pips in one directory would trip on each other.
+    let _installing = live.installing.lock().await;
+    let target = state.dirs.packages.ensure(&id)?;
+    let timeout = std::time::Duration::from_secs(state.config.package_timeout_s);
+    let (cache, index) = (state.dirs.pip_cache.clone(), state.config.pip_index_url.clone());
+    let result =
+        crate::packages::install(state.runtime.as_ref(), &id, &req.packages, target, cache, index, timeout).await?;
+    tracing::info!(session = %id, status = ?result.status, installed = result.installed.len(), "packages installed");
+    Ok(Json(result))
+}
+
+#[utoipa::path(get, path = "/v1/templates", responses((status = 200, body = sandbox_api::TemplateList)))]
+pub async fn list_templates(State(state): State<Arc<AppState>>) -> Result<Json<sandbox_api::TemplateList>> {
+    Ok(Json(sandbox_api::TemplateList { templates: template::list(&state)? }))
+}
+
+#[utoipa::path(get, path = "/v1/templates/{name}", responses(
+    (status = 200, body = sandbox_api::Template), (status = 404, body = sandbox_api::ErrorBody),
+))]
+pub async fn get_template(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Result<Json<sandbox_api::Template>> {
+    Ok(Json(template::find(&state, &name)?.ok_or_else(|| not_found("template", &name))?))
+}
+
+#[utoipa::path(post, path = "/v1/templates", request_body = sandbox_api::CreateTemplate, responses(
+    (status = 201, body = sandbox_api::Template, description = "Created; with packages it is `building` until \
+        they are installed (poll `GET /v1/templates/{name}`)"),
+    (status = 409, body = sandbox_api::ErrorBody), (status = 422, body = sandbox_api::ErrorBody),
+))]
+pub async fn create_template(
+    State(state): State<Arc<AppState>>,
+    ApiJson(req): ApiJson<sandbox_api::CreateTemplate>,
+) -> Result<(StatusCode, Json<sandbox_api::Template>)> {
+    let t = template::create(&state, req)?;
+    tracing::info!(template = %t.name, status = ?t.status, "template created");
+    Ok((StatusCode::CREATED, Json(t)))
+}
+
+#[utoipa::path(delete, path = "/v1/templates/{name}", responses(
+    (status = 204), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+))]
+pub async fn delete_template(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Result<StatusCode> {
+    template::delete(&state, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn not_found_fallback() -> ApiError {

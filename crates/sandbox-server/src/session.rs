@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use sandbox_api::{Limits, Session, SessionStatus};
-use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
+use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
 use sandbox_store::Store;
 
 use crate::error::ApiError;
-use crate::workspace::Workspaces;
+use crate::workspace::Dirs;
 
 /// The live part of a session.
 pub struct LiveSession {
@@ -27,6 +27,8 @@ pub struct LiveSession {
     pub failures: AtomicU64,
     sandbox: Mutex<Option<Arc<dyn Sandbox>>>,
     deleted: AtomicBool,
+    /// Held while packages are installed for the session (one installation at a time).
+    pub installing: tokio::sync::Mutex<()>,
 }
 
 impl Default for LiveSession {
@@ -38,6 +40,7 @@ impl Default for LiveSession {
             failures: AtomicU64::new(0),
             sandbox: Mutex::new(None),
             deleted: AtomicBool::new(false),
+            installing: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -136,7 +139,7 @@ impl Sessions {
         live: &LiveSession,
         session: &Session,
         runtime: &dyn Runtime,
-        workspaces: &Workspaces,
+        dirs: &Dirs,
     ) -> Result<Arc<dyn Sandbox>, ApiError> {
         if let Some(sb) = live.current() {
             if sb.is_alive() {
@@ -145,8 +148,7 @@ impl Sessions {
             tracing::warn!(session = %session.id, "sandbox died; starting a new one");
             sb.destroy().await;
         }
-        let workspace = workspaces.ensure(&session.id)?;
-        let spec = SandboxSpec { name: session.id.clone(), workspace, limits: limits_of(session) };
+        let spec = dirs.session_spec(&session.id, &session.template, limits_of(session))?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.
@@ -169,14 +171,9 @@ impl Sessions {
     }
 
     /// Starts the first sandbox of a new session.
-    pub async fn start(
-        &self,
-        session: &Session,
-        runtime: &dyn Runtime,
-        workspaces: &Workspaces,
-    ) -> Result<(), ApiError> {
+    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &Dirs) -> Result<(), ApiError> {
         let live = self.live(&session.id);
-        Self::ensure_sandbox(&live, session, runtime, workspaces).await.map(drop)
+        Self::ensure_sandbox(&live, session, runtime, dirs).await.map(drop)
     }
 
     /// Waits for `ticket`'s turn and returns it with a live sandbox.
@@ -186,7 +183,7 @@ impl Sessions {
         ticket: Ticket,
         session: &Session,
         runtime: &dyn Runtime,
-        workspaces: &Workspaces,
+        dirs: &Dirs,
         store: &Store,
     ) -> Result<Turn<'a>, ApiError> {
         let mut serving = live.serving.subscribe();
@@ -203,7 +200,7 @@ impl Sessions {
             Some(s) if s.status == SessionStatus::Running => {}
             _ => return Err(deleted()),
         }
-        let sandbox = Self::ensure_sandbox(live, session, runtime, workspaces).await?;
+        let sandbox = Self::ensure_sandbox(live, session, runtime, dirs).await?;
         Ok(Turn { _guard: guard, sandbox, live })
     }
 

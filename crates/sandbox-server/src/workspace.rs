@@ -1,11 +1,70 @@
 //! Workspaces: one host directory per session, mounted at /workspace in its sandbox. They
 //! live under the data dir and outlive sandboxes (a restarted sandbox finds its files again).
+//!
+//! Beside them, [`Dirs`] keeps the other per-session and per-template directories a sandbox
+//! mounts: the session's installed packages and its template's environment (both read-only
+//! inside), and the pip cache that installations share.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::ApiError;
+use sandbox_runtime::{ReadOnlyMount, ResourceLimits, SandboxSpec};
 
+use crate::error::ApiError;
+use crate::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
+
+/// The directories sandboxes get from the data dir.
+pub struct Dirs {
+    pub workspaces: Workspaces,
+    /// Per session (by the same name as its workspace): packages installed for it alone.
+    pub packages: Workspaces,
+    /// Per template: the environment its packages were installed into.
+    pub templates: Workspaces,
+    /// pip's cache, shared by every installation.
+    pub pip_cache: PathBuf,
+}
+
+impl Dirs {
+    pub fn new(data_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<Dirs> {
+        let packages = Workspaces::new(data_dir.join("packages"), owner)?;
+        let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(Dirs {
+            workspaces: Workspaces::new(data_dir.join("workspaces"), owner)?,
+            packages: Workspaces::new(data_dir.join("packages").join("sessions"), owner)?,
+            templates: Workspaces::new(data_dir.join("templates"), owner)?,
+            pip_cache,
+        })
+    }
+
+    /// What a session sandbox named `name` (a session id, or a pool name) of `template` mounts:
+    /// its workspace, its package directory and, if the template has packages, their environment.
+    pub fn session_spec(&self, name: &str, template: &str, limits: ResourceLimits) -> Result<SandboxSpec, ApiError> {
+        let workspace = self.workspaces.ensure(name)?;
+        let mut mounts = vec![ReadOnlyMount { source: self.packages.ensure(name)?, target: SESSION_MOUNT.into() }];
+        let env = self.templates.path(template);
+        if env.is_dir() {
+            mounts.push(ReadOnlyMount { source: env, target: TEMPLATE_MOUNT.into() });
+        }
+        Ok(SandboxSpec { name: name.to_string(), workspace, limits, mounts })
+    }
+
+    /// Renames a warm sandbox's directories to the session's (see [`Workspaces::rename`]).
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), ApiError> {
+        self.workspaces.rename(from, to)?;
+        match self.packages.rename(from, to) {
+            Err(_) if !self.packages.path(from).exists() => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Removes a session's (or warm sandbox's) directories.
+    pub fn remove(&self, name: &str) {
+        self.workspaces.remove(name);
+        self.packages.remove(name);
+    }
+}
+
+/// Directories by name under one root, owned by the sandbox user.
 pub struct Workspaces {
     root: PathBuf,
     /// Host uid/gid that must own them (the sandbox user), if not sandboxd's own.
@@ -28,7 +87,7 @@ impl Workspaces {
     /// Creates (or finds again) the workspace of `id`, owned by the sandbox user, mode 0700.
     pub fn ensure(&self, id: &str) -> Result<PathBuf, ApiError> {
         let dir = self.path(id);
-        let fail = |op: &str, e: std::io::Error| ApiError::Internal(format!("{op} workspace {}: {e}", dir.display()));
+        let fail = |op: &str, e: std::io::Error| ApiError::Internal(format!("{op} {}: {e}", dir.display()));
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(dir),
@@ -45,7 +104,7 @@ impl Workspaces {
     /// mount follows the directory, not its name.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ApiError> {
         std::fs::rename(self.path(from), self.path(to))
-            .map_err(|e| ApiError::Internal(format!("rename workspace {from} to {to}: {e}")))
+            .map_err(|e| ApiError::Internal(format!("rename {} to {to}: {e}", self.path(from).display())))
     }
 
     pub fn remove(&self, id: &str) {
@@ -56,7 +115,7 @@ impl Workspaces {
 fn remove_dir(dir: &Path) {
     if let Err(e) = std::fs::remove_dir_all(dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove workspace");
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove directory");
         }
     }
 }

@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sandbox_api::{
-    Callback, CallbackAttempt, Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Timestamp,
+    Callback, CallbackAttempt, Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Template,
+    Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,11 @@ const MIGRATIONS: &[&str] = &[
         error TEXT
      );
      CREATE INDEX callback_attempts_by_execution ON callback_attempts(execution_id, at);",
+    "CREATE TABLE templates (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        created_at TEXT NOT NULL
+     );",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -195,6 +201,58 @@ impl Store {
         raws.into_iter().map(RawSession::into_session).collect()
     }
 
+    /// Adds a template; false if one of that name exists.
+    pub fn insert_template(&self, t: &Template) -> Result<bool, StoreError> {
+        let record = serde_json::to_string(t).map_err(|e| corrupt_json(&t.name, e))?;
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO templates (name, record, created_at) VALUES (?1, ?2, ?3)",
+            params![t.name, record, t.created_at.to_rfc3339()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Replaces the record of an existing template (its build finished).
+    pub fn update_template(&self, t: &Template) -> Result<(), StoreError> {
+        let record = serde_json::to_string(t).map_err(|e| corrupt_json(&t.name, e))?;
+        self.conn().execute("UPDATE templates SET record = ?2 WHERE name = ?1", params![t.name, record])?;
+        Ok(())
+    }
+
+    pub fn get_template(&self, name: &str) -> Result<Option<Template>, StoreError> {
+        let record: Option<String> = self
+            .conn()
+            .query_row("SELECT record FROM templates WHERE name = ?1", params![name], |r| r.get(0))
+            .optional()?;
+        record.map(|r| serde_json::from_str(&r).map_err(|e| corrupt_json(name, e))).transpose()
+    }
+
+    pub fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, record FROM templates ORDER BY created_at, name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, record) = row?;
+            out.push(serde_json::from_str(&record).map_err(|e| corrupt_json(&name, e))?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a template; false if there was none of that name.
+    pub fn delete_template(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute("DELETE FROM templates WHERE name = ?1", params![name])? == 1)
+    }
+
+    /// Whether any session that is not deleted uses template `name`.
+    pub fn template_in_use(&self, name: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM sessions WHERE template = ?1 AND status != 'deleted'",
+            params![name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
@@ -316,6 +374,10 @@ fn metrics_json(e: &Execution) -> Result<Option<String>, StoreError> {
 
 fn outputs_json(e: &Execution) -> Result<String, StoreError> {
     serde_json::to_string(&e.outputs).map_err(|err| StoreError::Corrupt { id: e.id.clone(), detail: err.to_string() })
+}
+
+fn corrupt_json(id: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt { id: id.into(), detail: e.to_string() }
 }
 
 fn parse_time(id: &str, s: &str) -> Result<Timestamp, StoreError> {
@@ -468,6 +530,43 @@ mod tests {
 
     fn execution(id: &str, session: &str) -> Execution {
         Execution::new(id.into(), Some(session.into()), Language::Python, ExecutionStatus::Running)
+    }
+
+    #[test]
+    fn templates_are_stored_whole_and_names_are_unique() {
+        let store = Store::open_in_memory().expect("open");
+        let now = Utc::now();
+        let t = Template {
+            name: "data".into(),
+            description: "pandas and friends".into(),
+            rootfs: "host".into(),
+            limits: Limits { memory_mb: 1024, pids: 128, cpu: 2.0 },
+            timeout_s: 30.0,
+            kernel: Some("python".into()),
+            env: [("A".to_string(), "1".to_string())].into(),
+            packages: vec!["six".into()],
+            pool_size: 1,
+            status: sandbox_api::TemplateStatus::Building,
+            error: None,
+            installed: vec![],
+            builtin: false,
+            created_at: now,
+            updated_at: now,
+        };
+        assert!(store.insert_template(&t).expect("insert"));
+        assert!(!store.insert_template(&t).expect("insert again"), "a second template of one name is refused");
+        let ready = Template { status: sandbox_api::TemplateStatus::Ready, ..t.clone() };
+        store.update_template(&ready).expect("update");
+        assert_eq!(store.get_template("data").expect("get"), Some(ready.clone()));
+        assert_eq!(store.list_templates().expect("list"), vec![ready]);
+        assert!(!store.template_in_use("data").expect("in use"));
+        store.insert_session(&Session { template: "data".into(), ..session("s1") }).expect("session");
+        assert!(store.template_in_use("data").expect("in use"));
+        store.mark_session_deleted("s1", Utc::now()).expect("delete");
+        assert!(!store.template_in_use("data").expect("in use"));
+        assert!(store.delete_template("data").expect("delete"));
+        assert!(!store.delete_template("data").expect("delete again"));
+        assert_eq!(store.get_template("data").expect("get"), None);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::runtime::{PackageInstall, ReadOnlyMount};
+
 /// Where the executor binary appears inside the sandbox.
 pub const EXECUTOR_PATH: &str = "/.sandbox/executor";
 /// The fds bwrap gets for its start-up handshake (see `LocalRuntime::start`).
@@ -92,15 +94,18 @@ fn push(args: &mut Vec<OsString>, items: &[&str]) {
     args.extend(items.iter().map(OsString::from));
 }
 
-/// The full bwrap argument list for a sandbox on `workspace`.
-pub fn args(layout: &Layout, workspace: &Path) -> Vec<OsString> {
-    let mut a: Vec<OsString> = Vec::new();
+/// The namespaces and the read-only system view every sandbox shares: the host's `/usr` and
+/// merged-/usr links, our `/etc`, a private `/proc`, a minimal `/dev` and a capped `/tmp`.
+fn system_view(a: &mut Vec<OsString>, layout: &Layout, share_net: bool) {
     let uid = SANDBOX_UID.to_string();
-    push(&mut a, &["--unshare-all", "--unshare-user", "--disable-userns"]);
-    push(&mut a, &["--die-with-parent", "--new-session", "--as-pid-1"]);
-    push(&mut a, &["--info-fd", &INFO_FD.to_string(), "--block-fd", &BLOCK_FD.to_string()]);
-    push(&mut a, &["--uid", &uid, "--gid", &uid, "--hostname", "sandbox"]);
-    push(&mut a, &["--ro-bind", "/usr", "/usr"]);
+    push(a, &["--unshare-all", "--unshare-user", "--disable-userns"]);
+    if share_net {
+        a.push("--share-net".into());
+    }
+    push(a, &["--die-with-parent", "--new-session"]);
+    push(a, &["--info-fd", &INFO_FD.to_string(), "--block-fd", &BLOCK_FD.to_string()]);
+    push(a, &["--uid", &uid, "--gid", &uid, "--hostname", "sandbox"]);
+    push(a, &["--ro-bind", "/usr", "/usr"]);
     for entry in &layout.root_entries {
         match entry {
             RootEntry::Symlink { name, target } => {
@@ -110,24 +115,68 @@ pub fn args(layout: &Layout, workspace: &Path) -> Vec<OsString> {
             }
             RootEntry::Dir { name } => {
                 let p = format!("/{name}");
-                push(&mut a, &["--ro-bind", &p, &p]);
+                push(a, &["--ro-bind", &p, &p]);
             }
         }
     }
     a.push("--ro-bind".into());
     a.push(layout.etc_dir.clone().into());
     a.push("/etc".into());
-    push(&mut a, &["--proc", "/proc", "--dev", "/dev"]);
-    push(&mut a, &["--size", &layout.tmp_size_bytes.to_string(), "--tmpfs", "/tmp"]);
-    a.push("--bind".into());
-    a.push(workspace.into());
-    a.push(sandbox_protocol::WORKSPACE_DIR.into());
-    a.push("--ro-bind".into());
-    a.push(layout.executor.clone().into());
-    a.push(EXECUTOR_PATH.into());
+    push(a, &["--proc", "/proc", "--dev", "/dev"]);
+    push(a, &["--size", &layout.tmp_size_bytes.to_string(), "--tmpfs", "/tmp"]);
+}
+
+fn bind(a: &mut Vec<OsString>, flag: &str, source: &Path, target: &str) {
+    a.push(flag.into());
+    a.push(source.into());
+    a.push(target.into());
+}
+
+/// The full bwrap argument list for a sandbox on `workspace`, with `mounts` read-only.
+pub fn args(layout: &Layout, workspace: &Path, mounts: &[ReadOnlyMount]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    system_view(&mut a, layout, false);
+    a.push("--as-pid-1".into());
+    for m in mounts {
+        bind(&mut a, "--ro-bind", &m.source, &m.target);
+    }
+    bind(&mut a, "--bind", workspace, sandbox_protocol::WORKSPACE_DIR);
+    bind(&mut a, "--ro-bind", &layout.executor, EXECUTOR_PATH);
     push(&mut a, &["--chdir", sandbox_protocol::WORKSPACE_DIR, "--clearenv", "--", EXECUTOR_PATH]);
     a
 }
+
+/// Where an installation's target and pip cache appear inside its sandbox.
+pub const INSTALL_TARGET: &str = "/target";
+pub const INSTALL_CACHE: &str = "/cache";
+
+/// The bwrap argument list of a package installation: the same system view as a session, plus
+/// the host network and its DNS settings, the target and cache directories read-write, and
+/// `pip` as the only process. `--only-binary :all:` means wheels only: no package code (no
+/// `setup.py`) runs at install time, so nothing untrusted ever runs with network access or can
+/// reach the cache other sessions' installs share.
+pub fn install_args(layout: &Layout, req: &PackageInstall) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    system_view(&mut a, layout, true);
+    if Path::new(RESOLV_CONF).exists() {
+        push(&mut a, &["--ro-bind", RESOLV_CONF, RESOLV_CONF]);
+    }
+    bind(&mut a, "--bind", &req.target, INSTALL_TARGET);
+    bind(&mut a, "--bind", &req.cache, INSTALL_CACHE);
+    push(&mut a, &["--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]);
+    push(&mut a, &["--setenv", "PATH", sandbox_protocol::SANDBOX_PATH, "--setenv", "LANG", "C.UTF-8"]);
+    push(&mut a, &["--", "python3", "-m", "pip", "install", "--target", INSTALL_TARGET, "--upgrade"]);
+    push(&mut a, &["--cache-dir", INSTALL_CACHE, "--only-binary", ":all:", "--break-system-packages"]);
+    push(&mut a, &["--no-input", "--disable-pip-version-check", "--progress-bar", "off", "--no-warn-script-location"]);
+    if let Some(url) = &req.index_url {
+        push(&mut a, &["--index-url", url]);
+    }
+    a.push("--".into());
+    a.extend(req.packages.iter().map(OsString::from));
+    a
+}
+
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// Fills `dir` (emptied first) with the sandbox's `/etc`: world-readable copies of the host
 /// entries in [`HOST_ETC`] and `python3*`, symlinks kept as symlinks, plus [`etc_files`].
@@ -186,7 +235,7 @@ fn copy_public(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 /// The passwd, group and hosts files every sandbox sees: only the sandbox user, no host names.
-pub fn etc_files() -> [(&'static str, String); 3] {
+pub fn etc_files() -> [(&'static str, String); 4] {
     let id = SANDBOX_UID;
     [
         (
@@ -197,6 +246,8 @@ pub fn etc_files() -> [(&'static str, String); 3] {
         ),
         ("group", format!("root:x:0:\nsandbox:x:{id}:\nnogroup:x:65534:\n")),
         ("hosts", "127.0.0.1 localhost sandbox\n::1 localhost ip6-localhost ip6-loopback\n".to_string()),
+        // Empty: sandboxes have no network. Package installs bind the host's over it.
+        ("resolv.conf", String::new()),
     ]
 }
 
@@ -216,8 +267,12 @@ mod tests {
         }
     }
 
+    fn mounts() -> Vec<ReadOnlyMount> {
+        vec![ReadOnlyMount { source: "/data/packages/s1".into(), target: "/opt/packages".into() }]
+    }
+
     fn joined() -> String {
-        args(&layout(), Path::new("/data/workspaces/s1"))
+        args(&layout(), Path::new("/data/workspaces/s1"), &mounts())
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -244,11 +299,12 @@ mod tests {
         assert!(a.contains("--ro-bind /data/runtime/etc /etc"));
         assert!(a.contains("--bind /data/workspaces/s1 /workspace"));
         assert!(a.contains(&format!("--size {} --tmpfs /tmp", 1 << 20)));
+        assert!(a.contains("--ro-bind /data/packages/s1 /opt/packages"));
         for hidden in [" /root", " /home", "/var", "--bind /tmp", "--ro-bind /etc /etc", "--bind /data /"] {
             assert!(!a.contains(hidden), "{hidden} must not be mounted: {a}");
         }
         // The only writable bind is the workspace.
-        let v = args(&layout(), Path::new("/w"));
+        let v = args(&layout(), Path::new("/w"), &mounts());
         assert_eq!(v.iter().filter(|s| *s == "--bind" || *s == "--dev-bind").count(), 1);
     }
 
@@ -276,8 +332,42 @@ mod tests {
 
     #[test]
     fn generated_passwd_names_no_host_user() {
-        let [(_, passwd), _, _] = etc_files();
+        let [(_, passwd), ..] = etc_files();
         assert!(passwd.contains("sandbox:x:1000:1000"));
         assert!(!passwd.contains("/home/"));
+    }
+
+    fn install() -> PackageInstall {
+        PackageInstall {
+            name: "s1".into(),
+            packages: vec!["six==1.17.0".into(), "attrs".into()],
+            target: "/data/packages/s1".into(),
+            cache: "/data/pip-cache".into(),
+            index_url: None,
+            limits: crate::ResourceLimits { memory_bytes: 1 << 30, pids: 64, cpus: 1.0 },
+            timeout: std::time::Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn installs_get_the_network_wheels_only_and_nothing_but_target_and_cache_writable() {
+        let v = install_args(&layout(), &install());
+        let a = v.iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+        assert!(a.contains("--share-net") && a.contains("--unshare-user") && a.contains("--disable-userns"));
+        assert!(a.contains("--uid 1000 --gid 1000"), "{a}");
+        assert!(a.contains("--bind /data/packages/s1 /target") && a.contains("--bind /data/pip-cache /cache"));
+        assert_eq!(v.iter().filter(|s| *s == "--bind" || *s == "--dev-bind").count(), 2);
+        assert!(a.contains("--only-binary :all:"), "no sdist may run setup.py: {a}");
+        // Package names come after `--`, so none can be read as an option of pip.
+        assert!(a.ends_with("--target /target --upgrade --cache-dir /cache --only-binary :all: --break-system-packages --no-input --disable-pip-version-check --progress-bar off --no-warn-script-location -- six==1.17.0 attrs"), "{a}");
+        let with_index =
+            install_args(&layout(), &PackageInstall { index_url: Some("https://mirror/simple".into()), ..install() });
+        assert!(with_index.iter().any(|s| s == "https://mirror/simple"));
+    }
+
+    #[test]
+    fn sessions_never_get_the_network() {
+        assert!(!joined().contains("--share-net"));
+        assert!(!joined().contains("resolv.conf"));
     }
 }

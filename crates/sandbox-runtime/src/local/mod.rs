@@ -22,7 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::executor_client::{ExecutorClient, OutputSink};
-use crate::runtime::{ExecOutcome, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec};
+use crate::runtime::{
+    ExecOutcome, InstallOutcome, PackageInstall, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
+};
 use crate::RuntimeError;
 use cgroup::{CgroupMode, Cgroups, SandboxCgroup};
 
@@ -204,6 +206,7 @@ impl LocalRuntime {
             name: format!("probe-{}-{n}", std::process::id()),
             workspace,
             limits: ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 },
+            mounts: Vec::new(),
         };
         let sandbox = self.start(spec).await?;
         sandbox.destroy().await;
@@ -218,35 +221,12 @@ impl LocalRuntime {
             return Err(RuntimeError::NotReady("runtime misconfigured".into()));
         };
         let cgroup = cgroups.create(&spec.name, &spec.limits)?;
-        let pipes = sandbox_sys::pipe_cloexec().and_then(|info| Ok((info, sandbox_sys::pipe_cloexec()?)));
-        let ((info_r, info_w), (block_r, block_w)) = match pipes {
-            Ok(p) => p,
+        let args = bwrap::args(layout, &spec.workspace, &spec.mounts);
+        let (mut child, info_r, block_w) = match self.spawn_held(bwrap_path, args, Stdio::piped()) {
+            Ok(spawned) => spawned,
             Err(e) => {
                 cgroup.iter().for_each(SandboxCgroup::remove);
-                return Err(RuntimeError::Start(format!("cannot create control pipes: {e}")));
-            }
-        };
-        let mut cmd = std::process::Command::new(bwrap_path);
-        cmd.args(bwrap::args(layout, &spec.workspace))
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child_fds = vec![(info_w, bwrap::INFO_FD), (block_r, bwrap::BLOCK_FD)];
-        sandbox_sys::pre_exec_fds_and_drop(&mut cmd, child_fds, self.config.run_as.ids());
-        let mut cmd = tokio::process::Command::from(cmd);
-        cmd.kill_on_drop(true);
-        // Note: bwrap's --die-with-parent watches the *thread* that spawns it. This runs on a
-        // runtime worker thread, which lives as long as the server; never spawn from
-        // spawn_blocking, whose threads exit when idle.
-        let spawned = cmd.spawn();
-        // Closes our copies of the child's pipe ends, so a dying bwrap shows as EOF.
-        drop(cmd);
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                cgroup.iter().for_each(SandboxCgroup::remove);
-                return Err(RuntimeError::Start(format!("cannot run {}: {e}", bwrap_path.display())));
+                return Err(e);
             }
         };
         let (Some(stdin), Some(stdout), Some(stderr), Some(bwrap_pid)) =
@@ -293,6 +273,117 @@ impl LocalRuntime {
         }
         Ok(sandbox)
     }
+}
+
+impl LocalRuntime {
+    /// Spawns bwrap with `args` as the sandbox user, held on its block fd before anything runs
+    /// inside: the caller moves it into a cgroup, then releases it
+    /// ([`join_cgroup_then_release`] with the returned info and block fds).
+    fn spawn_held(
+        &self,
+        bwrap_path: &Path,
+        args: Vec<std::ffi::OsString>,
+        stdin: Stdio,
+    ) -> Result<(tokio::process::Child, std::os::fd::OwnedFd, std::os::fd::OwnedFd), RuntimeError> {
+        let pipes = sandbox_sys::pipe_cloexec().and_then(|info| Ok((info, sandbox_sys::pipe_cloexec()?)));
+        let ((info_r, info_w), (block_r, block_w)) =
+            pipes.map_err(|e| RuntimeError::Start(format!("cannot create control pipes: {e}")))?;
+        let mut cmd = std::process::Command::new(bwrap_path);
+        cmd.args(args).env_clear().stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child_fds = vec![(info_w, bwrap::INFO_FD), (block_r, bwrap::BLOCK_FD)];
+        sandbox_sys::pre_exec_fds_and_drop(&mut cmd, child_fds, self.config.run_as.ids());
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        // Note: bwrap's --die-with-parent watches the *thread* that spawns it. This runs on a
+        // runtime worker thread, which lives as long as the server; never spawn from
+        // spawn_blocking, whose threads exit when idle.
+        let spawned = cmd.spawn();
+        // Closes our copies of the child's pipe ends, so a dying bwrap shows as EOF.
+        drop(cmd);
+        let child = spawned.map_err(|e| RuntimeError::Start(format!("cannot run {}: {e}", bwrap_path.display())))?;
+        Ok((child, info_r, block_w))
+    }
+
+    async fn install(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        if let Some(problem) = self.static_problem() {
+            return Err(RuntimeError::NotReady(problem));
+        }
+        let (Ok(bwrap_path), Ok(layout), Ok(cgroups)) = (&self.bwrap, &self.layout, &self.cgroups) else {
+            return Err(RuntimeError::NotReady("runtime misconfigured".into()));
+        };
+        // pip unpacks wheels under /tmp before moving them into place: give it room.
+        let layout = bwrap::Layout { tmp_size_bytes: layout.tmp_size_bytes.max(INSTALL_TMP_BYTES), ..layout.clone() };
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let cgroup = cgroups.create(&format!("install-{}-{n}", req.name), &req.limits)?;
+        let spawned = self.spawn_held(bwrap_path, bwrap::install_args(&layout, &req), Stdio::null());
+        let (child, info_r, block_w) = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                cgroup.iter().for_each(SandboxCgroup::remove);
+                return Err(e);
+            }
+        };
+        let cleanup = |cgroup: &Option<SandboxCgroup>| {
+            if let Some(cg) = cgroup {
+                cg.kill_all();
+                cg.remove();
+            }
+        };
+        let Some(pid) = child.id() else {
+            cleanup(&cgroup);
+            return Err(RuntimeError::Start("bwrap exited at once".into()));
+        };
+        let cg = cgroup.clone();
+        let joined = tokio::task::spawn_blocking(move || join_cgroup_then_release(pid, info_r, block_w, cg.as_ref()))
+            .await
+            .map_err(|e| RuntimeError::Start(format!("cgroup join task failed: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = joined {
+            cleanup(&cgroup);
+            return Err(e);
+        }
+        let outcome = match tokio::time::timeout(req.timeout, child.wait_with_output()).await {
+            Ok(Ok(out)) => {
+                let mut log = String::from_utf8_lossy(&out.stdout).into_owned();
+                log.push_str(&String::from_utf8_lossy(&out.stderr));
+                InstallOutcome {
+                    success: out.status.success(),
+                    log: tail_of(&log, INSTALL_LOG_BYTES),
+                    timed_out: false,
+                }
+            }
+            Ok(Err(e)) => {
+                cleanup(&cgroup);
+                return Err(RuntimeError::Protocol(e));
+            }
+            // The child was dropped with the timed-out future, which kills bwrap (kill_on_drop).
+            Err(_) => InstallOutcome {
+                success: false,
+                log: format!("pip did not finish within {} s and was killed", req.timeout.as_secs()),
+                timed_out: true,
+            },
+        };
+        cleanup(&cgroup);
+        Ok(outcome)
+    }
+}
+
+/// Room under `/tmp` for an installation (tmpfs, charged to its memory limit).
+const INSTALL_TMP_BYTES: u64 = 1 << 30;
+/// How much of pip's output an installation keeps.
+const INSTALL_LOG_BYTES: usize = 8 << 10;
+
+/// The last `max` bytes of `s`, cut at a line start where possible.
+fn tail_of(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    let cut = &s[start..];
+    cut.find('\n').map_or(cut, |i| &cut[i + 1..]).to_string()
 }
 
 /// Moves bwrap, then the sandbox process it reports on its info fd, into `cgroup`, then lets
@@ -378,6 +469,10 @@ impl Runtime for LocalRuntime {
 
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
         Ok(Box::new(self.start(spec).await?))
+    }
+
+    async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        self.install(req).await
     }
 }
 

@@ -1,0 +1,243 @@
+//! Templates: named session defaults (limits, timeout, kernel, environment) plus a Python
+//! environment of preinstalled packages that their sessions see read-only.
+//!
+//! "default" is built in: the server's configured defaults and no packages. Others are created
+//! through the API and kept in the store. One with packages is built in the background
+//! ("building", then "ready" or "failed"); sessions can use a template only when it is ready.
+//! Each template may keep a warm pool of its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sandbox_api::{CreateTemplate, InstallStatus, LimitsRequest, Template, TemplateStatus};
+
+use crate::error::ApiError;
+use crate::execution;
+use crate::session::limits_from;
+use crate::AppState;
+
+pub const DEFAULT: &str = "default";
+
+/// The built-in template: the server's defaults, no packages, the configured session pool.
+pub fn builtin(state: &AppState) -> Result<Template, ApiError> {
+    let config = &state.config;
+    Ok(Template {
+        name: DEFAULT.into(),
+        description: "The server's defaults: host root filesystem, a Python kernel, no extra packages".into(),
+        rootfs: "host".into(),
+        limits: execution::resolve_limits(config, None)?,
+        timeout_s: config.default_timeout_s,
+        kernel: Some("python".into()),
+        env: Default::default(),
+        packages: Vec::new(),
+        pool_size: config.session_pool,
+        status: TemplateStatus::Ready,
+        error: None,
+        installed: Vec::new(),
+        builtin: true,
+        created_at: state.started_at,
+        updated_at: state.started_at,
+    })
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(format!(
+            "invalid template name {name:?}: 1 to 64 of a-z 0-9 - _, starting with a letter or digit"
+        )))
+    }
+}
+
+/// "python" or "none" (`None` = the default, python).
+pub fn check_kernel(kernel: Option<&str>) -> Result<Option<String>, ApiError> {
+    match kernel {
+        None | Some("python") => Ok(Some("python".to_string())),
+        Some("none") => Ok(None),
+        Some(other) => Err(ApiError::Invalid(format!("unknown kernel {other:?} (available: \"python\", \"none\")"))),
+    }
+}
+
+/// A template by name, built-in or stored.
+pub fn find(state: &AppState, name: &str) -> Result<Option<Template>, ApiError> {
+    if name == DEFAULT {
+        return builtin(state).map(Some);
+    }
+    Ok(state.store.get_template(name)?)
+}
+
+pub fn list(state: &AppState) -> Result<Vec<Template>, ApiError> {
+    let mut all = vec![builtin(state)?];
+    all.extend(state.store.list_templates()?);
+    Ok(all)
+}
+
+/// The template a new session asks for, if sessions can use it now.
+pub fn for_session(state: &AppState, name: &str) -> Result<Template, ApiError> {
+    let Some(t) = find(state, name)? else {
+        let names: Vec<String> = list(state)?.into_iter().map(|t| format!("{:?}", t.name)).collect();
+        return Err(ApiError::Invalid(format!("unknown template {name:?} (available: {})", names.join(", "))));
+    };
+    match t.status {
+        TemplateStatus::Ready => Ok(t),
+        TemplateStatus::Building => {
+            Err(ApiError::Conflict(format!("template {name:?} is still installing its packages; try again shortly")))
+        }
+        TemplateStatus::Failed => Err(ApiError::Conflict(format!(
+            "template {name:?} failed to build: {}",
+            t.error.as_deref().unwrap_or("unknown error")
+        ))),
+    }
+}
+
+/// A session's limits: those it asks for, else its template's.
+pub fn session_limits(
+    state: &AppState,
+    t: &Template,
+    req: Option<&LimitsRequest>,
+) -> Result<sandbox_api::Limits, ApiError> {
+    let req = req.cloned().unwrap_or_default();
+    let merged = LimitsRequest {
+        memory_mb: req.memory_mb.or(Some(t.limits.memory_mb)),
+        pids: req.pids.or(Some(t.limits.pids)),
+        cpu: req.cpu.or(Some(t.limits.cpu)),
+    };
+    execution::resolve_limits(&state.config, Some(&merged))
+}
+
+/// Validates and stores a new template, and starts building it if it has packages.
+pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, ApiError> {
+    check_name(&req.name)?;
+    let rootfs = req.rootfs.unwrap_or_else(|| "host".into());
+    if rootfs != "host" {
+        return Err(ApiError::Invalid(format!(
+            "rootfs {rootfs:?} is not available: the {} runtime offers only \"host\"",
+            state.runtime.name()
+        )));
+    }
+    let env = req.env.unwrap_or_default();
+    execution::check_env(&env)?;
+    let packages = req.packages.unwrap_or_default();
+    if !packages.is_empty() {
+        crate::packages::check_specs(&packages)?;
+    }
+    let pool_size = req.pool_size.unwrap_or(0);
+    if pool_size > MAX_POOL {
+        return Err(ApiError::Invalid(format!("pool_size must be at most {MAX_POOL}")));
+    }
+    let kernel = check_kernel(req.kernel.as_deref())?;
+    if kernel.is_none() && pool_size > 0 {
+        return Err(ApiError::Invalid("pool_size needs a kernel: warm pools keep started Python kernels".into()));
+    }
+    let now = Utc::now();
+    let t = Template {
+        name: req.name,
+        description: req.description.unwrap_or_default(),
+        rootfs,
+        limits: execution::resolve_limits(&state.config, req.limits.as_ref())?,
+        timeout_s: execution::check_timeout(&state.config, req.timeout_s, state.config.default_timeout_s)?,
+        kernel,
+        env,
+        status: if packages.is_empty() { TemplateStatus::Ready } else { TemplateStatus::Building },
+        packages,
+        pool_size,
+        error: None,
+        installed: Vec::new(),
+        builtin: false,
+        created_at: now,
+        updated_at: now,
+    };
+    if t.name == DEFAULT || !state.store.insert_template(&t)? {
+        return Err(ApiError::Conflict(format!("template {:?} already exists", t.name)));
+    }
+    start(state, &t);
+    Ok(t)
+}
+
+const MAX_POOL: usize = 16;
+
+/// Builds `t` in the background if it is building; gives it its pool once it is ready.
+fn start(state: &Arc<AppState>, t: &Template) {
+    match t.status {
+        TemplateStatus::Building => {
+            let (state, t) = (Arc::clone(state), t.clone());
+            tokio::spawn(async move { build(state, t).await });
+        }
+        TemplateStatus::Ready => state.add_pool(t),
+        TemplateStatus::Failed => {}
+    }
+}
+
+/// Picks up stored templates at start-up: pools for ready ones, builds cut off by a restart.
+pub fn resume(state: &Arc<AppState>) {
+    match state.store.list_templates() {
+        Ok(all) => all.iter().for_each(|t| start(state, t)),
+        Err(e) => tracing::error!(error = %e, "cannot read templates"),
+    }
+}
+
+async fn build(state: Arc<AppState>, t: Template) {
+    tracing::info!(template = %t.name, packages = ?t.packages, "building template");
+    let dirs = &state.dirs;
+    // Start from nothing: a build cut off by a restart may have left half an environment.
+    dirs.templates.remove(&t.name);
+    let result = match dirs.templates.ensure(&t.name) {
+        Ok(target) => {
+            let timeout = Duration::from_secs(state.config.package_timeout_s);
+            let cache = dirs.pip_cache.clone();
+            let index = state.config.pip_index_url.clone();
+            let name = format!("template-{}", t.name);
+            crate::packages::install(state.runtime.as_ref(), &name, &t.packages, target, cache, index, timeout).await
+        }
+        Err(e) => Err(e),
+    };
+    let finished = match result {
+        Ok(r) if r.status == InstallStatus::Succeeded => {
+            Template { status: TemplateStatus::Ready, installed: r.installed, ..t.clone() }
+        }
+        Ok(r) => Template { status: TemplateStatus::Failed, error: r.error, ..t.clone() },
+        Err(e) => Template { status: TemplateStatus::Failed, error: Some(e.body().error.message), ..t.clone() },
+    };
+    let finished = Template { updated_at: Utc::now(), ..finished };
+    if finished.status != TemplateStatus::Ready {
+        dirs.templates.remove(&t.name);
+    }
+    // Deleted meanwhile: leave nothing behind.
+    if !matches!(state.store.get_template(&t.name), Ok(Some(_))) {
+        dirs.templates.remove(&t.name);
+        return;
+    }
+    if let Err(e) = state.store.update_template(&finished) {
+        tracing::error!(template = %t.name, error = %e, "cannot store the template build");
+        return;
+    }
+    tracing::info!(template = %t.name, status = ?finished.status, error = ?finished.error, "template built");
+    start(&state, &finished);
+}
+
+/// Deletes a stored template that no session uses.
+pub async fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
+    let Some(t) = find(state, name)? else {
+        return Err(ApiError::NotFound(format!("template {name} not found")));
+    };
+    if t.builtin {
+        return Err(ApiError::Conflict(format!("template {name:?} is built in and cannot be deleted")));
+    }
+    if state.store.template_in_use(name)? {
+        return Err(ApiError::Conflict(format!("template {name:?} is used by sessions; delete them first")));
+    }
+    state.store.delete_template(name)?;
+    state.remove_pool(name).await;
+    state.dirs.templates.remove(name);
+    Ok(())
+}
+
+/// Whether a session of template `t` with these settings is like the sandboxes in its pool.
+pub fn poolable(t: &Template, session: &sandbox_api::Session) -> bool {
+    session.kernel.is_some() && session.env == t.env && limits_from(&session.limits) == limits_from(&t.limits)
+}
