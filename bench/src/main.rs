@@ -162,19 +162,35 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resident memory of `pid` in bytes, from /proc.
-fn rss_bytes(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+/// Memory of processes: resident (RSS, shared pages included) and unique (USS: pages no
+/// other process maps, i.e. what one more of them costs the host), in bytes.
+#[derive(Default, Clone, Copy)]
+struct Mem {
+    rss: u64,
+    uss: u64,
 }
 
-/// RSS of every process of an idle session (kernel warmed by one cell): a cold session, so its
-/// cgroup carries the session id. Needs the host's cgroupfs (the bench runs as root here).
-async fn idle_session_rss(client: &Client) -> anyhow::Result<u64> {
+impl std::ops::Add for Mem {
+    type Output = Mem;
+    fn add(self, o: Mem) -> Mem {
+        Mem { rss: self.rss + o.rss, uss: self.uss + o.uss }
+    }
+}
+
+/// From /proc/PID/smaps_rollup.
+fn memory_of(pid: &str) -> Mem {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    Mem { rss: field("Rss:"), uss: field("Private_Clean:") + field("Private_Dirty:") }
+}
+
+/// Memory of every process of an idle session (kernel warmed by one cell): a cold session, so
+/// its cgroup carries the session id. Needs the host's cgroupfs (the bench runs as root here).
+async fn idle_session_memory(client: &Client) -> anyhow::Result<Mem> {
     let s = client
         .create_session(&CreateSession {
             env: Some([("BENCH".to_string(), "idle".to_string())].into()),
@@ -183,27 +199,27 @@ async fn idle_session_rss(client: &Client) -> anyhow::Result<u64> {
         .await?;
     timed(client, &s.id, "print(1)").await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut total = 0;
+    let mut total = Mem::default();
     for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
         let Ok(dirs) = std::fs::read_dir(root) else { continue };
         for d in dirs.flatten().filter(|d| d.file_name().to_string_lossy().starts_with("sandboxd-")) {
             if let Ok(procs) = std::fs::read_to_string(d.path().join(&s.id).join("cgroup.procs")) {
-                total = procs.lines().map(rss_bytes).sum();
+                total = procs.lines().map(memory_of).fold(Mem::default(), |a, b| a + b);
             }
         }
-        if total > 0 {
+        if total.rss > 0 {
             break;
         }
     }
     client.delete_session(&s.id).await?;
-    if total == 0 {
+    if total.rss == 0 {
         bail!("cannot find the session's cgroup to measure its memory");
     }
     Ok(total)
 }
 
-/// RSS of an ipykernel started by jupyter_client, after one `print(1)`.
-fn idle_ipykernel_rss(python: &std::path::Path) -> anyhow::Result<u64> {
+/// Memory of an ipykernel started by jupyter_client, after one `print(1)`.
+fn idle_ipykernel_memory(python: &std::path::Path) -> anyhow::Result<Mem> {
     let script = "import time\nfrom jupyter_client.manager import start_new_kernel\nkm, kc = start_new_kernel(kernel_name='python3')\nkc.execute_interactive('print(1)', timeout=30, output_hook=lambda m: None)\ntime.sleep(0.5)\nprint('PID', km.provisioner.process.pid, flush=True)\ninput()\nkm.shutdown_kernel(now=True)";
     let mut child = Command::new(python)
         .args(["-c", script])
@@ -217,13 +233,13 @@ fn idle_ipykernel_rss(python: &std::path::Path) -> anyhow::Result<u64> {
         .map_while(Result::ok)
         .find_map(|l| l.strip_prefix("PID ").map(String::from))
         .unwrap_or_default();
-    let rss = rss_bytes(line.trim());
+    let mem = memory_of(line.trim());
     drop(child.stdin.take());
     let _ = child.wait();
-    if rss == 0 {
+    if mem.rss == 0 {
         bail!("could not measure the ipykernel (got {line:?})");
     }
-    Ok(rss)
+    Ok(mem)
 }
 
 /// Times a call that must succeed, in ms.
@@ -298,22 +314,26 @@ async fn stateful(
         pool.p50,
         if pool.p50 <= 20.0 { "MET" } else { "MISSED" }
     );
-    let ours_idle = idle_session_rss(client).await?;
+    let ours_idle = idle_session_memory(client).await?;
+    let mib = |b: u64| b as f64 / 1048576.0;
     println!(
-        "stateful ours: idle session rss={:.1}MiB (bwrap + executor + kernel, after print(1))",
-        ours_idle as f64 / 1048576.0
+        "stateful ours: idle session rss={:.1}MiB uss={:.1}MiB (bwrap + executor + kernel, after print(1))",
+        mib(ours_idle.rss),
+        mib(ours_idle.uss)
     );
     let Some(python) = python else {
         println!("stateful anchor skipped: pass --python with jupyter_client and ipykernel (bench/run.sh does)");
         return Ok(());
     };
-    let anchor_idle = idle_ipykernel_rss(python)?;
-    println!(
-        "idle memory per session vs an idle ipykernel ({:.1}MiB): ratio={:.3} (goal <= 0.6) {}",
-        anchor_idle as f64 / 1048576.0,
-        ours_idle as f64 / anchor_idle as f64,
-        if (ours_idle as f64) <= 0.6 * anchor_idle as f64 { "MET" } else { "MISSED" }
-    );
+    let anchor_idle = idle_ipykernel_memory(python)?;
+    for (what, ours, anchor) in [("rss", ours_idle.rss, anchor_idle.rss), ("uss", ours_idle.uss, anchor_idle.uss)] {
+        let r = ours as f64 / anchor as f64;
+        println!(
+            "idle memory ({what}) per session vs an idle ipykernel ({:.1}MiB): ratio={r:.3} (goal <= 0.6) {}",
+            mib(anchor),
+            if r <= 0.6 { "MET" } else { "MISSED" }
+        );
+    }
     let out = Command::new(python).arg(anchors.join("floor_jupyter.py")).arg(n.to_string()).output()?;
     let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
     if !out.status.success() {

@@ -60,6 +60,22 @@ async fn variables_imports_and_results_persist_between_cells() -> anyhow::Result
     assert_eq!(results(&e.outputs), vec!["84"], "`_` is the last result");
     assert!(matches!(&e.outputs[0], Output::Stream { text, .. } if text == "{\"x\": 41}\n"));
 
+    // IPython's own features, which the kernel's lean start must keep: magics, In/Out and
+    // %history (from memory), top-level await; jedi, held back at start, imports on demand.
+    let e = t
+        .exec(
+            &s.id,
+            Language::Python,
+            "%timeit -n1 -r1 pass\nimport asyncio\nawait asyncio.sleep(0)\nprint(Out[2], In[1])",
+        )
+        .await?;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    assert!(e.stdout.contains("per loop") && e.stdout.contains("42 x = 41"), "{e:?}");
+    let e = t.exec(&s.id, Language::Python, "%history -n -l 2").await?;
+    assert!(e.stdout.contains("timeit"), "{e:?}");
+    let e = t.exec(&s.id, Language::Python, "import jedi, sys; print('jedi' in sys.modules)").await?;
+    assert!(e.stdout == "True\n" || e.stderr.contains("No module named 'jedi'"), "{e:?}");
+
     // fresh: true runs a separate process that does not see the kernel's variables.
     let fresh = CreateExecution { fresh: Some(true), ..CreateExecution::new(Language::Python, "print(x)") };
     let e = t.client.execute(&s.id, &fresh).await?;
