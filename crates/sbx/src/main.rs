@@ -28,6 +28,9 @@ enum Command {
     /// Create, list, show or delete sessions.
     #[command(subcommand)]
     Session(commands::session::Command),
+    /// List, show, create or delete templates.
+    #[command(subcommand)]
+    Template(commands::template::Command),
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -38,6 +41,7 @@ async fn main() {
         Command::Run(args) => commands::run::run(&client, args, cli.json).await,
         Command::Exec(args) => commands::exec::run(&client, args, cli.json).await,
         Command::Session(cmd) => commands::session::run(&client, cmd, cli.json).await,
+        Command::Template(cmd) => commands::template::run(&client, cmd, cli.json).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

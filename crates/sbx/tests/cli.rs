@@ -67,3 +67,31 @@ async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_and_package_installs_from_the_command_line() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let out = sbx(&t, &["template", "create", "cli-tpl", "--package", "iniconfig", "--env", "FROM=tpl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ready"), "it waits for the build: {}", text(&out.stdout));
+    assert!(text(&sbx(&t, &["template", "list"]).stdout).contains("cli-tpl"));
+    let out = sbx(&t, &["session", "create", "--template", "cli-tpl"]);
+    let id = text(&out.stdout).trim().to_string();
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", "import os, iniconfig; print(os.environ['FROM'])"]);
+    assert_eq!(text(&out.stdout), "tpl\n", "{}", text(&out.stderr));
+
+    let out = sbx(&t, &["session", "install", &id, "tomli-w"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("installed: tomli_w-"), "{}", text(&out.stdout));
+    let out = sbx(&t, &["session", "install", &id, "surely-no-such-package-xq7"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("No matching distribution"), "{}", text(&out.stderr));
+
+    let out = sbx(&t, &["template", "create", "broken-tpl", "--package", "surely-no-such-package-xq7"]);
+    assert_eq!(out.status.code(), Some(1), "a failed build fails the command");
+    assert!(text(&out.stdout).contains("failed"), "{}", text(&out.stdout));
+    assert_eq!(sbx(&t, &["template", "delete", "broken-tpl"]).status.code(), Some(0));
+    assert_eq!(sbx(&t, &["template", "show", "broken-tpl"]).status.code(), Some(2));
+    t.shutdown().await;
+    Ok(())
+}

@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod run;
 pub mod session;
+pub mod template;
 
 use std::path::PathBuf;
 

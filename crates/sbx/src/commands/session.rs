@@ -1,4 +1,4 @@
-//! `sbx session create|list|show|delete`.
+//! `sbx session create|list|show|delete|interrupt|restart|install`.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +12,9 @@ use crate::output;
 pub enum Command {
     /// Create a session; prints its id.
     Create {
+        /// Template whose defaults and packages it gets (default: "default").
+        #[arg(long)]
+        template: Option<String>,
         #[arg(long)]
         memory_mb: Option<u64>,
         #[arg(long)]
@@ -35,9 +38,16 @@ pub enum Command {
     Interrupt { id: String },
     /// Replace the session's kernel with a fresh one (files are kept).
     Restart { id: String },
+    /// Install Python packages for this session (pip, with network, outside its sandbox).
+    Install {
+        id: String,
+        /// Requirement specifiers, such as iniconfig or six==1.17.0.
+        #[arg(required = true)]
+        packages: Vec<String>,
+    },
 }
 
-fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+pub fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     pairs
         .iter()
         .map(|p| {
@@ -61,8 +71,9 @@ fn print_session_line(s: &Session) {
 
 pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i32> {
     match cmd {
-        Command::Create { memory_mb, pids, cpu, timeout, env } => {
+        Command::Create { template, memory_mb, pids, cpu, timeout, env } => {
             let req = CreateSession {
+                template,
                 env: Some(parse_env(&env)?),
                 limits: Some(LimitsRequest { memory_mb, pids, cpu }),
                 timeout_s: timeout,
@@ -99,6 +110,20 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
         }
         Command::Restart { id } => {
             output::with_progress("restarting the kernel", client.restart(&id)).await?;
+        }
+        Command::Install { id, packages } => {
+            let specs: Vec<&str> = packages.iter().map(String::as_str).collect();
+            let r = output::with_progress("installing packages", client.install_packages(&id, &specs)).await?;
+            if json {
+                output::print_json(&r)?;
+            } else if r.status == sandbox_api::InstallStatus::Succeeded {
+                let names: Vec<String> = r.installed.iter().map(|p| format!("{}-{}", p.name, p.version)).collect();
+                println!("installed: {}", if names.is_empty() { "nothing new".into() } else { names.join(" ") });
+            }
+            if r.status != sandbox_api::InstallStatus::Succeeded {
+                eprintln!("sbx: {}", r.error.as_deref().unwrap_or("the installation failed"));
+                return Ok(1);
+            }
         }
     }
     Ok(0)

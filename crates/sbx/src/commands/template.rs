@@ -1,0 +1,107 @@
+//! `sbx template list|show|create|delete`.
+
+use sandbox_api::{CreateTemplate, LimitsRequest, Template, TemplateStatus};
+use sandbox_client::Client;
+
+use crate::commands::session::parse_env;
+use crate::output;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// List templates.
+    List,
+    /// Show one template.
+    Show { name: String },
+    /// Create a template and wait until its packages are installed.
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Python package to preinstall, such as pandas or six==1.17.0 (repeatable).
+        #[arg(long = "package", value_name = "SPEC")]
+        packages: Vec<String>,
+        /// Environment variable of its sessions, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        #[arg(long)]
+        pids: Option<u32>,
+        #[arg(long)]
+        cpu: Option<f64>,
+        /// Default per-execution timeout of its sessions, seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// "python" (default) or "none".
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Warm sandboxes kept ready for its sessions.
+        #[arg(long)]
+        pool_size: Option<usize>,
+    },
+    /// Delete a template no session uses.
+    Delete { name: String },
+}
+
+fn print_template_line(t: &Template) {
+    let status = match t.status {
+        TemplateStatus::Building => "building",
+        TemplateStatus::Ready => "ready",
+        TemplateStatus::Failed => "failed",
+    };
+    let packages = if t.packages.is_empty() { "-".to_string() } else { t.packages.join(",") };
+    println!(
+        "{:20}  {:8}  mem={}MiB cpu={} pool={} packages={packages}",
+        t.name, status, t.limits.memory_mb, t.limits.cpu, t.pool_size
+    );
+    if let Some(e) = &t.error {
+        println!("  error: {e}");
+    }
+}
+
+pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i32> {
+    let show = |t: &Template| {
+        if json {
+            return output::print_json(t);
+        }
+        print_template_line(t);
+        Ok(())
+    };
+    match cmd {
+        Command::List => {
+            let list = client.list_templates().await?;
+            if json {
+                output::print_json(&list)?;
+            } else {
+                list.templates.iter().for_each(print_template_line);
+            }
+        }
+        Command::Show { name } => show(&client.get_template(&name).await?)?,
+        Command::Create { name, description, packages, env, memory_mb, pids, cpu, timeout, kernel, pool_size } => {
+            let req = CreateTemplate {
+                name: name.clone(),
+                description,
+                rootfs: None,
+                limits: Some(LimitsRequest { memory_mb, pids, cpu }),
+                timeout_s: timeout,
+                kernel,
+                env: Some(parse_env(&env)?),
+                packages: Some(packages),
+                pool_size,
+            };
+            let created = client.create_template(&req).await?;
+            let t = if created.status == TemplateStatus::Building {
+                let wait = client.wait_template(&name, std::time::Duration::from_secs(3600));
+                output::with_progress("installing packages", wait).await?
+            } else {
+                created
+            };
+            show(&t)?;
+            if t.status == TemplateStatus::Failed {
+                return Ok(1);
+            }
+        }
+        Command::Delete { name } => client.delete_template(&name).await?,
+    }
+    Ok(0)
+}
