@@ -31,6 +31,39 @@ pub struct SourceArgs {
     pub timeout: Option<f64>,
 }
 
+/// What a session runs with (for `session create`, and as a template's defaults).
+#[derive(clap::Args)]
+pub struct SessionSettings {
+    #[arg(long)]
+    pub memory_mb: Option<u64>,
+    #[arg(long)]
+    pub pids: Option<u32>,
+    #[arg(long)]
+    pub cpu: Option<f64>,
+    /// Default per-execution timeout, seconds.
+    #[arg(long)]
+    pub timeout: Option<f64>,
+    /// Environment variable for every execution, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+}
+
+impl SessionSettings {
+    pub fn limits(&self) -> sandbox_api::LimitsRequest {
+        sandbox_api::LimitsRequest { memory_mb: self.memory_mb, pids: self.pids, cpu: self.cpu }
+    }
+
+    pub fn env(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        self.env
+            .iter()
+            .map(|p| {
+                let (k, v) = p.split_once('=').with_context(|| format!("--env {p:?} is not KEY=VALUE"))?;
+                Ok((k.to_string(), v.to_string()))
+            })
+            .collect()
+    }
+}
+
 fn parse_language(s: &str) -> Result<Language, String> {
     serde_json::from_value(serde_json::Value::String(s.to_string()))
         .map_err(|_| format!("unknown language {s:?} (python, node, bash)"))
@@ -52,5 +85,24 @@ impl SourceArgs {
             bail!("cannot tell the language; pass -l python|node|bash");
         };
         Ok(Source { code, language })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_pairs_split_on_the_first_equals() {
+        let with = |env: &[&str]| SessionSettings {
+            memory_mb: None,
+            pids: None,
+            cpu: None,
+            timeout: None,
+            env: env.iter().map(|s| s.to_string()).collect(),
+        };
+        let env = with(&["A=1", "B=x=y"]).env().expect("valid");
+        assert_eq!(env["B"], "x=y");
+        assert!(with(&["nope"]).env().is_err());
     }
 }

@@ -1,11 +1,9 @@
 //! `sbx session create|list|show|delete|interrupt|restart|install`.
 
-use std::collections::BTreeMap;
-
-use anyhow::Context;
-use sandbox_api::{CreateSession, LimitsRequest, Session};
+use sandbox_api::{CreateSession, Session};
 use sandbox_client::Client;
 
+use crate::commands::SessionSettings;
 use crate::output;
 
 #[derive(clap::Subcommand)]
@@ -15,18 +13,8 @@ pub enum Command {
         /// Template whose defaults and packages it gets (default: "default").
         #[arg(long)]
         template: Option<String>,
-        #[arg(long)]
-        memory_mb: Option<u64>,
-        #[arg(long)]
-        pids: Option<u32>,
-        #[arg(long)]
-        cpu: Option<f64>,
-        /// Default per-execution timeout, seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
-        /// Environment variable for every execution, KEY=VALUE (repeatable).
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
+        #[command(flatten)]
+        settings: SessionSettings,
     },
     /// List sessions.
     List,
@@ -47,16 +35,6 @@ pub enum Command {
     },
 }
 
-pub fn parse_env(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|p| {
-            let (k, v) = p.split_once('=').with_context(|| format!("--env {p:?} is not KEY=VALUE"))?;
-            Ok((k.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
 fn print_session_line(s: &Session) {
     println!(
         "{}  {:8}  {}  mem={}MiB pids={} cpu={}",
@@ -71,12 +49,12 @@ fn print_session_line(s: &Session) {
 
 pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i32> {
     match cmd {
-        Command::Create { template, memory_mb, pids, cpu, timeout, env } => {
+        Command::Create { template, settings } => {
             let req = CreateSession {
                 template,
-                env: Some(parse_env(&env)?),
-                limits: Some(LimitsRequest { memory_mb, pids, cpu }),
-                timeout_s: timeout,
+                env: Some(settings.env()?),
+                limits: Some(settings.limits()),
+                timeout_s: settings.timeout,
                 ..Default::default()
             };
             let s = output::with_progress("starting sandbox", client.create_session(&req)).await?;
@@ -127,16 +105,4 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
         }
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_pairs_split_on_the_first_equals() {
-        let env = parse_env(&["A=1".into(), "B=x=y".into()]).expect("valid");
-        assert_eq!(env["B"], "x=y");
-        assert!(parse_env(&["nope".into()]).is_err());
-    }
 }

@@ -1,9 +1,9 @@
 //! `sbx template list|show|create|delete`.
 
-use sandbox_api::{CreateTemplate, LimitsRequest, Template, TemplateStatus};
+use sandbox_api::{CreateTemplate, Template, TemplateStatus};
 use sandbox_client::Client;
 
-use crate::commands::session::parse_env;
+use crate::commands::SessionSettings;
 use crate::output;
 
 #[derive(clap::Subcommand)]
@@ -20,18 +20,8 @@ pub enum Command {
         /// Python package to preinstall, such as pandas or six==1.17.0 (repeatable).
         #[arg(long = "package", value_name = "SPEC")]
         packages: Vec<String>,
-        /// Environment variable of its sessions, KEY=VALUE (repeatable).
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        #[arg(long)]
-        memory_mb: Option<u64>,
-        #[arg(long)]
-        pids: Option<u32>,
-        #[arg(long)]
-        cpu: Option<f64>,
-        /// Default per-execution timeout of its sessions, seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
+        #[command(flatten)]
+        settings: SessionSettings,
         /// "python" (default) or "none".
         #[arg(long)]
         kernel: Option<String>,
@@ -77,15 +67,15 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             }
         }
         Command::Show { name } => show(&client.get_template(&name).await?)?,
-        Command::Create { name, description, packages, env, memory_mb, pids, cpu, timeout, kernel, pool_size } => {
+        Command::Create { name, description, packages, settings, kernel, pool_size } => {
             let req = CreateTemplate {
                 name: name.clone(),
                 description,
                 rootfs: None,
-                limits: Some(LimitsRequest { memory_mb, pids, cpu }),
-                timeout_s: timeout,
+                limits: Some(settings.limits()),
+                timeout_s: settings.timeout,
                 kernel,
-                env: Some(parse_env(&env)?),
+                env: Some(settings.env()?),
                 packages: Some(packages),
                 pool_size,
             };
