@@ -21,7 +21,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable machine-readable code: bad_request, not_found, conflict, payload_too_large,
-    /// invalid, rate_limited, not_ready, internal.
+    /// invalid, rate_limited, not_ready, insufficient_storage, internal.
     pub code: String,
     pub message: String,
 }
@@ -385,6 +385,60 @@ pub struct Pools {
     /// Warm session sandboxes by template.
     #[serde(default)]
     pub templates: BTreeMap<String, usize>,
+}
+
+/// What a workspace entry is. Links are shown as links and never followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FileType {
+    File,
+    Dir,
+    Symlink,
+    /// A FIFO, socket or device node made by code in the sandbox.
+    Other,
+}
+
+/// A file or directory in a session's workspace; `path` is relative to `/workspace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileInfo {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: FileType,
+    /// Bytes (files only; 0 for the rest).
+    pub size: u64,
+    pub modified_at: DateTime<Utc>,
+}
+
+/// `GET /v1/sessions/{id}/files?path=DIR&recursive=true`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FileList {
+    pub files: Vec<FileInfo>,
+    /// The listing stopped at the server's limit of entries.
+    pub truncated: bool,
+}
+
+/// A file as written by an upload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadedFile {
+    pub path: String,
+    pub size: u64,
+    pub modified_at: DateTime<Utc>,
+    /// Hex SHA-256 of the content received.
+    pub sha256: String,
+}
+
+/// `POST /v1/sessions/{id}/files` (multipart): every file written.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadedFiles {
+    pub files: Vec<UploadedFile>,
+}
+
+/// `POST /v1/sessions/{id}/files/{path}:move`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveFile {
+    /// The new path, relative to `/workspace`; its directories are created. Nothing is replaced.
+    pub to: String,
 }
 
 /// `POST /v1/templates`: a named set of session defaults and a Python environment.

@@ -29,6 +29,44 @@ impl ClientError {
     }
 }
 
+/// A JSON answer, or the API error it carries.
+async fn decode<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let status = resp.status();
+    let text = resp.text().await?;
+    if status.is_success() {
+        let body = if text.is_empty() { "null" } else { &text };
+        return serde_json::from_str(body).map_err(|_| ClientError::Unexpected { status, body: text.clone() });
+    }
+    Err(error_of(status, text))
+}
+
+fn error_of(status: StatusCode, text: String) -> ClientError {
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(e) => ClientError::Api { status, code: e.error.code, message: e.error.message },
+        Err(_) => ClientError::Unexpected { status, body: text },
+    }
+}
+
+/// `/v1/sessions/{session}/files/{path}` with each segment of `path` percent-encoded, so names
+/// with spaces, `#`, `?` or any script arrive as they are.
+pub fn file_url(session: &str, path: &str) -> String {
+    let segments: Vec<String> = path.split('/').map(encode_segment).collect();
+    format!("/v1/sessions/{session}/files/{}", segments.join("/"))
+}
+
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn form_query(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", encode_segment(v))).collect::<Vec<_>>().join("&")
+}
+
 #[derive(Clone)]
 pub struct Client {
     base: String,
@@ -71,17 +109,7 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if status.is_success() {
-            let body = if text.is_empty() { "null" } else { &text };
-            return serde_json::from_str(body).map_err(|_| ClientError::Unexpected { status, body: text.clone() });
-        }
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => Err(ClientError::Api { status, code: e.error.code, message: e.error.message }),
-            Err(_) => Err(ClientError::Unexpected { status, body: text }),
-        }
+        decode(req.send().await?).await
     }
 
     pub async fn readiness(&self) -> Result<(StatusCode, Readiness), ClientError> {
@@ -186,6 +214,66 @@ impl Client {
 
     pub async fn run(&self, req: &RunRequest) -> Result<Execution, ClientError> {
         self.call(Method::POST, "/v1/run", Some(req)).await
+    }
+
+    /// Writes `body` to `path` in the session's workspace (`len`, when known, lets the server
+    /// refuse an oversized file before it is sent).
+    pub async fn upload(
+        &self,
+        session: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        len: Option<u64>,
+    ) -> Result<sandbox_api::UploadedFile, ClientError> {
+        let mut req = self.http.put(format!("{}{}", self.base, file_url(session, path))).body(body);
+        if let Some(n) = len {
+            req = req.header(reqwest::header::CONTENT_LENGTH, n);
+        }
+        decode(req.send().await?).await
+    }
+
+    /// Starts a download of `path`; the response streams (`bytes_stream`, `chunk`).
+    pub async fn download(&self, session: &str, path: &str) -> Result<reqwest::Response, ClientError> {
+        let resp = self.http.get(format!("{}{}", self.base, file_url(session, path))).send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_of(resp.status(), resp.text().await?))
+    }
+
+    /// The whole content of `path`.
+    pub async fn read_file(&self, session: &str, path: &str) -> Result<Vec<u8>, ClientError> {
+        Ok(self.download(session, path).await?.bytes().await?.to_vec())
+    }
+
+    pub async fn list_files(
+        &self,
+        session: &str,
+        dir: &str,
+        recursive: bool,
+    ) -> Result<sandbox_api::FileList, ClientError> {
+        let query = form_query(&[("path", dir), ("recursive", if recursive { "true" } else { "false" })]);
+        self.call(Method::GET, &format!("/v1/sessions/{session}/files?{query}"), None::<&()>).await
+    }
+
+    pub async fn delete_file(&self, session: &str, path: &str, recursive: bool) -> Result<(), ClientError> {
+        let url = format!("{}?recursive={recursive}", file_url(session, path));
+        self.call::<Option<()>>(Method::DELETE, &url, None::<&()>).await.map(drop)
+    }
+
+    pub async fn move_file(&self, session: &str, from: &str, to: &str) -> Result<sandbox_api::FileInfo, ClientError> {
+        let body = sandbox_api::MoveFile { to: to.to_string() };
+        self.call(Method::POST, &format!("{}:move", file_url(session, from)), Some(&body)).await
+    }
+
+    /// Starts a download of directory `dir` as a `.tar.gz`.
+    pub async fn archive(&self, session: &str, dir: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}/v1/sessions/{session}/archive?{}", self.base, form_query(&[("path", dir)]));
+        let resp = self.http.get(url).send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_of(resp.status(), resp.text().await?))
     }
 
     /// Installs Python packages for one session (pip's failure is a result, not an error).

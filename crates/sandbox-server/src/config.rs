@@ -75,6 +75,14 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_SESSION_POOL", default_value_t = 2)]
     pub session_pool: usize,
 
+    /// Largest file one upload may write to a workspace (413 above it).
+    #[arg(long, env = "SANDBOXD_MAX_FILE_BYTES", default_value_t = 2 << 30)]
+    pub max_file_bytes: u64,
+
+    /// Bytes of files a workspace may hold; uploads beyond it are refused with 507.
+    #[arg(long, env = "SANDBOXD_WORKSPACE_QUOTA_BYTES", default_value_t = 10 << 30)]
+    pub workspace_quota_bytes: u64,
+
     /// Package index for template and session package installs (default: PyPI, or pip's own
     /// configuration).
     #[arg(long, env = "SANDBOXD_PIP_INDEX_URL")]

@@ -6,6 +6,7 @@ use axum::Json;
 use sandbox_api::{ErrorBody, ErrorDetail};
 use sandbox_runtime::RuntimeError;
 use sandbox_store::StoreError;
+use sandbox_workspace::WorkspaceError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -25,6 +26,12 @@ pub enum ApiError {
     RateLimited(String),
     #[error("{0}")]
     NotReady(String),
+    /// A `Range` outside the file (416).
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
+    /// A workspace quota would be exceeded (507).
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// Details are logged, never sent: they may name host paths.
     #[error("{0}")]
     Internal(String),
@@ -41,6 +48,8 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -72,6 +81,24 @@ impl From<StoreError> for ApiError {
             | StoreError::Migrate { .. }
             | StoreError::Query(_)
             | StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<WorkspaceError> for ApiError {
+    fn from(e: WorkspaceError) -> Self {
+        let message = e.to_string();
+        match e {
+            WorkspaceError::InvalidPath { .. } => ApiError::BadRequest(message),
+            WorkspaceError::NotFound(_) => ApiError::NotFound(message),
+            WorkspaceError::IsDir(_)
+            | WorkspaceError::NotDir(_)
+            | WorkspaceError::NotRegular(_)
+            | WorkspaceError::Exists(_)
+            | WorkspaceError::NotEmpty(_) => ApiError::Conflict(message),
+            WorkspaceError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
+            WorkspaceError::QuotaExceeded { .. } => ApiError::InsufficientStorage(message),
+            WorkspaceError::Io { .. } => ApiError::Internal(message),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod execution;
 pub mod extract;
+pub mod files;
 pub mod invoke;
 pub mod packages;
 pub mod pool;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub runtime: Arc<dyn Runtime>,
     pub sessions: session::Sessions,
     pub dirs: Arc<workspace::Dirs>,
+    /// Where uploads are written until they are complete.
+    pub staging: Arc<sandbox_workspace::Staging>,
     pub run_pool: Arc<pool::Pool>,
     /// Warm session sandboxes, by template.
     session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
@@ -55,6 +58,8 @@ impl AppState {
     pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<AppState, ServerError> {
         let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner())
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let staging = files::staging(&config.data_dir)
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.join("staging"), source })?;
         let default_limits =
             execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
         let run_pool = Arc::new(pool::Pool::new(config.run_pool, session::limits_from(&default_limits), None));
@@ -64,6 +69,7 @@ impl AppState {
             runtime,
             sessions: Default::default(),
             dirs: Arc::new(dirs),
+            staging: Arc::new(staging),
             run_pool,
             session_pools: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::new(),
@@ -165,6 +171,15 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/invoke", post(routes::invoke))
         .route("/v1/sessions/{id}/restart", post(routes::restart))
         .route("/v1/sessions/{id}/packages", post(routes::install_packages))
+        .route(
+            "/v1/sessions/{id}/files",
+            get(files::list).post(files::upload_multipart).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/sessions/{id}/files/{*path}",
+            get(files::download).put(files::upload).delete(files::delete).post(files::move_file),
+        )
+        .route("/v1/sessions/{id}/archive", get(files::archive))
         .route("/v1/templates", get(routes::list_templates).post(routes::create_template))
         .route("/v1/templates/{name}", get(routes::get_template).delete(routes::delete_template))
         .route("/v1/executions/{id}", get(routes::get_execution))

@@ -66,7 +66,7 @@ fn session_or_404(state: &AppState, id: &str) -> Result<Session> {
 }
 
 /// A session that may still be worked in: 404 if unknown, 409 if deleted.
-fn active_session(state: &AppState, id: &str) -> Result<Session> {
+pub(crate) fn active_session(state: &AppState, id: &str) -> Result<Session> {
     let session = session_or_404(state, id)?;
     if session.status == SessionStatus::Deleted {
         return Err(ApiError::Conflict(format!("session {id} is deleted")));

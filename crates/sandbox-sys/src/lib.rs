@@ -2,9 +2,12 @@
 //! `forbid(unsafe_code)`. Each function is a thin, safe wrapper; each `unsafe` block says why it
 //! is sound. Failures come back as `io::Error` from one helper, [`cvt`].
 //!
-//! Two callers: `sandbox-runtime` (pre-exec setup of the bwrap process: hand it its control
-//! pipes, drop to the sandbox user) and `sandbox-executor` (PID 1 duties inside the sandbox: reaping, seccomp,
-//! process-tree kills).
+//! Callers: `sandbox-runtime` (pre-exec setup of the bwrap process: hand it its control
+//! pipes, drop to the sandbox user), `sandbox-executor` (PID 1 duties inside the sandbox:
+//! reaping, seccomp, process-tree kills) and `sandbox-workspace` ([`fs`]: file operations
+//! beneath a workspace that never follow a link).
+
+pub mod fs;
 
 use std::ffi::CString;
 use std::io;

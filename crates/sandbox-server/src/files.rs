@@ -1,0 +1,474 @@
+//! The workspace file API: upload (raw or multipart), download (ranges, ETags), list, delete,
+//! move, and a `.tar.gz` of a directory.
+//!
+//! Paths are validated and resolved by `sandbox-workspace`, never through a link. Bodies
+//! stream both ways through bounded channels to a blocking thread, so neither a 1 GiB upload
+//! nor a download is ever held in memory, and an upload becomes visible (atomically, by a
+//! rename) only once it is complete.
+
+use std::collections::HashMap;
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sandbox_api::{FileInfo, FileList, FileType, MoveFile, UploadedFile, UploadedFiles};
+use sandbox_workspace::{Entry, Kind, RelPath, Staging, Workspace, WorkspaceError};
+
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::AppState;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+/// Most entries one listing returns.
+const MAX_LISTING: usize = 10_000;
+/// Chunks in flight between the HTTP body and the thread that writes or reads the file.
+const CHANNEL_CHUNKS: usize = 8;
+const READ_CHUNK: usize = 256 << 10;
+
+fn info(e: &Entry) -> FileInfo {
+    let kind = match e.kind {
+        Kind::File => FileType::File,
+        Kind::Dir => FileType::Dir,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Other => FileType::Other,
+    };
+    FileInfo { path: e.path.as_str().to_string(), kind, size: e.size, modified_at: e.modified_at }
+}
+
+/// The workspace of session `id`, which must exist and not be deleted.
+fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
+    crate::routes::active_session(state, id)?;
+    let dir = state.dirs.workspaces.ensure(id)?;
+    Ok(Workspace::open(&dir, state.runtime.workspace_owner())?)
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("file task failed: {e}")))?
+}
+
+fn params(raw: Option<String>) -> HashMap<String, String> {
+    form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool> {
+    match params.get(name).map(String::as_str) {
+        None | Some("false") | Some("0") => Ok(false),
+        Some("true") | Some("1") | Some("") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!("{name} must be true or false, not {other:?}"))),
+    }
+}
+
+/// How much of a refused upload's body is still read (and dropped) before the answer, so that
+/// a client that sends its whole body before it reads gets the answer instead of a reset.
+const LINGER_BYTES: usize = 64 << 20;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn linger<E>(body: &mut (impl Stream<Item = std::result::Result<Bytes, E>> + Unpin)) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Ok(Some(Ok(bytes))) => left = left.saturating_sub(bytes.len()),
+            _ => return,
+        }
+    }
+}
+
+/// What an upload's body delivers to the writing thread.
+enum Chunk {
+    Data(Bytes),
+    /// The body ended normally: the file may be committed.
+    End,
+}
+
+/// Streams `body` into a staged file and, once it is complete and within the limits, renames
+/// it into place at `path` in session `id`'s workspace.
+async fn receive<E: std::fmt::Display>(
+    state: &Arc<AppState>,
+    id: &str,
+    path: RelPath,
+    declared: Option<u64>,
+    mut body: impl Stream<Item = std::result::Result<Bytes, E>> + Unpin,
+) -> Result<UploadedFile> {
+    let (max, quota) = (state.config.max_file_bytes, state.config.workspace_quota_bytes);
+    if declared.is_some_and(|n| n > max) {
+        linger(&mut body).await;
+        return Err(WorkspaceError::TooLarge { limit: max }.into());
+    }
+    let ws = match workspace(state, id) {
+        Ok(ws) => ws,
+        Err(e) => {
+            linger(&mut body).await;
+            return Err(e);
+        }
+    };
+    let staging = Arc::clone(&state.staging);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
+    let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
+        let within_quota = |adding: u64| -> Result<()> {
+            let used = ws.usage()?;
+            let replaced = ws.stat(&path).ok().filter(|e| e.kind == Kind::File).map_or(0, |e| e.size);
+            if used.saturating_sub(replaced) + adding > quota {
+                return Err(WorkspaceError::QuotaExceeded { quota, used, adding }.into());
+            }
+            Ok(())
+        };
+        if let Some(n) = declared {
+            within_quota(n)?;
+        }
+        let mut staged = staging.create()?;
+        loop {
+            match rx.blocking_recv() {
+                Some(Chunk::Data(bytes)) => staged.write(&bytes, max)?,
+                Some(Chunk::End) => break,
+                None => return Err(ApiError::BadRequest("the upload ended before its body was complete".into())),
+            }
+        }
+        within_quota(staged.size())?;
+        let sha256 = staged.sha256();
+        let entry = ws.commit(staged, &path)?;
+        Ok(UploadedFile {
+            path: entry.path.as_str().to_string(),
+            size: entry.size,
+            modified_at: entry.modified_at,
+            sha256,
+        })
+    });
+    let mut failed = None;
+    while let Some(next) = body.next().await {
+        match next {
+            Ok(bytes) => {
+                if tx.send(Chunk::Data(bytes)).await.is_err() {
+                    // The writer stopped (a limit): its error says why, once the client listens.
+                    linger(&mut body).await;
+                    break;
+                }
+            }
+            Err(e) => {
+                failed = Some(ApiError::BadRequest(format!("cannot read the upload: {e}")));
+                break;
+            }
+        }
+    }
+    if failed.is_none() {
+        let _ = tx.send(Chunk::End).await;
+    }
+    drop(tx);
+    let written = writer.await.map_err(|e| ApiError::Internal(format!("upload task failed: {e}")))?;
+    match failed {
+        Some(e) => Err(e),
+        None => written,
+    }
+}
+
+/// An upload refused before its body was read to the end: the connection cannot carry another
+/// request (the rest of the body would be read as one), so the client is told to close it.
+fn refused(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// `PUT /v1/sessions/{id}/files/{path}`: the body is the file.
+pub async fn upload(
+    State(state): State<Arc<AppState>>,
+    Path((id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let received = async {
+        let path = RelPath::parse(&path)?;
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        receive(&state, &id, path, declared, body.into_data_stream()).await
+    };
+    match received.await {
+        Ok(file) => {
+            tracing::info!(session = %id, path = %file.path, size = file.size, "file uploaded");
+            (StatusCode::CREATED, Json(file)).into_response()
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// `POST /v1/sessions/{id}/files` as `multipart/form-data`: each part with a file name is a
+/// file, written under `?path=DIR` (or a preceding `path` field); its name may contain `/`.
+pub async fn upload_multipart(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Response {
+    match receive_form(&state, &id, query, multipart).await {
+        Ok(files) => {
+            tracing::info!(session = %id, files = files.files.len(), "files uploaded");
+            (StatusCode::CREATED, Json(files)).into_response()
+        }
+        Err(e) => refused(e),
+    }
+}
+
+async fn receive_form(
+    state: &Arc<AppState>,
+    id: &str,
+    query: Option<String>,
+    multipart: std::result::Result<Multipart, MultipartRejection>,
+) -> Result<UploadedFiles> {
+    let mut multipart =
+        multipart.map_err(|e| ApiError::BadRequest(format!("expected multipart/form-data with files: {e}")))?;
+    let mut dir = RelPath::parse_or_root(params(query).get("path").map_or("", String::as_str))?;
+    let mut files = Vec::new();
+    let bad =
+        |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("malformed multipart body: {e}"));
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        let Some(name) = field.file_name().map(str::to_string) else {
+            if field.name() == Some("path") {
+                dir = RelPath::parse_or_root(&field.text().await.map_err(bad)?)?;
+            }
+            continue;
+        };
+        let path = dir.join(RelPath::parse(&name)?.as_str());
+        files.push(receive(state, id, path, None, field).await?);
+    }
+    if files.is_empty() {
+        return Err(ApiError::Invalid("the form has no file parts (parts with a filename)".into()));
+    }
+    Ok(UploadedFiles { files })
+}
+
+fn etag(e: &Entry) -> String {
+    let ns = e.modified_at.timestamp_nanos_opt().unwrap_or_default();
+    format!("\"{:x}-{:x}\"", e.size, ns)
+}
+
+/// A single `bytes=` range of a file of `size` bytes, as (first, last) inclusive. `Ok(None)`:
+/// serve the whole file (no range, or several, which we answer whole as RFC 9110 allows).
+fn range(value: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = value.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let (first, last) = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+        (Some(first), Some(last)) if first <= last => (first, last.min(size.saturating_sub(1))),
+        (Some(first), None) if b.is_empty() => (first, size.saturating_sub(1)),
+        (None, Some(n)) if a.is_empty() && n > 0 => (size.saturating_sub(n), size.saturating_sub(1)),
+        _ => return Err(()),
+    };
+    if first >= size {
+        return Err(());
+    }
+    Ok(Some((first, last)))
+}
+
+/// `GET /v1/sessions/{id}/files/{path}`: the file, streamed, with `ETag`, `Last-Modified` and
+/// single-range support.
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    Path((id, path)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let rel = RelPath::parse(&path)?;
+    let ws = workspace(&state, &id)?;
+    let (file, entry) = blocking(move || Ok(ws.open_file(&rel)?)).await?;
+    let tag = etag(&entry);
+    let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, tag)]).into_response());
+    }
+    let size = entry.size;
+    let wanted = match header_str(header::RANGE) {
+        // If-Range with another validator: the file changed, send it whole.
+        Some(_) if header_str(header::IF_RANGE).is_some_and(|v| v.trim() != tag) => None,
+        Some(r) => match range(r, size) {
+            Ok(r) => r,
+            Err(()) => {
+                let err = ApiError::RangeNotSatisfiable(format!("range {r:?} is outside the file's {size} bytes"));
+                let mut resp = err.into_response();
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return Ok(resp);
+            }
+        },
+        None => None,
+    };
+    let (status, first, len) = match wanted {
+        Some((first, last)) => (StatusCode::PARTIAL_CONTENT, first, last - first + 1),
+        None => (StatusCode::OK, 0, size),
+    };
+    let mut file = file;
+    if first > 0 {
+        file.seek(SeekFrom::Start(first)).map_err(|e| ApiError::Internal(format!("seek: {e}")))?;
+    }
+    let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK));
+    let mime = mime_guess::from_path(entry.path.as_path()).first_or_octet_stream();
+    let modified = entry.modified_at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let mut resp = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, mime.as_ref())
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, &tag)
+        .header(header::LAST_MODIFIED, modified)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if status == StatusCode::PARTIAL_CONTENT {
+        resp = resp.header(header::CONTENT_RANGE, format!("bytes {first}-{}/{size}", first + len - 1));
+    }
+    resp.body(body).map_err(|e| ApiError::Internal(format!("response: {e}")))
+}
+
+/// `GET /v1/sessions/{id}/files?path=DIR&recursive=true`.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<FileList>> {
+    let params = params(query);
+    let dir = RelPath::parse_or_root(params.get("path").map_or("", String::as_str))?;
+    let recursive = flag(&params, "recursive")?;
+    let ws = workspace(&state, &id)?;
+    let entries = blocking(move || Ok(ws.list(&dir, recursive, MAX_LISTING + 1)?)).await?;
+    let truncated = entries.len() > MAX_LISTING;
+    Ok(Json(FileList { files: entries.iter().take(MAX_LISTING).map(info).collect(), truncated }))
+}
+
+/// `DELETE /v1/sessions/{id}/files/{path}[?recursive=true]`.
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((id, path)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Result<StatusCode> {
+    let rel = RelPath::parse(&path)?;
+    let recursive = flag(&params(query), "recursive")?;
+    let ws = workspace(&state, &id)?;
+    blocking(move || Ok(ws.remove(&rel, recursive)?)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/sessions/{id}/files/{path}:move` `{"to": "new/path"}`.
+pub async fn move_file(
+    State(state): State<Arc<AppState>>,
+    Path((id, path)): Path<(String, String)>,
+    ApiJson(req): ApiJson<MoveFile>,
+) -> Result<Json<FileInfo>> {
+    let Some(from) = path.strip_suffix(":move") else {
+        return Err(ApiError::MethodNotAllowed("POST on a file is only `{path}:move`; upload with PUT".into()));
+    };
+    let (from, to) = (RelPath::parse(from)?, RelPath::parse(&req.to)?);
+    let ws = workspace(&state, &id)?;
+    let entry = blocking(move || Ok(ws.rename(&from, &to)?)).await?;
+    Ok(Json(info(&entry)))
+}
+
+/// Hands what the archive writer produces to the response body, in chunks.
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= READ_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("the client went away"))
+    }
+}
+
+/// `GET /v1/sessions/{id}/archive?path=DIR`: the directory as a `.tar.gz`, streamed.
+pub async fn archive(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let dir = RelPath::parse_or_root(params(query).get("path").map_or("", String::as_str))?;
+    let ws = workspace(&state, &id)?;
+    let ws = Arc::new(ws);
+    let (check_ws, check_dir) = (Arc::clone(&ws), dir.clone());
+    let entry = blocking(move || Ok(check_ws.stat(&check_dir)?)).await?;
+    if entry.kind != Kind::Dir {
+        return Err(WorkspaceError::NotDir(dir.to_string()).into());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_CHUNKS);
+    let archive_dir = dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter { tx: tx.clone(), buf: Vec::new() };
+        let written = sandbox_workspace::write_tar_gz(&ws, &archive_dir, &mut out);
+        let finished = written.map_err(|e| std::io::Error::other(e.to_string())).and_then(|()| {
+            use std::io::Write;
+            out.flush()
+        });
+        if let Err(e) = finished {
+            // The body ends with an error: the client sees a broken transfer, not a short file.
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let name = match dir.split_last() {
+        Some((_, last)) => last.to_string_lossy().into_owned(),
+        None => "workspace".to_string(),
+    };
+    let disposition = format!("attachment; filename*=UTF-8''{}.tar.gz", percent(&name));
+    Ok((
+        [(header::CONTENT_TYPE, "application/gzip".to_string()), (header::CONTENT_DISPOSITION, disposition)],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// RFC 5987 encoding of a file name for `Content-Disposition`.
+fn percent(name: &str) -> String {
+    name.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Opens the staging directory under the data dir (and empties what a crash left in it).
+pub fn staging(data_dir: &std::path::Path) -> std::io::Result<Staging> {
+    Staging::open(&data_dir.join("staging"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(range("bytes=0-9", 100), Ok(Some((0, 9))));
+        assert_eq!(range("bytes=90-", 100), Ok(Some((90, 99))));
+        assert_eq!(range("bytes=-10", 100), Ok(Some((90, 99))));
+        assert_eq!(range("bytes=95-200", 100), Ok(Some((95, 99))));
+        assert_eq!(range("bytes=0-1,5-6", 100), Ok(None));
+        assert_eq!(range("items=0-1", 100), Ok(None));
+        assert_eq!(range("bytes=100-", 100), Err(()));
+        assert_eq!(range("bytes=9-3", 100), Err(()));
+        assert_eq!(range("bytes=abc", 100), Err(()));
+        assert_eq!(range("bytes=0-0", 0), Err(()));
+    }
+
+    #[test]
+    fn disposition_names_are_encoded() {
+        assert_eq!(percent("销售 a.b"), "%E9%94%80%E5%94%AE%20a.b");
+    }
+}

@@ -1,0 +1,381 @@
+//! One workspace directory, and the staging area uploads are written to first.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
+use sandbox_sys::fs::{self as sfs, Kind, Open, Stat};
+use sha2::{Digest, Sha256};
+
+use crate::{io_error, RelPath, WorkspaceError};
+
+type Result<T> = std::result::Result<T, WorkspaceError>;
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: Kind,
+    /// Bytes, for files (0 for the rest).
+    pub size: u64,
+    pub modified_at: DateTime<Utc>,
+}
+
+fn time_of(stat: &Stat) -> DateTime<Utc> {
+    DateTime::from_timestamp(stat.mtime.0, stat.mtime.1).unwrap_or_default()
+}
+
+impl Entry {
+    fn new(path: RelPath, stat: &Stat) -> Entry {
+        let size = if stat.kind == Kind::File { stat.size } else { 0 };
+        Entry { path, kind: stat.kind, size, modified_at: time_of(stat) }
+    }
+}
+
+/// A workspace directory, opened once; every path is resolved beneath it.
+pub struct Workspace {
+    root: OwnedFd,
+    /// Host uid/gid that owns what the API creates (the sandbox user), if not our own.
+    owner: Option<(u32, u32)>,
+}
+
+impl Workspace {
+    pub fn open(dir: &Path, owner: Option<(u32, u32)>) -> Result<Workspace> {
+        let root = sfs::open_dir(dir).map_err(|e| io_error("open", &RelPath::root(), e))?;
+        Ok(Workspace { root, owner })
+    }
+
+    fn chown_new(&self, dir: &OwnedFd, name: &OsStr, path: &RelPath) -> Result<()> {
+        if let Some((uid, gid)) = self.owner {
+            sfs::chown_at(dir.as_fd(), name, uid, gid).map_err(|e| io_error("chown", path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Opens directory `dir` beneath the root; with `create`, makes it and its parents first
+    /// (owned by the workspace's owner).
+    fn open_dir(&self, dir: &RelPath, create: bool) -> Result<OwnedFd> {
+        match sfs::open_beneath(self.root.as_fd(), dir.as_path(), Open::Dir) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if !(create && e.kind() == std::io::ErrorKind::NotFound) => return Err(io_error("open", dir, e)),
+            Err(_) => {}
+        }
+        let mut at =
+            sfs::open_beneath(self.root.as_fd(), Path::new(""), Open::Dir).map_err(|e| io_error("open", dir, e))?;
+        let mut walked = RelPath::root();
+        for name in dir.as_str().split('/') {
+            walked = walked.join(name);
+            let os = OsStr::new(name);
+            match sfs::mkdir_at(at.as_fd(), os, 0o755) {
+                Ok(()) => self.chown_new(&at, os, &walked)?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error("create directory", &walked, e)),
+            }
+            at = sfs::open_beneath(at.as_fd(), Path::new(name), Open::Dir).map_err(|e| io_error("open", &walked, e))?;
+        }
+        Ok(at)
+    }
+
+    /// The directory `path` is in (opened) and its name there.
+    fn parent_of<'p>(&self, path: &'p RelPath, create: bool) -> Result<(OwnedFd, &'p OsStr)> {
+        let (dir, name) = path
+            .split_last()
+            .ok_or_else(|| WorkspaceError::InvalidPath { path: "/".into(), why: "the root".into() })?;
+        Ok((self.open_dir(&dir, create)?, name))
+    }
+
+    /// What `path` is (a link is reported as a link).
+    pub fn stat(&self, path: &RelPath) -> Result<Entry> {
+        if path.is_root() {
+            let stat = sfs::fstat(&self.root).map_err(|e| io_error("stat", path, e))?;
+            return Ok(Entry::new(path.clone(), &stat));
+        }
+        let (dir, name) = self.parent_of(path, false)?;
+        let stat = sfs::stat_at(dir.as_fd(), name).map_err(|e| io_error("stat", path, e))?;
+        Ok(Entry::new(path.clone(), &stat))
+    }
+
+    /// Opens regular file `path` for reading, with what it is.
+    pub fn open_file(&self, path: &RelPath) -> Result<(std::fs::File, Entry)> {
+        let fd =
+            sfs::open_beneath(self.root.as_fd(), path.as_path(), Open::Read).map_err(|e| io_error("open", path, e))?;
+        let stat = sfs::fstat(&fd).map_err(|e| io_error("stat", path, e))?;
+        match stat.kind {
+            Kind::File => Ok((std::fs::File::from(fd), Entry::new(path.clone(), &stat))),
+            Kind::Dir => Err(WorkspaceError::IsDir(path.to_string())),
+            Kind::Symlink | Kind::Other => Err(WorkspaceError::NotRegular(path.to_string())),
+        }
+    }
+
+    /// The entries of directory `dir` (its whole tree with `recursive`), at most `limit`.
+    /// Links are listed as links and never descended into.
+    pub fn list(&self, dir: &RelPath, recursive: bool, limit: usize) -> Result<Vec<Entry>> {
+        let fd = self.open_dir(dir, false)?;
+        let mut out = Vec::new();
+        self.walk(&fd, dir, recursive, limit, &mut |e| out.push(e))?;
+        out.sort_by(|a, b| a.path.as_str().cmp(b.path.as_str()));
+        Ok(out)
+    }
+
+    fn walk(
+        &self,
+        fd: &OwnedFd,
+        at: &RelPath,
+        recursive: bool,
+        limit: usize,
+        each: &mut dyn FnMut(Entry),
+    ) -> Result<usize> {
+        let mut seen = 0;
+        let names = sfs::list_dir(fd.as_fd()).map_err(|e| io_error("list", at, e))?;
+        for name in names {
+            if seen >= limit {
+                break;
+            }
+            // A name the API could not address (not UTF-8) is shown, marked by U+FFFD.
+            let shown = name.to_string_lossy().into_owned();
+            let path = at.join(&shown);
+            let Ok(stat) = sfs::stat_at(fd.as_fd(), &name) else { continue };
+            seen += 1;
+            each(Entry::new(path.clone(), &stat));
+            if recursive && stat.kind == Kind::Dir {
+                if let Ok(sub) = sfs::open_beneath(fd.as_fd(), Path::new(&name), Open::Dir) {
+                    seen += self.walk(&sub, &path, true, limit - seen, each)?;
+                }
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Bytes in regular files, the whole tree (what the quota counts).
+    pub fn usage(&self) -> Result<u64> {
+        let mut total = 0;
+        self.walk(&self.root, &RelPath::root(), true, usize::MAX, &mut |e| total += e.size)?;
+        Ok(total)
+    }
+
+    /// Removes a file or link; a directory only if empty, or with `recursive`.
+    pub fn remove(&self, path: &RelPath, recursive: bool) -> Result<()> {
+        let (dir, name) = self.parent_of(path, false)?;
+        let stat = sfs::stat_at(dir.as_fd(), name).map_err(|e| io_error("stat", path, e))?;
+        if stat.kind != Kind::Dir {
+            return sfs::unlink_at(dir.as_fd(), name, false).map_err(|e| io_error("remove", path, e));
+        }
+        if recursive {
+            let sub =
+                sfs::open_beneath(dir.as_fd(), Path::new(name), Open::Dir).map_err(|e| io_error("open", path, e))?;
+            remove_contents(&sub, path)?;
+        }
+        sfs::unlink_at(dir.as_fd(), name, true).map_err(|e| io_error("remove", path, e))
+    }
+
+    /// Renames `from` to `to` (creating `to`'s directory); refuses to replace anything.
+    pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
+        if to.starts_with(from) {
+            return Err(WorkspaceError::InvalidPath { path: to.to_string(), why: "inside what is being moved".into() });
+        }
+        let (from_dir, from_name) = self.parent_of(from, false)?;
+        sfs::stat_at(from_dir.as_fd(), from_name).map_err(|e| io_error("stat", from, e))?;
+        let (to_dir, to_name) = self.parent_of(to, true)?;
+        sfs::rename_at(from_dir.as_fd(), from_name, to_dir.as_fd(), to_name, true)
+            .map_err(|e| io_error("move", to, e))?;
+        self.stat(to)
+    }
+
+    /// Moves a finished upload into place at `path`, replacing a file (or link) there, never a
+    /// directory. The rename is atomic: readers see the old file or the new one.
+    pub fn commit(&self, staged: Staged<'_>, path: &RelPath) -> Result<Entry> {
+        let (dir, name) = self.parent_of(path, true)?;
+        if let Ok(existing) = sfs::stat_at(dir.as_fd(), name) {
+            if existing.kind == Kind::Dir {
+                return Err(WorkspaceError::IsDir(path.to_string()));
+            }
+        }
+        if let Some((uid, gid)) = self.owner {
+            sfs::chown_fd(&staged.file, uid, gid).map_err(|e| io_error("chown", path, e))?;
+        }
+        sfs::rename_at(staged.staging.dir.as_fd(), &staged.name, dir.as_fd(), name, false)
+            .map_err(|e| io_error("move into place", path, e))?;
+        staged.committed();
+        self.stat(path)
+    }
+}
+
+/// Empties directory `fd` (at `path`), never following links.
+fn remove_contents(fd: &OwnedFd, path: &RelPath) -> Result<()> {
+    for name in sfs::list_dir(fd.as_fd()).map_err(|e| io_error("list", path, e))? {
+        let child = path.join(&name.to_string_lossy());
+        let stat = sfs::stat_at(fd.as_fd(), &name).map_err(|e| io_error("stat", &child, e))?;
+        if stat.kind == Kind::Dir {
+            let sub =
+                sfs::open_beneath(fd.as_fd(), Path::new(&name), Open::Dir).map_err(|e| io_error("open", &child, e))?;
+            remove_contents(&sub, &child)?;
+        }
+        sfs::unlink_at(fd.as_fd(), &name, stat.kind == Kind::Dir).map_err(|e| io_error("remove", &child, e))?;
+    }
+    Ok(())
+}
+
+/// Where uploads are written before they are complete: a directory of sandboxd's own on the
+/// same filesystem as the workspaces (so the final rename is atomic), which no sandbox sees.
+pub struct Staging {
+    dir: OwnedFd,
+    counter: AtomicU64,
+}
+
+impl Staging {
+    /// Opens (creating) `dir` and deletes what a previous run left half-written in it.
+    pub fn open(dir: &Path) -> std::io::Result<Staging> {
+        std::fs::create_dir_all(dir)?;
+        let fd = sfs::open_dir(dir)?;
+        for name in sfs::list_dir(fd.as_fd())? {
+            let _ = sfs::unlink_at(fd.as_fd(), &name, false);
+        }
+        Ok(Staging { dir: fd, counter: AtomicU64::new(0) })
+    }
+
+    /// A new, empty staged file.
+    pub fn create(&self) -> Result<Staged<'_>> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = OsString::from(format!("upload-{}-{n}", std::process::id()));
+        let file = sfs::create_new(self.dir.as_fd(), &name, 0o644)
+            .map_err(|e| io_error("create a staging file", &RelPath::root(), e))?;
+        Ok(Staged { staging: self, name, file, size: 0, hash: Sha256::new(), done: false })
+    }
+}
+
+/// An upload being written. Dropped without [`Workspace::commit`], it is deleted.
+pub struct Staged<'s> {
+    staging: &'s Staging,
+    name: OsString,
+    file: std::fs::File,
+    size: u64,
+    hash: Sha256,
+    done: bool,
+}
+
+impl Staged<'_> {
+    /// Appends `chunk`, refusing to grow past `max` bytes.
+    pub fn write(&mut self, chunk: &[u8], max: u64) -> Result<()> {
+        if self.size + chunk.len() as u64 > max {
+            return Err(WorkspaceError::TooLarge { limit: max });
+        }
+        self.file.write_all(chunk).map_err(|e| io_error("write", &RelPath::root(), e))?;
+        self.hash.update(chunk);
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Hex SHA-256 of what was written so far.
+    pub fn sha256(&self) -> String {
+        self.hash.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn committed(mut self) {
+        self.done = true;
+    }
+}
+
+impl Drop for Staged<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = sfs::unlink_at(self.staging.dir.as_fd(), &self.name, false);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Workspace, Staging) {
+        let data = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(data.path().join("ws")).expect("mkdir");
+        let ws = Workspace::open(&data.path().join("ws"), None).expect("open");
+        let staging = Staging::open(&data.path().join("staging")).expect("staging");
+        (data, ws, staging)
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::parse(s).expect("valid path")
+    }
+
+    fn upload(ws: &Workspace, staging: &Staging, path: &str, body: &[u8]) -> Result<Entry> {
+        let mut staged = staging.create()?;
+        staged.write(body, 1 << 20)?;
+        ws.commit(staged, &p(path))
+    }
+
+    #[test]
+    fn upload_list_move_remove() {
+        let (data, ws, staging) = setup();
+        let e = upload(&ws, &staging, "reports/q1/销售数据.csv", b"a,b\n1,2\n").expect("upload");
+        assert_eq!((e.kind, e.size), (Kind::File, 8));
+        assert_eq!(std::fs::read(data.path().join("ws/reports/q1/销售数据.csv")).expect("on disk"), b"a,b\n1,2\n");
+        let all: Vec<String> =
+            ws.list(&RelPath::root(), true, 100).expect("list").iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(all, ["reports", "reports/q1", "reports/q1/销售数据.csv"]);
+        assert_eq!(ws.list(&RelPath::root(), false, 100).expect("list").len(), 1);
+        assert_eq!(ws.usage().expect("usage"), 8);
+        ws.rename(&p("reports/q1/销售数据.csv"), &p("archive/sales.csv")).expect("move");
+        assert!(matches!(ws.stat(&p("reports/q1/销售数据.csv")), Err(WorkspaceError::NotFound(_))));
+        upload(&ws, &staging, "x.txt", b"x").expect("upload");
+        assert!(matches!(ws.rename(&p("x.txt"), &p("archive/sales.csv")), Err(WorkspaceError::Exists(_))));
+        assert!(matches!(ws.rename(&p("archive"), &p("archive/inner")), Err(WorkspaceError::InvalidPath { .. })));
+        assert!(matches!(ws.remove(&p("archive"), false), Err(WorkspaceError::NotEmpty(_))));
+        ws.remove(&p("archive"), true).expect("remove tree");
+        assert!(matches!(ws.open_file(&p("archive/sales.csv")), Err(WorkspaceError::NotFound(_))));
+        assert!(matches!(upload(&ws, &staging, "reports", b"x"), Err(WorkspaceError::IsDir(_))));
+        assert_eq!(std::fs::read_dir(data.path().join("staging")).expect("staging").count(), 0, "nothing left");
+    }
+
+    #[test]
+    fn links_planted_in_the_workspace_are_never_followed() {
+        let (data, ws, staging) = setup();
+        let host = data.path().join("host-secret");
+        std::fs::write(&host, "secret").expect("write");
+        let root = data.path().join("ws");
+        std::os::unix::fs::symlink(&host, root.join("link")).expect("symlink");
+        std::os::unix::fs::symlink(data.path(), root.join("up")).expect("symlink");
+        assert!(matches!(ws.open_file(&p("link")), Err(WorkspaceError::NotRegular(_))));
+        assert!(matches!(ws.open_file(&p("up/host-secret")), Err(WorkspaceError::NotRegular(_))));
+        assert!(ws.list(&p("up"), false, 10).is_err());
+        // Writing through a link replaces the link, never the file it points to.
+        upload(&ws, &staging, "link", b"mine").expect("upload over a link");
+        assert_eq!(std::fs::read_to_string(&host).expect("host file"), "secret");
+        assert!(upload(&ws, &staging, "up/host-secret", b"x").is_err());
+        assert_eq!(std::fs::read_to_string(&host).expect("host file"), "secret");
+        // Removing a link to a directory removes the link only.
+        ws.remove(&p("up"), true).expect("remove link");
+        assert!(host.exists());
+        let fifo = std::process::Command::new("mkfifo").arg(root.join("fifo")).status().expect("mkfifo");
+        assert!(fifo.success());
+        assert!(matches!(ws.open_file(&p("fifo")), Err(WorkspaceError::NotRegular(_))), "a FIFO never blocks a read");
+    }
+
+    #[test]
+    fn uploads_are_all_or_nothing() {
+        let (data, ws, staging) = setup();
+        upload(&ws, &staging, "f.txt", b"old").expect("upload");
+        let mut staged = staging.create().expect("create");
+        staged.write(b"new and longer", 1 << 20).expect("write");
+        assert!(matches!(staged.write(&[0; 10], 16), Err(WorkspaceError::TooLarge { limit: 16 })));
+        drop(staged);
+        assert_eq!(std::fs::read(data.path().join("ws/f.txt")).expect("read"), b"old");
+        assert_eq!(std::fs::read_dir(data.path().join("staging")).expect("staging").count(), 0);
+        let mut staged = staging.create().expect("create");
+        staged.write(b"abc", 10).expect("write");
+        assert_eq!(staged.sha256(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        // A staging dir left by a crash is emptied when it is opened again.
+        std::mem::forget(staged);
+        let again = Staging::open(&data.path().join("staging")).expect("reopen");
+        assert_eq!(std::fs::read_dir(data.path().join("staging")).expect("staging").count(), 0);
+        drop(again);
+    }
+}
