@@ -177,6 +177,11 @@ fn refused(e: ApiError) -> Response {
     resp
 }
 
+#[utoipa::path(put, path = "/v1/sessions/{id}/files/{path}", request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses(
+    (status = 201, body = UploadedFile), (status = 400, body = sandbox_api::ErrorBody, description = "An unsafe path"),
+    (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody, description = "A directory or a link is in the way"),
+    (status = 413, body = sandbox_api::ErrorBody), (status = 507, body = sandbox_api::ErrorBody, description = "The workspace quota"),
+))]
 /// `PUT /v1/sessions/{id}/files/{path}`: the body is the file.
 pub async fn upload(
     State(state): State<Arc<AppState>>,
@@ -198,6 +203,10 @@ pub async fn upload(
     }
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/files", request_body(content = Vec<u8>, content_type = "multipart/form-data"), responses(
+    (status = 201, body = UploadedFiles), (status = 400, body = sandbox_api::ErrorBody), (status = 413, body = sandbox_api::ErrorBody),
+    (status = 422, body = sandbox_api::ErrorBody), (status = 507, body = sandbox_api::ErrorBody),
+))]
 /// `POST /v1/sessions/{id}/files` as `multipart/form-data`: each part with a file name is a
 /// file, written under `?path=DIR` (or a preceding `path` field); its name may contain `/`.
 pub async fn upload_multipart(
@@ -269,6 +278,11 @@ fn range(value: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> 
     Ok(Some((first, last)))
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}/files/{path}", responses(
+    (status = 200, description = "The file (Content-Type guessed from its name; ETag, Last-Modified)"),
+    (status = 206, description = "The requested range"), (status = 304, description = "If-None-Match matched"),
+    (status = 400, body = sandbox_api::ErrorBody), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody), (status = 416, body = sandbox_api::ErrorBody),
+))]
 /// `GET /v1/sessions/{id}/files/{path}`: the file, streamed, with `ETag`, `Last-Modified` and
 /// single-range support.
 pub async fn download(
@@ -326,6 +340,9 @@ pub async fn download(
     resp.body(body).map_err(|e| ApiError::Internal(format!("response: {e}")))
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}/files", params(("path" = Option<String>, Query), ("recursive" = Option<bool>, Query)), responses(
+    (status = 200, body = FileList), (status = 400, body = sandbox_api::ErrorBody), (status = 404, body = sandbox_api::ErrorBody),
+))]
 /// `GET /v1/sessions/{id}/files?path=DIR&recursive=true`.
 pub async fn list(
     State(state): State<Arc<AppState>>,
@@ -341,6 +358,9 @@ pub async fn list(
     Ok(Json(FileList { files: entries.iter().take(MAX_LISTING).map(info).collect(), truncated }))
 }
 
+#[utoipa::path(delete, path = "/v1/sessions/{id}/files/{path}", params(("recursive" = Option<bool>, Query)), responses(
+    (status = 204), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody, description = "A directory that is not empty"),
+))]
 /// `DELETE /v1/sessions/{id}/files/{path}[?recursive=true]`.
 pub async fn delete(
     State(state): State<Arc<AppState>>,
@@ -354,6 +374,9 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/files/{path}:move", request_body = MoveFile, responses(
+    (status = 200, body = FileInfo), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody, description = "The target exists"),
+))]
 /// `POST /v1/sessions/{id}/files/{path}:move` `{"to": "new/path"}`.
 pub async fn move_file(
     State(state): State<Arc<AppState>>,
@@ -393,6 +416,10 @@ impl std::io::Write for ChannelWriter {
     }
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}/archive", params(("path" = Option<String>, Query)), responses(
+    (status = 200, content_type = "application/gzip", description = "The directory as a .tar.gz, streamed"),
+    (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+))]
 /// `GET /v1/sessions/{id}/archive?path=DIR`: the directory as a `.tar.gz`, streamed.
 pub async fn archive(
     State(state): State<Arc<AppState>>,

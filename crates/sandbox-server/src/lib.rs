@@ -151,6 +151,13 @@ impl AppState {
         routes::get_template,
         routes::create_template,
         routes::delete_template,
+        files::upload,
+        files::upload_multipart,
+        files::download,
+        files::list,
+        files::delete,
+        files::move_file,
+        files::archive,
     ),
     components(schemas(sandbox_api::ErrorBody, sandbox_api::ErrorDetail, sandbox_api::Language))
 )]

@@ -28,6 +28,12 @@ enum Command {
     /// Create, list, show or delete sessions.
     #[command(subcommand)]
     Session(commands::session::Command),
+    /// Send a local file to a session's workspace (with a progress bar).
+    Upload(commands::files::Upload),
+    /// Fetch a file from a session's workspace (with a progress bar).
+    Download(commands::files::Download),
+    /// List files in a session's workspace.
+    Ls(commands::files::List),
     /// List, show, create or delete templates.
     #[command(subcommand)]
     Template(commands::template::Command),
@@ -41,6 +47,9 @@ async fn main() {
         Command::Run(args) => commands::run::run(&client, args, cli.json).await,
         Command::Exec(args) => commands::exec::run(&client, args, cli.json).await,
         Command::Session(cmd) => commands::session::run(&client, cmd, cli.json).await,
+        Command::Upload(args) => commands::files::upload(&client, args, cli.json).await,
+        Command::Download(args) => commands::files::download(&client, args).await,
+        Command::Ls(args) => commands::files::list(&client, args, cli.json).await,
         Command::Template(cmd) => commands::template::run(&client, cmd, cli.json).await,
     };
     match result {

@@ -95,3 +95,31 @@ async fn templates_and_package_installs_from_the_command_line() -> anyhow::Resul
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_up_and_down_from_the_command_line() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let id = text(&sbx(&t, &["session", "create"]).stdout).trim().to_string();
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("销售数据.csv");
+    let content: Vec<u8> = (0..300_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(&local, &content)?;
+    let out = sbx(&t, &["upload", &id, local.to_str().unwrap_or_default(), "data/sales.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with(&format!("data/sales.csv  {} bytes  sha256 ", content.len())));
+    let out = sbx(&t, &["exec", &id, "-l", "bash", "-c", "stat -c %s data/sales.csv"]);
+    assert_eq!(text(&out.stdout).trim(), content.len().to_string());
+    let listing = text(&sbx(&t, &["ls", &id, "-r"]).stdout);
+    assert!(listing.contains("d ") && listing.contains("data/sales.csv"), "{listing}");
+    let back = dir.path().join("back.csv");
+    let out = sbx(&t, &["download", &id, "data/sales.csv", back.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(&back)?, content);
+    let out = sbx(&t, &["download", &id, "data/sales.csv", "-"]);
+    assert_eq!(out.stdout, content);
+    let out = sbx(&t, &["download", &id, "missing.txt", "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("does not exist"), "{}", text(&out.stderr));
+    t.shutdown().await;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod exec;
+pub mod files;
 pub mod run;
 pub mod session;
 pub mod template;
