@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
+# curl is the second client of the file benchmark.
+command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 cargo build --release --bins
 venv=target/bench-venv
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_client, ipykernel, matplotlib" 2>/dev/null; then

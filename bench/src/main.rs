@@ -38,6 +38,9 @@ struct Args {
     /// (bench/run.sh makes one); without it the stateful anchors are skipped.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files.
+    #[arg(long, value_delimiter = ',', default_value = "stateless,run,stateful,cold,files")]
+    only: Vec<String>,
 }
 
 struct Stats {
@@ -147,18 +150,114 @@ async fn main() -> anyhow::Result<()> {
     // pool's refill) finish, as they would between an agent's calls, so they are not charged
     // to the anchor.
     let settle = Duration::from_millis(20);
-    let (ours, anchor) = side_by_side(args.n, Duration::ZERO, || client.execute(&session.id, &exec), bare).await?;
-    report("stateless_session print(1)", ours, "bare python3", anchor, 1.2);
-
-    let (ours, anchor) = side_by_side(args.n, settle, || client.run(&run), &mut bwrap_floor).await?;
-    report("one_shot_run print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
-    stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
+    let wants = |name: &str| args.only.iter().any(|o| o == name);
+    if wants("stateless") {
+        let (ours, anchor) = side_by_side(args.n, Duration::ZERO, || client.execute(&session.id, &exec), bare).await?;
+        report("stateless_session print(1)", ours, "bare python3", anchor, 1.2);
+    }
+    if wants("run") {
+        let (ours, anchor) = side_by_side(args.n, settle, || client.run(&run), &mut bwrap_floor).await?;
+        report("one_shot_run print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    }
+    if wants("stateful") {
+        stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
+    }
+    if wants("files") {
+        files(&client, 5).await?;
+    }
     drop(daemon);
 
-    let cold = start_sandboxd(&sandboxd, &[("SANDBOXD_RUN_POOL", "0")])?;
-    let cold_client = Client::new(&cold.url);
-    let (ours, anchor) = side_by_side(args.n, settle, || cold_client.run(&run), &mut bwrap_floor).await?;
-    report("one_shot_run_cold print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    if wants("cold") {
+        let cold = start_sandboxd(&sandboxd, &[("SANDBOXD_RUN_POOL", "0")])?;
+        let cold_client = Client::new(&cold.url);
+        let (ours, anchor) = side_by_side(args.n, settle, || cold_client.run(&run), &mut bwrap_floor).await?;
+        report("one_shot_run_cold print(1)", ours, "floor_bwrap.sh", anchor, 1.3);
+    }
+    Ok(())
+}
+
+/// Upload and download of a 256 MiB file through the API vs `cp` of it, all on the disk of
+/// sandboxd's data dir (/tmp), rounds interleaved; throughput ratio of the p50s.
+async fn files(client: &Client, rounds: usize) -> anyhow::Result<()> {
+    const SIZE: usize = 256 << 20;
+    let dir = tempfile::Builder::new().prefix("sandbox-bench-files-").tempdir_in("/tmp")?;
+    let src = dir.path().join("src.bin");
+    // Not all one byte: some filesystems and layers treat zeros specially.
+    let block: Vec<u8> = (0..1u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 24) as u8).collect();
+    std::fs::write(&src, block.repeat(SIZE >> 20))?;
+    let session = client.create_session(&CreateSession::default()).await?;
+    // Each upload writes a new file, deleted afterwards outside the timing, as cp's copy is:
+    // replacing a file would charge freeing the old one's blocks to the upload.
+    let url = format!("{}{}", client.base(), sandbox_client::file_url(&session.id, "curl.bin"));
+    let curl = |args: &[&str]| -> anyhow::Result<f64> {
+        let start = Instant::now();
+        let out = Command::new("curl").args(["-sS", "--fail"]).args(args).output()?;
+        if !out.status.success() {
+            bail!("curl failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(start.elapsed().as_secs_f64() * 1000.0)
+    };
+    let src_arg = src.to_string_lossy().into_owned();
+    let down_arg = dir.path().join("down.bin").to_string_lossy().into_owned();
+    let (mut up, mut down, mut cp) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut curl_up, mut curl_down) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        let t_curl_up = curl(&["-o", "/dev/null", "-T", &src_arg, &url])?;
+        let t_curl_down = curl(&["-o", &down_arg, &url])?;
+        std::fs::remove_file(dir.path().join("down.bin"))?;
+        client.delete_file(&session.id, "curl.bin", false).await?;
+
+        let start = Instant::now();
+        let file = tokio::fs::File::open(&src).await?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 20));
+        client.upload(&session.id, "big.bin", body, Some(SIZE as u64)).await?;
+        let t_up = start.elapsed().as_secs_f64() * 1000.0;
+
+        let start = Instant::now();
+        let mut resp = client.download(&session.id, "big.bin").await?;
+        let mut out = tokio::fs::File::create(dir.path().join("down.bin")).await?;
+        while let Some(chunk) = resp.chunk().await? {
+            tokio::io::AsyncWriteExt::write_all(&mut out, &chunk).await?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut out).await?;
+        let t_down = start.elapsed().as_secs_f64() * 1000.0;
+        std::fs::remove_file(dir.path().join("down.bin"))?;
+        client.delete_file(&session.id, "big.bin", false).await?;
+
+        let start = Instant::now();
+        let status = Command::new("cp").arg(&src).arg(dir.path().join("cp.bin")).status()?;
+        let t_cp = start.elapsed().as_secs_f64() * 1000.0;
+        if !status.success() {
+            bail!("cp failed");
+        }
+        std::fs::remove_file(dir.path().join("cp.bin"))?;
+        if round > 0 {
+            up.push(t_up);
+            down.push(t_down);
+            cp.push(t_cp);
+            curl_up.push(t_curl_up);
+            curl_down.push(t_curl_down);
+        }
+    }
+    client.delete_session(&session.id).await?;
+    let cp = stats(cp);
+    let mbps = |ms: f64| (SIZE as f64 / 1048576.0) / (ms / 1000.0);
+    println!("files 256 MiB: cp p50={:.0}ms ({:.0} MiB/s)", cp.p50, mbps(cp.p50));
+    for (what, times) in [
+        ("upload (curl)", curl_up),
+        ("download (curl)", curl_down),
+        ("upload (sandbox-client)", up),
+        ("download (sandbox-client)", down),
+    ] {
+        let ours = stats(times);
+        let r = cp.p50 / ours.p50;
+        println!(
+            "files {what}: p50={:.0}ms ({:.0} MiB/s), throughput vs cp: ratio={r:.3} (goal >= 0.5) {}",
+            ours.p50,
+            mbps(ours.p50),
+            if r >= 0.5 { "MET" } else { "MISSED" }
+        );
+    }
     Ok(())
 }
 

@@ -31,7 +31,7 @@ type Result<T> = std::result::Result<T, ApiError>;
 const MAX_LISTING: usize = 10_000;
 /// Chunks in flight between the HTTP body and the thread that writes or reads the file.
 const CHANNEL_CHUNKS: usize = 8;
-const READ_CHUNK: usize = 256 << 10;
+const READ_CHUNK: usize = 1 << 20;
 
 fn info(e: &Entry) -> FileInfo {
     let kind = match e.kind {
@@ -127,13 +127,13 @@ async fn receive<E: std::fmt::Display>(
         let mut staged = staging.create()?;
         loop {
             match rx.blocking_recv() {
-                Some(Chunk::Data(bytes)) => staged.write(&bytes, max)?,
+                Some(Chunk::Data(bytes)) => staged.write(bytes, max)?,
                 Some(Chunk::End) => break,
                 None => return Err(ApiError::BadRequest("the upload ended before its body was complete".into())),
             }
         }
         within_quota(staged.size())?;
-        let sha256 = staged.sha256();
+        let sha256 = staged.finish()?;
         let entry = ws.commit(staged, &path)?;
         Ok(UploadedFile {
             path: entry.path.as_str().to_string(),
