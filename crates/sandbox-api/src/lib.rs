@@ -64,12 +64,26 @@ pub struct CreateSession {
     /// "python" (the default): Python executions run in a stateful kernel, variables and
     /// imports persist between them. "none": every execution is a fresh process.
     pub kernel: Option<String>,
+    /// Stop the sandbox after this many seconds without use (the workspace stays); the
+    /// template's, else the server's default (15 min).
+    pub idle_timeout_s: Option<u64>,
+    /// Stop the sandbox this many seconds after it started, used or not (default 24 h).
+    pub max_lifetime_s: Option<u64>,
+    /// Whether an execution on a stopped session starts a new sandbox on its workspace
+    /// (default true); otherwise it is refused until `POST .../resume`.
+    pub auto_resume: Option<bool>,
+    /// Continue in the workspace of another session, which must be stopped or deleted: its
+    /// files move to this session (and that session is deleted, if it was not).
+    pub workspace_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionStatus {
     Running,
+    /// No sandbox (idle, past its lifetime, stopped by a user or a server restart); the
+    /// workspace is kept, and the session resumes on demand.
+    Stopped,
     Deleted,
 }
 
@@ -77,8 +91,13 @@ impl SessionStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             SessionStatus::Running => "running",
+            SessionStatus::Stopped => "stopped",
             SessionStatus::Deleted => "deleted",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<SessionStatus> {
+        [Self::Running, Self::Stopped, Self::Deleted].into_iter().find(|v| v.as_str() == s)
     }
 }
 
@@ -99,6 +118,15 @@ pub struct Session {
     /// Its first sandbox came from the warm pool (started, kernel warm) rather than cold.
     #[serde(default)]
     pub from_pool: bool,
+    pub idle_timeout_s: u64,
+    pub max_lifetime_s: u64,
+    pub auto_resume: bool,
+    /// Why it is stopped: "idle", "lifetime", "user" or "server_restart".
+    pub stop_reason: Option<String>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// When its workspace was removed: the retention period after a stop or delete ended, or
+    /// the files moved to another session (`workspace_from`).
+    pub workspace_removed_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
 }
@@ -199,6 +227,8 @@ pub enum ExecutionStatus {
     KernelDied,
     /// Never run: an earlier execution failed and this one asked for `cancel_pending`.
     Cancelled,
+    /// Cut off: sandboxd stopped (or crashed) while it was queued or running.
+    Interrupted,
 }
 
 impl ExecutionStatus {
@@ -212,6 +242,7 @@ impl ExecutionStatus {
             ExecutionStatus::Killed => "killed",
             ExecutionStatus::KernelDied => "kernel_died",
             ExecutionStatus::Cancelled => "cancelled",
+            ExecutionStatus::Interrupted => "interrupted",
         }
     }
 
@@ -235,6 +266,7 @@ impl ExecutionStatus {
             Self::Killed,
             Self::KernelDied,
             Self::Cancelled,
+            Self::Interrupted,
         ]
         .into_iter()
         .find(|v| v.as_str() == s)
@@ -373,6 +405,11 @@ pub struct Readiness {
     /// Which cgroup version enforces limits: "v2", "v1", "off" or "none".
     pub cgroup: String,
     pub store: Check,
+    /// Free space where workspaces live (not ready below 64 MiB).
+    pub disk: Check,
+    pub data_dir_free_bytes: u64,
+    /// Can workspace storage be written (the local data dir)?
+    pub storage: Check,
     /// Started sandboxes waiting in each pool now.
     pub pools: Pools,
 }
@@ -464,6 +501,9 @@ pub struct CreateTemplate {
     pub packages: Option<Vec<String>>,
     /// Sandboxes with a warm kernel kept ready for its sessions (default 0).
     pub pool_size: Option<usize>,
+    /// Defaults of its sessions' idle timeout and lifetime, in seconds.
+    pub idle_timeout_s: Option<u64>,
+    pub max_lifetime_s: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -487,6 +527,10 @@ pub struct Template {
     pub env: BTreeMap<String, String>,
     pub packages: Vec<String>,
     pub pool_size: usize,
+    #[serde(default = "default_idle_timeout_s")]
+    pub idle_timeout_s: u64,
+    #[serde(default = "default_max_lifetime_s")]
+    pub max_lifetime_s: u64,
     pub status: TemplateStatus,
     /// Why the build failed.
     pub error: Option<String>,
@@ -496,6 +540,15 @@ pub struct Template {
     pub builtin: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The defaults that a template stored before these settings existed gets.
+pub fn default_idle_timeout_s() -> u64 {
+    15 * 60
+}
+
+pub fn default_max_lifetime_s() -> u64 {
+    24 * 3600
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -557,7 +610,17 @@ mod tests {
 
     #[test]
     fn status_names_round_trip() {
-        for s in ["queued", "running", "succeeded", "failed", "timed_out", "killed", "kernel_died", "cancelled"] {
+        for s in [
+            "queued",
+            "running",
+            "succeeded",
+            "failed",
+            "timed_out",
+            "killed",
+            "kernel_died",
+            "cancelled",
+            "interrupted",
+        ] {
             assert_eq!(ExecutionStatus::parse(s).map(|v| v.as_str()), Some(s));
         }
     }

@@ -199,6 +199,16 @@ impl Client {
         Ok(r.interrupted)
     }
 
+    /// Stops the session's sandbox (the workspace stays).
+    pub async fn stop_session(&self, session: &str) -> Result<Session, ClientError> {
+        self.call(Method::POST, &format!("/v1/sessions/{session}/stop"), None::<&()>).await
+    }
+
+    /// Starts a new sandbox on a stopped session's workspace.
+    pub async fn resume_session(&self, session: &str) -> Result<Session, ClientError> {
+        self.call(Method::POST, &format!("/v1/sessions/{session}/resume"), None::<&()>).await
+    }
+
     /// Replaces the session's kernel with a fresh one.
     pub async fn restart(&self, session: &str) -> Result<Session, ClientError> {
         self.call(Method::POST, &format!("/v1/sessions/{session}/restart"), None::<&()>).await

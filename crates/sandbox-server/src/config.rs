@@ -75,6 +75,22 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_SESSION_POOL", default_value_t = 2)]
     pub session_pool: usize,
 
+    /// Stop a session's sandbox after this many seconds without use (the workspace stays).
+    #[arg(long, env = "SANDBOXD_IDLE_TIMEOUT_S", default_value_t = 15 * 60)]
+    pub idle_timeout_s: u64,
+
+    /// Stop a session's sandbox this many seconds after it started, used or not.
+    #[arg(long, env = "SANDBOXD_MAX_LIFETIME_S", default_value_t = 24 * 3600)]
+    pub max_lifetime_s: u64,
+
+    /// Keep the workspace of a stopped or deleted session this many seconds (0: forever).
+    #[arg(long, env = "SANDBOXD_RETENTION_S", default_value_t = 24 * 3600)]
+    pub retention_s: u64,
+
+    /// How often the reaper looks for idle and expired sessions, seconds.
+    #[arg(long, env = "SANDBOXD_REAPER_INTERVAL_S", default_value_t = 30.0)]
+    pub reaper_interval_s: f64,
+
     /// Largest file one upload may write to a workspace (413 above it).
     #[arg(long, env = "SANDBOXD_MAX_FILE_BYTES", default_value_t = 2 << 30)]
     pub max_file_bytes: u64,
@@ -125,6 +141,11 @@ impl Config {
                 "default timeout must be in (0, max_timeout_s]",
             ),
             (self.output_limit_bytes > 0, "output limit must be positive"),
+            (self.idle_timeout_s > 0 && self.max_lifetime_s > 0, "idle timeout and lifetime must be positive"),
+            (
+                self.reaper_interval_s.is_finite() && self.reaper_interval_s >= 0.05,
+                "reaper interval must be at least 0.05 s",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(msg.to_string()),

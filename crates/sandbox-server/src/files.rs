@@ -45,7 +45,13 @@ fn info(e: &Entry) -> FileInfo {
 
 /// The workspace of session `id`, which must exist and not be deleted.
 fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
-    crate::routes::active_session(state, id)?;
+    let session = crate::routes::active_session(state, id)?;
+    if let Some(at) = session.workspace_removed_at {
+        return Err(ApiError::Conflict(format!(
+            "the workspace of session {id} was removed at {} (retention over, or moved to another session)",
+            at.to_rfc3339()
+        )));
+    }
     let dir = state.dirs.workspaces.ensure(id)?;
     Ok(Workspace::open(&dir, state.runtime.workspace_owner())?)
 }

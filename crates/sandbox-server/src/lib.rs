@@ -11,6 +11,8 @@ pub mod execution;
 pub mod extract;
 pub mod files;
 pub mod invoke;
+pub mod lifecycle;
+pub mod metrics;
 pub mod packages;
 pub mod pool;
 pub mod routes;
@@ -51,6 +53,8 @@ pub struct AppState {
     /// For execution callbacks (connections are reused).
     pub http: reqwest::Client,
     pub started_at: chrono::DateTime<chrono::Utc>,
+    /// What the reaper did since start (for /metrics).
+    pub reaper: lifecycle::ReaperCounts,
 }
 
 impl AppState {
@@ -74,6 +78,7 @@ impl AppState {
             session_pools: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::new(),
             started_at: chrono::Utc::now(),
+            reaper: Default::default(),
         };
         let builtin = template::builtin(&state).map_err(|e| ServerError::Config(e.to_string()))?;
         state.add_pool(&builtin);
@@ -147,6 +152,8 @@ impl AppState {
         routes::restart,
         routes::invoke,
         routes::install_packages,
+        lifecycle::resume,
+        lifecycle::stop,
         routes::list_templates,
         routes::get_template,
         routes::create_template,
@@ -170,6 +177,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
         .route("/v1/sessions", post(routes::create_session).get(routes::list_sessions))
         .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
@@ -177,6 +185,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/sessions/{id}/interrupt", post(routes::interrupt))
         .route("/v1/sessions/{id}/invoke", post(routes::invoke))
         .route("/v1/sessions/{id}/restart", post(routes::restart))
+        .route("/v1/sessions/{id}/resume", post(lifecycle::resume))
+        .route("/v1/sessions/{id}/stop", post(lifecycle::stop))
         .route("/v1/sessions/{id}/packages", post(routes::install_packages))
         .route(
             "/v1/sessions/{id}/files",
@@ -252,8 +262,12 @@ pub fn local_state(config: Config) -> Result<AppState, ServerError> {
         .map_err(dir_err(&config.data_dir))?;
     std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
     let (store, recovered) = Store::open(&config.db_path())?;
-    if recovered > 0 {
-        tracing::warn!(recovered, "closed executions left running by a previous run as failed (server_restart)");
+    if recovered != sandbox_store::Recovered::default() {
+        tracing::warn!(
+            executions = recovered.executions,
+            sessions = recovered.sessions,
+            "a previous run left work open: executions marked interrupted, sessions stopped (server_restart)"
+        );
     }
     let run_as = run_as(&config);
     let runtime = LocalRuntime::new(LocalConfig {
@@ -301,6 +315,7 @@ impl Server {
         });
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
         template::resume(&state);
+        lifecycle::spawn_reaper(&state);
         let readiness = state.runtime.readiness().await;
         if readiness.ready {
             state.refill_pools();

@@ -40,7 +40,16 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         Ok(()) => Check { ok: true, message: "ok".into() },
         Err(e) => Check { ok: false, message: e.to_string() },
     };
-    let ready = runtime.ready && store.ok;
+    let free = sandbox_sys::fs::free_bytes(&state.config.data_dir).unwrap_or(0);
+    let disk = match free {
+        f if f < MIN_FREE_BYTES => Check { ok: false, message: format!("only {} MiB free in the data dir", f >> 20) },
+        f => Check { ok: true, message: format!("{} MiB free", f >> 20) },
+    };
+    let storage = match state.staging.check_writable() {
+        Ok(()) => Check { ok: true, message: "local data dir writable".into() },
+        Err(e) => Check { ok: false, message: format!("workspace storage: {e}") },
+    };
+    let ready = runtime.ready && store.ok && disk.ok && storage.ok;
     if runtime.ready {
         // Pools fill at start only if the host was ready then; top them up once it is.
         state.refill_pools();
@@ -51,11 +60,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         sandbox: Check { ok: runtime.ready, message: runtime.message },
         cgroup: runtime.cgroup,
         store,
+        disk,
+        data_dir_free_bytes: free,
+        storage,
         pools: state.pool_counts(),
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(body)).into_response()
 }
+
+/// Below this much free space in the data dir, sandboxd is not ready.
+const MIN_FREE_BYTES: u64 = 64 << 20;
 
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::NotFound(format!("{what} {id} not found"))
@@ -65,12 +80,14 @@ fn session_or_404(state: &AppState, id: &str) -> Result<Session> {
     state.store.get_session(id)?.ok_or_else(|| not_found("session", id))
 }
 
-/// A session that may still be worked in: 404 if unknown, 409 if deleted.
+/// A session that may still be worked in: 404 if unknown, 409 if deleted. Counts as a use of
+/// it (an idle session is one nobody asked anything of for a while).
 pub(crate) fn active_session(state: &AppState, id: &str) -> Result<Session> {
     let session = session_or_404(state, id)?;
     if session.status == SessionStatus::Deleted {
         return Err(ApiError::Conflict(format!("session {id} is deleted")));
     }
+    state.sessions.live(id).touch();
     Ok(session)
 }
 
@@ -91,6 +108,10 @@ pub async fn create_session(
         None => template.kernel.clone(),
         given => template::check_kernel(given)?,
     };
+    let idle_timeout_s = template::check_seconds("idle_timeout_s", req.idle_timeout_s, template.idle_timeout_s)?;
+    let max_lifetime_s = template::check_seconds("max_lifetime_s", req.max_lifetime_s, template.max_lifetime_s)?;
+    let source =
+        req.workspace_from.as_deref().map(|from| crate::lifecycle::workspace_source(&state, from)).transpose()?;
     let session = Session {
         id: execution::new_id("ses"),
         status: SessionStatus::Running,
@@ -102,11 +123,23 @@ pub async fn create_session(
         kernel,
         kernel_restarts: 0,
         from_pool: false,
+        idle_timeout_s,
+        max_lifetime_s,
+        auto_resume: req.auto_resume.unwrap_or(true),
+        stop_reason: None,
+        stopped_at: None,
+        workspace_removed_at: None,
         created_at: Utc::now(),
         deleted_at: None,
     };
+    if let Some(source) = &source {
+        // Its files become this session's before the sandbox starts on them.
+        crate::lifecycle::take_workspace(&state, source, &session.id)?;
+    }
     // A session like its template's pool (same limits and env, a Python kernel) takes a warm sandbox.
-    let pool = state.session_pool(&template.name).filter(|_| template::poolable(&template, &session));
+    let pool = state
+        .session_pool(&template.name)
+        .filter(|_| template::poolable(&template, &session) && req.workspace_from.is_none());
     if let Some((pool, warm)) = pool.and_then(|p| p.take(&state.dirs).map(|w| (p, w))) {
         pool.refill(&state.runtime, &state.dirs);
         if state.dirs.rename(&warm.name, &session.id).is_ok() {
@@ -119,12 +152,22 @@ pub async fn create_session(
         warm.sandbox.destroy().await;
         state.dirs.remove(&warm.name);
     }
-    state.store.insert_session(&session)?;
-    if let Err(e) = state.sessions.start(&session, state.runtime.as_ref(), &state.dirs).await {
+    let started = match state.store.insert_session(&session) {
+        Ok(()) => state.sessions.start(&session, state.runtime.as_ref(), &state.dirs).await,
+        Err(e) => Err(e.into()),
+    };
+    if let Err(e) = started {
         state.sessions.stop(&session.id).await;
+        if let Some(source) = &source {
+            crate::lifecycle::return_workspace(&state, source, &session.id);
+        }
         state.dirs.remove(&session.id);
         state.store.delete_session_record(&session.id)?;
         return Err(e);
+    }
+    if let Some(source) = &source {
+        crate::lifecycle::workspace_taken(&state, source)?;
+        tracing::info!(session = %session.id, from = %source.id, "session created on another's workspace");
     }
     tracing::info!(session = %session.id, "session created");
     Ok((StatusCode::CREATED, Json(session)))
@@ -148,7 +191,8 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<S
     }
     state.store.mark_session_deleted(&id, Utc::now())?;
     state.sessions.stop(&id).await;
-    state.dirs.remove(&id);
+    // The workspace stays for the retention period (for `workspace_from`); its packages go.
+    state.dirs.packages.remove(&id);
     tracing::info!(session = %id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,12 +1,14 @@
 //! Sessions: a record in the store, a workspace, and (while in use) a live sandbox.
 //!
-//! A session's executions run one at a time, in arrival order (tokio's mutex is fair). The
-//! sandbox is started when the session is created and again on demand if it died or the
-//! server restarted, so a session outlives its sandboxes; its workspace outlives them all.
+//! A session's executions run one at a time, in arrival order (queue tickets). The sandbox is
+//! started when the session is created, and again on demand if it died, or when a stopped
+//! session resumes (idle, past its lifetime, a server restart): a session outlives its
+//! sandboxes, and its workspace outlives them all.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sandbox_api::{Limits, Session, SessionStatus};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
@@ -27,6 +29,12 @@ pub struct LiveSession {
     pub failures: AtomicU64,
     sandbox: Mutex<Option<Arc<dyn Sandbox>>>,
     deleted: AtomicBool,
+    /// The last use through the API (a request about it, or the end of an execution).
+    last_active: Mutex<Instant>,
+    /// When its current sandbox started.
+    started: Mutex<Option<Instant>>,
+    /// A stop is waiting for its turn (so the reaper does not queue a second one).
+    pub stopping: AtomicBool,
     /// Held while packages are installed for the session (one installation at a time).
     pub installing: tokio::sync::Mutex<()>,
 }
@@ -40,6 +48,9 @@ impl Default for LiveSession {
             failures: AtomicU64::new(0),
             sandbox: Mutex::new(None),
             deleted: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+            started: Mutex::new(None),
+            stopping: AtomicBool::new(false),
             installing: tokio::sync::Mutex::new(()),
         }
     }
@@ -50,7 +61,7 @@ impl Default for LiveSession {
 pub struct Ticket(u64);
 
 /// Passes the session's turn to the next ticket when dropped, however the turn ended.
-struct TurnGuard<'a> {
+pub struct TurnGuard<'a> {
     live: &'a LiveSession,
 }
 
@@ -77,6 +88,29 @@ impl LiveSession {
 
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::SeqCst)
+    }
+
+    /// Records a use of the session now.
+    pub fn touch(&self) {
+        *self.last_active.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// How long it has not been used.
+    pub fn idle_for(&self) -> Duration {
+        self.last_active.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// How long its sandbox has been running (`None` without one).
+    pub fn sandbox_age(&self) -> Option<Duration> {
+        self.started.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
+    }
+
+    /// Kills its sandbox, if any (an execution in flight ends as killed); the session stays.
+    pub async fn suspend(&self) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(sb) = self.take() {
+            sb.destroy().await;
+        }
     }
 }
 
@@ -155,6 +189,7 @@ impl Sessions {
             sb.start_kernel(crate::execution::sandbox_env(&session.limits, &session.env)).await?;
         }
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sb));
+        *live.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         if live.is_deleted() {
             // Deleted while we were starting it.
             live.take();
@@ -168,6 +203,7 @@ impl Sessions {
     pub fn adopt(&self, session: &Session, sandbox: Box<dyn Sandbox>) {
         let live = self.live(&session.id);
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(sandbox));
+        *live.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// Starts the first sandbox of a new session.
@@ -186,10 +222,7 @@ impl Sessions {
         dirs: &Dirs,
         store: &Store,
     ) -> Result<Turn<'a>, ApiError> {
-        let mut serving = live.serving.subscribe();
-        // The sender lives in `live`, which outlives this wait, so this cannot fail.
-        let _ = serving.wait_for(|now| *now == ticket.0).await;
-        let guard = TurnGuard { live };
+        let guard = Self::exclusive(live, ticket).await;
         // The store is the truth: a delete that raced with this request (and dropped the live
         // entry this one may have re-created) is visible there, so nothing starts for it.
         let deleted = || ApiError::Conflict(format!("session {} is deleted", session.id));
@@ -198,10 +231,65 @@ impl Sessions {
         }
         match store.get_session(&session.id)? {
             Some(s) if s.status == SessionStatus::Running => {}
+            Some(s) if s.status == SessionStatus::Stopped => {
+                if !s.auto_resume {
+                    return Err(ApiError::Conflict(format!(
+                        "session {} is stopped ({}); resume it with POST /v1/sessions/{}/resume",
+                        s.id,
+                        s.stop_reason.as_deref().unwrap_or("stopped"),
+                        s.id
+                    )));
+                }
+                Self::check_resumable(&s)?;
+                store.mark_session_resumed(&s.id)?;
+                tracing::info!(session = %s.id, "session resumed for an execution");
+            }
             _ => return Err(deleted()),
         }
         let sandbox = Self::ensure_sandbox(live, session, runtime, dirs).await?;
         Ok(Turn { _guard: guard, sandbox, live })
+    }
+
+    /// Refuses to resume a session whose workspace is gone.
+    pub fn check_resumable(s: &Session) -> Result<(), ApiError> {
+        match s.workspace_removed_at {
+            Some(at) => Err(ApiError::Conflict(format!(
+                "session {} cannot resume: its workspace was removed at {} (retention over, or moved to another session)",
+                s.id,
+                at.to_rfc3339()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for `ticket`'s turn in `live`'s queue; the turn passes on when the guard drops.
+    pub async fn exclusive(live: &LiveSession, ticket: Ticket) -> TurnGuard<'_> {
+        let mut serving = live.serving.subscribe();
+        // The sender lives in `live`, which outlives this wait, so this cannot fail.
+        let _ = serving.wait_for(|now| *now == ticket.0).await;
+        TurnGuard { live }
+    }
+
+    /// Resumes a stopped session (a new sandbox on its workspace), in its turn.
+    pub async fn resume(
+        &self,
+        session: &Session,
+        runtime: &dyn Runtime,
+        dirs: &Dirs,
+        store: &Store,
+    ) -> Result<(), ApiError> {
+        let live = self.live(&session.id);
+        let _turn = Self::exclusive(&live, live.ticket()).await;
+        match store.get_session(&session.id)? {
+            Some(s) if s.status == SessionStatus::Stopped => {
+                Self::check_resumable(&s)?;
+                store.mark_session_resumed(&s.id)?;
+            }
+            Some(s) if s.status == SessionStatus::Running => {}
+            _ => return Err(ApiError::Conflict(format!("session {} is deleted", session.id))),
+        }
+        live.touch();
+        Self::ensure_sandbox(&live, session, runtime, dirs).await.map(drop)
     }
 
     /// Kills the session's sandbox (an execution in flight ends as killed) and forgets it.

@@ -32,6 +32,8 @@ pub fn builtin(state: &AppState) -> Result<Template, ApiError> {
         env: Default::default(),
         packages: Vec::new(),
         pool_size: config.session_pool,
+        idle_timeout_s: config.idle_timeout_s,
+        max_lifetime_s: config.max_lifetime_s,
         status: TemplateStatus::Ready,
         error: None,
         installed: Vec::new(),
@@ -131,6 +133,8 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
         return Err(ApiError::Invalid(format!("pool_size must be at most {MAX_POOL}")));
     }
     let kernel = check_kernel(req.kernel.as_deref())?;
+    let idle_timeout_s = check_seconds("idle_timeout_s", req.idle_timeout_s, state.config.idle_timeout_s)?;
+    let max_lifetime_s = check_seconds("max_lifetime_s", req.max_lifetime_s, state.config.max_lifetime_s)?;
     if kernel.is_none() && pool_size > 0 {
         return Err(ApiError::Invalid("pool_size needs a kernel: warm pools keep started Python kernels".into()));
     }
@@ -146,6 +150,8 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
         status: if packages.is_empty() { TemplateStatus::Ready } else { TemplateStatus::Building },
         packages,
         pool_size,
+        idle_timeout_s,
+        max_lifetime_s,
         error: None,
         installed: Vec::new(),
         builtin: false,
@@ -160,6 +166,14 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
 }
 
 const MAX_POOL: usize = 16;
+
+/// A positive number of seconds (`None`: `default`).
+pub fn check_seconds(field: &str, given: Option<u64>, default: u64) -> Result<u64, ApiError> {
+    match given.unwrap_or(default) {
+        0 => Err(ApiError::Invalid(format!("{field} must be at least 1 second"))),
+        n => Ok(n),
+    }
+}
 
 /// Builds `t` in the background if it is building; gives it its pool once it is ready.
 fn start(state: &Arc<AppState>, t: &Template) {

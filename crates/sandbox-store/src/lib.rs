@@ -3,7 +3,8 @@
 //! SQLite in WAL mode (one writer, many readers; commits do not wait for fsync, checkpoints
 //! do). Schema changes are numbered migrations tracked in `PRAGMA user_version`. Opening the
 //! store is also crash recovery: an execution still "running" was cut off by the restart and
-//! is closed as failed with reason "server_restart", so nothing stays running forever.
+//! is closed as `interrupted` and a session that had a sandbox as `stopped`, both with reason
+//! "server_restart", so nothing stays running forever.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -72,6 +73,9 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL,
         created_at TEXT NOT NULL
      );",
+    "ALTER TABLE sessions ADD COLUMN stop_reason TEXT;
+     ALTER TABLE sessions ADD COLUMN stopped_at TEXT;
+     ALTER TABLE sessions ADD COLUMN workspace_removed_at TEXT;",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -85,16 +89,41 @@ struct SessionSpec {
     kernel: Option<String>,
     #[serde(default)]
     from_pool: bool,
+    #[serde(default = "sandbox_api::default_idle_timeout_s")]
+    idle_timeout_s: u64,
+    #[serde(default = "sandbox_api::default_max_lifetime_s")]
+    max_lifetime_s: u64,
+    #[serde(default = "yes")]
+    auto_resume: bool,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// What opening the store found and closed: work a previous run of sandboxd left open.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Executions that were queued or running, now `interrupted`.
+    pub executions: usize,
+    /// Sessions that had a sandbox, now `stopped` (reason `server_restart`).
+    pub sessions: usize,
+}
+
+/// Rows per status: `(status, count)`.
+pub type StatusCounts = Vec<(String, u64)>;
+
+const SESSION_COLUMNS: &str =
+    "id, status, template, spec, created_at, deleted_at, kernel_restarts, stop_reason, stopped_at, workspace_removed_at";
 
 pub struct Store {
     conn: Mutex<Connection>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, migrates it, and closes executions a
-    /// previous run left "running". Returns the store and how many it closed.
-    pub fn open(path: &Path) -> Result<(Store, usize), StoreError> {
+    /// Opens (creating if needed) the database at `path`, migrates it, and closes what a
+    /// previous run left open (see [`Recovered`]).
+    pub fn open(path: &Path) -> Result<(Store, Recovered), StoreError> {
         let conn =
             Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Self::init(conn)
@@ -106,7 +135,7 @@ impl Store {
         Ok(Self::init(conn)?.0)
     }
 
-    fn init(mut conn: Connection) -> Result<(Store, usize), StoreError> {
+    fn init(mut conn: Connection) -> Result<(Store, Recovered), StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -119,12 +148,18 @@ impl Store {
                 .map_err(|source| StoreError::Migrate { version, source })?;
             tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
         }
-        let recovered = conn.execute(
-            "UPDATE executions SET status = 'failed', reason = 'server_restart', finished_at = ?1
+        let now = Utc::now().to_rfc3339();
+        let executions = conn.execute(
+            "UPDATE executions SET status = 'interrupted', reason = 'server_restart', finished_at = ?1
              WHERE status IN ('running', 'queued')",
-            params![Utc::now().to_rfc3339()],
+            params![now],
         )?;
-        Ok((Store { conn: Mutex::new(conn) }, recovered))
+        let sessions = conn.execute(
+            "UPDATE sessions SET status = 'stopped', stop_reason = 'server_restart', stopped_at = ?1
+             WHERE status = 'running'",
+            params![now],
+        )?;
+        Ok((Store { conn: Mutex::new(conn) }, Recovered { executions, sessions }))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -146,6 +181,9 @@ impl Store {
             metadata: s.metadata.clone(),
             kernel: s.kernel.clone(),
             from_pool: s.from_pool,
+            idle_timeout_s: s.idle_timeout_s,
+            max_lifetime_s: s.max_lifetime_s,
+            auto_resume: s.auto_resume,
         };
         let spec = serde_json::to_string(&spec)
             .map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
@@ -185,20 +223,84 @@ impl Store {
 
     pub fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, status, template, spec, created_at, deleted_at, kernel_restarts FROM sessions WHERE id = ?1",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"))?;
         let raw = stmt.query_row(params![id], RawSession::from_row).optional()?;
         raw.map(RawSession::into_session).transpose()
     }
 
     pub fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, status, template, spec, created_at, deleted_at, kernel_restarts FROM sessions ORDER BY created_at, id",
-        )?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, id"))?;
         let raws = stmt.query_map([], RawSession::from_row)?.collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(RawSession::into_session).collect()
+    }
+
+    /// Sessions with status `status`.
+    pub fn sessions_with_status(&self, status: SessionStatus) -> Result<Vec<Session>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE status = ?1 ORDER BY created_at"))?;
+        let raws = stmt.query_map(params![status.as_str()], RawSession::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(RawSession::into_session).collect()
+    }
+
+    /// Marks a running session stopped; false if it was not running.
+    pub fn mark_session_stopped(&self, id: &str, reason: &str, at: Timestamp) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE sessions SET status = 'stopped', stop_reason = ?2, stopped_at = ?3 WHERE id = ?1 AND status = 'running'",
+            params![id, reason, at.to_rfc3339()],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Marks a stopped session running again; false if it was not stopped.
+    pub fn mark_session_resumed(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE sessions SET status = 'running', stop_reason = NULL, stopped_at = NULL WHERE id = ?1 AND status = 'stopped'",
+            params![id],
+        )?;
+        Ok(n == 1)
+    }
+
+    pub fn mark_workspace_removed(&self, id: &str, at: Timestamp) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sessions SET workspace_removed_at = ?2 WHERE id = ?1 AND workspace_removed_at IS NULL",
+            params![id, at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// Stopped or deleted sessions whose workspace is still there, and that stopped (or were
+    /// deleted) before `before`: their retention is over.
+    pub fn workspaces_to_remove(&self, before: Timestamp) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, COALESCE(deleted_at, stopped_at) FROM sessions
+             WHERE status IN ('stopped', 'deleted') AND workspace_removed_at IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)))?;
+        let mut due = Vec::new();
+        for row in rows {
+            let (id, since) = row?;
+            // Compared as times, not as text: RFC 3339 strings of different offsets do not sort.
+            let since = since.as_deref().map(|t| parse_time(&id, t)).transpose()?;
+            if since.is_some_and(|t| t < before) {
+                due.push(id);
+            }
+        }
+        Ok(due)
+    }
+
+    /// How many sessions and executions there are of each status (for /metrics).
+    pub fn counts(&self) -> Result<(StatusCounts, StatusCounts), StoreError> {
+        let conn = self.conn();
+        let count = |table: &str| -> Result<StatusCounts, StoreError> {
+            let mut stmt = conn.prepare_cached(&format!("SELECT status, COUNT(*) FROM {table} GROUP BY status"))?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        };
+        Ok((count("sessions")?, count("executions")?))
     }
 
     /// Adds a template; false if one of that name exists.
@@ -394,6 +496,9 @@ struct RawSession {
     created_at: String,
     deleted_at: Option<String>,
     kernel_restarts: u64,
+    stop_reason: Option<String>,
+    stopped_at: Option<String>,
+    workspace_removed_at: Option<String>,
 }
 
 impl RawSession {
@@ -406,17 +511,17 @@ impl RawSession {
             created_at: r.get(4)?,
             deleted_at: r.get(5)?,
             kernel_restarts: r.get(6)?,
+            stop_reason: r.get(7)?,
+            stopped_at: r.get(8)?,
+            workspace_removed_at: r.get(9)?,
         })
     }
 
     fn into_session(self) -> Result<Session, StoreError> {
         let corrupt = |detail: String| StoreError::Corrupt { id: self.id.clone(), detail };
         let spec: SessionSpec = serde_json::from_str(&self.spec).map_err(|e| corrupt(e.to_string()))?;
-        let status = match self.status.as_str() {
-            "running" => SessionStatus::Running,
-            "deleted" => SessionStatus::Deleted,
-            other => return Err(corrupt(format!("status {other:?}"))),
-        };
+        let status = SessionStatus::parse(&self.status).ok_or_else(|| corrupt(format!("status {:?}", self.status)))?;
+        let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(&self.id, t)).transpose();
         Ok(Session {
             status,
             template: self.template.clone(),
@@ -427,8 +532,14 @@ impl RawSession {
             kernel: spec.kernel,
             kernel_restarts: self.kernel_restarts,
             from_pool: spec.from_pool,
+            idle_timeout_s: spec.idle_timeout_s,
+            max_lifetime_s: spec.max_lifetime_s,
+            auto_resume: spec.auto_resume,
+            stop_reason: self.stop_reason.clone(),
+            stopped_at: time(&self.stopped_at)?,
+            workspace_removed_at: time(&self.workspace_removed_at)?,
             created_at: parse_time(&self.id, &self.created_at)?,
-            deleted_at: self.deleted_at.as_deref().map(|t| parse_time(&self.id, t)).transpose()?,
+            deleted_at: time(&self.deleted_at)?,
             id: self.id,
         })
     }
@@ -523,6 +634,12 @@ mod tests {
             kernel: Some("python".into()),
             kernel_restarts: 0,
             from_pool: false,
+            idle_timeout_s: 900,
+            max_lifetime_s: 86400,
+            auto_resume: true,
+            stop_reason: None,
+            stopped_at: None,
+            workspace_removed_at: None,
             created_at: Utc::now(),
             deleted_at: None,
         }
@@ -546,6 +663,8 @@ mod tests {
             env: [("A".to_string(), "1".to_string())].into(),
             packages: vec!["six".into()],
             pool_size: 1,
+            idle_timeout_s: 60,
+            max_lifetime_s: 3600,
             status: sandbox_api::TemplateStatus::Building,
             error: None,
             installed: vec![],
@@ -575,7 +694,7 @@ mod tests {
         let path = dir.path().join("db.sqlite");
         {
             let (store, recovered) = Store::open(&path).expect("open");
-            assert_eq!(recovered, 0);
+            assert_eq!(recovered, Recovered::default());
             store.insert_session(&session("s1")).expect("insert");
             let mut done = execution("e1", "s1");
             store.insert_execution(&done, "print(1)").expect("insert");
@@ -590,8 +709,11 @@ mod tests {
             store.insert_execution(&execution("e2", "s1"), "while True: pass").expect("insert");
         }
         let (store, recovered) = Store::open(&path).expect("reopen");
-        assert_eq!(recovered, 1);
-        assert_eq!(store.get_session("s1").expect("get").expect("exists").env["A"], "1");
+        assert_eq!(recovered, Recovered { executions: 1, sessions: 1 });
+        let s1 = store.get_session("s1").expect("get").expect("exists");
+        assert_eq!(s1.env["A"], "1");
+        assert_eq!((s1.status, s1.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
+        assert!(s1.stopped_at.is_some());
         let list = store.list_executions("s1").expect("list");
         assert_eq!(list.len(), 2);
         let e1 = store.get_execution("e1").expect("get").expect("exists");
@@ -601,8 +723,33 @@ mod tests {
         store.bump_kernel_restarts("s1").expect("bump");
         assert_eq!(store.get_session("s1").expect("get").expect("exists").kernel_restarts, 1);
         let e2 = store.get_execution("e2").expect("get").expect("exists");
-        assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Failed, Some("server_restart")));
+        assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Interrupted, Some("server_restart")));
         assert!(e2.finished_at.is_some());
+    }
+
+    #[test]
+    fn stop_resume_and_retention() {
+        let store = Store::open_in_memory().expect("open");
+        for id in ["s1", "s2", "s3"] {
+            store.insert_session(&session(id)).expect("insert");
+        }
+        let long_ago = Utc::now() - chrono::Duration::hours(48);
+        assert!(store.mark_session_stopped("s1", "idle", long_ago).expect("stop"));
+        assert!(!store.mark_session_stopped("s1", "idle", long_ago).expect("stop again"), "only a running one");
+        assert!(store.mark_session_stopped("s2", "lifetime", Utc::now()).expect("stop"));
+        store.mark_session_deleted("s3", long_ago).expect("delete");
+        let due = store.workspaces_to_remove(Utc::now() - chrono::Duration::hours(24)).expect("due");
+        assert_eq!(due, ["s1", "s3"]);
+        store.mark_workspace_removed("s1", Utc::now()).expect("removed");
+        let due = store.workspaces_to_remove(Utc::now() - chrono::Duration::hours(24)).expect("due");
+        assert_eq!(due, ["s3"]);
+        assert!(store.mark_session_resumed("s2").expect("resume"));
+        let s2 = store.get_session("s2").expect("get").expect("exists");
+        assert_eq!((s2.status, s2.stop_reason, s2.stopped_at), (SessionStatus::Running, None, None));
+        assert!(!store.mark_session_resumed("s3").expect("deleted"), "a deleted session never resumes");
+        let (sessions, _) = store.counts().expect("counts");
+        assert_eq!(sessions, [("deleted".to_string(), 1), ("running".to_string(), 1), ("stopped".to_string(), 1)]);
+        assert_eq!(store.sessions_with_status(SessionStatus::Running).expect("running").len(), 1);
     }
 
     #[test]

@@ -131,6 +131,12 @@ pub fn rename_at(
     Ok(rustix::fs::renameat_with(old_dir, old, new_dir, new, flags)?)
 }
 
+/// Bytes free for unprivileged users on the filesystem of `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Whether `e` is the refusal of a link on the way (`RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`:
 /// ELOOP) or of a mount point crossed (`RESOLVE_NO_XDEV`: EXDEV).
 pub fn is_refused_link(e: &io::Error) -> bool {

@@ -237,6 +237,11 @@ impl Staging {
         Ok(Staging { dir: fd, counter: AtomicU64::new(0) })
     }
 
+    /// Proves files can be written here (for readiness): creates and removes one.
+    pub fn check_writable(&self) -> Result<()> {
+        self.create().map(drop)
+    }
+
     /// A new, empty staged file.
     pub fn create(&self) -> Result<Staged<'_>> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);

@@ -1,6 +1,6 @@
 //! How results are shown: the execution's own output on stdout/stderr, and an exit code that
 //! mirrors it (the process's code; 124 for a timeout like timeout(1); 137 when killed or the
-//! kernel died; 125 when cancelled).
+//! kernel died; 125 when cancelled or interrupted by a restart of sandboxd).
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -54,7 +54,7 @@ pub fn exit_code(e: &Execution) -> i32 {
         ExecutionStatus::TimedOut => 124,
         ExecutionStatus::Killed => 137,
         ExecutionStatus::KernelDied => 137,
-        ExecutionStatus::Cancelled => 125,
+        ExecutionStatus::Cancelled | ExecutionStatus::Interrupted => 125,
         ExecutionStatus::Running | ExecutionStatus::Queued => 1,
     }
 }

@@ -26,6 +26,10 @@ pub enum Command {
     Interrupt { id: String },
     /// Replace the session's kernel with a fresh one (files are kept).
     Restart { id: String },
+    /// Stop the session's sandbox now (the workspace stays; it resumes on demand).
+    Stop { id: String },
+    /// Start a new sandbox on a stopped session's workspace.
+    Resume { id: String },
     /// Install Python packages for this session (pip, with network, outside its sandbox).
     Install {
         id: String,
@@ -88,6 +92,10 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
         }
         Command::Restart { id } => {
             output::with_progress("restarting the kernel", client.restart(&id)).await?;
+        }
+        Command::Stop { id } => print_session_line(&client.stop_session(&id).await?),
+        Command::Resume { id } => {
+            print_session_line(&output::with_progress("starting sandbox", client.resume_session(&id)).await?)
         }
         Command::Install { id, packages } => {
             let specs: Vec<&str> = packages.iter().map(String::as_str).collect();

@@ -78,6 +78,8 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
                 env: Some(settings.env()?),
                 packages: Some(packages),
                 pool_size,
+                idle_timeout_s: None,
+                max_lifetime_s: None,
             };
             let created = client.create_template(&req).await?;
             let t = if created.status == TemplateStatus::Building {

@@ -1,0 +1,180 @@
+//! Session lifecycle: idle and lifetime stops, resume, workspace retention and hand-over.
+//!
+//! A session whose sandbox nobody used for `idle_timeout_s`, or that has run for
+//! `max_lifetime_s`, is stopped by the reaper: its sandbox (and the memory it holds) goes, the
+//! session becomes `stopped` and keeps its workspace. It resumes on `POST .../resume`, or on
+//! its next execution when `auto_resume` is on. A stop waits for the session's turn, like an
+//! execution, so it never cuts one off. Workspaces of stopped and deleted sessions are removed
+//! once `--retention-s` has passed, unless another session took them over (`workspace_from`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::Json;
+use chrono::Utc;
+use sandbox_api::{Session, SessionStatus};
+
+use crate::error::ApiError;
+use crate::routes::active_session;
+use crate::AppState;
+
+/// What the reaper did since the server started.
+#[derive(Default)]
+pub struct ReaperCounts {
+    pub stopped_idle: AtomicU64,
+    pub stopped_lifetime: AtomicU64,
+    pub workspaces_removed: AtomicU64,
+}
+
+/// Runs the reaper every `--reaper-interval-s` until the server is gone.
+pub fn spawn_reaper(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    let every = Duration::from_secs_f64(state.config.reaper_interval_s);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(state) = weak.upgrade() else { return };
+            if let Err(e) = sweep(&state).await {
+                tracing::warn!(error = %e, "reaper sweep failed");
+            }
+        }
+    });
+}
+
+/// Why `session` should stop now, if it should.
+fn due(state: &AppState, session: &Session) -> Option<&'static str> {
+    let live = state.sessions.live(&session.id);
+    if live.sandbox_age().is_some_and(|age| age >= Duration::from_secs(session.max_lifetime_s)) {
+        return Some("lifetime");
+    }
+    let quiet = live.waiting.load(Ordering::SeqCst) == 0;
+    (quiet && live.idle_for() >= Duration::from_secs(session.idle_timeout_s)).then_some("idle")
+}
+
+async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
+    for session in state.store.sessions_with_status(SessionStatus::Running)? {
+        if due(state, &session).is_none() {
+            continue;
+        }
+        let live = state.sessions.live(&session.id);
+        if live.stopping.swap(true, Ordering::SeqCst) {
+            continue; // a stop is already waiting for its turn
+        }
+        let (state, weak_live) = (Arc::clone(state), Arc::downgrade(&live));
+        tokio::spawn(async move {
+            stop_when_due(&state, session).await;
+            if let Some(live) = weak_live.upgrade() {
+                live.stopping.store(false, Ordering::SeqCst);
+            }
+        });
+    }
+    if state.config.retention_s > 0 {
+        let before = Utc::now() - chrono::Duration::seconds(state.config.retention_s as i64);
+        for id in state.store.workspaces_to_remove(before)? {
+            state.dirs.remove(&id);
+            state.store.mark_workspace_removed(&id, Utc::now())?;
+            state.reaper.workspaces_removed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(session = %id, "workspace removed: retention over");
+        }
+    }
+    Ok(())
+}
+
+/// Waits for the session's turn (an execution in flight finishes first), checks again that it
+/// is due (one may have run meanwhile), then stops its sandbox.
+async fn stop_when_due(state: &AppState, session: Session) {
+    let live = state.sessions.live(&session.id);
+    let _turn = crate::session::Sessions::exclusive(&live, live.ticket()).await;
+    let Some(reason) = due(state, &session) else { return };
+    match state.store.mark_session_stopped(&session.id, reason, Utc::now()) {
+        Ok(true) => {}
+        Ok(false) => return, // deleted or stopped meanwhile
+        Err(e) => {
+            tracing::warn!(session = %session.id, error = %e, "cannot record the stop");
+            return;
+        }
+    }
+    live.suspend().await;
+    let counter = if reason == "idle" { &state.reaper.stopped_idle } else { &state.reaper.stopped_lifetime };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(session = %session.id, reason, "session stopped");
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/resume", responses(
+    (status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody),
+    (status = 409, body = sandbox_api::ErrorBody, description = "Deleted, or its workspace was removed"),
+    (status = 503, body = sandbox_api::ErrorBody),
+))]
+/// Starts a new sandbox on a stopped session's workspace (a fresh kernel; the files are there).
+/// A running session is left as it is.
+pub async fn resume(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+    let session = active_session(&state, &id)?;
+    state.sessions.resume(&session, state.runtime.as_ref(), &state.dirs, &state.store).await?;
+    tracing::info!(session = %id, "session resumed");
+    Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))
+}
+
+#[utoipa::path(post, path = "/v1/sessions/{id}/stop", responses(
+    (status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody),
+    (status = 409, body = sandbox_api::ErrorBody),
+))]
+/// Stops the session's sandbox now (a running execution ends as killed); the workspace stays
+/// and the session resumes on demand.
+pub async fn stop(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
+    active_session(&state, &id)?;
+    if state.store.mark_session_stopped(&id, "user", Utc::now())? {
+        state.sessions.live(&id).suspend().await;
+        tracing::info!(session = %id, "session stopped by request");
+    }
+    Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))
+}
+
+/// The session named by `workspace_from`, if its workspace may be taken over.
+pub fn workspace_source(state: &AppState, from: &str) -> Result<Session, ApiError> {
+    let Some(source) = state.store.get_session(from)? else {
+        return Err(ApiError::Invalid(format!("workspace_from: session {from} does not exist")));
+    };
+    if source.status == SessionStatus::Running {
+        return Err(ApiError::Conflict(format!(
+            "workspace_from: session {from} is running; stop it first (POST /v1/sessions/{from}/stop)"
+        )));
+    }
+    crate::session::Sessions::check_resumable(&source)?;
+    if !state.dirs.workspaces.path(from).is_dir() {
+        return Err(ApiError::Conflict(format!("workspace_from: session {from} has no workspace")));
+    }
+    Ok(source)
+}
+
+/// Moves `source`'s workspace to session `to` (before `to`'s sandbox starts on it).
+pub fn take_workspace(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
+    state.dirs.workspaces.rename(&source.id, to)
+}
+
+/// Gives the workspace back when the new session could not start.
+pub fn return_workspace(state: &AppState, source: &Session, from: &str) {
+    if let Err(e) = state.dirs.workspaces.rename(from, &source.id) {
+        tracing::error!(session = %source.id, error = %e, "cannot give the workspace back");
+    }
+}
+
+/// Records the hand-over once the new session runs: the source is deleted, its workspace gone.
+pub fn workspace_taken(state: &AppState, source: &Session) -> Result<(), ApiError> {
+    let now = Utc::now();
+    state.store.mark_session_deleted(&source.id, now)?;
+    state.store.mark_workspace_removed(&source.id, now)?;
+    state.dirs.packages.remove(&source.id);
+    Ok(())
+}
+
+/// The reaper counts, as a snapshot.
+pub fn counts(state: &AppState) -> [(&'static str, u64); 3] {
+    let r = &state.reaper;
+    [
+        ("stopped_idle", r.stopped_idle.load(Ordering::Relaxed)),
+        ("stopped_lifetime", r.stopped_lifetime.load(Ordering::Relaxed)),
+        ("workspace_removed", r.workspaces_removed.load(Ordering::Relaxed)),
+    ]
+}
