@@ -88,6 +88,9 @@ async fn stop_when_due(state: &AppState, session: Session) {
     let live = state.sessions.live(&session.id);
     let _turn = crate::session::Sessions::exclusive(&live, live.ticket()).await;
     let Some(reason) = due(state, &session) else { return };
+    // The sandbox goes first: holding the turn, nothing can start a new one meanwhile, and
+    // whoever sees "stopped" finds it gone.
+    live.suspend().await;
     match state.store.mark_session_stopped(&session.id, reason, Utc::now()) {
         Ok(true) => {}
         Ok(false) => return, // deleted or stopped meanwhile
@@ -96,7 +99,6 @@ async fn stop_when_due(state: &AppState, session: Session) {
             return;
         }
     }
-    live.suspend().await;
     let counter = if reason == "idle" { &state.reaper.stopped_idle } else { &state.reaper.stopped_lifetime };
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(session = %session.id, reason, "session stopped");

@@ -131,3 +131,91 @@ impl Drop for TestServer {
 pub fn exec_req(language: Language, code: &str) -> CreateExecution {
     CreateExecution::new(language, code)
 }
+
+/// The real `sandboxd` binary as a child process, for tests of signals and crashes.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub url: String,
+    /// Its log lines (stderr), as they arrive.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    /// Starts `sandboxd` on a free port with `data_dir` (and `env`), and waits for its banner.
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(binary("sandboxd")?)
+            .env("SANDBOXD_LISTEN", "127.0.0.1:0")
+            .env("SANDBOXD_DATA_DIR", data_dir)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().context("no stderr")?;
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().map(|mut l| l.push(line)).ok();
+            }
+        });
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            let line = lines.next().context("sandboxd exited before listening")??;
+            if let Some(url) = line.strip_prefix("sandboxd listening on ") {
+                break url.to_string();
+            }
+        };
+        // Keep draining, so the daemon never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Ok(Daemon { child, url, log })
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.url)
+    }
+
+    /// Sends `signal` (a number, as kill(1) takes it).
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        // std has no kill(); the kill command does it without unsafe code here.
+        let status =
+            std::process::Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -{signal} failed");
+        Ok(())
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            anyhow::ensure!(start.elapsed() < limit, "sandboxd did not exit within {limit:?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Host processes whose command line mentions `needle` (bwrap's names a sandbox's workspace).
+pub fn processes_mentioning(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
