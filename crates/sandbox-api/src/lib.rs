@@ -504,6 +504,9 @@ pub struct CreateTemplate {
     /// Defaults of its sessions' idle timeout and lifetime, in seconds.
     pub idle_timeout_s: Option<u64>,
     pub max_lifetime_s: Option<u64>,
+    /// File types its sessions accept as uploads, by extension (`[".xlsx", ".csv"]`); the
+    /// content must match the extension too. Omitted or empty: any file.
+    pub allowed_uploads: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -531,6 +534,9 @@ pub struct Template {
     pub idle_timeout_s: u64,
     #[serde(default = "default_max_lifetime_s")]
     pub max_lifetime_s: u64,
+    /// Extensions (lower case, without the dot) uploads must have; empty: any.
+    #[serde(default)]
+    pub allowed_uploads: Vec<String>,
     pub status: TemplateStatus,
     /// Why the build failed.
     pub error: Option<String>,

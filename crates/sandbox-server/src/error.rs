@@ -26,6 +26,9 @@ pub enum ApiError {
     RateLimited(String),
     #[error("{0}")]
     NotReady(String),
+    /// An upload of a type its template does not accept (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     /// A `Range` outside the file (416).
     #[error("{0}")]
     RangeNotSatisfiable(String),
@@ -48,6 +51,7 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

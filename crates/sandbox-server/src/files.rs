@@ -45,6 +45,10 @@ fn info(e: &Entry) -> FileInfo {
 
 /// The workspace of session `id`, which must exist and not be deleted.
 fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
+    session_workspace(state, id).map(|(ws, _)| ws)
+}
+
+fn session_workspace(state: &AppState, id: &str) -> Result<(Workspace, sandbox_api::Session)> {
     let session = crate::routes::active_session(state, id)?;
     if let Some(at) = session.workspace_removed_at {
         return Err(ApiError::Conflict(format!(
@@ -53,7 +57,17 @@ fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
         )));
     }
     let dir = state.dirs.workspaces.ensure(id)?;
-    Ok(Workspace::open(&dir, state.runtime.workspace_owner())?)
+    Ok((Workspace::open(&dir, state.runtime.workspace_owner())?, session))
+}
+
+/// The upload allowlist of session `session`'s template (empty: anything goes).
+fn allowed_uploads(state: &AppState, session: &sandbox_api::Session) -> Result<Vec<String>> {
+    Ok(crate::template::find(state, &session.template)?.map(|t| t.allowed_uploads).unwrap_or_default())
+}
+
+fn refused_type(path: &RelPath, allowed: &[String], why: &str) -> ApiError {
+    let list: Vec<String> = allowed.iter().map(|e| format!(".{e}")).collect();
+    ApiError::UnsupportedMediaType(format!("{path}: {why}; this session's template accepts {}", list.join(" ")))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -109,13 +123,25 @@ async fn receive<E: std::fmt::Display>(
         linger(&mut body).await;
         return Err(WorkspaceError::TooLarge { limit: max }.into());
     }
-    let ws = match workspace(state, id) {
-        Ok(ws) => ws,
+    let checked = session_workspace(state, id).and_then(|(ws, session)| {
+        let allowed = allowed_uploads(state, &session)?;
+        if !allowed.is_empty() {
+            match sandbox_workspace::sniff::extension(path.as_str()) {
+                Some(ext) if allowed.contains(&ext) => {}
+                _ => return Err(refused_type(&path, &allowed, "its extension is not accepted")),
+            }
+        }
+        Ok((ws, allowed))
+    });
+    let (ws, allowed) = match checked {
+        Ok(found) => found,
         Err(e) => {
             linger(&mut body).await;
             return Err(e);
         }
     };
+    let sniff_as = (!allowed.is_empty()).then(|| sandbox_workspace::sniff::extension(path.as_str())).flatten();
+    let shown_path = path.clone();
     let staging = Arc::clone(&state.staging);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
@@ -149,7 +175,42 @@ async fn receive<E: std::fmt::Display>(
         })
     });
     let mut failed = None;
-    while let Some(next) = body.next().await {
+    // With an allowlist, the first bytes are held back until they show the content matches.
+    let mut head: Option<Vec<Bytes>> = sniff_as.as_ref().map(|_| Vec::new());
+    loop {
+        let next = body.next().await;
+        if let (Some(held), Some(ext)) = (&mut head, &sniff_as) {
+            let held_len: usize = held.iter().map(Bytes::len).sum();
+            match &next {
+                Some(Ok(bytes)) if held_len + bytes.len() < sandbox_workspace::sniff::SNIFF_BYTES => {
+                    held.push(bytes.clone());
+                    continue;
+                }
+                Some(Err(_)) => {}
+                _ => {
+                    let mut sample: Vec<u8> = held.concat();
+                    if let Some(Ok(bytes)) = &next {
+                        sample.extend_from_slice(bytes);
+                    }
+                    sample.truncate(sandbox_workspace::sniff::SNIFF_BYTES);
+                    if !sandbox_workspace::sniff::content_matches(ext, &sample) {
+                        failed =
+                            Some(refused_type(&shown_path, &allowed, &format!("its content is not a .{ext} file")));
+                        linger(&mut body).await;
+                        break;
+                    }
+                    let mut stopped = false;
+                    for bytes in head.take().unwrap_or_default() {
+                        stopped |= tx.send(Chunk::Data(bytes)).await.is_err();
+                    }
+                    if stopped {
+                        linger(&mut body).await;
+                        break;
+                    }
+                }
+            }
+        }
+        let Some(next) = next else { break };
         match next {
             Ok(bytes) => {
                 if tx.send(Chunk::Data(bytes)).await.is_err() {

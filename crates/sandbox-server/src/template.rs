@@ -34,6 +34,7 @@ pub fn builtin(state: &AppState) -> Result<Template, ApiError> {
         pool_size: config.session_pool,
         idle_timeout_s: config.idle_timeout_s,
         max_lifetime_s: config.max_lifetime_s,
+        allowed_uploads: Vec::new(),
         status: TemplateStatus::Ready,
         error: None,
         installed: Vec::new(),
@@ -135,6 +136,8 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
     let kernel = check_kernel(req.kernel.as_deref())?;
     let idle_timeout_s = check_seconds("idle_timeout_s", req.idle_timeout_s, state.config.idle_timeout_s)?;
     let max_lifetime_s = check_seconds("max_lifetime_s", req.max_lifetime_s, state.config.max_lifetime_s)?;
+    let allowed_uploads =
+        req.allowed_uploads.unwrap_or_default().iter().map(|e| check_extension(e)).collect::<Result<_, _>>()?;
     if kernel.is_none() && pool_size > 0 {
         return Err(ApiError::Invalid("pool_size needs a kernel: warm pools keep started Python kernels".into()));
     }
@@ -152,6 +155,7 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
         pool_size,
         idle_timeout_s,
         max_lifetime_s,
+        allowed_uploads,
         error: None,
         installed: Vec::new(),
         builtin: false,
@@ -166,6 +170,16 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
 }
 
 const MAX_POOL: usize = 16;
+
+/// An upload allowlist entry: `.xlsx` or `xlsx`, kept as `xlsx`.
+fn check_extension(given: &str) -> Result<String, ApiError> {
+    let ext = given.strip_prefix('.').unwrap_or(given).to_ascii_lowercase();
+    if (1..=16).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphanumeric()) {
+        Ok(ext)
+    } else {
+        Err(ApiError::Invalid(format!("allowed_uploads: {given:?} is not a file extension such as \".xlsx\"")))
+    }
+}
 
 /// A positive number of seconds (`None`: `default`).
 pub fn check_seconds(field: &str, given: Option<u64>, default: u64) -> Result<u64, ApiError> {

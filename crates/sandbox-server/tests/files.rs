@@ -308,3 +308,46 @@ async fn a_gibibyte_streams_up_and_down_in_little_memory() -> anyhow::Result<()>
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_can_restrict_uploads_to_some_types() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let req = sandbox_api::CreateTemplate {
+        name: "sheets".into(),
+        allowed_uploads: Some(vec![".xlsx".into(), ".csv".into(), "TXT".into()]),
+        ..Default::default()
+    };
+    let tpl = t.client.create_template(&req).await?;
+    assert_eq!(tpl.allowed_uploads, ["xlsx", "csv", "txt"]);
+    let s = t
+        .client
+        .create_session(&sandbox_api::CreateSession { template: Some("sheets".into()), ..Default::default() })
+        .await?;
+    t.client.upload(&s.id, "data/sales.csv", "a,b\n1,2\n".as_bytes().to_vec(), None).await?;
+    let xlsx = [b"PK\x03\x04".as_slice(), &[0u8; 20_000]].concat();
+    t.client.upload(&s.id, "book.XLSX", xlsx, None).await?;
+    let elf = [b"\x7fELF\x02\x01\x01\x00".as_slice(), &[0u8; 100]].concat();
+    for (name, body) in [("tool.exe", b"MZ".to_vec()), ("noext", b"x".to_vec()), ("fake.csv", elf.clone())] {
+        let e = t.client.upload(&s.id, name, body, None).await.expect_err(name);
+        assert_eq!(status_of(&e), 415, "{name}: {e}");
+        assert!(e.to_string().contains(".xlsx .csv .txt"), "the message names what is accepted: {e}");
+    }
+    // A large upload whose first chunk gives it away is refused too, and leaves nothing.
+    let chunks = vec![Ok::<_, std::io::Error>(elf), Ok(vec![0u8; 1 << 20])];
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let e = t.client.upload(&s.id, "big.csv", body, None).await.expect_err("binary csv");
+    assert_eq!(status_of(&e), 415);
+    let names: Vec<String> = t.client.list_files(&s.id, "", true).await?.files.into_iter().map(|f| f.path).collect();
+    assert_eq!(names, ["book.XLSX", "data", "data/sales.csv"]);
+    // Sessions of other templates take anything.
+    let plain = t.session().await?;
+    t.client.upload(&plain.id, "tool.exe", b"MZ".to_vec(), None).await?;
+    let bad = sandbox_api::CreateTemplate {
+        name: "bad".into(),
+        allowed_uploads: Some(vec!["../x".into()]),
+        ..Default::default()
+    };
+    assert_eq!(status_of(&t.client.create_template(&bad).await.expect_err("bad ext")), 422);
+    t.shutdown().await;
+    Ok(())
+}

@@ -665,6 +665,7 @@ mod tests {
             pool_size: 1,
             idle_timeout_s: 60,
             max_lifetime_s: 3600,
+            allowed_uploads: vec!["csv".into()],
             status: sandbox_api::TemplateStatus::Building,
             error: None,
             installed: vec![],

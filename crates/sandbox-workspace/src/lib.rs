@@ -11,6 +11,7 @@
 
 mod archive;
 mod path;
+pub mod sniff;
 mod workspace;
 
 pub use archive::write_tar_gz;

@@ -28,6 +28,9 @@ pub enum Command {
         /// Warm sandboxes kept ready for its sessions.
         #[arg(long)]
         pool_size: Option<usize>,
+        /// File type its sessions accept as uploads, such as .xlsx (repeatable; default: any).
+        #[arg(long = "allow-upload", value_name = "EXT")]
+        allowed_uploads: Vec<String>,
     },
     /// Delete a template no session uses.
     Delete { name: String },
@@ -67,7 +70,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             }
         }
         Command::Show { name } => show(&client.get_template(&name).await?)?,
-        Command::Create { name, description, packages, settings, kernel, pool_size } => {
+        Command::Create { name, description, packages, settings, kernel, pool_size, allowed_uploads } => {
             let req = CreateTemplate {
                 name: name.clone(),
                 description,
@@ -80,6 +83,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
                 pool_size,
                 idle_timeout_s: None,
                 max_lifetime_s: None,
+                allowed_uploads: Some(allowed_uploads),
             };
             let created = client.create_template(&req).await?;
             let t = if created.status == TemplateStatus::Building {
