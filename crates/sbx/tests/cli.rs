@@ -35,9 +35,10 @@ async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
         "language from the extension, exit code mirrored"
     );
 
-    let out = sbx(&t, &["session", "create", "--env", "WHO=cli"]);
+    let out = sbx(&t, &["session", "create", "--env", "WHO=cli", "--idle-timeout", "600"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let id = text(&out.stdout).trim().to_string();
+    assert_eq!(t.client.get_session(&id).await?.idle_timeout_s, 600);
     let out = sbx(&t, &["exec", &id, "-l", "bash", "-c", "echo $WHO; ls /workspace"]);
     assert_eq!(text(&out.stdout), "cli\n");
     let out = sbx(&t, &["exec", &id, "-l", "python", "-c", "while True: pass", "--timeout", "1"]);
@@ -60,6 +61,8 @@ async fn run_exec_and_sessions_from_the_command_line() -> anyhow::Result<()> {
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&sbx(&t, &["session", "list"]).stdout).contains(&id));
     assert!(text(&sbx(&t, &["session", "show", &id]).stdout).contains("running"));
+    assert!(text(&sbx(&t, &["session", "stop", &id]).stdout).contains("stopped"));
+    assert!(text(&sbx(&t, &["session", "resume", &id]).stdout).contains("running"));
     assert_eq!(sbx(&t, &["session", "delete", &id]).status.code(), Some(0));
     let out = sbx(&t, &["exec", &id, "-l", "bash", "-c", "true"]);
     assert_eq!(out.status.code(), Some(2));

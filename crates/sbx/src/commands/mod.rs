@@ -44,6 +44,12 @@ pub struct SessionSettings {
     /// Default per-execution timeout, seconds.
     #[arg(long)]
     pub timeout: Option<f64>,
+    /// Stop the sandbox after this many seconds without use (the workspace stays).
+    #[arg(long)]
+    pub idle_timeout: Option<u64>,
+    /// Stop the sandbox this many seconds after it started.
+    #[arg(long)]
+    pub max_lifetime: Option<u64>,
     /// Environment variable for every execution, KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -100,6 +106,8 @@ mod tests {
             pids: None,
             cpu: None,
             timeout: None,
+            idle_timeout: None,
+            max_lifetime: None,
             env: env.iter().map(|s| s.to_string()).collect(),
         };
         let env = with(&["A=1", "B=x=y"]).env().expect("valid");

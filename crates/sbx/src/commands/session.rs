@@ -59,6 +59,8 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
                 env: Some(settings.env()?),
                 limits: Some(settings.limits()),
                 timeout_s: settings.timeout,
+                idle_timeout_s: settings.idle_timeout,
+                max_lifetime_s: settings.max_lifetime,
                 ..Default::default()
             };
             let s = output::with_progress("starting sandbox", client.create_session(&req)).await?;

@@ -13,27 +13,30 @@ pub enum Command {
     /// Show one template.
     Show { name: String },
     /// Create a template and wait until its packages are installed.
-    Create {
-        name: String,
-        #[arg(long)]
-        description: Option<String>,
-        /// Python package to preinstall, such as pandas or six==1.17.0 (repeatable).
-        #[arg(long = "package", value_name = "SPEC")]
-        packages: Vec<String>,
-        #[command(flatten)]
-        settings: SessionSettings,
-        /// "python" (default) or "none".
-        #[arg(long)]
-        kernel: Option<String>,
-        /// Warm sandboxes kept ready for its sessions.
-        #[arg(long)]
-        pool_size: Option<usize>,
-        /// File type its sessions accept as uploads, such as .xlsx (repeatable; default: any).
-        #[arg(long = "allow-upload", value_name = "EXT")]
-        allowed_uploads: Vec<String>,
-    },
+    Create(Box<Create>),
     /// Delete a template no session uses.
     Delete { name: String },
+}
+
+#[derive(clap::Args)]
+pub struct Create {
+    pub name: String,
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Python package to preinstall, such as pandas or six==1.17.0 (repeatable).
+    #[arg(long = "package", value_name = "SPEC")]
+    pub packages: Vec<String>,
+    #[command(flatten)]
+    pub settings: SessionSettings,
+    /// "python" (default) or "none".
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Warm sandboxes kept ready for its sessions.
+    #[arg(long)]
+    pub pool_size: Option<usize>,
+    /// File type its sessions accept as uploads, such as .xlsx (repeatable; default: any).
+    #[arg(long = "allow-upload", value_name = "EXT")]
+    pub allowed_uploads: Vec<String>,
 }
 
 fn print_template_line(t: &Template) {
@@ -70,7 +73,8 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             }
         }
         Command::Show { name } => show(&client.get_template(&name).await?)?,
-        Command::Create { name, description, packages, settings, kernel, pool_size, allowed_uploads } => {
+        Command::Create(create) => {
+            let Create { name, description, packages, settings, kernel, pool_size, allowed_uploads } = *create;
             let req = CreateTemplate {
                 name: name.clone(),
                 description,
@@ -81,8 +85,8 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
                 env: Some(settings.env()?),
                 packages: Some(packages),
                 pool_size,
-                idle_timeout_s: None,
-                max_lifetime_s: None,
+                idle_timeout_s: settings.idle_timeout,
+                max_lifetime_s: settings.max_lifetime,
                 allowed_uploads: Some(allowed_uploads),
             };
             let created = client.create_template(&req).await?;
