@@ -12,6 +12,17 @@ pub use sandbox_protocol::{Language, Output, StreamName};
 
 pub type Timestamp = DateTime<Utc>;
 
+/// Percent-encodes everything but RFC 3986's unreserved characters: a name as one URL path
+/// segment (the client) or as an RFC 5987 `filename*` value (the server's downloads).
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Every error response: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
@@ -600,6 +611,12 @@ pub struct PackageInstallResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_percent_encoded() {
+        assert_eq!(percent_encode("销售 a.b"), "%E9%94%80%E5%94%AE%20a.b");
+        assert_eq!(percent_encode("a/b?c#d"), "a%2Fb%3Fc%23d");
+    }
 
     #[test]
     fn unknown_fields_are_refused() {

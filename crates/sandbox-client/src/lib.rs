@@ -50,21 +50,12 @@ fn error_of(status: StatusCode, text: String) -> ClientError {
 /// `/v1/sessions/{session}/files/{path}` with each segment of `path` percent-encoded, so names
 /// with spaces, `#`, `?` or any script arrive as they are.
 pub fn file_url(session: &str, path: &str) -> String {
-    let segments: Vec<String> = path.split('/').map(encode_segment).collect();
+    let segments: Vec<String> = path.split('/').map(sandbox_api::percent_encode).collect();
     format!("/v1/sessions/{session}/files/{}", segments.join("/"))
 }
 
-fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn form_query(pairs: &[(&str, &str)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}", encode_segment(v))).collect::<Vec<_>>().join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={}", sandbox_api::percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
 #[derive(Clone)]
