@@ -159,13 +159,13 @@ async fn receive<E: std::fmt::Display>(
         let mut staged = staging.create()?;
         loop {
             match rx.blocking_recv() {
-                Some(Chunk::Data(bytes)) => staged.write(bytes, max)?,
+                Some(Chunk::Data(bytes)) => staged.write(&bytes, max)?,
                 Some(Chunk::End) => break,
                 None => return Err(ApiError::BadRequest("the upload ended before its body was complete".into())),
             }
         }
         within_quota(staged.size())?;
-        let sha256 = staged.finish()?;
+        let sha256 = staged.sha256();
         let entry = ws.commit(staged, &path)?;
         Ok(UploadedFile {
             path: entry.path.as_str().to_string(),
