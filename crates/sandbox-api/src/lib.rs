@@ -419,7 +419,8 @@ pub struct Readiness {
     /// Free space where workspaces live (not ready below 64 MiB).
     pub disk: Check,
     pub data_dir_free_bytes: u64,
-    /// Can workspace storage be written (the local data dir)?
+    /// Can workspace storage be written (the local data dir) and, with S3 storage, is the
+    /// bucket reachable?
     pub storage: Check,
     /// Started sandboxes waiting in each pool now.
     pub pools: Pools,

@@ -108,6 +108,27 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_PACKAGE_TIMEOUT_S", default_value_t = 600)]
     pub package_timeout_s: u64,
 
+    /// Where workspaces are kept: `local` (directories under the data dir), or
+    /// `s3://bucket[/prefix]` (an S3-compatible bucket; the directories become its cache).
+    /// Endpoint, region and credentials come from the flags below or the usual `AWS_*`
+    /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, ...).
+    #[arg(long, env = "SANDBOXD_STORAGE", default_value = "local")]
+    pub storage: String,
+    /// S3 endpoint URL (for S3-compatible servers other than AWS).
+    #[arg(long, env = "SANDBOXD_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "SANDBOXD_S3_REGION")]
+    pub s3_region: Option<String>,
+    #[arg(long, env = "SANDBOXD_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// Prefer the environment for this one: a flag is visible to every user in `ps`.
+    #[arg(long, env = "SANDBOXD_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+    /// With S3 storage, how often running sessions' changed files are written back, seconds
+    /// (they are also written back after each execution and when a session stops).
+    #[arg(long, env = "SANDBOXD_SYNC_INTERVAL_S", default_value_t = 60.0)]
+    pub sync_interval_s: f64,
+
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,
@@ -146,6 +167,11 @@ impl Config {
                 self.reaper_interval_s.is_finite() && self.reaper_interval_s >= 0.05,
                 "reaper interval must be at least 0.05 s",
             ),
+            (self.sync_interval_s.is_finite() && self.sync_interval_s >= 0.05, "sync interval must be at least 0.05 s"),
+            (
+                self.storage == "local" || self.storage.starts_with("s3://"),
+                "storage must be local or s3://bucket[/prefix]",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(msg.to_string()),
@@ -155,6 +181,17 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("db").join("sandbox.db")
+    }
+
+    /// The S3 settings, when workspaces are kept in a bucket.
+    pub fn s3(&self) -> Option<sandbox_workspace::S3Options> {
+        self.storage.starts_with("s3://").then(|| sandbox_workspace::S3Options {
+            url: self.storage.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: self.s3_access_key_id.clone(),
+            secret_access_key: self.s3_secret_access_key.clone(),
+        })
     }
 
     pub fn runtime_dir(&self) -> PathBuf {

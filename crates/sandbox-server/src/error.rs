@@ -103,6 +103,7 @@ impl From<WorkspaceError> for ApiError {
             WorkspaceError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
             WorkspaceError::QuotaExceeded { .. } => ApiError::InsufficientStorage(message),
             WorkspaceError::Io { .. } => ApiError::Internal(message),
+            WorkspaceError::Remote(_) => ApiError::NotReady(message),
         }
     }
 }

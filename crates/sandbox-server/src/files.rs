@@ -44,11 +44,13 @@ fn info(e: &Entry) -> FileInfo {
 }
 
 /// The workspace of session `id`, which must exist and not be deleted.
-fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
-    session_workspace(state, id).map(|(ws, _)| ws)
+async fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
+    session_workspace(state, id).await.map(|(ws, _)| ws)
 }
 
-fn session_workspace(state: &AppState, id: &str) -> Result<(Workspace, sandbox_api::Session)> {
+/// With S3 storage, a session whose sandbox runs here has the current files in its directory
+/// (code writes there); any other is brought up to date from the bucket first.
+async fn session_workspace(state: &AppState, id: &str) -> Result<(Workspace, sandbox_api::Session)> {
     let session = crate::routes::active_session(state, id)?;
     if let Some(at) = session.workspace_removed_at {
         return Err(ApiError::Conflict(format!(
@@ -56,7 +58,10 @@ fn session_workspace(state: &AppState, id: &str) -> Result<(Workspace, sandbox_a
             at.to_rfc3339()
         )));
     }
-    let dir = state.dirs.workspaces.ensure(id)?;
+    let dir = match state.sessions.live(id).current() {
+        Some(_) => state.dirs.workspaces.ensure(id)?,
+        None => state.dirs.prepare(id).await?,
+    };
     Ok((Workspace::open(&dir, state.runtime.workspace_owner())?, session))
 }
 
@@ -123,7 +128,7 @@ async fn receive<E: std::fmt::Display>(
         linger(&mut body).await;
         return Err(WorkspaceError::TooLarge { limit: max }.into());
     }
-    let checked = session_workspace(state, id).and_then(|(ws, session)| {
+    let checked = session_workspace(state, id).await.and_then(|(ws, session)| {
         let allowed = allowed_uploads(state, &session)?;
         if !allowed.is_empty() {
             match sandbox_workspace::sniff::extension(path.as_str()) {
@@ -230,10 +235,13 @@ async fn receive<E: std::fmt::Display>(
     }
     drop(tx);
     let written = writer.await.map_err(|e| ApiError::Internal(format!("upload task failed: {e}")))?;
-    match failed {
-        Some(e) => Err(e),
-        None => written,
+    if let Some(e) = failed {
+        return Err(e);
     }
+    let file = written?;
+    // Written through: once answered, the file is in storage for every replica.
+    state.dirs.write_back(id).await?;
+    Ok(file)
 }
 
 /// An upload refused before its body was read to the end: the connection cannot carry another
@@ -358,7 +366,7 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let rel = RelPath::parse(&path)?;
-    let ws = workspace(&state, &id)?;
+    let ws = workspace(&state, &id).await?;
     let (file, entry) = blocking(move || Ok(ws.open_file(&rel)?)).await?;
     let tag = etag(&entry);
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
@@ -419,7 +427,7 @@ pub async fn list(
     let params = params(query);
     let dir = RelPath::parse_or_root(params.get("path").map_or("", String::as_str))?;
     let recursive = flag(&params, "recursive")?;
-    let ws = workspace(&state, &id)?;
+    let ws = workspace(&state, &id).await?;
     let entries = blocking(move || Ok(ws.list(&dir, recursive, MAX_LISTING + 1)?)).await?;
     let truncated = entries.len() > MAX_LISTING;
     Ok(Json(FileList { files: entries.iter().take(MAX_LISTING).map(info).collect(), truncated }))
@@ -436,8 +444,9 @@ pub async fn delete(
 ) -> Result<StatusCode> {
     let rel = RelPath::parse(&path)?;
     let recursive = flag(&params(query), "recursive")?;
-    let ws = workspace(&state, &id)?;
+    let ws = workspace(&state, &id).await?;
     blocking(move || Ok(ws.remove(&rel, recursive)?)).await?;
+    state.dirs.write_back(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -454,8 +463,9 @@ pub async fn move_file(
         return Err(ApiError::MethodNotAllowed("POST on a file is only `{path}:move`; upload with PUT".into()));
     };
     let (from, to) = (RelPath::parse(from)?, RelPath::parse(&req.to)?);
-    let ws = workspace(&state, &id)?;
+    let ws = workspace(&state, &id).await?;
     let entry = blocking(move || Ok(ws.rename(&from, &to)?)).await?;
+    state.dirs.write_back(&id).await?;
     Ok(Json(info(&entry)))
 }
 
@@ -494,7 +504,7 @@ pub async fn archive(
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let dir = RelPath::parse_or_root(params(query).get("path").map_or("", String::as_str))?;
-    let ws = workspace(&state, &id)?;
+    let ws = workspace(&state, &id).await?;
     let ws = Arc::new(ws);
     let (check_ws, check_dir) = (Arc::clone(&ws), dir.clone());
     let entry = blocking(move || Ok(check_ws.stat(&check_dir)?)).await?;

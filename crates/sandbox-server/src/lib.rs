@@ -17,6 +17,7 @@ pub mod packages;
 pub mod pool;
 pub mod routes;
 pub mod session;
+pub mod storage;
 pub mod template;
 pub mod workspace;
 
@@ -60,7 +61,12 @@ pub struct AppState {
 impl AppState {
     /// State over any runtime (tests use the fake one); workspaces go under the data dir.
     pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<AppState, ServerError> {
-        let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner())
+        let storage = match config.s3() {
+            Some(opts) => storage::Storage::s3(&opts, &config.data_dir.join("sync"))
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+            None => storage::Storage::local(),
+        };
+        let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner(), Arc::new(storage))
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let staging = files::staging(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.join("staging"), source })?;
@@ -316,6 +322,8 @@ impl Server {
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
         template::resume(&state);
         lifecycle::spawn_reaper(&state);
+        lifecycle::spawn_syncer(&state);
+        lifecycle::recover_unsynced(&state);
         let readiness = state.runtime.readiness().await;
         if readiness.ready {
             state.refill_pools();
@@ -330,7 +338,11 @@ impl Server {
     /// and waits briefly for in-flight requests to answer.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
+        let running = self.state.sessions.with_sandbox();
         self.state.sessions.stop_all().await;
+        for id in running {
+            lifecycle::write_back(&self.state, &id).await;
+        }
         self.state.drain_pools().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }

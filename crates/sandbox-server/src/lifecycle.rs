@@ -73,6 +73,10 @@ async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
     if state.config.retention_s > 0 {
         let before = Utc::now() - chrono::Duration::seconds(state.config.retention_s as i64);
         for id in state.store.workspaces_to_remove(before)? {
+            if let Err(e) = state.dirs.storage.forget(&id).await {
+                tracing::warn!(session = %id, error = %e, "cannot remove the workspace from storage; retrying later");
+                continue;
+            }
             state.dirs.remove(&id);
             state.store.mark_workspace_removed(&id, Utc::now())?;
             state.reaper.workspaces_removed.fetch_add(1, Ordering::Relaxed);
@@ -99,6 +103,7 @@ async fn stop_when_due(state: &AppState, session: Session) {
             return;
         }
     }
+    write_back(state, &session.id).await;
     let counter = if reason == "idle" { &state.reaper.stopped_idle } else { &state.reaper.stopped_lifetime };
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(session = %session.id, reason, "session stopped");
@@ -128,9 +133,55 @@ pub async fn stop(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
     active_session(&state, &id)?;
     if state.store.mark_session_stopped(&id, "user", Utc::now())? {
         state.sessions.live(&id).suspend().await;
+        write_back(&state, &id).await;
         tracing::info!(session = %id, "session stopped by request");
     }
     Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))
+}
+
+/// Writes a stopped session's workspace back to storage; a failure is logged, and the files
+/// stay in the local cache for the next attempt (at resume, or the next start of sandboxd).
+pub async fn write_back(state: &AppState, id: &str) {
+    if let Err(e) = state.dirs.write_back(id).await {
+        tracing::warn!(session = %id, error = %e, "cannot write the workspace back to storage");
+    }
+}
+
+/// With S3 storage, writes back every running session's changed files each
+/// `--sync-interval-s`.
+pub fn spawn_syncer(state: &Arc<AppState>) {
+    if !state.dirs.storage.is_remote() {
+        return;
+    }
+    let weak = Arc::downgrade(state);
+    let every = Duration::from_secs_f64(state.config.sync_interval_s);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(state) = weak.upgrade() else { return };
+            for id in state.sessions.with_sandbox() {
+                write_back(&state, &id).await;
+            }
+        }
+    });
+}
+
+/// Writes back, in the background, the workspaces of stopped sessions that a previous run may
+/// have left unsynced in the local cache (it was killed before it could write them back).
+pub fn recover_unsynced(state: &Arc<AppState>) {
+    if !state.dirs.storage.is_remote() {
+        return;
+    }
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let stopped = match state.store.sessions_with_status(SessionStatus::Stopped) {
+            Ok(found) => found,
+            Err(e) => return tracing::warn!(error = %e, "cannot list stopped sessions to sync"),
+        };
+        for s in stopped.iter().filter(|s| s.workspace_removed_at.is_none()) {
+            write_back(&state, &s.id).await;
+        }
+    });
 }
 
 /// The session named by `workspace_from`, if its workspace may be taken over.
@@ -144,14 +195,16 @@ pub fn workspace_source(state: &AppState, from: &str) -> Result<Session, ApiErro
         )));
     }
     crate::session::Sessions::check_resumable(&source)?;
-    if !state.dirs.workspaces.path(from).is_dir() {
+    // With S3 storage, the bucket has it; the directory here may not.
+    if !state.dirs.storage.is_remote() && !state.dirs.workspaces.path(from).is_dir() {
         return Err(ApiError::Conflict(format!("workspace_from: session {from} has no workspace")));
     }
     Ok(source)
 }
 
 /// Moves `source`'s workspace to session `to` (before `to`'s sandbox starts on it).
-pub fn take_workspace(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
+pub async fn take_workspace(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
+    state.dirs.prepare(&source.id).await?;
     state.dirs.workspaces.rename(&source.id, to)
 }
 
@@ -162,8 +215,13 @@ pub fn return_workspace(state: &AppState, source: &Session, from: &str) {
     }
 }
 
-/// Records the hand-over once the new session runs: the source is deleted, its workspace gone.
-pub fn workspace_taken(state: &AppState, source: &Session) -> Result<(), ApiError> {
+/// Records the hand-over once session `to` runs: the source is deleted, its workspace gone
+/// (from storage too, once `to`'s copy is there).
+pub async fn workspace_taken(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
+    if state.dirs.storage.is_remote() {
+        state.dirs.write_back(to).await?;
+        state.dirs.storage.forget(&source.id).await?;
+    }
     let now = Utc::now();
     state.store.mark_session_deleted(&source.id, now)?;
     state.store.mark_workspace_removed(&source.id, now)?;

@@ -1,5 +1,6 @@
 //! `GET /metrics` in the Prometheus text format: sessions and executions by status (from the
-//! store), bytes in workspaces, warm sandboxes per pool, free space, and what the reaper did.
+//! store), bytes in workspaces, warm sandboxes per pool, free space, what the reaper did and,
+//! with S3 storage, what workspace syncs moved.
 
 use std::fmt::Write;
 use std::sync::Arc;
@@ -75,6 +76,18 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
     );
     for (action, n) in crate::lifecycle::counts(&state) {
         let _ = writeln!(out, "sandboxd_reaper_actions_total{{action=\"{action}\"}} {n}");
+    }
+    if state.dirs.storage.is_remote() {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &state.dirs.storage.counts;
+        family(&mut out, "sandboxd_storage_syncs_total", "counter", "Workspace syncs with the S3 bucket.");
+        let _ = writeln!(out, "sandboxd_storage_syncs_total{{direction=\"push\"}} {}", c.pushes.load(Relaxed));
+        let _ = writeln!(out, "sandboxd_storage_syncs_total{{direction=\"pull\"}} {}", c.pulls.load(Relaxed));
+        family(&mut out, "sandboxd_storage_sync_failures_total", "counter", "Workspace syncs that failed.");
+        let _ = writeln!(out, "sandboxd_storage_sync_failures_total {}", c.failures.load(Relaxed));
+        family(&mut out, "sandboxd_storage_bytes_total", "counter", "Bytes moved by workspace syncs.");
+        let _ = writeln!(out, "sandboxd_storage_bytes_total{{direction=\"up\"}} {}", c.bytes_up.load(Relaxed));
+        let _ = writeln!(out, "sandboxd_storage_bytes_total{{direction=\"down\"}} {}", c.bytes_down.load(Relaxed));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

@@ -45,7 +45,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         f if f < MIN_FREE_BYTES => Check { ok: false, message: format!("only {} MiB free in the data dir", f >> 20) },
         f => Check { ok: true, message: format!("{} MiB free", f >> 20) },
     };
-    let storage = match state.staging.check_writable() {
+    let local = state.staging.check_writable().map_err(|e| e.to_string());
+    let storage = match local.and(state.dirs.storage.check().await) {
+        Ok(()) if state.dirs.storage.is_remote() => {
+            Check { ok: true, message: format!("{} reachable; local cache writable", state.dirs.storage.describe()) }
+        }
         Ok(()) => Check { ok: true, message: "local data dir writable".into() },
         Err(e) => Check { ok: false, message: format!("workspace storage: {e}") },
     };
@@ -134,7 +138,7 @@ pub async fn create_session(
     };
     if let Some(source) = &source {
         // Its files become this session's before the sandbox starts on them.
-        crate::lifecycle::take_workspace(&state, source, &session.id)?;
+        crate::lifecycle::take_workspace(&state, source, &session.id).await?;
     }
     // A session like its template's pool (same limits and env, a Python kernel) takes a warm sandbox.
     let pool = state
@@ -166,7 +170,7 @@ pub async fn create_session(
         return Err(e);
     }
     if let Some(source) = &source {
-        crate::lifecycle::workspace_taken(&state, source)?;
+        crate::lifecycle::workspace_taken(&state, source, &session.id).await?;
         tracing::info!(session = %session.id, from = %source.id, "session created on another's workspace");
     }
     tracing::info!(session = %session.id, "session created");
@@ -192,6 +196,7 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<S
     state.store.mark_session_deleted(&id, Utc::now())?;
     state.sessions.stop(&id).await;
     // The workspace stays for the retention period (for `workspace_from`); its packages go.
+    crate::lifecycle::write_back(&state, &id).await;
     state.dirs.packages.remove(&id);
     tracing::info!(session = %id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
@@ -386,12 +391,15 @@ struct Job {
 impl Job {
     async fn run(self, sink: Option<OutputSink>, done: tokio::sync::watch::Sender<Finished>) {
         let (state, id) = (Arc::clone(&self.state), self.plan.id.clone());
+        let session_id = self.session.id.clone();
         let result = self.run_turn(sink).await;
         if let Ok(exec) = &result {
             if let Some(cb) = &exec.callback {
                 tokio::spawn(crate::callback::deliver(Arc::clone(&state), cb.url.clone(), exec.clone()));
             }
         }
+        // Files the code wrote go to storage (S3) without holding up the answer.
+        state.dirs.write_back_soon(&session_id);
         let _ = done.send(Some(result));
         state.sessions.release(&id);
     }

@@ -182,6 +182,7 @@ impl Sessions {
             tracing::warn!(session = %session.id, "sandbox died; starting a new one");
             sb.destroy().await;
         }
+        dirs.prepare(&session.id).await?;
         let spec = dirs.session_spec(&session.id, &session.template, limits_of(session))?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
@@ -301,6 +302,12 @@ impl Sessions {
                 sb.destroy().await;
             }
         }
+    }
+
+    /// Sessions with a sandbox here now.
+    pub fn with_sandbox(&self) -> Vec<String> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter().filter(|(_, l)| l.current().is_some()).map(|(id, _)| id.clone()).collect()
     }
 
     /// Destroys every live sandbox (server shutdown).

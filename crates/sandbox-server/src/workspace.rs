@@ -1,17 +1,22 @@
 //! Workspaces: one host directory per session, mounted at /workspace in its sandbox. They
 //! live under the data dir and outlive sandboxes (a restarted sandbox finds its files again).
 //!
+//! With S3 storage these directories are a cache of the bucket ([`crate::storage`]): a
+//! workspace is brought up to date before a sandbox starts on it ([`Dirs::prepare`]).
+//!
 //! Beside them, [`Dirs`] keeps the other per-session and per-template directories a sandbox
 //! mounts: the session's installed packages and its template's environment (both read-only
 //! inside), and the pip cache that installations share.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sandbox_runtime::{ReadOnlyMount, ResourceLimits, SandboxSpec};
 
 use crate::error::ApiError;
 use crate::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
+use crate::storage::Storage;
 
 /// The directories sandboxes get from the data dir.
 pub struct Dirs {
@@ -22,10 +27,12 @@ pub struct Dirs {
     pub templates: Workspaces,
     /// pip's cache, shared by every installation.
     pub pip_cache: PathBuf,
+    /// Where workspaces are kept for good (local: these directories themselves).
+    pub storage: Arc<Storage>,
 }
 
 impl Dirs {
-    pub fn new(data_dir: &Path, owner: Option<(u32, u32)>) -> std::io::Result<Dirs> {
+    pub fn new(data_dir: &Path, owner: Option<(u32, u32)>, storage: Arc<Storage>) -> std::io::Result<Dirs> {
         let packages = Workspaces::new(data_dir.join("packages"), owner)?;
         let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
         Ok(Dirs {
@@ -33,7 +40,26 @@ impl Dirs {
             packages: Workspaces::new(data_dir.join("packages").join("sessions"), owner)?,
             templates: Workspaces::new(data_dir.join("templates"), owner)?,
             pip_cache,
+            storage,
         })
+    }
+
+    /// Session `id`'s workspace directory, created if missing and, with S3 storage, brought
+    /// up to date from the bucket first.
+    pub async fn prepare(&self, id: &str) -> Result<PathBuf, ApiError> {
+        let dir = self.workspaces.ensure(id)?;
+        self.storage.pull(id, dir.clone(), self.workspaces.owner).await?;
+        Ok(dir)
+    }
+
+    /// Writes back what changed in session `id`'s workspace (S3 storage; nothing for local).
+    pub async fn write_back(&self, id: &str) -> Result<(), ApiError> {
+        self.storage.push(id, self.workspaces.path(id)).await
+    }
+
+    /// [`Self::write_back`] in the background.
+    pub fn write_back_soon(&self, id: &str) {
+        self.storage.push_soon(id, self.workspaces.path(id));
     }
 
     /// What a session sandbox named `name` (a session id, or a pool name) of `template` mounts:

@@ -219,3 +219,80 @@ pub fn processes_mentioning(needle: &str) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// A real S3-compatible server for the tests of S3 workspace storage: moto's server, from
+/// PyPI (`scripts/install-test-s3.sh` installs it into `target/test-venv`), on a free port,
+/// killed on drop.
+pub struct S3Server {
+    child: std::process::Child,
+    pub endpoint: String,
+}
+
+/// Credentials moto accepts (any); set in each config, never in the environment.
+const S3_KEY: &str = "test-key";
+const S3_SECRET: &str = "test-secret";
+const S3_REGION: &str = "us-east-1";
+
+impl S3Server {
+    pub async fn start() -> anyhow::Result<S3Server> {
+        let moto = match std::env::var_os("SANDBOX_TEST_MOTO_SERVER") {
+            Some(p) => PathBuf::from(p),
+            None => target_dir().parent().unwrap_or(Path::new(".")).join("test-venv/bin/moto_server"),
+        };
+        if !moto.is_file() {
+            bail!("{} is missing; run scripts/install-test-s3.sh (scripts/test.sh does)", moto.display());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new(&moto)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", moto.display()))?;
+        let server = S3Server { child, endpoint: format!("http://127.0.0.1:{port}") };
+        for _ in 0..400 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Ok(server);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        bail!("moto did not listen on port {port} within 20 s")
+    }
+
+    /// Creates bucket `name`.
+    pub async fn create_bucket(&self, name: &str) -> anyhow::Result<()> {
+        let resp = reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await?;
+        if !resp.status().is_success() {
+            bail!("create bucket {name}: {}", resp.status());
+        }
+        Ok(())
+    }
+
+    /// Points `config` at `url` (`s3://bucket/prefix`) on this server.
+    pub fn configure(&self, config: &mut Config, url: &str) {
+        config.storage = url.to_string();
+        config.s3_endpoint = Some(self.endpoint.clone());
+        config.s3_region = Some(S3_REGION.into());
+        config.s3_access_key_id = Some(S3_KEY.into());
+        config.s3_secret_access_key = Some(S3_SECRET.into());
+    }
+
+    /// A client of `bucket`, to look at (or change) what sandboxd stored.
+    pub fn bucket(&self, bucket: &str) -> anyhow::Result<object_store::aws::AmazonS3> {
+        Ok(object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region(S3_REGION)
+            .with_access_key_id(S3_KEY)
+            .with_secret_access_key(S3_SECRET)
+            .build()?)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -7,14 +7,18 @@
 //! ([`RelPath`]), and uploads are written to a staging directory outside every workspace and
 //! renamed into place only when complete: a reader (or a crash) never sees half a file.
 //!
+//! With S3-compatible storage, [`Mirror`] keeps each workspace directory in step with a bucket.
+//!
 //! Operations are blocking; sandboxd calls them from blocking threads.
 
 mod archive;
+pub mod mirror;
 mod path;
 pub mod sniff;
 mod workspace;
 
 pub use archive::write_tar_gz;
+pub use mirror::{Mirror, S3Options, SyncReport};
 pub use path::{RelPath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use sandbox_sys::fs::Kind;
 pub use workspace::{Entry, Staged, Staging, Workspace};
@@ -39,6 +43,8 @@ pub enum WorkspaceError {
     TooLarge { limit: u64 },
     #[error("the workspace quota of {quota} bytes would be exceeded ({used} used, {adding} more needed)")]
     QuotaExceeded { quota: u64, used: u64, adding: u64 },
+    #[error("workspace storage: {0}")]
+    Remote(String),
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
