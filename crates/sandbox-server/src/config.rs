@@ -99,6 +99,12 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_WORKSPACE_QUOTA_BYTES", default_value_t = 10 << 30)]
     pub workspace_quota_bytes: u64,
 
+    /// Workspaces as volumes of their own, so the quota holds for what code writes (ENOSPC in
+    /// the sandbox): `auto` (when the host allows: root, loop devices, mkfs.ext4), `on`
+    /// (refuse to start without), `off`.
+    #[arg(long, env = "SANDBOXD_WORKSPACE_VOLUMES", default_value = "auto")]
+    pub workspace_volumes: VolumeMode,
+
     /// Package index for template and session package installs (default: PyPI, or pip's own
     /// configuration).
     #[arg(long, env = "SANDBOXD_PIP_INDEX_URL")]
@@ -132,6 +138,14 @@ pub struct Config {
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,
+}
+
+/// Whether workspaces are volumes of their own (see `--workspace-volumes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VolumeMode {
+    Auto,
+    On,
+    Off,
 }
 
 /// For clap's derive on the binary: `sandboxd [OPTIONS]`.

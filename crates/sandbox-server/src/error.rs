@@ -101,7 +101,7 @@ impl From<WorkspaceError> for ApiError {
             | WorkspaceError::Exists(_)
             | WorkspaceError::NotEmpty(_) => ApiError::Conflict(message),
             WorkspaceError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
-            WorkspaceError::QuotaExceeded { .. } => ApiError::InsufficientStorage(message),
+            WorkspaceError::QuotaExceeded { .. } | WorkspaceError::Full => ApiError::InsufficientStorage(message),
             WorkspaceError::Io { .. } => ApiError::Internal(message),
             WorkspaceError::Remote(_) => ApiError::NotReady(message),
         }

@@ -19,7 +19,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sandbox_api::{FileInfo, FileList, FileType, MoveFile, UploadedFile, UploadedFiles};
-use sandbox_workspace::{Entry, Kind, RelPath, Staging, Workspace, WorkspaceError};
+use sandbox_workspace::{Entry, Kind, RelPath, Workspace, WorkspaceError};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -147,7 +147,6 @@ async fn receive<E: std::fmt::Display>(
     };
     let sniff_as = (!allowed.is_empty()).then(|| sandbox_workspace::sniff::extension(path.as_str())).flatten();
     let shown_path = path.clone();
-    let staging = Arc::clone(&state.staging);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
         let within_quota = |adding: u64| -> Result<()> {
@@ -161,7 +160,7 @@ async fn receive<E: std::fmt::Display>(
         if let Some(n) = declared {
             within_quota(n)?;
         }
-        let mut staged = staging.create()?;
+        let mut staged = ws.stage()?;
         loop {
             match rx.blocking_recv() {
                 Some(Chunk::Data(bytes)) => staged.write(&bytes, max)?,
@@ -536,11 +535,6 @@ pub async fn archive(
         Body::from_stream(stream),
     )
         .into_response())
-}
-
-/// Opens the staging directory under the data dir (and empties what a crash left in it).
-pub fn staging(data_dir: &std::path::Path) -> std::io::Result<Staging> {
-    Staging::open(&data_dir.join("staging"))
 }
 
 #[cfg(test)]

@@ -46,8 +46,6 @@ pub struct AppState {
     pub runtime: Arc<dyn Runtime>,
     pub sessions: session::Sessions,
     pub dirs: Arc<workspace::Dirs>,
-    /// Where uploads are written until they are complete.
-    pub staging: Arc<sandbox_workspace::Staging>,
     pub run_pool: Arc<pool::Pool>,
     /// Warm session sandboxes, by template.
     session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
@@ -56,6 +54,8 @@ pub struct AppState {
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// What the reaper did since start (for /metrics).
     pub reaper: lifecycle::ReaperCounts,
+    /// Why workspaces are not volumes, if they are not (code writes then escape the quota).
+    pub volume_note: Option<String>,
 }
 
 impl AppState {
@@ -66,10 +66,9 @@ impl AppState {
                 .map_err(|e| ServerError::Config(e.to_string()))?,
             None => storage::Storage::local(),
         };
-        let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner(), Arc::new(storage))
+        let (volumes, volume_note) = workspace_volumes(&config, runtime.workspace_owner())?;
+        let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner(), Arc::new(storage), volumes)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
-        let staging = files::staging(&config.data_dir)
-            .map_err(|source| ServerError::DataDir { path: config.data_dir.join("staging"), source })?;
         let default_limits =
             execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
         let run_pool = Arc::new(pool::Pool::new(config.run_pool, session::limits_from(&default_limits), None));
@@ -79,12 +78,12 @@ impl AppState {
             runtime,
             sessions: Default::default(),
             dirs: Arc::new(dirs),
-            staging: Arc::new(staging),
             run_pool,
             session_pools: Mutex::new(BTreeMap::new()),
             http: reqwest::Client::new(),
             started_at: chrono::Utc::now(),
             reaper: Default::default(),
+            volume_note,
         };
         let builtin = template::builtin(&state).map_err(|e| ServerError::Config(e.to_string()))?;
         state.add_pool(&builtin);
@@ -136,6 +135,36 @@ impl AppState {
     pub async fn drain_pools(&self) {
         for pool in self.all_pools() {
             pool.drain(&self.dirs).await;
+        }
+    }
+}
+
+/// Volumes for workspaces, as `--workspace-volumes` says and the host allows; else why not.
+fn workspace_volumes(
+    config: &Config,
+    owner: Option<(u32, u32)>,
+) -> Result<(Option<sandbox_workspace::Volumes>, Option<String>), ServerError> {
+    use config::VolumeMode;
+    if config.workspace_volumes == VolumeMode::Off {
+        return Ok((None, Some("--workspace-volumes off".into())));
+    }
+    let images = config.data_dir.join("volumes");
+    let probed = if sandbox_sys::real_uid() != 0 {
+        Err("mounting volumes needs root".to_string())
+    } else {
+        let mounts = config.data_dir.join("workspaces");
+        sandbox_workspace::Volumes::new(images.clone(), mounts, config.workspace_quota_bytes, owner)
+            .map_err(|e| format!("{}: {e}", images.display()))
+            .and_then(|v| v.probe().map(|()| v))
+    };
+    match probed {
+        Ok(v) => Ok((Some(v), None)),
+        Err(why) if config.workspace_volumes == VolumeMode::On => {
+            Err(ServerError::Config(format!("--workspace-volumes on, but volumes do not work here: {why}")))
+        }
+        Err(why) => {
+            tracing::warn!(cause = %why, "workspaces are plain directories: code can write past the quota");
+            Ok((None, Some(why)))
         }
     }
 }
@@ -343,6 +372,7 @@ impl Server {
         for id in running {
             lifecycle::write_back(&self.state, &id).await;
         }
+        self.state.dirs.workspaces.unmount_all();
         self.state.drain_pools().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }

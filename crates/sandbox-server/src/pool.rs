@@ -8,7 +8,7 @@
 //! background.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use std::collections::BTreeMap;
@@ -34,13 +34,22 @@ pub struct Pool {
     ready: Mutex<VecDeque<Warm>>,
     /// Sandboxes being started right now, so refills do not overshoot.
     starting: AtomicUsize,
+    /// Drained for good (server shutdown): nothing more is started.
+    closed: AtomicBool,
 }
 
 impl Pool {
     /// A pool of bare sandboxes (`session` `None`) or of session sandboxes of a template with a
     /// warm kernel started with an environment.
     pub fn new(size: usize, limits: ResourceLimits, session: Option<(String, BTreeMap<String, String>)>) -> Pool {
-        Pool { size, limits, session, ready: Mutex::new(VecDeque::new()), starting: AtomicUsize::new(0) }
+        Pool {
+            size,
+            limits,
+            session,
+            ready: Mutex::new(VecDeque::new()),
+            starting: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+        }
     }
 
     pub fn limits(&self) -> ResourceLimits {
@@ -75,6 +84,9 @@ impl Pool {
     /// directories only weakly: a pool never keeps a stopped server alive.
     pub fn refill(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, dirs: &Arc<Dirs>) {
         loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return;
+            }
             let starting = self.starting.load(Ordering::SeqCst);
             if self.len() + starting >= self.size {
                 return;
@@ -87,8 +99,14 @@ impl Pool {
         tokio::spawn(async move { start_one(pool, runtime, dirs).await });
     }
 
-    /// Destroys every waiting sandbox (server shutdown) and removes their workspaces.
+    /// Destroys every waiting sandbox (server shutdown) and removes their workspaces, after the
+    /// starts in flight have finished (so that none is left behind with a workspace mounted).
     pub async fn drain(&self, dirs: &Dirs) {
+        self.closed.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+        while self.starting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let all: Vec<Warm> = self.ready.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
         for w in all {
             w.sandbox.destroy().await;
@@ -117,15 +135,25 @@ async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Dirs
         (Some(sandbox), Some((_, env))) => warm_kernel(sandbox, env.clone()).await,
         (started, _) => started,
     };
-    p.starting.fetch_sub(1, Ordering::SeqCst);
-    match started {
-        Some(sandbox) => {
-            p.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Warm { name, sandbox });
-            // Keep going until full (one start at a time per call keeps the host calm).
-            p.refill(&rt, &ws);
+    let started = match started {
+        Some(sandbox) if p.closed.load(Ordering::SeqCst) => {
+            sandbox.destroy().await;
+            None
         }
-        // Not ready (no bubblewrap, ...): leave the pool empty; runs go the cold way and report why.
+        other => other,
+    };
+    // In the pool before the start counts as over: a drain waiting for starts then finds it.
+    let started_one = started.is_some();
+    match started {
+        Some(sandbox) => p.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(Warm { name, sandbox }),
+        // Not ready (no bubblewrap, ...), or closed: leave the pool empty; runs go the cold way
+        // and report why.
         None => ws.remove(&name),
+    }
+    p.starting.fetch_sub(1, Ordering::SeqCst);
+    if started_one {
+        // Keep going until full (one start at a time per call keeps the host calm).
+        p.refill(&rt, &ws);
     }
 }
 

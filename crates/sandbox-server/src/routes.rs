@@ -45,12 +45,17 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         f if f < MIN_FREE_BYTES => Check { ok: false, message: format!("only {} MiB free in the data dir", f >> 20) },
         f => Check { ok: true, message: format!("{} MiB free", f >> 20) },
     };
-    let local = state.staging.check_writable().map_err(|e| e.to_string());
+    let local = sandbox_workspace::check_writable(&state.dirs.workspaces.path("")).map_err(|e| e.to_string());
+    let quota = match &state.volume_note {
+        None => "workspaces are volumes: the quota holds for code too".to_string(),
+        Some(why) => format!("code writes are not held to the quota ({why})"),
+    };
     let storage = match local.and(state.dirs.storage.check().await) {
-        Ok(()) if state.dirs.storage.is_remote() => {
-            Check { ok: true, message: format!("{} reachable; local cache writable", state.dirs.storage.describe()) }
-        }
-        Ok(()) => Check { ok: true, message: "local data dir writable".into() },
+        Ok(()) if state.dirs.storage.is_remote() => Check {
+            ok: true,
+            message: format!("{} reachable; local cache writable; {quota}", state.dirs.storage.describe()),
+        },
+        Ok(()) => Check { ok: true, message: format!("local data dir writable; {quota}") },
         Err(e) => Check { ok: false, message: format!("workspace storage: {e}") },
     };
     let ready = runtime.ready && store.ok && disk.ok && storage.ok;

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sandbox_runtime::{ReadOnlyMount, ResourceLimits, SandboxSpec};
+use sandbox_workspace::Volumes;
 
 use crate::error::ApiError;
 use crate::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
@@ -32,11 +33,19 @@ pub struct Dirs {
 }
 
 impl Dirs {
-    pub fn new(data_dir: &Path, owner: Option<(u32, u32)>, storage: Arc<Storage>) -> std::io::Result<Dirs> {
+    /// With `volumes`, new workspaces are volumes of their own (the quota holds for code).
+    pub fn new(
+        data_dir: &Path,
+        owner: Option<(u32, u32)>,
+        storage: Arc<Storage>,
+        volumes: Option<Volumes>,
+    ) -> std::io::Result<Dirs> {
         let packages = Workspaces::new(data_dir.join("packages"), owner)?;
         let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut workspaces = Workspaces::new(data_dir.join("workspaces"), owner)?;
+        workspaces.volumes = volumes;
         Ok(Dirs {
-            workspaces: Workspaces::new(data_dir.join("workspaces"), owner)?,
+            workspaces,
             packages: Workspaces::new(data_dir.join("packages").join("sessions"), owner)?,
             templates: Workspaces::new(data_dir.join("templates"), owner)?,
             pip_cache,
@@ -95,6 +104,9 @@ pub struct Workspaces {
     root: PathBuf,
     /// Host uid/gid that must own them (the sandbox user), if not sandboxd's own.
     owner: Option<(u32, u32)>,
+    /// When set, each new directory is a volume of its own (workspaces only). Directories made
+    /// before volumes were on stay plain directories.
+    volumes: Option<Volumes>,
 }
 
 impl Workspaces {
@@ -103,17 +115,33 @@ impl Workspaces {
     pub fn new(root: PathBuf, owner: Option<(u32, u32)>) -> std::io::Result<Workspaces> {
         std::fs::create_dir_all(&root)?;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
-        Ok(Workspaces { root, owner })
+        Ok(Workspaces { root, owner, volumes: None })
     }
 
     pub fn path(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
 
-    /// Creates (or finds again) the workspace of `id`, owned by the sandbox user, mode 0700.
+    /// Whether new directories here are volumes.
+    pub fn has_volumes(&self) -> bool {
+        self.volumes.is_some()
+    }
+
+    /// Creates (or finds again, mounting its volume) the workspace of `id`, owned by the
+    /// sandbox user, mode 0700.
     pub fn ensure(&self, id: &str) -> Result<PathBuf, ApiError> {
         let dir = self.path(id);
         let fail = |op: &str, e: std::io::Error| ApiError::Internal(format!("{op} {}: {e}", dir.display()));
+        if let Some(volumes) = &self.volumes {
+            if volumes.has(id) {
+                volumes.mount(id).map_err(|e| fail("mount", e))?;
+                return Ok(dir);
+            }
+            if !dir.exists() {
+                volumes.create(id).map_err(|e| fail("create a volume for", e))?;
+                return Ok(dir);
+            }
+        }
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(dir),
@@ -129,12 +157,25 @@ impl Workspaces {
     /// Gives workspace `from` the name `to`. A sandbox that has it mounted keeps it: the bind
     /// mount follows the directory, not its name.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ApiError> {
-        std::fs::rename(self.path(from), self.path(to))
-            .map_err(|e| ApiError::Internal(format!("rename {} to {to}: {e}", self.path(from).display())))
+        let renamed = match &self.volumes {
+            Some(volumes) if volumes.has(from) => volumes.rename(from, to),
+            _ => std::fs::rename(self.path(from), self.path(to)),
+        };
+        renamed.map_err(|e| ApiError::Internal(format!("rename {} to {to}: {e}", self.path(from).display())))
     }
 
     pub fn remove(&self, id: &str) {
-        remove_dir(&self.path(id));
+        match &self.volumes {
+            Some(volumes) if volumes.has(id) => volumes.remove(id),
+            _ => remove_dir(&self.path(id)),
+        }
+    }
+
+    /// Unmounts every volume (server shutdown).
+    pub fn unmount_all(&self) {
+        if let Some(volumes) = &self.volumes {
+            volumes.unmount_all();
+        }
     }
 }
 

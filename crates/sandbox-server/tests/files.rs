@@ -204,6 +204,36 @@ async fn nothing_outside_the_workspace_is_reachable() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_cannot_write_past_the_quota_and_the_session_goes_on() -> anyhow::Result<()> {
+    let quota: u64 = 32 << 20;
+    let t = TestServer::start_with(|c| c.workspace_quota_bytes = quota).await?;
+    let (_, ready) = t.client.readiness().await?;
+    assert!(
+        ready.storage.message.contains("workspaces are volumes"),
+        "this host must allow volumes: {:?}",
+        ready.storage
+    );
+    let s = t.session().await?;
+    let fill = "import errno\nn = 0\ntry:\n    with open('fill.bin', 'wb') as f:\n        for _ in range(200):\n            f.write(b'x' * (1 << 20)); f.flush(); n += 1 << 20\nexcept OSError as e:\n    print(errno.errorcode[e.errno], n)";
+    let e = t.exec(&s.id, Language::Python, fill).await?;
+    let (code, written) = e.stdout.trim().split_once(' ').ok_or_else(|| anyhow::anyhow!("no error: {e:?}"))?;
+    assert!(code == "ENOSPC" || code == "EDQUOT", "{e:?}");
+    let written: u64 = written.parse()?;
+    assert!(written >= quota - (2 << 20) && written <= quota + (4 << 20), "wrote {written} of a {quota}-byte quota");
+    // The host's disk never filled, the session is healthy, and an upload says why it fails.
+    let again = t.exec(&s.id, Language::Python, "print('still here')").await?;
+    assert_eq!(again.stdout, "still here\n");
+    let e = t.client.upload(&s.id, "more", vec![1u8; 4 << 20], None).await.expect_err("full");
+    assert_eq!(status_of(&e), 507, "{e}");
+    // Space comes back when files go.
+    t.client.delete_file(&s.id, "fill.bin", false).await?;
+    let e = t.exec(&s.id, Language::Python, "open('small.bin','wb').write(b'y' * (8 << 20))").await?;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn file_size_and_quota_limits_hold_and_leave_nothing_behind() -> anyhow::Result<()> {
     let t = TestServer::start_with(|c| {
         c.max_file_bytes = 1 << 20;
@@ -229,8 +259,10 @@ async fn file_size_and_quota_limits_hold_and_leave_nothing_behind() -> anyhow::R
     let e = t.client.upload(&s.id, "d", mib.clone(), Some(1 << 20)).await.expect_err("over quota");
     assert_eq!(status_of(&e), 507, "{e}");
     assert!(e.to_string().contains("quota"), "{e}");
-    let staging = t.data_dir().join("staging");
-    assert_eq!(std::fs::read_dir(&staging)?.count(), 0, "no half-written uploads left");
+    let on_disk = t.data_dir().join("workspaces").join(&s.id);
+    let mut names: Vec<_> = std::fs::read_dir(&on_disk)?.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c"], "no half-written uploads left");
     t.client.delete_file(&s.id, "c", false).await?;
     t.client.upload(&s.id, "d", mib, Some(1 << 20)).await?;
     t.shutdown().await;

@@ -10,7 +10,9 @@ use sandbox_store::Store;
 use tower::ServiceExt;
 
 fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<AppState>> {
-    let config = Config { data_dir: data.to_path_buf(), ..Config::default() };
+    // The fake runtime never mounts a workspace, and nothing here shuts the state down.
+    let workspace_volumes = sandbox_server::config::VolumeMode::Off;
+    let config = Config { data_dir: data.to_path_buf(), workspace_volumes, ..Config::default() };
     Ok(Arc::new(AppState::new(config, Store::open_in_memory()?, runtime)?))
 }
 

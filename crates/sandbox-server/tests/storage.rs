@@ -89,7 +89,7 @@ async fn a_restart_with_an_empty_cache_finds_every_file() -> anyhow::Result<()> 
     if let Some(server) = t.server.take() {
         server.shutdown().await;
     }
-    for dir in ["workspaces", "sync"] {
+    for dir in ["workspaces", "volumes", "sync"] {
         std::fs::remove_dir_all(t.data_dir().join(dir))?;
     }
     t.restart().await?;

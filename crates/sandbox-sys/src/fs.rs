@@ -83,6 +83,21 @@ pub fn create_new(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<st
     Ok(std::fs::File::from(fd))
 }
 
+/// An unnamed file in `dir`'s filesystem (`O_TMPFILE`), for writing: nobody sees it until
+/// [`link_unnamed`] names it, and a crash before that leaves nothing behind.
+pub fn create_unnamed(dir: BorrowedFd<'_>, mode: u32) -> io::Result<std::fs::File> {
+    let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+    Ok(std::fs::File::from(rustix::fs::openat(dir, ".", flags, Mode::from_raw_mode(mode))?))
+}
+
+/// Names unnamed file `file` `name` in `dir` (fails if `name` exists). Through its
+/// `/proc/self/fd` link, which needs no capability (`AT_EMPTY_PATH` would).
+pub fn link_unnamed(file: &std::fs::File, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let magic = format!("/proc/self/fd/{}", file.as_raw_fd());
+    Ok(rustix::fs::linkat(rustix::fs::CWD, magic.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)?)
+}
+
 /// Opens a directory by path (the workspace root itself, which sandboxd chose).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;

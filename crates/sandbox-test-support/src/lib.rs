@@ -200,7 +200,12 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// A clean stop when it still runs (it unmounts the workspace volumes it mounted), else
+    /// SIGKILL.
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) && self.signal(15).is_ok() {
+            let _ = self.wait_exit(std::time::Duration::from_secs(15));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

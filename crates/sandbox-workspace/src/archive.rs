@@ -43,7 +43,6 @@ pub fn write_tar_gz(ws: &Workspace, dir: &RelPath, out: impl Write) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Staging;
 
     #[test]
     fn archives_files_and_dirs_but_not_links() {
@@ -55,7 +54,6 @@ mod tests {
         std::fs::write(root.join("elsewhere.txt"), "not in out").expect("write");
         std::os::unix::fs::symlink("/etc/passwd", root.join("out/passwd")).expect("symlink");
         let ws = Workspace::open(&root, None).expect("open");
-        let _staging = Staging::open(&data.path().join("staging")).expect("staging");
         let mut bytes = Vec::new();
         write_tar_gz(&ws, &RelPath::parse("out").expect("valid"), &mut bytes).expect("archive");
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));

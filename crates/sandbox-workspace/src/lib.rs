@@ -4,8 +4,8 @@
 //! Sandboxed code writes the same directory the API reads, and sandboxd has more rights than
 //! that code. So every operation here is resolved by the kernel beneath the workspace's
 //! directory fd and never follows a link (`sandbox_sys::fs`), client paths are validated first
-//! ([`RelPath`]), and uploads are written to a staging directory outside every workspace and
-//! renamed into place only when complete: a reader (or a crash) never sees half a file.
+//! ([`RelPath`]), and uploads are written to an unnamed file (`O_TMPFILE`) and named only when
+//! complete: a reader (or a crash) never sees half a file.
 //!
 //! With S3-compatible storage, [`Mirror`] keeps each workspace directory in step with a bucket.
 //!
@@ -15,13 +15,15 @@ mod archive;
 pub mod mirror;
 mod path;
 pub mod sniff;
+pub mod volume;
 mod workspace;
 
 pub use archive::write_tar_gz;
 pub use mirror::{Mirror, S3Options, SyncReport};
 pub use path::{RelPath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use sandbox_sys::fs::Kind;
-pub use workspace::{Entry, Staged, Staging, Workspace};
+pub use volume::Volumes;
+pub use workspace::{check_writable, Entry, Staged, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
@@ -43,6 +45,8 @@ pub enum WorkspaceError {
     TooLarge { limit: u64 },
     #[error("the workspace quota of {quota} bytes would be exceeded ({used} used, {adding} more needed)")]
     QuotaExceeded { quota: u64, used: u64, adding: u64 },
+    #[error("the workspace's volume is full (its size is the workspace quota)")]
+    Full,
     #[error("workspace storage: {0}")]
     Remote(String),
     #[error("{op} {path}: {source}")]

@@ -27,7 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use crate::{Kind, RelPath, Staging, Workspace, WorkspaceError};
+use crate::{Kind, RelPath, Workspace, WorkspaceError};
 
 type Result<T> = std::result::Result<T, WorkspaceError>;
 
@@ -78,7 +78,6 @@ pub struct Mirror {
     root: Key,
     url: String,
     manifests: PathBuf,
-    staging: Staging,
 }
 
 fn remote(e: impl std::fmt::Display) -> WorkspaceError {
@@ -91,7 +90,7 @@ fn etag_of(tag: Option<String>) -> String {
 
 impl Mirror {
     /// Connects to the bucket of `opts.url` (no request is made yet); `state_dir` holds the
-    /// manifests and the staging area of downloads, on the workspaces' filesystem.
+    /// manifests.
     pub fn new(opts: &S3Options, state_dir: &Path) -> Result<Mirror> {
         let rest = opts.url.strip_prefix("s3://").ok_or_else(|| {
             WorkspaceError::Remote(format!("storage {:?}: expected local or s3://bucket[/prefix]", opts.url))
@@ -124,11 +123,9 @@ impl Mirror {
         let store = builder.build().map_err(remote)?;
         let manifests = state_dir.join("manifests");
         std::fs::create_dir_all(&manifests).map_err(|e| WorkspaceError::Remote(format!("{manifests:?}: {e}")))?;
-        let staging = Staging::open(&state_dir.join("staging"))
-            .map_err(|e| WorkspaceError::Remote(format!("{:?}: {e}", state_dir.join("staging"))))?;
         let root = Key::parse(format!("{prefix}/workspaces"))
             .map_err(|e| WorkspaceError::Remote(format!("storage {:?}: bad prefix: {e}", opts.url)))?;
-        Ok(Mirror { store: Arc::new(store), root, url: opts.url.clone(), manifests, staging })
+        Ok(Mirror { store: Arc::new(store), root, url: opts.url.clone(), manifests })
     }
 
     pub fn url(&self) -> &str {
@@ -312,7 +309,7 @@ impl Mirror {
     }
 
     fn download(&self, handle: &Handle, key: &Key, ws: &Workspace, rel: &RelPath) -> Result<crate::Entry> {
-        let mut staged = self.staging.create()?;
+        let mut staged = ws.stage()?;
         handle.block_on(async {
             let got = self.store.get(key).await.map_err(remote)?;
             let mut body = got.into_stream();

@@ -184,9 +184,18 @@ impl Workspace {
         self.stat(to)
     }
 
+    /// A new upload: an unnamed file on the workspace's own filesystem (so that committing it
+    /// is a rename, also when the workspace is a volume of its own), which nobody sees until
+    /// [`Self::commit`] and which a crash frees.
+    pub fn stage(&self) -> Result<Staged> {
+        let file = sfs::create_unnamed(self.root.as_fd(), 0o644)
+            .map_err(|e| io_error("create an upload file", &RelPath::root(), e))?;
+        Ok(Staged { file, size: 0, hash: Sha256::new() })
+    }
+
     /// Moves a finished upload into place at `path`, replacing a file (or link) there, never a
     /// directory. The rename is atomic: readers see the old file or the new one.
-    pub fn commit(&self, staged: Staged<'_>, path: &RelPath) -> Result<Entry> {
+    pub fn commit(&self, staged: Staged, path: &RelPath) -> Result<Entry> {
         let (dir, name) = self.parent_of(path, true)?;
         if let Ok(existing) = sfs::stat_at(dir.as_fd(), name) {
             if existing.kind == Kind::Dir {
@@ -196,11 +205,25 @@ impl Workspace {
         if let Some((uid, gid)) = self.owner {
             sfs::chown_fd(&staged.file, uid, gid).map_err(|e| io_error("chown", path, e))?;
         }
-        sfs::rename_at(staged.staging.dir.as_fd(), &staged.name, dir.as_fd(), name, false)
-            .map_err(|e| io_error("move into place", path, e))?;
-        staged.committed();
+        // A name of its own first, then a rename over the target (a link cannot replace).
+        let n = UPLOADS.fetch_add(1, Ordering::Relaxed);
+        let temp = OsString::from(format!(".sandbox-upload-{}-{n}", std::process::id()));
+        sfs::link_unnamed(&staged.file, dir.as_fd(), &temp).map_err(|e| io_error("name the upload", path, e))?;
+        if let Err(e) = sfs::rename_at(dir.as_fd(), &temp, dir.as_fd(), name, false) {
+            let _ = sfs::unlink_at(dir.as_fd(), &temp, false);
+            return Err(io_error("move into place", path, e));
+        }
         self.stat(path)
     }
+}
+
+/// Numbers the temporary names of uploads being committed.
+static UPLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// Proves a file can be created in directory `dir` (for readiness).
+pub fn check_writable(dir: &Path) -> Result<()> {
+    let fd = sfs::open_dir(dir).map_err(|e| io_error("open", &RelPath::root(), e))?;
+    sfs::create_unnamed(fd.as_fd(), 0o600).map(drop).map_err(|e| io_error("create a file", &RelPath::root(), e))
 }
 
 /// Empties directory `fd` (at `path`), never following links.
@@ -218,56 +241,24 @@ fn remove_contents(fd: &OwnedFd, path: &RelPath) -> Result<()> {
     Ok(())
 }
 
-/// Where uploads are written before they are complete: a directory of sandboxd's own on the
-/// same filesystem as the workspaces (so the final rename is atomic), which no sandbox sees.
-pub struct Staging {
-    dir: OwnedFd,
-    counter: AtomicU64,
-}
-
-impl Staging {
-    /// Opens (creating) `dir` and deletes what a previous run left half-written in it.
-    pub fn open(dir: &Path) -> std::io::Result<Staging> {
-        std::fs::create_dir_all(dir)?;
-        let fd = sfs::open_dir(dir)?;
-        for name in sfs::list_dir(fd.as_fd())? {
-            let _ = sfs::unlink_at(fd.as_fd(), &name, false);
-        }
-        Ok(Staging { dir: fd, counter: AtomicU64::new(0) })
-    }
-
-    /// Proves files can be written here (for readiness): creates and removes one.
-    pub fn check_writable(&self) -> Result<()> {
-        self.create().map(drop)
-    }
-
-    /// A new, empty staged file.
-    pub fn create(&self) -> Result<Staged<'_>> {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = OsString::from(format!("upload-{}-{n}", std::process::id()));
-        let file = sfs::create_new(self.dir.as_fd(), &name, 0o644)
-            .map_err(|e| io_error("create a staging file", &RelPath::root(), e))?;
-        Ok(Staged { staging: self, name, file, size: 0, hash: Sha256::new(), done: false })
-    }
-}
-
-/// An upload being written. Dropped without [`Workspace::commit`], it is deleted.
-pub struct Staged<'s> {
-    staging: &'s Staging,
-    name: OsString,
+/// An upload being written. Dropped without [`Workspace::commit`], it is gone.
+pub struct Staged {
     file: std::fs::File,
     size: u64,
     hash: Sha256,
-    done: bool,
 }
 
-impl Staged<'_> {
+impl Staged {
     /// Appends `chunk`, refusing to grow past `max` bytes.
     pub fn write(&mut self, chunk: &[u8], max: u64) -> Result<()> {
         if self.size + chunk.len() as u64 > max {
             return Err(WorkspaceError::TooLarge { limit: max });
         }
-        self.file.write_all(chunk).map_err(|e| io_error("write", &RelPath::root(), e))?;
+        self.file.write_all(chunk).map_err(|e| match e.raw_os_error() {
+            // ENOSPC, EDQUOT: the workspace's volume is full.
+            Some(28 | 122) => WorkspaceError::Full,
+            _ => io_error("write", &RelPath::root(), e),
+        })?;
         self.hash.update(chunk);
         self.size += chunk.len() as u64;
         Ok(())
@@ -281,46 +272,33 @@ impl Staged<'_> {
     pub fn sha256(&self) -> String {
         self.hash.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
-
-    fn committed(mut self) {
-        self.done = true;
-    }
-}
-
-impl Drop for Staged<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = sfs::unlink_at(self.staging.dir.as_fd(), &self.name, false);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn setup() -> (tempfile::TempDir, Workspace, Staging) {
+    fn setup() -> (tempfile::TempDir, Workspace) {
         let data = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(data.path().join("ws")).expect("mkdir");
         let ws = Workspace::open(&data.path().join("ws"), None).expect("open");
-        let staging = Staging::open(&data.path().join("staging")).expect("staging");
-        (data, ws, staging)
+        (data, ws)
     }
 
     fn p(s: &str) -> RelPath {
         RelPath::parse(s).expect("valid path")
     }
 
-    fn upload(ws: &Workspace, staging: &Staging, path: &str, body: &[u8]) -> Result<Entry> {
-        let mut staged = staging.create()?;
+    fn upload(ws: &Workspace, path: &str, body: &[u8]) -> Result<Entry> {
+        let mut staged = ws.stage()?;
         staged.write(body, 1 << 20)?;
         ws.commit(staged, &p(path))
     }
 
     #[test]
     fn upload_list_move_remove() {
-        let (data, ws, staging) = setup();
-        let e = upload(&ws, &staging, "reports/q1/销售数据.csv", b"a,b\n1,2\n").expect("upload");
+        let (data, ws) = setup();
+        let e = upload(&ws, "reports/q1/销售数据.csv", b"a,b\n1,2\n").expect("upload");
         assert_eq!((e.kind, e.size), (Kind::File, 8));
         assert_eq!(std::fs::read(data.path().join("ws/reports/q1/销售数据.csv")).expect("on disk"), b"a,b\n1,2\n");
         let all: Vec<String> =
@@ -330,19 +308,22 @@ mod tests {
         assert_eq!(ws.usage().expect("usage"), 8);
         ws.rename(&p("reports/q1/销售数据.csv"), &p("archive/sales.csv")).expect("move");
         assert!(matches!(ws.stat(&p("reports/q1/销售数据.csv")), Err(WorkspaceError::NotFound(_))));
-        upload(&ws, &staging, "x.txt", b"x").expect("upload");
+        upload(&ws, "x.txt", b"x").expect("upload");
         assert!(matches!(ws.rename(&p("x.txt"), &p("archive/sales.csv")), Err(WorkspaceError::Exists(_))));
         assert!(matches!(ws.rename(&p("archive"), &p("archive/inner")), Err(WorkspaceError::InvalidPath { .. })));
         assert!(matches!(ws.remove(&p("archive"), false), Err(WorkspaceError::NotEmpty(_))));
         ws.remove(&p("archive"), true).expect("remove tree");
         assert!(matches!(ws.open_file(&p("archive/sales.csv")), Err(WorkspaceError::NotFound(_))));
-        assert!(matches!(upload(&ws, &staging, "reports", b"x"), Err(WorkspaceError::IsDir(_))));
-        assert_eq!(std::fs::read_dir(data.path().join("staging")).expect("staging").count(), 0, "nothing left");
+        assert!(matches!(upload(&ws, "reports", b"x"), Err(WorkspaceError::IsDir(_))));
+        let mut names: Vec<_> =
+            std::fs::read_dir(data.path().join("ws")).expect("ws").flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["reports", "x.txt"], "nothing else left");
     }
 
     #[test]
     fn links_planted_in_the_workspace_are_never_followed() {
-        let (data, ws, staging) = setup();
+        let (data, ws) = setup();
         let host = data.path().join("host-secret");
         std::fs::write(&host, "secret").expect("write");
         let root = data.path().join("ws");
@@ -352,9 +333,9 @@ mod tests {
         assert!(matches!(ws.open_file(&p("up/host-secret")), Err(WorkspaceError::NotRegular(_))));
         assert!(ws.list(&p("up"), false, 10).is_err());
         // Writing through a link replaces the link, never the file it points to.
-        upload(&ws, &staging, "link", b"mine").expect("upload over a link");
+        upload(&ws, "link", b"mine").expect("upload over a link");
         assert_eq!(std::fs::read_to_string(&host).expect("host file"), "secret");
-        assert!(upload(&ws, &staging, "up/host-secret", b"x").is_err());
+        assert!(upload(&ws, "up/host-secret", b"x").is_err());
         assert_eq!(std::fs::read_to_string(&host).expect("host file"), "secret");
         // Removing a link to a directory removes the link only.
         ws.remove(&p("up"), true).expect("remove link");
@@ -366,22 +347,22 @@ mod tests {
 
     #[test]
     fn uploads_are_all_or_nothing() {
-        let (data, ws, staging) = setup();
-        upload(&ws, &staging, "f.txt", b"old").expect("upload");
-        let mut staged = staging.create().expect("create");
+        let (data, ws) = setup();
+        upload(&ws, "f.txt", b"old").expect("upload");
+        let mut staged = ws.stage().expect("create");
         staged.write(b"new and longer", 1 << 20).expect("write");
         assert!(matches!(staged.write(&[0; 10], 16), Err(WorkspaceError::TooLarge { limit: 16 })));
         drop(staged);
         assert_eq!(std::fs::read(data.path().join("ws/f.txt")).expect("read"), b"old");
-        assert_eq!(std::fs::read_dir(data.path().join("staging")).expect("staging").count(), 0);
-        let mut staged = staging.create().expect("create");
+        let mut staged = ws.stage().expect("create");
         staged.write(b"ab", 10).expect("write");
         staged.write(b"c", 10).expect("write");
         assert_eq!(staged.sha256(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        // A staging dir left by a crash is emptied when it is opened again.
+        // Never committed (as in a crash): the workspace holds the old file and nothing else.
         std::mem::forget(staged);
-        let again = Staging::open(&data.path().join("staging")).expect("reopen");
-        assert_eq!(std::fs::read_dir(data.path().join("staging")).expect("staging").count(), 0);
-        drop(again);
+        let names: Vec<_> =
+            std::fs::read_dir(data.path().join("ws")).expect("ws").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, ["f.txt"]);
+        assert_eq!(std::fs::read(data.path().join("ws/f.txt")).expect("read"), b"old");
     }
 }

@@ -39,9 +39,16 @@ async fn a_crash_loses_no_file_and_leaves_nothing_running() -> anyhow::Result<()
     }));
     let (c2, sid) = (c.clone(), s.id.clone());
     let upload_task = tokio::spawn(async move { c2.upload(&sid, "report.csv", body, Some(8 << 20)).await });
-    let staging = data.path().join("staging");
-    eventually("the upload to be staged", || std::fs::read_dir(&staging).map(|d| d.count() > 0).unwrap_or(false))
-        .await?;
+    // The upload is written to an unnamed file in the workspace: an open fd, and no name.
+    let workspace = data.path().join("workspaces").join(&s.id);
+    let fds = format!("/proc/{}/fd", d.child.id());
+    let unnamed_upload = || {
+        std::fs::read_dir(&fds).into_iter().flatten().flatten().any(|fd| {
+            std::fs::read_link(fd.path())
+                .is_ok_and(|t| t.starts_with(&workspace) && t.to_string_lossy().ends_with("(deleted)"))
+        })
+    };
+    eventually("the upload to be written", unnamed_upload).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while !matches!(c.get_execution("cut-off").await.map(|e| e.status), Ok(ExecutionStatus::Running)) {
         anyhow::ensure!(Instant::now() < deadline, "the execution never ran");
@@ -67,7 +74,9 @@ async fn a_crash_loses_no_file_and_leaves_nothing_running() -> anyhow::Result<()
     assert_eq!((session.status, session.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
     // The half-sent upload replaced nothing, and left nothing behind.
     assert_eq!(c.read_file(&s.id, "report.csv").await?, b"old,content\n");
-    assert_eq!(std::fs::read_dir(&staging)?.count(), 0, "the staging area is emptied at start");
+    let mut names: Vec<_> = std::fs::read_dir(&workspace)?.flatten().map(|e| e.file_name()).collect();
+    names.sort();
+    assert_eq!(names, ["kept.txt", "report.csv"], "no partial file anywhere");
     // The session resumes on demand, on the same files.
     let again = c.execute(&s.id, &CreateExecution::new(Language::Bash, "cat kept.txt report.csv")).await?;
     assert_eq!(again.stdout, "kept\nold,content\n", "{again:?}");

@@ -1,0 +1,192 @@
+//! Workspaces as volumes of their own, so that the quota holds for what code writes too: each
+//! workspace is a sparse ext4 image (`<images>/<name>.img`) loop-mounted at its directory.
+//! Code that writes past it gets `ENOSPC` inside its sandbox; the host's disk and other
+//! sessions never notice, and the session goes on.
+//!
+//! The image is a little larger than the quota (ext4 keeps its journal and inode tables in
+//! it), sparse, so it takes only what is written. It needs root (to mount), loop devices and
+//! `mkfs.ext4`; [`Volumes::probe`] tries them once, at start.
+//!
+//! A mounted directory cannot be renamed, and `mount --move` refuses under shared mounts, so a
+//! rename (a warm sandbox's workspace becoming a session's) bind-mounts the volume at the new
+//! name and unmounts the old one: the same filesystem, never a second loop device on one image.
+
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where `mkfs.ext4`, `mount` and `umount` are, whatever sandboxd's own PATH.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub struct Volumes {
+    images: PathBuf,
+    mounts: PathBuf,
+    quota: u64,
+    owner: Option<(u32, u32)>,
+}
+
+fn run(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = Command::new(program).args(args).env("PATH", PATH).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr);
+    Err(io::Error::other(format!("{program} {}: {}", args.join(" "), why.trim())))
+}
+
+fn path_str(p: &Path) -> io::Result<&str> {
+    p.to_str().ok_or_else(|| io::Error::other(format!("{} is not UTF-8", p.display())))
+}
+
+/// Whether `dir` is a mount point (another device than its parent's).
+pub fn is_mount_point(dir: &Path) -> bool {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    match (std::fs::symlink_metadata(dir), std::fs::metadata(parent)) {
+        (Ok(d), Ok(p)) => d.is_dir() && d.dev() != p.dev(),
+        _ => false,
+    }
+}
+
+impl Volumes {
+    /// Volumes of `quota` bytes each, images under `images`, mounted under `mounts`, owned by
+    /// `owner` (the sandbox user).
+    pub fn new(images: PathBuf, mounts: PathBuf, quota: u64, owner: Option<(u32, u32)>) -> io::Result<Volumes> {
+        std::fs::create_dir_all(&images)?;
+        std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(&mounts)?;
+        Ok(Volumes { images, mounts, quota, owner })
+    }
+
+    /// Proves volumes work on this host: makes, mounts, fills and removes a small one.
+    pub fn probe(&self) -> Result<(), String> {
+        let small = Volumes { quota: 1 << 20, ..self.clone_paths() };
+        let name = format!(".probe-{}", std::process::id());
+        let dir = small.mounts.join(&name);
+        let result = small.create(&name).and_then(|()| {
+            if !is_mount_point(&dir) {
+                return Err(io::Error::other("the volume did not mount"));
+            }
+            let full = std::fs::write(dir.join("fill"), vec![0u8; small.image_bytes() as usize + (1 << 20)]);
+            match full {
+                Err(e) if e.raw_os_error() == Some(28) => Ok(()),
+                Err(e) => Err(e),
+                Ok(()) => Err(io::Error::other("writing past the size did not fail with ENOSPC")),
+            }
+        });
+        small.remove(&name);
+        result.map_err(|e| e.to_string())
+    }
+
+    fn clone_paths(&self) -> Volumes {
+        Volumes { images: self.images.clone(), mounts: self.mounts.clone(), quota: self.quota, owner: self.owner }
+    }
+
+    fn image(&self, name: &str) -> PathBuf {
+        self.images.join(format!("{name}.img"))
+    }
+
+    /// Whether workspace `name` is a volume.
+    pub fn has(&self, name: &str) -> bool {
+        self.image(name).is_file()
+    }
+
+    /// The image's size for the quota: ext4's journal and inode tables (about 1/64 of it) come
+    /// on top, so that files can fill about the quota itself.
+    fn image_bytes(&self) -> u64 {
+        let bytes = self.quota + self.quota / 64 + (8 << 20);
+        bytes.div_ceil(1 << 20) << 20
+    }
+
+    /// Makes workspace `name` a new, empty volume, mounted at its directory (which must not
+    /// exist yet).
+    pub fn create(&self, name: &str) -> io::Result<()> {
+        let image = self.image(name);
+        let made = (|| {
+            let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&image)?;
+            file.set_len(self.image_bytes())?;
+            drop(file);
+            let mut extended = "lazy_itable_init=1,lazy_journal_init=1,nodiscard".to_string();
+            if let Some((uid, gid)) = self.owner {
+                extended.push_str(&format!(",root_owner={uid}:{gid}"));
+            }
+            run("mkfs.ext4", &["-q", "-F", "-m", "0", "-L", "workspace", "-E", &extended, path_str(&image)?])?;
+            std::fs::create_dir(self.mounts.join(name))?;
+            self.mount(name)?;
+            let dir = self.mounts.join(name);
+            std::fs::remove_dir(dir.join("lost+found"))?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        })();
+        if made.is_err() {
+            self.remove(name);
+        }
+        made
+    }
+
+    /// Mounts workspace `name`'s volume at its directory, unless it is mounted.
+    pub fn mount(&self, name: &str) -> io::Result<()> {
+        let dir = self.mounts.join(name);
+        if is_mount_point(&dir) {
+            return Ok(());
+        }
+        if !dir.exists() {
+            std::fs::create_dir(&dir)?;
+        }
+        let image = self.image(name);
+        run("mount", &["-t", "ext4", "-o", "loop,nosuid,nodev,noatime,discard", path_str(&image)?, path_str(&dir)?])
+    }
+
+    /// Gives volume `from` the name `to` (see the module doc). A sandbox that has it mounted
+    /// keeps it.
+    pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let (old, new) = (self.mounts.join(from), self.mounts.join(to));
+        self.mount(from)?;
+        std::fs::create_dir(&new)?;
+        if let Err(e) = run("mount", &["--bind", path_str(&old)?, path_str(&new)?]) {
+            let _ = std::fs::remove_dir(&new);
+            return Err(e);
+        }
+        std::fs::rename(self.image(from), self.image(to))?;
+        unmount(&old);
+        let _ = std::fs::remove_dir(&old);
+        Ok(())
+    }
+
+    /// Unmounts and deletes workspace `name`'s volume, with its files.
+    pub fn remove(&self, name: &str) {
+        let dir = self.mounts.join(name);
+        unmount(&dir);
+        for gone in [std::fs::remove_dir(&dir), std::fs::remove_file(self.image(name))] {
+            if let Err(e) = gone {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!(volume = name, error = %e, "cannot remove a workspace volume");
+                }
+            }
+        }
+    }
+
+    /// Unmounts every volume (at shutdown); they mount again when used.
+    pub fn unmount_all(&self) {
+        for entry in std::fs::read_dir(&self.mounts).into_iter().flatten().flatten() {
+            let dir = entry.path();
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if self.has(name) && is_mount_point(&dir) {
+                unmount(&dir);
+            }
+        }
+    }
+}
+
+/// Unmounts `dir` (if mounted); lazily if something still uses it, so it goes once unused.
+fn unmount(dir: &Path) {
+    while is_mount_point(dir) {
+        let Ok(d) = path_str(dir) else { return };
+        if run("umount", &[d]).is_err() {
+            if let Err(e) = run("umount", &["-l", d]) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a workspace volume");
+                return;
+            }
+        }
+    }
+}
