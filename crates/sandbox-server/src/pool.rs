@@ -118,14 +118,13 @@ impl Pool {
 async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Dirs>) {
     let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), dirs.upgrade()) else { return };
     let name = format!("run-{}", new_id("pool"));
-    let spec = match &p.session {
-        Some((template, _)) => ws.session_spec(&name, template, p.limits),
-        None => ws.workspaces.ensure(&name).map(|workspace| SandboxSpec {
-            name: name.clone(),
-            workspace,
-            limits: p.limits,
-            mounts: Vec::new(),
-        }),
+    // The workspace first, off the async threads (it may be a new volume: mkfs, mount).
+    let spec = match ws.workspaces.ensure_soon(&name).await {
+        Ok(workspace) => match &p.session {
+            Some((template, _)) => ws.session_spec(&name, template, p.limits),
+            None => Ok(SandboxSpec { name: name.clone(), workspace, limits: p.limits, mounts: Vec::new() }),
+        },
+        Err(e) => Err(e),
     };
     let started = match spec {
         Ok(spec) => rt.create(spec).await.ok(),

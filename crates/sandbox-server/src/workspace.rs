@@ -43,7 +43,7 @@ impl Dirs {
         let packages = Workspaces::new(data_dir.join("packages"), owner)?;
         let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut workspaces = Workspaces::new(data_dir.join("workspaces"), owner)?;
-        workspaces.volumes = volumes;
+        workspaces.volumes = volumes.map(Arc::new);
         Ok(Dirs {
             workspaces,
             packages: Workspaces::new(data_dir.join("packages").join("sessions"), owner)?,
@@ -56,7 +56,7 @@ impl Dirs {
     /// Session `id`'s workspace directory, created if missing and, with S3 storage, brought
     /// up to date from the bucket first.
     pub async fn prepare(&self, id: &str) -> Result<PathBuf, ApiError> {
-        let dir = self.workspaces.ensure(id)?;
+        let dir = self.workspaces.ensure_soon(id).await?;
         self.storage.pull(id, dir.clone(), self.workspaces.owner).await?;
         Ok(dir)
     }
@@ -100,13 +100,14 @@ impl Dirs {
 }
 
 /// Directories by name under one root, owned by the sandbox user.
+#[derive(Clone)]
 pub struct Workspaces {
     root: PathBuf,
     /// Host uid/gid that must own them (the sandbox user), if not sandboxd's own.
     owner: Option<(u32, u32)>,
     /// When set, each new directory is a volume of its own (workspaces only). Directories made
     /// before volumes were on stay plain directories.
-    volumes: Option<Volumes>,
+    volumes: Option<Arc<Volumes>>,
 }
 
 impl Workspaces {
@@ -152,6 +153,17 @@ impl Workspaces {
             sandbox_sys::chown(&dir, uid, gid).map_err(|e| fail("chown", e))?;
         }
         Ok(dir)
+    }
+
+    /// [`Self::ensure`] on a blocking thread: making a volume runs `mkfs` and `mount`.
+    pub async fn ensure_soon(&self, id: &str) -> Result<PathBuf, ApiError> {
+        if self.volumes.is_none() {
+            return self.ensure(id);
+        }
+        let (this, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || this.ensure(&id))
+            .await
+            .map_err(|e| ApiError::Internal(format!("workspace task failed: {e}")))?
     }
 
     /// Gives workspace `from` the name `to`. A sandbox that has it mounted keeps it: the bind

@@ -98,6 +98,18 @@ pub fn link_unnamed(file: &std::fs::File, dir: BorrowedFd<'_>, name: &OsStr) -> 
     Ok(rustix::fs::linkat(rustix::fs::CWD, magic.as_str(), dir, name, AtFlags::SYMLINK_FOLLOW)?)
 }
 
+/// Mounts what is mounted at `source` at `target` too (the same filesystem; workspace volumes
+/// change names this way, a syscall rather than a `mount` process on a hot path).
+pub fn bind_mount(source: &Path, target: &Path) -> io::Result<()> {
+    Ok(rustix::mount::mount_bind(source, target)?)
+}
+
+/// Unmounts `target`; `lazy` detaches it now and lets it go once nothing uses it.
+pub fn unmount(target: &Path, lazy: bool) -> io::Result<()> {
+    let flags = if lazy { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };
+    Ok(rustix::mount::unmount(target, flags)?)
+}
+
 /// Opens a directory by path (the workspace root itself, which sandboxd chose).
 pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;

@@ -16,7 +16,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Where `mkfs.ext4`, `mount` and `umount` are, whatever sandboxd's own PATH.
+/// Where `mkfs.ext4` and `mount` (which sets up the loop device) are, whatever sandboxd's own
+/// PATH.
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub struct Volumes {
@@ -24,6 +25,9 @@ pub struct Volumes {
     mounts: PathBuf,
     quota: u64,
     owner: Option<(u32, u32)>,
+    /// One mount-table change at a time: two requests finding the same volume unmounted must
+    /// not both mount it.
+    lock: std::sync::Mutex<()>,
 }
 
 fn run(program: &str, args: &[&str]) -> io::Result<()> {
@@ -55,7 +59,7 @@ impl Volumes {
         std::fs::create_dir_all(&images)?;
         std::fs::set_permissions(&images, std::fs::Permissions::from_mode(0o700))?;
         std::fs::create_dir_all(&mounts)?;
-        Ok(Volumes { images, mounts, quota, owner })
+        Ok(Volumes { images, mounts, quota, owner, lock: Default::default() })
     }
 
     /// Proves volumes work on this host: makes, mounts, fills and removes a small one.
@@ -79,7 +83,13 @@ impl Volumes {
     }
 
     fn clone_paths(&self) -> Volumes {
-        Volumes { images: self.images.clone(), mounts: self.mounts.clone(), quota: self.quota, owner: self.owner }
+        Volumes {
+            images: self.images.clone(),
+            mounts: self.mounts.clone(),
+            quota: self.quota,
+            owner: self.owner,
+            lock: Default::default(),
+        }
     }
 
     fn image(&self, name: &str) -> PathBuf {
@@ -101,6 +111,7 @@ impl Volumes {
     /// Makes workspace `name` a new, empty volume, mounted at its directory (which must not
     /// exist yet).
     pub fn create(&self, name: &str) -> io::Result<()> {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let image = self.image(name);
         let made = (|| {
             let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&image)?;
@@ -112,19 +123,24 @@ impl Volumes {
             }
             run("mkfs.ext4", &["-q", "-F", "-m", "0", "-L", "workspace", "-E", &extended, path_str(&image)?])?;
             std::fs::create_dir(self.mounts.join(name))?;
-            self.mount(name)?;
+            self.mount_unlocked(name)?;
             let dir = self.mounts.join(name);
             std::fs::remove_dir(dir.join("lost+found"))?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
         })();
         if made.is_err() {
-            self.remove(name);
+            self.remove_unlocked(name);
         }
         made
     }
 
     /// Mounts workspace `name`'s volume at its directory, unless it is mounted.
     pub fn mount(&self, name: &str) -> io::Result<()> {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.mount_unlocked(name)
+    }
+
+    fn mount_unlocked(&self, name: &str) -> io::Result<()> {
         let dir = self.mounts.join(name);
         if is_mount_point(&dir) {
             return Ok(());
@@ -139,10 +155,11 @@ impl Volumes {
     /// Gives volume `from` the name `to` (see the module doc). A sandbox that has it mounted
     /// keeps it.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let (old, new) = (self.mounts.join(from), self.mounts.join(to));
-        self.mount(from)?;
+        self.mount_unlocked(from)?;
         std::fs::create_dir(&new)?;
-        if let Err(e) = run("mount", &["--bind", path_str(&old)?, path_str(&new)?]) {
+        if let Err(e) = sandbox_sys::fs::bind_mount(&old, &new) {
             let _ = std::fs::remove_dir(&new);
             return Err(e);
         }
@@ -154,6 +171,11 @@ impl Volumes {
 
     /// Unmounts and deletes workspace `name`'s volume, with its files.
     pub fn remove(&self, name: &str) {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.remove_unlocked(name);
+    }
+
+    fn remove_unlocked(&self, name: &str) {
         let dir = self.mounts.join(name);
         unmount(&dir);
         for gone in [std::fs::remove_dir(&dir), std::fs::remove_file(self.image(name))] {
@@ -167,6 +189,7 @@ impl Volumes {
 
     /// Unmounts every volume (at shutdown); they mount again when used.
     pub fn unmount_all(&self) {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         for entry in std::fs::read_dir(&self.mounts).into_iter().flatten().flatten() {
             let dir = entry.path();
             let name = entry.file_name();
@@ -181,9 +204,8 @@ impl Volumes {
 /// Unmounts `dir` (if mounted); lazily if something still uses it, so it goes once unused.
 fn unmount(dir: &Path) {
     while is_mount_point(dir) {
-        let Ok(d) = path_str(dir) else { return };
-        if run("umount", &[d]).is_err() {
-            if let Err(e) = run("umount", &["-l", d]) {
+        if sandbox_sys::fs::unmount(dir, false).is_err() {
+            if let Err(e) = sandbox_sys::fs::unmount(dir, true) {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a workspace volume");
                 return;
             }
