@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what sandboxd needs on a Debian/Ubuntu host, skipping whatever is already there:
-# bubblewrap (the local runtime), the interpreters sandboxes run (python3, node under /usr,
-# the only tree they see), the Python packages of the session kernel (IPython, matplotlib with
-# its inline backend, pandas), pip for template and session package installs, and, when run
-# as root, the unprivileged `sandbox` user that sandboxes run as on the host.
+# bubblewrap (the local runtime), mkfs.ext4 and mount (workspace volumes), the interpreters
+# sandboxes run (python3, node under /usr, the only tree they see), the Python packages of the
+# session kernel (IPython, matplotlib with its inline backend, pandas), pip for template and
+# session package installs, and, when run as root, the unprivileged `sandbox` user that
+# sandboxes run as on the host.
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,9 @@ command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 [ -x /usr/bin/python3 ] || missing+=(python3)
 [ -x /usr/bin/node ] || [ -x /usr/local/bin/node ] || missing+=(nodejs)
 command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+# Workspace volumes (the quota for what code writes): mkfs.ext4, and mount for loop devices.
+PATH="$PATH:/usr/sbin:/sbin" command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+PATH="$PATH:/usr/sbin:/sbin" command -v mount >/dev/null 2>&1 || missing+=(mount)
 # Sandboxes see the host's /usr only, so kernel packages come from the distribution.
 # pip installs template and session packages (for the same interpreter the kernels run).
 for pkg in IPython:python3-ipython matplotlib:python3-matplotlib matplotlib_inline:python3-matplotlib-inline pandas:python3-pandas pip:python3-pip; do

@@ -38,7 +38,7 @@ impl Storage {
         Storage::default()
     }
 
-    /// Workspaces in a bucket; `state_dir` holds the sync manifests and download staging.
+    /// Workspaces in a bucket; `state_dir` holds the sync manifests.
     pub fn s3(opts: &sandbox_workspace::S3Options, state_dir: &std::path::Path) -> Result<Storage, WorkspaceError> {
         Ok(Storage { mirror: Some(Arc::new(Mirror::new(opts, state_dir)?)), ..Storage::default() })
     }

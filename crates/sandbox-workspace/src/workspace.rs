@@ -1,4 +1,4 @@
-//! One workspace directory, and the staging area uploads are written to first.
+//! One workspace directory, and the unnamed files uploads are written to first.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
