@@ -163,9 +163,15 @@ async fn main() -> anyhow::Result<()> {
         stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
     }
     if wants("files") {
-        files(&client, 5).await?;
+        println!("files: workspace storage: {}", r.storage.message);
+        files(&client, 5, "").await?;
     }
     drop(daemon);
+    if wants("files") {
+        // The same against plain directories: what a workspace volume (loop-mounted ext4) costs.
+        let plain = start_sandboxd(&sandboxd, &[("SANDBOXD_WORKSPACE_VOLUMES", "off")])?;
+        files(&Client::new(&plain.url), 5, " [plain dirs]").await?;
+    }
 
     if wants("cold") {
         let cold = start_sandboxd(&sandboxd, &[("SANDBOXD_RUN_POOL", "0")])?;
@@ -178,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// Upload and download of a 256 MiB file through the API vs `cp` of it, all on the disk of
 /// sandboxd's data dir (/tmp), rounds interleaved; throughput ratio of the p50s.
-async fn files(client: &Client, rounds: usize) -> anyhow::Result<()> {
+async fn files(client: &Client, rounds: usize, label: &str) -> anyhow::Result<()> {
     const SIZE: usize = 256 << 20;
     let dir = tempfile::Builder::new().prefix("sandbox-bench-files-").tempdir_in("/tmp")?;
     let src = dir.path().join("src.bin");
@@ -242,7 +248,7 @@ async fn files(client: &Client, rounds: usize) -> anyhow::Result<()> {
     client.delete_session(&session.id).await?;
     let cp = stats(cp);
     let mbps = |ms: f64| (SIZE as f64 / 1048576.0) / (ms / 1000.0);
-    println!("files 256 MiB: cp p50={:.0}ms ({:.0} MiB/s)", cp.p50, mbps(cp.p50));
+    println!("files{label} 256 MiB: cp p50={:.0}ms ({:.0} MiB/s)", cp.p50, mbps(cp.p50));
     for (what, times) in [
         ("upload (curl)", curl_up),
         ("download (curl)", curl_down),
@@ -252,7 +258,7 @@ async fn files(client: &Client, rounds: usize) -> anyhow::Result<()> {
         let ours = stats(times);
         let r = cp.p50 / ours.p50;
         println!(
-            "files {what}: p50={:.0}ms ({:.0} MiB/s), throughput vs cp: ratio={r:.3} (goal >= 0.5) {}",
+            "files{label} {what}: p50={:.0}ms ({:.0} MiB/s), throughput vs cp: ratio={r:.3} (goal >= 0.5) {}",
             ours.p50,
             mbps(ours.p50),
             if r >= 0.5 { "MET" } else { "MISSED" }

@@ -23,7 +23,7 @@ pub use mirror::{Mirror, S3Options, SyncReport};
 pub use path::{RelPath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use sandbox_sys::fs::Kind;
 pub use volume::Volumes;
-pub use workspace::{check_writable, Entry, Staged, Workspace};
+pub use workspace::{check_writable, hex, Entry, Staged, Workspace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {

@@ -193,8 +193,12 @@ impl Mirror {
         let ws = Workspace::open(dir, None)?;
         let mut manifest = self.load(id, dir);
         let mut report = SyncReport::default();
-        let files: Vec<_> =
-            ws.list(&RelPath::root(), true, usize::MAX)?.into_iter().filter(|e| e.kind == Kind::File).collect();
+        // An upload being committed has a temporary name for a moment: not a file to keep.
+        let files: Vec<_> = ws
+            .list(&RelPath::root(), true, usize::MAX)?
+            .into_iter()
+            .filter(|e| e.kind == Kind::File && !crate::workspace::is_upload_in_flight(e.path.as_str()))
+            .collect();
         let result = (|| {
             for entry in &files {
                 let key = entry.path.as_str();
@@ -309,7 +313,7 @@ impl Mirror {
     }
 
     fn download(&self, handle: &Handle, key: &Key, ws: &Workspace, rel: &RelPath) -> Result<crate::Entry> {
-        let mut staged = ws.stage()?;
+        let mut staged = ws.stage_unhashed()?;
         handle.block_on(async {
             let got = self.store.get(key).await.map_err(remote)?;
             let mut body = got.into_stream();

@@ -188,9 +188,16 @@ impl Workspace {
     /// is a rename, also when the workspace is a volume of its own), which nobody sees until
     /// [`Self::commit`] and which a crash frees.
     pub fn stage(&self) -> Result<Staged> {
+        let mut staged = self.stage_unhashed()?;
+        staged.hash = Some(Sha256::new());
+        Ok(staged)
+    }
+
+    /// [`Self::stage`] for a caller that hashes elsewhere, or not at all.
+    pub fn stage_unhashed(&self) -> Result<Staged> {
         let file = sfs::create_unnamed(self.root.as_fd(), 0o644)
             .map_err(|e| io_error("create an upload file", &RelPath::root(), e))?;
-        Ok(Staged { file, size: 0, hash: Sha256::new() })
+        Ok(Staged { file, size: 0, hash: None })
     }
 
     /// Moves a finished upload into place at `path`, replacing a file (or link) there, never a
@@ -207,7 +214,7 @@ impl Workspace {
         }
         // A name of its own first, then a rename over the target (a link cannot replace).
         let n = UPLOADS.fetch_add(1, Ordering::Relaxed);
-        let temp = OsString::from(format!(".sandbox-upload-{}-{n}", std::process::id()));
+        let temp = OsString::from(format!("{UPLOAD_PREFIX}{}-{n}", std::process::id()));
         sfs::link_unnamed(&staged.file, dir.as_fd(), &temp).map_err(|e| io_error("name the upload", path, e))?;
         if let Err(e) = sfs::rename_at(dir.as_fd(), &temp, dir.as_fd(), name, false) {
             let _ = sfs::unlink_at(dir.as_fd(), &temp, false);
@@ -217,8 +224,19 @@ impl Workspace {
     }
 }
 
+/// Lowercase hex of `bytes` (digests).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Numbers the temporary names of uploads being committed.
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
+const UPLOAD_PREFIX: &str = ".sandbox-upload-";
+
+/// Whether `path` names an upload between its link and its rename into place.
+pub(crate) fn is_upload_in_flight(path: &str) -> bool {
+    path.rsplit('/').next().is_some_and(|name| name.starts_with(UPLOAD_PREFIX))
+}
 
 /// Proves a file can be created in directory `dir` (for readiness).
 pub fn check_writable(dir: &Path) -> Result<()> {
@@ -245,7 +263,7 @@ fn remove_contents(fd: &OwnedFd, path: &RelPath) -> Result<()> {
 pub struct Staged {
     file: std::fs::File,
     size: u64,
-    hash: Sha256,
+    hash: Option<Sha256>,
 }
 
 impl Staged {
@@ -259,7 +277,9 @@ impl Staged {
             Some(28 | 122) => WorkspaceError::Full,
             _ => io_error("write", &RelPath::root(), e),
         })?;
-        self.hash.update(chunk);
+        if let Some(hash) = &mut self.hash {
+            hash.update(chunk);
+        }
         self.size += chunk.len() as u64;
         Ok(())
     }
@@ -268,9 +288,9 @@ impl Staged {
         self.size
     }
 
-    /// Hex SHA-256 of what was written so far.
-    pub fn sha256(&self) -> String {
-        self.hash.clone().finalize().iter().map(|b| format!("{b:02x}")).collect()
+    /// Hex SHA-256 of what was written so far (`None` if unhashed).
+    pub fn sha256(&self) -> Option<String> {
+        self.hash.clone().map(|h| hex(&h.finalize()))
     }
 }
 
@@ -357,7 +377,10 @@ mod tests {
         let mut staged = ws.stage().expect("create");
         staged.write(b"ab", 10).expect("write");
         staged.write(b"c", 10).expect("write");
-        assert_eq!(staged.sha256(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            staged.sha256().as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
         // Never committed (as in a crash): the workspace holds the old file and nothing else.
         std::mem::forget(staged);
         let names: Vec<_> =
