@@ -44,6 +44,7 @@ impl Dirs {
         let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut workspaces = Workspaces::new(data_dir.join("workspaces"), owner)?;
         workspaces.volumes = volumes.map(Arc::new);
+        workspaces.refill_spares_soon();
         Ok(Dirs {
             workspaces,
             packages: Workspaces::new(data_dir.join("packages").join("sessions"), owner)?,
@@ -140,6 +141,7 @@ impl Workspaces {
             }
             if !dir.exists() {
                 volumes.create(id).map_err(|e| fail("create a volume for", e))?;
+                self.refill_spares_soon();
                 return Ok(dir);
             }
         }
@@ -183,10 +185,18 @@ impl Workspaces {
         }
     }
 
-    /// Unmounts every volume (server shutdown).
+    /// Makes spare volumes in the background, so the next new workspace need not wait.
+    fn refill_spares_soon(&self) {
+        if let Some(volumes) = &self.volumes {
+            let volumes = Arc::clone(volumes);
+            std::thread::spawn(move || volumes.refill_spares());
+        }
+    }
+
+    /// Removes the spare volumes and unmounts every other (server shutdown).
     pub fn unmount_all(&self) {
         if let Some(volumes) = &self.volumes {
-            volumes.unmount_all();
+            volumes.close();
         }
     }
 }

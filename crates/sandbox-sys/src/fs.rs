@@ -104,10 +104,48 @@ pub fn bind_mount(source: &Path, target: &Path) -> io::Result<()> {
     Ok(rustix::mount::mount_bind(source, target)?)
 }
 
+/// Mounts the ext4 filesystem on block device `device` at `target` (nosuid, nodev, noatime;
+/// `discard`, so that deleting files frees space in a sparse image).
+pub fn mount_ext4(device: &Path, target: &Path) -> io::Result<()> {
+    use rustix::mount::MountFlags;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOATIME;
+    Ok(rustix::mount::mount(device, target, "ext4", flags, c"discard")?)
+}
+
 /// Unmounts `target`; `lazy` detaches it now and lets it go once nothing uses it.
 pub fn unmount(target: &Path, lazy: bool) -> io::Result<()> {
     let flags = if lazy { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };
     Ok(rustix::mount::unmount(target, flags)?)
+}
+
+/// Copies `src` to a new file `dst` (mode 0600), only its data: holes stay holes (found with
+/// `SEEK_DATA`/`SEEK_HOLE`), so a sparse disk image of gigabytes costs what it holds.
+pub fn copy_sparse(src: &Path, dst: &Path) -> io::Result<()> {
+    use rustix::fs::SeekFrom;
+    let from = std::fs::File::open(src)?;
+    let size = from.metadata()?.len();
+    let to = std::fs::OpenOptions::new().write(true).create_new(true).open(dst)?;
+    std::fs::set_permissions(dst, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let mut at = 0u64;
+    while at < size {
+        let start = match rustix::fs::seek(&from, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole is left
+            Err(e) => return Err(e.into()),
+        };
+        let end = rustix::fs::seek(&from, SeekFrom::Hole(start))?;
+        let (mut off_in, mut off_out) = (start, start);
+        while off_in < end {
+            let len = (end - off_in) as usize;
+            let n = rustix::fs::copy_file_range(&from, Some(&mut off_in), &to, Some(&mut off_out), len)?;
+            if n == 0 {
+                return Err(io::Error::other("copy_file_range copied nothing"));
+            }
+        }
+        at = end;
+    }
+    to.set_len(size)?;
+    Ok(())
 }
 
 /// Opens a directory by path (the workspace root itself, which sandboxd chose).
