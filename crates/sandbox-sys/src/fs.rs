@@ -104,14 +104,6 @@ pub fn bind_mount(source: &Path, target: &Path) -> io::Result<()> {
     Ok(rustix::mount::mount_bind(source, target)?)
 }
 
-/// Mounts the ext4 filesystem on block device `device` at `target` (nosuid, nodev, noatime;
-/// `discard`, so that deleting files frees space in a sparse image).
-pub fn mount_ext4(device: &Path, target: &Path) -> io::Result<()> {
-    use rustix::mount::MountFlags;
-    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOATIME;
-    Ok(rustix::mount::mount(device, target, "ext4", flags, c"discard")?)
-}
-
 /// Unmounts `target`; `lazy` detaches it now and lets it go once nothing uses it.
 pub fn unmount(target: &Path, lazy: bool) -> io::Result<()> {
     let flags = if lazy { rustix::mount::UnmountFlags::DETACH } else { rustix::mount::UnmountFlags::empty() };

@@ -5,7 +5,7 @@
 //! Callers: `sandbox-runtime` (pre-exec setup of the bwrap process: hand it its control
 //! pipes, drop to the sandbox user), `sandbox-executor` (PID 1 duties inside the sandbox:
 //! reaping, seccomp, process-tree kills) and `sandbox-workspace` ([`fs`]: file operations
-//! beneath a workspace that never follow a link; loop devices for workspace volumes).
+//! beneath a workspace that never follow a link; mounts of workspace volumes).
 
 pub mod fs;
 
@@ -142,95 +142,6 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
 pub fn close_fds_from(first: u32) -> io::Result<()> {
     // SAFETY: close_range with integer arguments; the caller owns no fds above `first`.
     cvt(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0) }).map(drop)
-}
-
-/// `struct loop_info64` of `<linux/loop.h>` (the fields sandboxd sets; the rest stay zero).
-#[repr(C)]
-struct LoopInfo64 {
-    device: u64,
-    inode: u64,
-    rdevice: u64,
-    offset: u64,
-    sizelimit: u64,
-    number: u32,
-    encrypt_type: u32,
-    encrypt_key_size: u32,
-    flags: u32,
-    file_name: [u8; 64],
-    crypt_name: [u8; 64],
-    encrypt_key: [u8; 32],
-    init: [u64; 2],
-}
-
-/// `struct loop_config` of `<linux/loop.h>`, for `LOOP_CONFIGURE` (Linux 5.8).
-#[repr(C)]
-struct LoopConfig {
-    fd: u32,
-    block_size: u32,
-    info: LoopInfo64,
-    reserved: [u64; 8],
-}
-
-const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
-const LO_FLAGS_AUTOCLEAR: u32 = 4;
-
-/// Attaches file `image` to a free loop device and returns the device's path and an open fd of
-/// it. The device detaches itself once that fd is closed and nothing mounts it (autoclear), so
-/// the caller mounts it, then drops the fd. Callers must make sure no other loop device has
-/// `image` (two would corrupt the filesystem): see [`loop_device_of`].
-pub fn loop_attach(image: &std::path::Path) -> io::Result<(std::path::PathBuf, OwnedFd)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let backing = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(image)?;
-    let control =
-        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open("/dev/loop-control")?;
-    // Another process may take the free device between asking and configuring: ask again.
-    for _ in 0..16 {
-        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
-        let n = cvt(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) } as _)?;
-        let path = std::path::PathBuf::from(format!("/dev/loop{n}"));
-        let device = std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(&path)?;
-        let config = LoopConfig {
-            fd: backing.as_raw_fd() as u32,
-            block_size: 0,
-            info: LoopInfo64 {
-                device: 0,
-                inode: 0,
-                rdevice: 0,
-                offset: 0,
-                sizelimit: 0,
-                number: 0,
-                encrypt_type: 0,
-                encrypt_key_size: 0,
-                flags: LO_FLAGS_AUTOCLEAR,
-                file_name: [0; 64],
-                crypt_name: [0; 64],
-                encrypt_key: [0; 32],
-                init: [0; 2],
-            },
-            reserved: [0; 8],
-        };
-        // SAFETY: `config` is a `struct loop_config` (repr(C), same layout) that outlives the
-        // call; the kernel copies it and takes its own reference to the backing file.
-        let ret = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config as *const LoopConfig) };
-        match cvt(ret as _) {
-            Ok(_) => return Ok((path, OwnedFd::from(device))),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::other("no free loop device after 16 tries"))
-}
-
-/// The loop device that has file `image` attached, if any (from sysfs).
-pub fn loop_device_of(image: &std::path::Path) -> Option<std::path::PathBuf> {
-    let image = std::fs::canonicalize(image).ok()?;
-    std::fs::read_dir("/sys/block").ok()?.flatten().find_map(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
-        (name.starts_with("loop") && std::path::Path::new(backing.trim()) == image)
-            .then(|| std::path::PathBuf::from(format!("/dev/{name}")))
-    })
 }
 
 /// Sends `signal` to `pid` (a negative pid names a process group).

@@ -236,20 +236,9 @@ impl Volumes {
             std::fs::create_dir(&dir)?;
         }
         let image = self.image(name);
-        // A loop device that still has the image (its filesystem still in use somewhere) is
-        // mounted again as it is: a second device on one image would corrupt it.
-        if let Some(device) = sandbox_sys::loop_device_of(&image) {
-            return sandbox_sys::fs::mount_ext4(&device, &dir);
-        }
-        // Syscalls, not a `mount` process: this is on the path of a cold start.
-        match sandbox_sys::loop_attach(&image) {
-            Ok((device, _held_until_mounted)) => sandbox_sys::fs::mount_ext4(&device, &dir),
-            // No LOOP_CONFIGURE (Linux < 5.8) or no /dev/loopN nodes: util-linux knows more ways.
-            Err(_) => run(
-                "mount",
-                &["-t", "ext4", "-o", "loop,nosuid,nodev,noatime,discard", path_str(&image)?, path_str(&dir)?],
-            ),
-        }
+        // util-linux's mount sets up the loop device (autoclear: it goes with the last unmount)
+        // and reuses one that already has the image: two devices on one image would corrupt it.
+        run("mount", &["-t", "ext4", "-o", "loop,nosuid,nodev,noatime,discard", path_str(&image)?, path_str(&dir)?])
     }
 
     /// Gives volume `from` the name `to` (see the module doc). A sandbox that has it mounted
