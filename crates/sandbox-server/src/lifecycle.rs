@@ -219,8 +219,16 @@ pub fn return_workspace(state: &AppState, source: &Session, from: &str) {
 /// (from storage too, once `to`'s copy is there).
 pub async fn workspace_taken(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
     if state.dirs.storage.is_remote() {
-        state.dirs.write_back(to).await?;
-        state.dirs.storage.forget(&source.id).await?;
+        // The new session runs already: a storage hiccup here must not fail its creation. If
+        // its copy is not up yet, the source's objects stay (nothing is lost; they are left
+        // in the bucket, logged).
+        let moved = match state.dirs.write_back(to).await {
+            Ok(()) => state.dirs.storage.forget(&source.id).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = moved {
+            tracing::warn!(session = %source.id, to, error = %e, "the old workspace's objects stay in storage");
+        }
     }
     let now = Utc::now();
     state.store.mark_session_deleted(&source.id, now)?;

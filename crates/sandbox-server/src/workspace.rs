@@ -124,11 +124,6 @@ impl Workspaces {
         self.root.join(id)
     }
 
-    /// Whether new directories here are volumes.
-    pub fn has_volumes(&self) -> bool {
-        self.volumes.is_some()
-    }
-
     /// Creates (or finds again, mounting its volume) the workspace of `id`, owned by the
     /// sandbox user, mode 0700.
     pub fn ensure(&self, id: &str) -> Result<PathBuf, ApiError> {
@@ -157,7 +152,7 @@ impl Workspaces {
         Ok(dir)
     }
 
-    /// [`Self::ensure`] on a blocking thread: making a volume runs `mkfs` and `mount`.
+    /// [`Self::ensure`] on a blocking thread: making or mounting a volume runs processes.
     pub async fn ensure_soon(&self, id: &str) -> Result<PathBuf, ApiError> {
         if self.volumes.is_none() {
             return self.ensure(id);
