@@ -147,6 +147,26 @@ async fn executions_write_back_only_what_changed() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_code_writes_between_executions_goes_up_on_the_interval() -> anyhow::Result<()> {
+    let s3 = S3Server::start().await?;
+    s3.create_bucket(BUCKET).await?;
+    let t = TestServer::start_with(|c| {
+        s3.configure(c, &format!("s3://{BUCKET}/team-a"));
+        c.sync_interval_s = 0.5;
+    })
+    .await?;
+    let s = t.session().await?;
+    // A thread of the kernel writes after its cell has ended: no execution follows to push it.
+    let later = "import threading, time\ndef later():\n    time.sleep(1.5)\n    open('late.txt', 'w').write('late')\nthreading.Thread(target=later).start()";
+    let e = t.exec(&s.id, Language::Python, later).await?;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    assert_eq!(objects(&s3, &s.id).await?, [], "not written yet when the cell ended");
+    wait_for_objects(&s3, &s.id, &[("late.txt", 4)]).await?;
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_made_in_the_bucket_are_seen_by_a_stopped_session() -> anyhow::Result<()> {
     let s3 = S3Server::start().await?;
     let t = s3_server(&s3).await?;
