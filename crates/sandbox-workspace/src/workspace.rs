@@ -195,9 +195,23 @@ impl Workspace {
 
     /// [`Self::stage`] for a caller that hashes elsewhere, or not at all.
     pub fn stage_unhashed(&self) -> Result<Staged> {
-        let file = sfs::create_unnamed(self.root.as_fd(), 0o644)
-            .map_err(|e| io_error("create an upload file", &RelPath::root(), e))?;
-        Ok(Staged { file, size: 0, hash: None })
+        let failed = |e| io_error("create an upload file", &RelPath::root(), e);
+        match sfs::create_unnamed(self.root.as_fd(), 0o644) {
+            Ok(file) => Ok(Staged { file, size: 0, hash: None, named: None }),
+            // A filesystem without O_TMPFILE (older overlayfs, NFS): a hidden name of its own
+            // in the workspace, removed unless committed (only a crash can leave it behind).
+            // (EOPNOTSUPP, EINVAL or EISDIR, depending on the kernel and filesystem.)
+            Err(e) if matches!(e.raw_os_error(), Some(95 | 22 | 21)) => self.stage_named(),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
+    fn stage_named(&self) -> Result<Staged> {
+        let failed = |e| io_error("create an upload file", &RelPath::root(), e);
+        let name = upload_name();
+        let file = sfs::create_new(self.root.as_fd(), &name, 0o644).map_err(failed)?;
+        let dir = self.root.try_clone().map_err(failed)?;
+        Ok(Staged { file, size: 0, hash: None, named: Some((dir, name)) })
     }
 
     /// Moves a finished upload into place at `path`, replacing a file (or link) there, never a
@@ -212,9 +226,16 @@ impl Workspace {
         if let Some((uid, gid)) = self.owner {
             sfs::chown_fd(&staged.file, uid, gid).map_err(|e| io_error("chown", path, e))?;
         }
+        let mut staged = staged;
+        if let Some((root, temp)) = staged.named.take() {
+            if let Err(e) = sfs::rename_at(root.as_fd(), &temp, dir.as_fd(), name, false) {
+                let _ = sfs::unlink_at(root.as_fd(), &temp, false);
+                return Err(io_error("move into place", path, e));
+            }
+            return self.stat(path);
+        }
         // A name of its own first, then a rename over the target (a link cannot replace).
-        let n = UPLOADS.fetch_add(1, Ordering::Relaxed);
-        let temp = OsString::from(format!("{UPLOAD_PREFIX}{}-{n}", std::process::id()));
+        let temp = upload_name();
         sfs::link_unnamed(&staged.file, dir.as_fd(), &temp).map_err(|e| io_error("name the upload", path, e))?;
         if let Err(e) = sfs::rename_at(dir.as_fd(), &temp, dir.as_fd(), name, false) {
             let _ = sfs::unlink_at(dir.as_fd(), &temp, false);
@@ -233,7 +254,13 @@ pub fn hex(bytes: &[u8]) -> String {
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
 const UPLOAD_PREFIX: &str = ".sandbox-upload-";
 
-/// Whether `path` names an upload between its link and its rename into place.
+/// A temporary name for an upload, unique in this process.
+fn upload_name() -> OsString {
+    let n = UPLOADS.fetch_add(1, Ordering::Relaxed);
+    OsString::from(format!("{UPLOAD_PREFIX}{}-{n}", std::process::id()))
+}
+
+/// Whether `path` names an upload being written or committed (between its link and rename).
 pub(crate) fn is_upload_in_flight(path: &str) -> bool {
     path.rsplit('/').next().is_some_and(|name| name.starts_with(UPLOAD_PREFIX))
 }
@@ -264,6 +291,16 @@ pub struct Staged {
     file: std::fs::File,
     size: u64,
     hash: Option<Sha256>,
+    /// Where the file has a name while written, on filesystems without `O_TMPFILE`.
+    named: Option<(OwnedFd, OsString)>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some((dir, name)) = &self.named {
+            let _ = sfs::unlink_at(dir.as_fd(), name, false);
+        }
+    }
 }
 
 impl Staged {
@@ -363,6 +400,29 @@ mod tests {
         let fifo = std::process::Command::new("mkfifo").arg(root.join("fifo")).status().expect("mkfifo");
         assert!(fifo.success());
         assert!(matches!(ws.open_file(&p("fifo")), Err(WorkspaceError::NotRegular(_))), "a FIFO never blocks a read");
+    }
+
+    #[test]
+    fn without_o_tmpfile_uploads_have_a_hidden_name_until_committed() {
+        let (data, ws) = setup();
+        let names = || {
+            let mut n: Vec<String> = std::fs::read_dir(data.path().join("ws"))
+                .expect("ws")
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        let mut staged = ws.stage_named().expect("create");
+        staged.write(b"abc", 10).expect("write");
+        assert!(names()[0].starts_with(UPLOAD_PREFIX), "{:?}", names());
+        ws.commit(staged, &p("dir/f.txt")).expect("commit");
+        assert_eq!(names(), ["dir"]);
+        assert_eq!(std::fs::read(data.path().join("ws/dir/f.txt")).expect("read"), b"abc");
+        let staged = ws.stage_named().expect("create");
+        drop(staged);
+        assert_eq!(names(), ["dir"], "an abandoned upload leaves nothing");
     }
 
     #[test]
