@@ -56,9 +56,15 @@ fn place_fds(fds: &[(OwnedFd, i32)]) -> io::Result<()> {
 }
 
 /// Arranges for a spawned process to receive `fds` (each source placed on its target number,
-/// without close-on-exec) and then to drop to `uid`/`gid` before it execs. The sources must
-/// come from [`pipe_cloexec`] (numbered 10 or above) and targets must be below 10.
+/// without close-on-exec), to drop to `uid`/`gid`, and to be killed when sandboxd dies, before
+/// it execs. The sources must come from [`pipe_cloexec`] (numbered 10 or above) and targets
+/// must be below 10.
+///
+/// bwrap's `--die-with-parent` alone leaves a gap: it asks for the parent-death signal only
+/// once it runs, and a sandbox spawned while sandboxd was exiting outlived it. Here the signal
+/// is set before the exec, and a parent already gone fails the spawn.
 pub fn pre_exec_fds_and_drop(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>, ids: Option<(u32, u32)>) {
+    let parent = std::process::id() as libc::pid_t;
     let closure = move || -> io::Result<()> {
         place_fds(&fds)?;
         if let Some((uid, gid)) = ids {
@@ -68,6 +74,14 @@ pub fn pre_exec_fds_and_drop(cmd: &mut Command, fds: Vec<(OwnedFd, i32)>, ids: O
                 cvt(libc::setgroups(0, std::ptr::null()) as _)?;
                 cvt(libc::setresgid(gid, gid, gid) as _)?;
                 cvt(libc::setresuid(uid, uid, uid) as _)?;
+            }
+        }
+        // After the credential change, which clears the parent-death signal.
+        // SAFETY: prctl and getppid with integer arguments; async-signal-safe.
+        unsafe {
+            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) as _)?;
+            if libc::getppid() != parent {
+                return Err(io::Error::other("sandboxd exited while starting the sandbox"));
             }
         }
         Ok(())
