@@ -187,29 +187,42 @@ impl Volumes {
         made.map(|()| template)
     }
 
-    /// Makes workspace `name` a new, empty volume, mounted at its directory (which must not
-    /// exist yet).
-    /// A spare if there is one (see [`Self::refill_spares`]).
+    /// Makes workspace `name` a new, empty volume mounted at its directory: a spare if there is
+    /// one (see [`Self::refill_spares`]). If another request made it meanwhile, mounts that one.
     pub fn create(&self, name: &str) -> io::Result<()> {
         let spare = self.spares.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self.has(name) {
+            if let Some(spare) = spare {
+                self.spares.lock().unwrap_or_else(|p| p.into_inner()).push(spare);
+            }
+            return self.mount_unlocked(name);
+        }
         if let Some(spare) = spare {
-            match self.rename(&spare, name) {
+            match self.rename_unlocked(&spare, name) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(error = %e, "a spare workspace volume failed; making one");
-                    self.remove(&spare);
+                    self.remove_unlocked(&spare);
                 }
             }
         }
-        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.make(name)
     }
 
-    /// Copies the template to `name`'s image and mounts it.
+    /// Copies the template to `name`'s image (which must not exist) and mounts it; on failure,
+    /// removes what it made.
     fn make(&self, name: &str) -> io::Result<()> {
         let image = self.image(name);
+        // Nothing of `name` is ours until the image is: an image that exists already (another
+        // request's) is left alone; a half-copied one of ours goes.
+        if let Err(e) = self.template().and_then(|t| sandbox_sys::fs::copy_sparse(&t, &image)) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                let _ = std::fs::remove_file(&image);
+            }
+            return Err(e);
+        }
         let made = (|| {
-            sandbox_sys::fs::copy_sparse(&self.template()?, &image)?;
             let dir = self.mounts.join(name);
             std::fs::create_dir(&dir)?;
             self.mount_unlocked(name)?;
@@ -245,6 +258,10 @@ impl Volumes {
     /// keeps it.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.rename_unlocked(from, to)
+    }
+
+    fn rename_unlocked(&self, from: &str, to: &str) -> io::Result<()> {
         let (old, new) = (self.mounts.join(from), self.mounts.join(to));
         self.mount_unlocked(from)?;
         std::fs::create_dir(&new)?;
@@ -312,5 +329,37 @@ fn unmount(dir: &Path) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root and loop devices, as sandboxd's own volumes do (CI runs as root).
+    #[test]
+    fn two_creates_of_one_workspace_make_one_volume_and_keep_it() {
+        let data = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let v = std::sync::Arc::new(
+            Volumes::new(data.path().join("images"), data.path().join("ws"), 4 << 20, None).expect("volumes"),
+        );
+        let both: Vec<_> = (0..2)
+            .map(|_| {
+                let v = std::sync::Arc::clone(&v);
+                std::thread::spawn(move || v.create("ses_a"))
+            })
+            .collect();
+        for t in both {
+            t.join().expect("thread").expect("create");
+        }
+        let dir = data.path().join("ws/ses_a");
+        assert!(v.has("ses_a") && is_mount_point(&dir), "the volume stayed, mounted");
+        std::fs::write(dir.join("f"), b"kept").expect("write");
+        // A third create finds it and keeps its files.
+        v.create("ses_a").expect("create again");
+        assert_eq!(std::fs::read(dir.join("f")).expect("read"), b"kept");
+        v.close();
+        v.remove("ses_a");
+        assert!(!is_mount_point(&dir) && !v.has("ses_a"));
     }
 }
