@@ -88,7 +88,8 @@ impl Storage {
 
     /// Writes back what changed in session `id`'s workspace directory `dir`.
     pub async fn push(&self, id: &str, dir: PathBuf) -> Result<(), ApiError> {
-        if !dir.is_dir() {
+        // Local storage has nothing to write back: no disk access on the file API's path.
+        if !self.is_remote() || !dir.is_dir() {
             return Ok(()); // nothing here to write back (not cached on this machine)
         }
         let name = id.to_string();
@@ -134,13 +135,6 @@ impl Storage {
         self.locked(id, move |m, h| m.forget(h, &name)).await?;
         self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         Ok(())
-    }
-
-    /// Forgets what is known of `id`'s directory (renamed away: its manifest no longer holds).
-    pub fn moved_away(&self, id: &str) {
-        if let Some(m) = &self.mirror {
-            m.drop_manifest(id);
-        }
     }
 
     /// Whether the bucket answers (`Ok` for local storage).

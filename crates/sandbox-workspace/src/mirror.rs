@@ -27,7 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Handle;
 
-use crate::{Kind, RelPath, Workspace, WorkspaceError};
+use crate::{Entry, Kind, RelPath, Workspace, WorkspaceError};
 
 type Result<T> = std::result::Result<T, WorkspaceError>;
 
@@ -62,6 +62,17 @@ struct Synced {
     size: u64,
     mtime_ns: i64,
     etag: String,
+}
+
+impl Synced {
+    /// Whether the file is as it was when it last matched its object.
+    fn unchanged(&self, e: &Entry) -> bool {
+        e.kind == Kind::File && e.size == self.size && mtime_ns(e) == self.mtime_ns
+    }
+}
+
+fn mtime_ns(e: &Entry) -> i64 {
+    e.modified_at.timestamp_nanos_opt().unwrap_or_default()
 }
 
 /// The manifest of one workspace. It holds only for the directory it was made for: a cache
@@ -202,8 +213,7 @@ impl Mirror {
         let result = (|| {
             for entry in &files {
                 let key = entry.path.as_str();
-                let mtime_ns = entry.modified_at.timestamp_nanos_opt().unwrap_or_default();
-                if manifest.files.get(key).is_some_and(|s| s.size == entry.size && s.mtime_ns == mtime_ns) {
+                if manifest.files.get(key).is_some_and(|s| s.unchanged(entry)) {
                     continue;
                 }
                 let (file, opened) = match ws.open_file(&entry.path) {
@@ -217,8 +227,7 @@ impl Mirror {
                 let etag = self.upload(handle, &self.key(id, key)?, file, opened.size)?;
                 // What was stat'ed before reading: a write meanwhile moves the mtime, and the
                 // next push sends the file again.
-                let mtime_ns = opened.modified_at.timestamp_nanos_opt().unwrap_or_default();
-                manifest.files.insert(key.to_string(), Synced { size: opened.size, mtime_ns, etag });
+                manifest.files.insert(key.to_string(), Synced { size: opened.size, mtime_ns: mtime_ns(&opened), etag });
                 report.uploaded += 1;
                 report.bytes += opened.size;
             }
@@ -286,8 +295,9 @@ impl Mirror {
                     continue;
                 };
                 let entry = self.download(handle, &self.key(id, path)?, &ws, &rel)?;
-                let mtime_ns = entry.modified_at.timestamp_nanos_opt().unwrap_or_default();
-                manifest.files.insert(path.clone(), Synced { size: entry.size, mtime_ns, etag: etag.clone() });
+                manifest
+                    .files
+                    .insert(path.clone(), Synced { size: entry.size, mtime_ns: mtime_ns(&entry), etag: etag.clone() });
                 report.downloaded += 1;
                 report.bytes += size;
             }
@@ -296,12 +306,7 @@ impl Mirror {
             for key in gone {
                 let Some(synced) = manifest.files.remove(&key) else { continue };
                 let Ok(rel) = RelPath::parse(&key) else { continue };
-                let unchanged = ws.stat(&rel).is_ok_and(|e| {
-                    e.kind == Kind::File
-                        && e.size == synced.size
-                        && e.modified_at.timestamp_nanos_opt().unwrap_or_default() == synced.mtime_ns
-                });
-                if unchanged {
+                if ws.stat(&rel).is_ok_and(|e| synced.unchanged(&e)) {
                     ws.remove(&rel, false)?;
                     report.deleted += 1;
                 }
@@ -312,7 +317,7 @@ impl Mirror {
         result.map(|()| report)
     }
 
-    fn download(&self, handle: &Handle, key: &Key, ws: &Workspace, rel: &RelPath) -> Result<crate::Entry> {
+    fn download(&self, handle: &Handle, key: &Key, ws: &Workspace, rel: &RelPath) -> Result<Entry> {
         let mut staged = ws.stage_unhashed()?;
         handle.block_on(async {
             let got = self.store.get(key).await.map_err(remote)?;
@@ -340,10 +345,5 @@ impl Mirror {
             }
             Ok(())
         })
-    }
-
-    /// Forgets what is known of workspace `id`'s directory (it moved to another name).
-    pub fn drop_manifest(&self, id: &str) {
-        let _ = std::fs::remove_file(self.manifest_path(id));
     }
 }
