@@ -118,14 +118,11 @@ impl Pool {
 async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Dirs>) {
     let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), dirs.upgrade()) else { return };
     let name = format!("run-{}", new_id("pool"));
-    // The workspace first, off the async threads (it may be a new volume: mkfs, mount).
-    let spec = match ws.workspaces.ensure_soon(&name).await {
-        Ok(workspace) => match &p.session {
-            Some((template, _)) => ws.session_spec(&name, template, p.limits),
-            None => Ok(SandboxSpec { name: name.clone(), workspace, limits: p.limits, mounts: Vec::new() }),
-        },
-        Err(e) => Err(e),
-    };
+    // The workspace first, off the async threads (it may be a new volume).
+    let spec = ws.workspaces.ensure_soon(&name).await.and_then(|workspace| match &p.session {
+        Some((template, _)) => ws.session_spec(&name, workspace, template, p.limits),
+        None => Ok(SandboxSpec { name: name.clone(), workspace, limits: p.limits, mounts: Vec::new() }),
+    });
     let started = match spec {
         Ok(spec) => rt.create(spec).await.ok(),
         Err(_) => None,

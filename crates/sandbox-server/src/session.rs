@@ -182,8 +182,8 @@ impl Sessions {
             tracing::warn!(session = %session.id, "sandbox died; starting a new one");
             sb.destroy().await;
         }
-        dirs.prepare(&session.id).await?;
-        let spec = dirs.session_spec(&session.id, &session.template, limits_of(session))?;
+        let workspace = dirs.prepare(&session.id).await?;
+        let spec = dirs.session_spec(&session.id, workspace, &session.template, limits_of(session))?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.

@@ -73,9 +73,15 @@ impl Dirs {
     }
 
     /// What a session sandbox named `name` (a session id, or a pool name) of `template` mounts:
-    /// its workspace, its package directory and, if the template has packages, their environment.
-    pub fn session_spec(&self, name: &str, template: &str, limits: ResourceLimits) -> Result<SandboxSpec, ApiError> {
-        let workspace = self.workspaces.ensure(name)?;
+    /// its workspace (made ready by the caller: [`Self::prepare`], or [`Workspaces::ensure_soon`]),
+    /// its package directory and, if the template has packages, their environment.
+    pub fn session_spec(
+        &self,
+        name: &str,
+        workspace: PathBuf,
+        template: &str,
+        limits: ResourceLimits,
+    ) -> Result<SandboxSpec, ApiError> {
         let mut mounts = vec![ReadOnlyMount { source: self.packages.ensure(name)?, target: SESSION_MOUNT.into() }];
         let env = self.templates.path(template);
         if env.is_dir() {
