@@ -28,17 +28,28 @@ pub struct ReaperCounts {
     pub workspaces_removed: AtomicU64,
 }
 
-/// Runs the reaper every `--reaper-interval-s` until the server is gone.
-pub fn spawn_reaper(state: &Arc<AppState>) {
+/// Runs `task` every `seconds` until the server is gone (it holds the state only weakly).
+fn spawn_every<F, Fut>(state: &Arc<AppState>, seconds: f64, task: F)
+where
+    F: Fn(Arc<AppState>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let weak = Arc::downgrade(state);
-    let every = Duration::from_secs_f64(state.config.reaper_interval_s);
+    let every = Duration::from_secs_f64(seconds);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
             let Some(state) = weak.upgrade() else { return };
-            if let Err(e) = sweep(&state).await {
-                tracing::warn!(error = %e, "reaper sweep failed");
-            }
+            task(state).await;
+        }
+    });
+}
+
+/// Runs the reaper every `--reaper-interval-s` until the server is gone.
+pub fn spawn_reaper(state: &Arc<AppState>) {
+    spawn_every(state, state.config.reaper_interval_s, |state| async move {
+        if let Err(e) = sweep(&state).await {
+            tracing::warn!(error = %e, "reaper sweep failed");
         }
     });
 }
@@ -153,15 +164,9 @@ pub fn spawn_syncer(state: &Arc<AppState>) {
     if !state.dirs.storage.is_remote() {
         return;
     }
-    let weak = Arc::downgrade(state);
-    let every = Duration::from_secs_f64(state.config.sync_interval_s);
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let Some(state) = weak.upgrade() else { return };
-            for id in state.sessions.with_sandbox() {
-                write_back(&state, &id).await;
-            }
+    spawn_every(state, state.config.sync_interval_s, |state| async move {
+        for id in state.sessions.with_sandbox() {
+            write_back(&state, &id).await;
         }
     });
 }
