@@ -8,17 +8,23 @@ use futures_util::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sandbox_api::{CreateSession, ExecutionStatus, Language, SessionStatus};
-use sandbox_test_support::{S3Server, TestServer};
+use sandbox_test_support::{configure_s3, S3Server, TestServer};
 
 const BUCKET: &str = "workspaces";
 
-async fn s3_server(s3: &S3Server) -> anyhow::Result<TestServer> {
+/// A server on a new bucket of `s3`, writing running sessions back every `sync_interval_s`.
+async fn s3_server_syncing_every(s3: &S3Server, sync_interval_s: f64) -> anyhow::Result<TestServer> {
     s3.create_bucket(BUCKET).await?;
     TestServer::start_with(|c| {
         s3.configure(c, &format!("s3://{BUCKET}/team-a"));
-        c.sync_interval_s = 3600.0; // only the syncs under test
+        c.sync_interval_s = sync_interval_s;
     })
     .await
+}
+
+/// The same, with no interval syncs during a test: only the syncs under test.
+async fn s3_server(s3: &S3Server) -> anyhow::Result<TestServer> {
+    s3_server_syncing_every(s3, 3600.0).await
 }
 
 /// The session's files in the bucket, by path, with their sizes.
@@ -149,12 +155,7 @@ async fn executions_write_back_only_what_changed() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_code_writes_between_executions_goes_up_on_the_interval() -> anyhow::Result<()> {
     let s3 = S3Server::start().await?;
-    s3.create_bucket(BUCKET).await?;
-    let t = TestServer::start_with(|c| {
-        s3.configure(c, &format!("s3://{BUCKET}/team-a"));
-        c.sync_interval_s = 0.5;
-    })
-    .await?;
+    let t = s3_server_syncing_every(&s3, 0.5).await?;
     let s = t.session().await?;
     // A thread of the kernel writes after its cell has ended: no execution follows to push it.
     let later = "import threading, time\ndef later():\n    time.sleep(1.5)\n    open('late.txt', 'w').write('late')\nthreading.Thread(target=later).start()";
@@ -195,14 +196,8 @@ async fn changes_made_in_the_bucket_are_seen_by_a_stopped_session() -> anyhow::R
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_bucket_makes_the_server_not_ready() -> anyhow::Result<()> {
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let t = TestServer::start_unchecked(|c| {
-        c.storage = "s3://nowhere/x".into();
-        c.s3_endpoint = Some(format!("http://127.0.0.1:{closed}"));
-        c.s3_region = Some("us-east-1".into());
-        c.s3_access_key_id = Some("k".into());
-        c.s3_secret_access_key = Some("s".into());
-    })
-    .await?;
+    let t = TestServer::start_unchecked(|c| configure_s3(c, "s3://nowhere/x", &format!("http://127.0.0.1:{closed}")))
+        .await?;
     let (status, r) = t.client.readiness().await?;
     assert_eq!(status.as_u16(), 503);
     assert!(!r.storage.ok && r.storage.message.contains("workspace storage"), "{:?}", r.storage);

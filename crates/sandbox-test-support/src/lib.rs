@@ -275,11 +275,7 @@ impl S3Server {
 
     /// Points `config` at `url` (`s3://bucket/prefix`) on this server.
     pub fn configure(&self, config: &mut Config, url: &str) {
-        config.storage = url.to_string();
-        config.s3_endpoint = Some(self.endpoint.clone());
-        config.s3_region = Some(S3_REGION.into());
-        config.s3_access_key_id = Some(S3_KEY.into());
-        config.s3_secret_access_key = Some(S3_SECRET.into());
+        configure_s3(config, url, &self.endpoint);
     }
 
     /// A client of `bucket`, to look at (or change) what sandboxd stored.
@@ -293,6 +289,16 @@ impl S3Server {
             .with_secret_access_key(S3_SECRET)
             .build()?)
     }
+}
+
+/// Points `config` at `url` (`s3://bucket/prefix`) on the S3 server at `endpoint`, with the
+/// test credentials (any server here, or none listening at all).
+pub fn configure_s3(config: &mut Config, url: &str, endpoint: &str) {
+    config.storage = url.to_string();
+    config.s3_endpoint = Some(endpoint.to_string());
+    config.s3_region = Some(S3_REGION.into());
+    config.s3_access_key_id = Some(S3_KEY.into());
+    config.s3_secret_access_key = Some(S3_SECRET.into());
 }
 
 impl Drop for S3Server {
