@@ -4,6 +4,10 @@
 # runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A fresh clone (CI) gains nothing from incremental build data, which is a third of target/.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+# When the disk fills, the build fails with an LLVM I/O error; the free space here says why.
+df -h . | tail -n 1 | awk '{print "disk free for the build: " $4}'
 scripts/install.sh
 scripts/install-test-s3.sh
 cargo fmt --all -- --check
