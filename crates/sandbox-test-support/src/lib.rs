@@ -289,6 +289,13 @@ impl S3Server {
             .with_secret_access_key(S3_SECRET)
             .build()?)
     }
+
+    /// The bytes of object `key` in `bucket`, read with the test credentials.
+    pub async fn object(&self, bucket: &str, key: &str) -> anyhow::Result<Vec<u8>> {
+        use object_store::ObjectStoreExt;
+        let got = self.bucket(bucket)?.get(&object_store::path::Path::parse(key)?).await;
+        Ok(got.with_context(|| format!("s3://{bucket}/{key}"))?.bytes().await?.to_vec())
+    }
 }
 
 /// Points `config` at `url` (`s3://bucket/prefix`) on the S3 server at `endpoint`, with the

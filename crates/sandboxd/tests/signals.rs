@@ -1,5 +1,6 @@
-//! The real `sandboxd` binary: flags and environment, one log line per request, and a clean
-//! shutdown on SIGTERM and SIGINT that takes every sandbox with it.
+//! The real `sandboxd` binary: flags and environment (S3 storage from the `AWS_*` variables), one
+//! log line per request, and a clean shutdown on SIGTERM and SIGINT that takes every sandbox with
+//! it.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,5 +65,33 @@ fn help_lists_every_setting() -> anyhow::Result<()> {
     for flag in ["--listen", "--data-dir", "--bwrap", "--cgroups", "SANDBOXD_LISTEN", "SANDBOXD_DATA_DIR"] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
+    Ok(())
+}
+
+/// S3 storage set up the way operators of AWS tools expect: the bucket in `SANDBOXD_STORAGE`,
+/// endpoint, region and keys in the usual `AWS_*` variables, no S3 flag at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_storage_takes_the_aws_variables() -> anyhow::Result<()> {
+    let s3 = sandbox_test_support::S3Server::start().await?;
+    s3.create_bucket("from-env").await?;
+    let data = tempfile::Builder::new().prefix("sandboxd-env-").tempdir_in("/tmp")?;
+    let env = [
+        ("SANDBOXD_STORAGE", "s3://from-env/site"),
+        ("SANDBOXD_SESSION_POOL", "0"),
+        ("SANDBOXD_RUN_POOL", "0"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+        ("AWS_DEFAULT_REGION", "eu-west-1"),
+        ("AWS_ACCESS_KEY_ID", "env-key"),
+        ("AWS_SECRET_ACCESS_KEY", "env-secret"),
+    ];
+    let d = Daemon::start(data.path(), &env)?;
+    let ready = reqwest::get(format!("{}/readyz", d.url)).await?.text().await?;
+    assert!(ready.contains("s3://from-env/site reachable"), "/readyz: {ready}");
+
+    let c = d.client();
+    let s = c.create_session(&CreateSession::default()).await?;
+    c.upload(&s.id, "notes.txt", b"kept in the bucket".to_vec(), None).await?;
+    let object = s3.object("from-env", &format!("site/workspaces/{}/notes.txt", s.id)).await?;
+    assert_eq!(object, b"kept in the bucket");
     Ok(())
 }
