@@ -19,7 +19,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sandbox_api::{FileInfo, FileList, FileType, MoveFile, UploadedFile, UploadedFiles};
-use sandbox_workspace::{Entry, Kind, RelPath, Workspace, WorkspaceError};
+use sandbox_workspace::{Entry, Kind, RelPath, Staged, Workspace, WorkspaceError};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -149,8 +149,12 @@ async fn receive<E: std::fmt::Display>(
     let shown_path = path.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
     let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
-        let within_quota = |adding: u64| -> Result<()> {
-            let used = ws.usage()?;
+        // `staged` holds `adding` already, on a volume.
+        let within_quota = |adding: u64, staged: Option<&Staged>| -> Result<()> {
+            let used = match staged {
+                Some(staged) => ws.usage_besides(staged)?,
+                None => ws.usage()?,
+            };
             let replaced = ws.stat(&path).ok().filter(|e| e.kind == Kind::File).map_or(0, |e| e.size);
             if used.saturating_sub(replaced) + adding > quota {
                 return Err(WorkspaceError::QuotaExceeded { quota, used, adding }.into());
@@ -158,7 +162,7 @@ async fn receive<E: std::fmt::Display>(
             Ok(())
         };
         if let Some(n) = declared {
-            within_quota(n)?;
+            within_quota(n, None)?;
         }
         // SHA-256 runs at ~1.5 GB/s at best: on a thread of its own, it overlaps the writes.
         let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_CHUNKS);
@@ -183,7 +187,7 @@ async fn receive<E: std::fmt::Display>(
         }
         drop(hash_tx);
         let sha256 = hasher.join().map_err(|_| ApiError::Internal("the upload's hashing thread failed".into()))?;
-        within_quota(staged.size())?;
+        within_quota(staged.size(), Some(&staged))?;
         let entry = ws.commit(staged, &path)?;
         Ok(UploadedFile {
             path: entry.path.as_str().to_string(),

@@ -30,7 +30,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Bytes of files in every workspace on disk.
+/// Bytes every workspace on disk takes ([`sandbox_workspace::Workspace::usage`]).
 fn workspace_bytes(state: &AppState) -> u64 {
     let root = state.dirs.workspaces.path("");
     let Ok(entries) = std::fs::read_dir(&root) else { return 0 };
@@ -57,7 +57,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
     let bytes = tokio::task::spawn_blocking(move || workspace_bytes(&walk))
         .await
         .map_err(|e| ApiError::Internal(format!("workspace walk: {e}")))?;
-    family(&mut out, "sandboxd_workspace_bytes", "gauge", "Bytes of files in all workspaces.");
+    family(&mut out, "sandboxd_workspace_bytes", "gauge", "Bytes workspaces take (whole blocks on volumes).");
     let _ = writeln!(out, "sandboxd_workspace_bytes {bytes}");
     family(&mut out, "sandboxd_data_dir_free_bytes", "gauge", "Free space in the data dir.");
     let free = sandbox_sys::fs::free_bytes(&state.config.data_dir).unwrap_or(0);

@@ -33,6 +33,8 @@ pub struct Stat {
     /// Modification time: seconds and nanoseconds since the epoch.
     pub mtime: (i64, u32),
     pub nlink: u64,
+    /// Bytes of disk allocated to it (whole blocks; for ext4, written but not yet flushed too).
+    pub allocated: u64,
 }
 
 fn stat_of(s: &rustix::fs::Stat) -> Stat {
@@ -48,6 +50,7 @@ fn stat_of(s: &rustix::fs::Stat) -> Stat {
         mtime: (s.st_mtime, s.st_mtime_nsec as u32),
         #[allow(clippy::unnecessary_cast)] // u64 on x86_64, u32 elsewhere
         nlink: s.st_nlink as u64,
+        allocated: (s.st_blocks as u64).saturating_mul(512),
     }
 }
 
@@ -192,6 +195,21 @@ pub fn rename_at(
 pub fn free_bytes(path: &Path) -> io::Result<u64> {
     let st = rustix::fs::statvfs(path)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Bytes in use on the filesystem of `fd`: whole blocks, of files and directories alike.
+pub fn used_bytes(fd: impl AsFd) -> io::Result<u64> {
+    let st = rustix::fs::fstatvfs(fd)?;
+    Ok(st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize))
+}
+
+/// Whether directory `dir` is the root of a mount (a filesystem of its own, or a bind of one).
+/// Kernels before 5.8 do not say; then it is not.
+pub fn is_mount_root(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    use rustix::fs::{StatxAttributes, StatxFlags};
+    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
+    Ok(st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
 }
 
 /// Whether `e` is the refusal of a link on the way (`RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`:

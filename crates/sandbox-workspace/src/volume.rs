@@ -362,4 +362,31 @@ mod tests {
         v.remove("ses_a");
         assert!(!is_mount_point(&dir) && !v.has("ses_a"));
     }
+    /// A volume's usage comes from its filesystem's counts (no walk), counts an upload being
+    /// written until [`crate::Workspace::usage_besides`] leaves it out, and holds after a
+    /// rename (a bind mount of the volume).
+    #[test]
+    fn a_volume_knows_its_usage_without_a_walk() {
+        let data = tempfile::tempdir_in("/tmp").expect("tempdir");
+        let v = Volumes::new(data.path().join("images"), data.path().join("ws"), 8 << 20, None).expect("volumes");
+        v.create("ses_b").expect("create");
+        let ws = crate::Workspace::open(&data.path().join("ws/ses_b"), None).expect("open");
+        let empty = ws.usage().expect("usage");
+        assert!(empty < 16 << 10, "an empty volume uses {empty} bytes");
+        let mib = vec![3u8; 1 << 20];
+        let mut staged = ws.stage_unhashed().expect("stage");
+        staged.write(&mib, u64::MAX).expect("write");
+        let with_staged = ws.usage().expect("usage");
+        assert!(with_staged >= empty + (1 << 20), "the volume holds the staged MiB: {with_staged}");
+        assert!(ws.usage_besides(&staged).expect("usage") < empty + (16 << 10));
+        ws.commit(staged, &crate::RelPath::parse("a.bin").expect("path")).expect("commit");
+        drop(ws);
+        v.rename("ses_b", "ses_c").expect("rename");
+        let ws = crate::Workspace::open(&data.path().join("ws/ses_c"), None).expect("open");
+        let used = ws.usage().expect("usage");
+        assert!(used >= empty + (1 << 20) && used < empty + (1 << 20) + (16 << 10), "{used} after a 1 MiB file");
+        drop(ws);
+        v.close();
+        v.remove("ses_c");
+    }
 }

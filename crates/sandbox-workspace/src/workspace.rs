@@ -40,12 +40,15 @@ pub struct Workspace {
     root: OwnedFd,
     /// Host uid/gid that owns what the API creates (the sandbox user), if not our own.
     owner: Option<(u32, u32)>,
+    /// The root is a filesystem of its own (a volume): the filesystem's counts are its usage.
+    volume: bool,
 }
 
 impl Workspace {
     pub fn open(dir: &Path, owner: Option<(u32, u32)>) -> Result<Workspace> {
         let root = sfs::open_dir(dir).map_err(|e| io_error("open", &RelPath::root(), e))?;
-        Ok(Workspace { root, owner })
+        let volume = sfs::is_mount_root(root.as_fd()).unwrap_or(false);
+        Ok(Workspace { root, owner, volume })
     }
 
     fn chown_new(&self, dir: &OwnedFd, name: &OsStr, path: &RelPath) -> Result<()> {
@@ -149,11 +152,37 @@ impl Workspace {
         Ok(seen)
     }
 
-    /// Bytes in regular files, the whole tree (what the quota counts).
+    /// Bytes the workspace's files take: what the quota counts.
+    ///
+    /// A workspace that is a volume answers at once from its filesystem's counts, however many
+    /// files it holds (a walk of 20,000 files made every upload 100 times slower, twice): whole
+    /// blocks, directories included, and uploads being written to it (see
+    /// [`Self::usage_besides`]). A plain directory is walked: the sizes of its committed files.
     pub fn usage(&self) -> Result<u64> {
+        if self.volume {
+            let failed = |e| io_error("measure", &RelPath::root(), e);
+            let used = sfs::used_bytes(&self.root).map_err(failed)?;
+            // An empty volume still has its root directory: not the user's bytes.
+            let root = sfs::fstat(&self.root).map_err(failed)?.allocated;
+            return Ok(used.saturating_sub(root));
+        }
         let mut total = 0;
-        self.walk(&self.root, &RelPath::root(), true, usize::MAX, &mut |e| total += e.size)?;
+        self.walk(&self.root, &RelPath::root(), true, usize::MAX, &mut |e| {
+            if !is_upload_in_flight(e.path.as_str()) {
+                total += e.size
+            }
+        })?;
         Ok(total)
+    }
+
+    /// [`Self::usage`], less `staged` (an upload to this workspace, not yet committed).
+    pub fn usage_besides(&self, staged: &Staged) -> Result<u64> {
+        let usage = self.usage()?;
+        if !self.volume {
+            return Ok(usage);
+        }
+        let own = sfs::fstat(&staged.file).map_err(|e| io_error("measure", &RelPath::root(), e))?.allocated;
+        Ok(usage.saturating_sub(own))
     }
 
     /// Removes a file or link; a directory only if empty, or with `recursive`.
