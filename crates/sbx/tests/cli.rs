@@ -126,3 +126,42 @@ async fn files_up_and_down_from_the_command_line() -> anyhow::Result<()> {
     t.shutdown().await;
     Ok(())
 }
+
+/// On a terminal, `sbx upload` and `sbx download` draw a progress bar (on stderr) that names
+/// the file and counts its bytes; `script` gives them a pseudo-terminal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_transfers_show_a_progress_bar_on_a_terminal() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let id = text(&sbx(&t, &["session", "create"]).stdout).trim().to_string();
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("big.bin");
+    std::fs::write(&local, vec![5u8; 8 << 20])?;
+    let back = dir.path().join("back.bin");
+    let on_a_terminal = |args: &[&str]| {
+        let command = std::iter::once(env!("CARGO_BIN_EXE_sbx")).chain(args.iter().copied()).collect::<Vec<_>>();
+        tokio::task::block_in_place(|| {
+            Command::new("script")
+                .args(["-qec", &command.join(" "), "/dev/null"])
+                .env("SANDBOX_URL", t.client.base())
+                .env("COLUMNS", "120")
+                .output()
+                .expect("run script")
+        })
+    };
+    let (local_arg, back_arg) = (local.to_string_lossy().into_owned(), back.to_string_lossy().into_owned());
+    for (args, label) in [
+        (["upload", &id, &local_arg, "in/big.bin"], "upload in/big.bin"),
+        (["download", &id, "in/big.bin", &back_arg], "download in/big.bin"),
+    ] {
+        let out = on_a_terminal(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+        let screen = text(&out.stdout);
+        assert!(screen.contains(label) && screen.contains("/8.00 MiB"), "no progress bar for {label}: {screen:?}");
+    }
+    assert_eq!(std::fs::read(&back)?.len(), 8 << 20);
+    // Not on a terminal (the other tests' case): no bar, nothing but the result.
+    let out = sbx(&t, &["upload", &id, &local_arg, "in/again.bin"]);
+    assert!(!text(&out.stderr).contains("MiB"), "{}", text(&out.stderr));
+    t.shutdown().await;
+    Ok(())
+}
