@@ -336,6 +336,19 @@ fn unmount(dir: &Path) {
 mod tests {
     use super::*;
 
+    /// Unmounts and removes the named volumes when a test ends, passed or failed: a failed
+    /// assertion must not leave a loop mount behind.
+    struct Unmounted<'a>(&'a Volumes, &'a [&'a str]);
+
+    impl Drop for Unmounted<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+            for name in self.1 {
+                self.0.remove(name);
+            }
+        }
+    }
+
     /// Needs root and loop devices, as sandboxd's own volumes do (CI runs as root).
     #[test]
     fn two_creates_of_one_workspace_make_one_volume_and_keep_it() {
@@ -343,6 +356,7 @@ mod tests {
         let v = std::sync::Arc::new(
             Volumes::new(data.path().join("images"), data.path().join("ws"), 4 << 20, None).expect("volumes"),
         );
+        let _cleanup = Unmounted(&v, &["ses_a"]);
         let both: Vec<_> = (0..2)
             .map(|_| {
                 let v = std::sync::Arc::clone(&v);
@@ -369,6 +383,7 @@ mod tests {
     fn a_volume_knows_its_usage_without_a_walk() {
         let data = tempfile::tempdir_in("/tmp").expect("tempdir");
         let v = Volumes::new(data.path().join("images"), data.path().join("ws"), 8 << 20, None).expect("volumes");
+        let _cleanup = Unmounted(&v, &["ses_b", "ses_c"]);
         v.create("ses_b").expect("create");
         let ws = crate::Workspace::open(&data.path().join("ws/ses_b"), None).expect("open");
         let empty = ws.usage().expect("usage");
@@ -385,8 +400,5 @@ mod tests {
         let ws = crate::Workspace::open(&data.path().join("ws/ses_c"), None).expect("open");
         let used = ws.usage().expect("usage");
         assert!(used >= empty + (1 << 20) && used < empty + (1 << 20) + (16 << 10), "{used} after a 1 MiB file");
-        drop(ws);
-        v.close();
-        v.remove("ses_c");
     }
 }
