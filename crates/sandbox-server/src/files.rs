@@ -174,7 +174,7 @@ async fn receive<E: std::fmt::Display>(
             }
             sandbox_workspace::hex(&hash.finalize())
         });
-        let mut staged = ws.stage_unhashed()?;
+        let mut staged = ws.stage()?;
         loop {
             match rx.blocking_recv() {
                 Some(Chunk::Data(bytes)) => {

@@ -318,7 +318,7 @@ impl Mirror {
     }
 
     fn download(&self, handle: &Handle, key: &Key, ws: &Workspace, rel: &RelPath) -> Result<Entry> {
-        let mut staged = ws.stage_unhashed()?;
+        let mut staged = ws.stage()?;
         handle.block_on(async {
             let got = self.store.get(key).await.map_err(remote)?;
             let mut body = got.into_stream();

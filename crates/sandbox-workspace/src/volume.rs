@@ -389,7 +389,7 @@ mod tests {
         let empty = ws.usage().expect("usage");
         assert!(empty < 16 << 10, "an empty volume uses {empty} bytes");
         let mib = vec![3u8; 1 << 20];
-        let mut staged = ws.stage_unhashed().expect("stage");
+        let mut staged = ws.stage().expect("stage");
         staged.write(&mib, u64::MAX).expect("write");
         let with_staged = ws.usage().expect("usage");
         assert!(with_staged >= empty + (1 << 20), "the volume holds the staged MiB: {with_staged}");

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use sandbox_sys::fs::{self as sfs, Kind, Open, Stat};
-use sha2::{Digest, Sha256};
 
 use crate::{io_error, RelPath, WorkspaceError};
 
@@ -215,18 +214,12 @@ impl Workspace {
 
     /// A new upload: an unnamed file on the workspace's own filesystem (so that committing it
     /// is a rename, also when the workspace is a volume of its own), which nobody sees until
-    /// [`Self::commit`] and which a crash frees.
+    /// [`Self::commit`] and which a crash frees. The caller hashes what it writes, if it needs
+    /// to (the file API does, on a thread of its own).
     pub fn stage(&self) -> Result<Staged> {
-        let mut staged = self.stage_unhashed()?;
-        staged.hash = Some(Sha256::new());
-        Ok(staged)
-    }
-
-    /// [`Self::stage`] for a caller that hashes elsewhere, or not at all.
-    pub fn stage_unhashed(&self) -> Result<Staged> {
         let failed = |e| io_error("create an upload file", &RelPath::root(), e);
         match sfs::create_unnamed(self.root.as_fd(), 0o644) {
-            Ok(file) => Ok(Staged { file, size: 0, hash: None, named: None }),
+            Ok(file) => Ok(Staged { file, size: 0, named: None }),
             // A filesystem without O_TMPFILE (older overlayfs, NFS): a hidden name of its own
             // in the workspace, removed unless committed (only a crash can leave it behind).
             // (EOPNOTSUPP, EINVAL or EISDIR, depending on the kernel and filesystem.)
@@ -240,7 +233,7 @@ impl Workspace {
         let name = upload_name();
         let file = sfs::create_new(self.root.as_fd(), &name, 0o644).map_err(failed)?;
         let dir = self.root.try_clone().map_err(failed)?;
-        Ok(Staged { file, size: 0, hash: None, named: Some((dir, name)) })
+        Ok(Staged { file, size: 0, named: Some((dir, name)) })
     }
 
     /// Moves a finished upload into place at `path`, replacing a file (or link) there, never a
@@ -319,7 +312,6 @@ fn remove_contents(fd: &OwnedFd, path: &RelPath) -> Result<()> {
 pub struct Staged {
     file: std::fs::File,
     size: u64,
-    hash: Option<Sha256>,
     /// Where the file has a name while written, on filesystems without `O_TMPFILE`.
     named: Option<(OwnedFd, OsString)>,
 }
@@ -343,20 +335,12 @@ impl Staged {
             Some(28 | 122) => WorkspaceError::Full,
             _ => io_error("write", &RelPath::root(), e),
         })?;
-        if let Some(hash) = &mut self.hash {
-            hash.update(chunk);
-        }
         self.size += chunk.len() as u64;
         Ok(())
     }
 
     pub fn size(&self) -> u64 {
         self.size
-    }
-
-    /// Hex SHA-256 of what was written so far (`None` if unhashed).
-    pub fn sha256(&self) -> Option<String> {
-        self.hash.clone().map(|h| hex(&h.finalize()))
     }
 }
 
@@ -466,9 +450,11 @@ mod tests {
         let mut staged = ws.stage().expect("create");
         staged.write(b"ab", 10).expect("write");
         staged.write(b"c", 10).expect("write");
+        // The digest the file API returns is written by `hex`.
+        use sha2::Digest;
         assert_eq!(
-            staged.sha256().as_deref(),
-            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+            hex(&sha2::Sha256::digest(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         // Never committed (as in a crash): the workspace holds the old file and nothing else.
         std::mem::forget(staged);
