@@ -249,18 +249,20 @@ impl Workspace {
             sfs::chown_fd(&staged.file, uid, gid).map_err(|e| io_error("chown", path, e))?;
         }
         let mut staged = staged;
-        if let Some((root, temp)) = staged.named.take() {
-            if let Err(e) = sfs::rename_at(root.as_fd(), &temp, dir.as_fd(), name, false) {
-                let _ = sfs::unlink_at(root.as_fd(), &temp, false);
-                return Err(io_error("move into place", path, e));
+        // The upload's name: the one it was written under, or (unnamed) a name of its own in
+        // the target's directory first, since a link cannot replace the target; a rename can.
+        let named = staged.named.take();
+        let (from, temp) = match &named {
+            Some((root, temp)) => (root.as_fd(), temp.clone()),
+            None => {
+                let temp = upload_name();
+                sfs::link_unnamed(&staged.file, dir.as_fd(), &temp)
+                    .map_err(|e| io_error("name the upload", path, e))?;
+                (dir.as_fd(), temp)
             }
-            return self.stat(path);
-        }
-        // A name of its own first, then a rename over the target (a link cannot replace).
-        let temp = upload_name();
-        sfs::link_unnamed(&staged.file, dir.as_fd(), &temp).map_err(|e| io_error("name the upload", path, e))?;
-        if let Err(e) = sfs::rename_at(dir.as_fd(), &temp, dir.as_fd(), name, false) {
-            let _ = sfs::unlink_at(dir.as_fd(), &temp, false);
+        };
+        if let Err(e) = sfs::rename_at(from, &temp, dir.as_fd(), name, false) {
+            let _ = sfs::unlink_at(from, &temp, false);
             return Err(io_error("move into place", path, e));
         }
         self.stat(path)
