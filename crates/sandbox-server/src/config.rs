@@ -135,6 +135,12 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_SYNC_INTERVAL_S", default_value_t = 60.0)]
     pub sync_interval_s: f64,
 
+    /// Where the server may send requests that callers point it at (execution callbacks)
+    /// besides public addresses: CIDRs, addresses or host names, comma-separated. Loopback,
+    /// private, link-local and other internal addresses are refused unless listed here.
+    #[arg(long, env = "SANDBOXD_OUTBOUND_ALLOW", value_delimiter = ',')]
+    pub outbound_allow: Vec<String>,
+
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,

@@ -13,6 +13,7 @@ pub mod files;
 pub mod invoke;
 pub mod lifecycle;
 pub mod metrics;
+pub mod outbound;
 pub mod packages;
 pub mod pool;
 pub mod routes;
@@ -49,7 +50,9 @@ pub struct AppState {
     pub run_pool: Arc<pool::Pool>,
     /// Warm session sandboxes, by template.
     session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
-    /// For execution callbacks (connections are reused).
+    /// Where callers may point the server (callbacks).
+    pub outbound: Arc<outbound::OutboundPolicy>,
+    /// For execution callbacks: resolves through `outbound`, follows no redirects.
     pub http: reqwest::Client,
     pub started_at: chrono::DateTime<chrono::Utc>,
     /// What the reaper did since start (for /metrics).
@@ -71,6 +74,7 @@ impl AppState {
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let default_limits =
             execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
+        let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(ServerError::Config)?);
         let run_pool = Arc::new(pool::Pool::new(config.run_pool, session::limits_from(&default_limits), None));
         let state = AppState {
             config,
@@ -80,7 +84,8 @@ impl AppState {
             dirs: Arc::new(dirs),
             run_pool,
             session_pools: Mutex::new(BTreeMap::new()),
-            http: reqwest::Client::new(),
+            http: outbound::client(Arc::clone(&outbound)),
+            outbound,
             started_at: chrono::Utc::now(),
             reaper: Default::default(),
             volume_note,

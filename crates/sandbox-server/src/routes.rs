@@ -239,7 +239,7 @@ pub async fn create_execution(
         kernel: session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false),
     };
     plan.validate()?;
-    let callback_url = req.callback_url.map(crate::callback::check_url).transpose()?;
+    let callback_url = req.callback_url.map(|u| crate::callback::check_url(&state.outbound, u)).transpose()?;
     let wait = req.wait.unwrap_or(true);
     let wants_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));

@@ -147,7 +147,8 @@ async fn callbacks_are_retried_until_delivered_and_recorded() -> anyhow::Result<
     let url = format!("http://{}/hook", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let t = TestServer::start().await?;
+    // Loopback receivers are refused unless the operator allows them.
+    let t = TestServer::start_with(|c| c.outbound_allow = vec!["127.0.0.1".into()]).await?;
     let s = t.session().await?;
     let req = CreateExecution { callback_url: Some(url.clone()), ..bash("echo hooked") };
     let e = t.client.execute(&s.id, &req).await?;

@@ -105,6 +105,16 @@ impl TestServer {
         Ok(self.client.execute(session, &exec_req(language, code)).await?)
     }
 
+    /// What every hostile case ends with: the server still answers `/healthz`, and
+    /// `bystander`, a session the attack did not aim at, still runs code.
+    pub async fn assert_healthy(&self, bystander: &str) -> anyhow::Result<()> {
+        let (status, body) = self.client.raw(reqwest::Method::GET, "/healthz", None).await?;
+        anyhow::ensure!(status.is_success(), "/healthz answered {status}: {body}");
+        let e = self.exec(bystander, Language::Bash, "echo alive").await?;
+        anyhow::ensure!(e.stdout == "alive\n", "the bystander session no longer runs code: {e:?}");
+        Ok(())
+    }
+
     pub async fn shutdown(mut self) {
         if let Some(s) = self.server.take() {
             s.shutdown().await;
