@@ -67,7 +67,14 @@ pub struct Client {
 impl Client {
     /// `base` like `http://127.0.0.1:8080` (a trailing slash is fine).
     pub fn new(base: &str) -> Client {
-        Client { base: base.trim_end_matches('/').to_string(), http: reqwest::Client::new() }
+        // sandboxd closes a keep-alive connection idle for 10 s (--header-read-timeout-s); a
+        // pooled connection reused just as the server closes it fails the request, so the
+        // pool lets go of idle ones first.
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Client { base: base.trim_end_matches('/').to_string(), http }
     }
 
     pub fn base(&self) -> &str {

@@ -63,6 +63,16 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_MAX_BODY_BYTES", default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
 
+    /// A connection must send a whole request head within this many seconds, and an idle
+    /// keep-alive connection is closed after it (slow or stalled clients hold no connection).
+    #[arg(long, env = "SANDBOXD_HEADER_READ_TIMEOUT_S", default_value_t = 10.0)]
+    pub header_read_timeout_s: f64,
+
+    /// Connections served at once; past it, a few more are kept for /healthz, /readyz and
+    /// /metrics, and the rest are answered 503.
+    #[arg(long, env = "SANDBOXD_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
     /// Executions that may wait in one session's queue; more are refused with 429.
     #[arg(long, env = "SANDBOXD_MAX_QUEUE", default_value_t = 32)]
     pub max_queue: usize,
@@ -182,6 +192,11 @@ impl Config {
                 "default timeout must be in (0, max_timeout_s]",
             ),
             (self.output_limit_bytes > 0, "output limit must be positive"),
+            (
+                self.header_read_timeout_s.is_finite() && self.header_read_timeout_s >= 0.1,
+                "header read timeout must be at least 0.1 s",
+            ),
+            (self.max_connections > 0, "max connections must be positive"),
             (self.idle_timeout_s > 0 && self.max_lifetime_s > 0, "idle timeout and lifetime must be positive"),
             (
                 self.reaper_interval_s.is_finite() && self.reaper_interval_s >= 0.05,

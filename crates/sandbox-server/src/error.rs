@@ -26,6 +26,10 @@ pub enum ApiError {
     RateLimited(String),
     #[error("{0}")]
     NotReady(String),
+    /// The host or the server is at a bound (connections, memory, disk): try again later (503
+    /// with `Retry-After`). The message names the resource.
+    #[error("{0}")]
+    Overloaded(String),
     /// An upload of a type its template does not accept (415).
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -51,6 +55,7 @@ impl ApiError {
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
@@ -74,7 +79,11 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "internal error");
         }
         let (status, _) = self.status_and_code();
-        (status, Json(self.body())).into_response()
+        let mut resp = (status, Json(self.body())).into_response();
+        if matches!(self, ApiError::Overloaded(_) | ApiError::RateLimited(_)) {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 

@@ -328,10 +328,17 @@ async fn receive_form(
     let mut files = Vec::new();
     let bad =
         |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("malformed multipart body: {e}"));
+    let mut parts = 0usize;
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
+        parts += 1;
+        if parts > MAX_FORM_PARTS {
+            return Err(ApiError::PayloadTooLarge(format!("a form may have at most {MAX_FORM_PARTS} parts")));
+        }
         let Some(name) = field.file_name().map(str::to_string) else {
-            if field.name() == Some("path") {
-                dir = RelPath::parse_or_root(&field.text().await.map_err(bad)?)?;
+            // Read whatever the field is, but never more than a small one.
+            let value = small_field(field).await?;
+            if value.0.as_deref() == Some("path") {
+                dir = RelPath::parse_or_root(&value.1)?;
             }
             continue;
         };
@@ -342,6 +349,33 @@ async fn receive_form(
         return Err(ApiError::Invalid("the form has no file parts (parts with a filename)".into()));
     }
     Ok(UploadedFiles { files })
+}
+
+/// Parts in one form: files and fields together.
+pub const MAX_FORM_PARTS: usize = 1000;
+/// Bytes of a form field that is not a file (a `path`); read whole, so it must be small.
+pub const MAX_FORM_FIELD_BYTES: usize = 64 << 10;
+
+/// A non-file field's name and text, read chunk by chunk and refused past
+/// [`MAX_FORM_FIELD_BYTES`] (reading it whole let one field grow the server by its size).
+async fn small_field(mut field: axum::extract::multipart::Field<'_>) -> Result<(Option<String>, String)> {
+    let name = field.name().map(str::to_string);
+    let mut bytes = Vec::new();
+    while let Some(chunk) =
+        field.chunk().await.map_err(|e| ApiError::BadRequest(format!("malformed multipart body: {e}")))?
+    {
+        if bytes.len() + chunk.len() > MAX_FORM_FIELD_BYTES {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "form field {:?} is over {} KiB (only file parts may be large)",
+                name.as_deref().unwrap_or(""),
+                MAX_FORM_FIELD_BYTES >> 10
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| ApiError::BadRequest(format!("form field {:?} is not UTF-8", name.as_deref().unwrap_or(""))))?;
+    Ok((name, text))
 }
 
 fn etag(e: &Entry) -> String {

@@ -17,6 +17,7 @@ pub mod outbound;
 pub mod packages;
 pub mod pool;
 pub mod routes;
+pub mod serve;
 pub mod session;
 pub mod storage;
 pub mod template;
@@ -343,16 +344,13 @@ impl Server {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let router = app(Arc::clone(&state));
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "server stopped");
-            }
-        });
+        let limits = serve::Limits {
+            header_read_timeout: Duration::from_secs_f64(state.config.header_read_timeout_s),
+            max_connections: state.config.max_connections,
+        };
+        let task = tokio::spawn(serve::serve(listener, router, limits, stopped));
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
         template::resume(&state);
         lifecycle::spawn_reaper(&state);
