@@ -302,6 +302,10 @@ pub struct Execution {
     /// Everything it produced, in order, in Jupyter's message model: `stream`,
     /// `display_data`, `execute_result`, `error`. `stdout`/`stderr` hold the stream text.
     pub outputs: Vec<Output>,
+    /// Some output was dropped: all outputs together reached the server's outputs limit
+    /// (`--outputs-limit-bytes`, 8 MiB by default).
+    #[serde(default)]
+    pub outputs_truncated: bool,
     /// What it used, once finished.
     pub metrics: Option<Metrics>,
     /// Where the finished execution is POSTed, and how that went so far.
@@ -327,6 +331,7 @@ impl Execution {
             stdout_truncated: false,
             stderr_truncated: false,
             outputs: Vec::new(),
+            outputs_truncated: false,
             metrics: None,
             callback: None,
             duration_ms: None,

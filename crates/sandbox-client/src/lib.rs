@@ -212,8 +212,14 @@ impl Client {
         self.call(Method::POST, &format!("/v1/sessions/{session}/restart"), None::<&()>).await
     }
 
+    /// A session's executions as summaries (no stdout, stderr or outputs).
     pub async fn list_executions(&self, session: &str) -> Result<ExecutionList, ClientError> {
         self.call(Method::GET, &format!("/v1/sessions/{session}/executions"), None::<&()>).await
+    }
+
+    /// A session's executions with their stdout, stderr and outputs.
+    pub async fn list_executions_with_outputs(&self, session: &str) -> Result<ExecutionList, ClientError> {
+        self.call(Method::GET, &format!("/v1/sessions/{session}/executions?outputs=true"), None::<&()>).await
     }
 
     pub async fn get_execution(&self, id: &str) -> Result<Execution, ClientError> {

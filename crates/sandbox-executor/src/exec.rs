@@ -116,7 +116,7 @@ pub fn run(req: &ExecRequest, children: &Children, sink: Option<Sink>, kernel_se
     };
 
     let deadline = started + Duration::from_millis(req.timeout_ms);
-    let mut log = OutputLog::new(req.output_limit);
+    let mut log = OutputLog::new(req.output_limit, req.outputs_limit);
     if let Some(sink) = sink {
         log = log.streaming(sink);
     }
@@ -223,6 +223,7 @@ mod tests {
             env: Default::default(),
             timeout_ms: 1,
             output_limit: 1,
+            outputs_limit: 1,
             kernel: false,
             stream: false,
         };

@@ -22,18 +22,41 @@ _requests = os.fdopen(3, "rb", buffering=0)
 _events = os.fdopen(4, "wb", buffering=0)
 _lock = threading.Lock()
 _current = None
+# Bytes all outputs of the running cell may take (the request's outputs_limit): an output
+# over it is never sent whole, only noted, so a huge result costs no pipe traffic or memory
+# on the executor's side.
+_outputs_limit = None
+_outputs_used = 0
 _streams = []
 
 
 def _emit(msg):
+    global _outputs_used
     if msg["type"] != "stream":
         # Keep order: text written before a display, a result, an error or the end goes first.
         for stream in _streams:
             stream.flush()
     msg["id"] = _current
+    limit = _outputs_limit
+    # Stream text is counted by the executor, which also caps each stream: here one write is
+    # only kept from being larger than everything may be. Rich outputs are counted here.
+    if limit and msg["type"] == "stream" and len(msg["text"]) > limit:
+        msg["text"] = msg["text"][: limit + 1]  # enough to be cut and flagged downstream
     data = (json.dumps(msg, default=repr) + "\n").encode("utf-8", "replace")
+    room = limit - _outputs_used if limit else None
+    if room is not None and msg["type"] in ("display_data", "execute_result", "error"):
+        if len(data) > room and msg["type"] == "error":
+            # An error is worth keeping short: its name and the start of its value.
+            msg.update(traceback=[], evalue=msg["evalue"][:1024])
+            data = (json.dumps(msg, default=repr) + "\n").encode("utf-8", "replace")
+        if len(data) > room:
+            data = (json.dumps({"type": "truncated", "id": _current, "bytes": len(data)}) + "\n").encode()
+        else:
+            _outputs_used += len(data)
     with _lock:
-        _events.write(data)
+        # The leading newline ends whatever user code may have written to fd 4 without one,
+        # so the executor drops that junk and still reads this event.
+        _events.write(b"\n" + data)
 
 
 def _jsonable(bundle):
@@ -200,7 +223,7 @@ class _Plain:
 
 
 def main():
-    global _current
+    global _current, _outputs_limit, _outputs_used
     # Like Jupyter and `python -c`: modules import from the working directory (/workspace),
     # not from this file's directory.
     sys.path[0] = ""
@@ -224,6 +247,7 @@ def main():
         if req.get("type") != "execute":
             continue
         _current = req["id"]
+        _outputs_limit, _outputs_used = req.get("outputs_limit"), 0
         ok = False
         try:
             if shell is not None:

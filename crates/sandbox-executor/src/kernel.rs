@@ -28,12 +28,17 @@ pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
 
 /// Starting IPython (and matplotlib's first font scan) can take seconds on a cold cache.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest line of kernel events kept: the kernel sends nothing over the outputs limit,
+/// but user code shares its process and can write anything to fd 4.
+const MAX_EVENT_LINE: usize = sandbox_protocol::MAX_OUTPUTS_LIMIT + (1 << 20);
 /// How long an interrupted cell has to stop before the kernel is killed.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
 /// What the reader thread reports.
 enum Msg {
     Event(serde_json::Value),
+    /// A line of events over [`MAX_EVENT_LINE`] was dropped (user code can write to fd 4).
+    Oversized,
     Bytes(StreamName, Vec<u8>),
     Closed,
 }
@@ -166,7 +171,7 @@ impl Kernel {
     pub fn exec(self: &Arc<Self>, req: &ExecRequest, sink: Option<Sink>) -> ExecResult {
         let started = Instant::now();
         let mut result = ExecResult { id: req.id.clone(), ..Default::default() };
-        let mut log = OutputLog::new(req.output_limit);
+        let mut log = OutputLog::new(req.output_limit, req.outputs_limit);
         if let Some(sink) = sink {
             log = log.streaming(sink);
         }
@@ -182,7 +187,10 @@ impl Kernel {
             }
         }
         let Some(proc) = slot.as_mut() else { return result };
-        let line = serde_json::json!({"type": "execute", "id": req.id, "code": req.code}).to_string() + "\n";
+        let line =
+            serde_json::json!({"type": "execute", "id": req.id, "code": req.code, "outputs_limit": req.outputs_limit})
+                .to_string()
+                + "\n";
         let mut died = proc.requests.write_all(line.as_bytes()).is_err();
         let deadline = started + Duration::from_millis(req.timeout_ms);
         let mut interrupted_at: Option<Instant> = None;
@@ -196,6 +204,7 @@ impl Kernel {
                         log.text(name, v["text"].as_str().unwrap_or(""));
                     }
                     Some("done") => status = Some(v["status"] == "ok"),
+                    Some("truncated") => log.mark_truncated(),
                     _ => {
                         if let Ok(output) = serde_json::from_value::<Output>(v) {
                             log.push(output);
@@ -204,6 +213,7 @@ impl Kernel {
                 },
                 // Events of an earlier, interrupted cell.
                 Ok(Msg::Event(_)) => {}
+                Ok(Msg::Oversized) => log.mark_truncated(),
                 Ok(Msg::Bytes(name, bytes)) => log.bytes(name, &bytes),
                 Ok(Msg::Closed) | Err(RecvTimeoutError::Disconnected) => died = true,
                 Err(RecvTimeoutError::Timeout) if interrupted_at.is_none() => {
@@ -247,6 +257,7 @@ fn read_kernel(
     tx: Sender<Msg>,
 ) {
     let mut line = Vec::new();
+    let mut skipping = false;
     let (mut out_open, mut err_open) = (true, true);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -262,15 +273,36 @@ fn read_kernel(
             match events.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    line.extend_from_slice(&buf[..n]);
-                    while let Some(end) = line.iter().position(|&b| b == b'\n') {
-                        let rest = line.split_off(end + 1);
+                    let mut chunk = &buf[..n];
+                    if skipping {
+                        // The rest of an oversized line: drop up to its end.
+                        match chunk.iter().position(|&b| b == b'\n') {
+                            Some(end) => {
+                                chunk = &chunk[end + 1..];
+                                skipping = false;
+                            }
+                            None => chunk = &[],
+                        }
+                    }
+                    // Look for line ends in the new bytes only: a long line arrives in many
+                    // reads, and scanning it whole after each one was quadratic.
+                    while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+                        line.extend_from_slice(&chunk[..end]);
+                        chunk = &chunk[end + 1..];
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) {
                             if tx.send(Msg::Event(v)).is_err() {
                                 return;
                             }
                         }
-                        line = rest;
+                        line.clear();
+                    }
+                    line.extend_from_slice(chunk);
+                    if line.len() > MAX_EVENT_LINE {
+                        line = Vec::new();
+                        skipping = true;
+                        if tx.send(Msg::Oversized).is_err() {
+                            return;
+                        }
                     }
                 }
             }

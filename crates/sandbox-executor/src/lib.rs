@@ -115,7 +115,17 @@ fn harden() -> io::Result<()> {
 }
 
 fn send(out: &Mutex<io::Stdout>, event: &Event) -> io::Result<()> {
-    let frame = sandbox_protocol::encode(event)?;
+    let frame = match (sandbox_protocol::encode(event), event) {
+        (Ok(frame), _) => frame,
+        // A result must always be sent, or sandboxd waits out the timeout and loses the
+        // sandbox: cut it to fit.
+        (Err(_), Event::ExecDone(result)) => {
+            let mut result = result.clone();
+            outputs::shrink_to_fit(&mut result);
+            sandbox_protocol::encode(&Event::ExecDone(result))?
+        }
+        (Err(e), _) => return Err(e),
+    };
     let mut guard = out.lock().map_err(|_| io::Error::other("stdout lock poisoned"))?;
     guard.write_all(&frame)?;
     guard.flush()

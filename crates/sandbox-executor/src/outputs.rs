@@ -1,5 +1,8 @@
 //! What an execution produced: its outputs in order (consecutive stream text coalesced) and
-//! the plain stdout/stderr text for simple clients, each stream capped at the output limit.
+//! the plain stdout/stderr text for simple clients. Each stream is capped at the output limit,
+//! and all outputs together (stream text, and rich outputs as encoded) at the outputs limit:
+//! a cell ending in `'x' * 20_000_000` once stored a 19 MiB result, and a few large displays
+//! made a result too large for one frame, which lost the whole sandbox.
 
 use sandbox_protocol::{ExecResult, Output, StreamName};
 
@@ -15,6 +18,10 @@ pub type Sink = Box<dyn FnMut(&Output) + Send>;
 
 pub struct OutputLog {
     limit: usize,
+    outputs_limit: usize,
+    /// Bytes of all outputs kept so far.
+    used: usize,
+    outputs_truncated: bool,
     sink: Option<Sink>,
     outputs: Vec<Output>,
     stdout: Stream,
@@ -22,9 +29,25 @@ pub struct OutputLog {
 }
 
 impl OutputLog {
-    pub fn new(limit: usize) -> OutputLog {
+    /// `limit` bytes per stream, `outputs_limit` for everything together.
+    pub fn new(limit: usize, outputs_limit: usize) -> OutputLog {
         let stream = || Stream { text: String::new(), pending: Vec::new(), truncated: false };
-        OutputLog { limit, sink: None, outputs: Vec::new(), stdout: stream(), stderr: stream() }
+        OutputLog {
+            limit,
+            outputs_limit,
+            used: 0,
+            outputs_truncated: false,
+            sink: None,
+            outputs: Vec::new(),
+            stdout: stream(),
+            stderr: stream(),
+        }
+    }
+
+    /// Something was dropped before it reached the log (the kernel refused to send an output
+    /// over the limit, or a line of its events was too long).
+    pub fn mark_truncated(&mut self) {
+        self.outputs_truncated = true;
     }
 
     /// Also hands every kept piece of output to `sink` as it arrives.
@@ -60,17 +83,20 @@ impl OutputLog {
 
     /// Text written to a stream (by the kernel, already decoded).
     pub fn text(&mut self, name: StreamName, text: &str) {
-        let limit = self.limit;
+        let (limit, total_room) = (self.limit, self.outputs_limit.saturating_sub(self.used));
         let stream = self.stream_mut(name);
         if stream.truncated {
             // Once cut, a stream stays cut: later text must not slip into leftover room.
             return;
         }
-        let room = limit.saturating_sub(stream.text.len());
+        let room = limit.saturating_sub(stream.text.len()).min(total_room);
         let kept = if text.len() <= room {
             text
         } else {
             stream.truncated = true;
+            if text.len() > total_room {
+                self.outputs_truncated = true;
+            }
             let mut cut = room;
             while !text.is_char_boundary(cut) {
                 cut -= 1;
@@ -80,7 +106,8 @@ impl OutputLog {
         if kept.is_empty() {
             return;
         }
-        stream.text.push_str(kept);
+        self.used += kept.len();
+        self.stream_mut(name).text.push_str(kept);
         if let Some(sink) = &mut self.sink {
             sink(&Output::Stream { name, text: kept.to_string() });
         }
@@ -103,10 +130,36 @@ impl OutputLog {
                 stderr.truncated = true;
             }
         }
+        let Some(output) = self.fit(output) else {
+            self.outputs_truncated = true;
+            return;
+        };
         if let Some(sink) = &mut self.sink {
             sink(&output);
         }
         self.outputs.push(output);
+    }
+
+    /// `output` if it fits in what is left; an error that does not is kept without its
+    /// traceback (the plain stderr text has it, as far as it fits) and a shortened value.
+    fn fit(&mut self, output: Output) -> Option<Output> {
+        let room = self.outputs_limit.saturating_sub(self.used);
+        let size = |o: &Output| serde_json::to_vec(o).map_or(usize::MAX, |v| v.len());
+        let output = match output {
+            o if size(&o) <= room => o,
+            Output::Error { ename, evalue, .. } => {
+                self.outputs_truncated = true;
+                let short = |s: String| s.chars().take(1024).collect::<String>();
+                Output::Error { ename: short(ename), evalue: short(evalue), traceback: Vec::new() }
+            }
+            _ => return None,
+        };
+        let n = size(&output);
+        if n > room {
+            return None;
+        }
+        self.used += n;
+        Some(output)
     }
 
     /// Moves everything into `result`.
@@ -122,6 +175,28 @@ impl OutputLog {
         result.stdout_truncated = self.stdout.truncated;
         result.stderr_truncated = self.stderr.truncated;
         result.outputs = self.outputs;
+        result.outputs_truncated = self.outputs_truncated;
+    }
+}
+
+/// Cuts `result` until its frame fits the protocol's limit: the last resort when stream
+/// text that JSON escapes many times over (control characters) still made it too large. The
+/// execution's outcome is kept; its outputs are dropped and flagged.
+pub fn shrink_to_fit(result: &mut ExecResult) {
+    result.outputs.clear();
+    result.outputs_truncated = true;
+    let budget = sandbox_protocol::MAX_FRAME_BYTES / 16;
+    for (text, truncated) in
+        [(&mut result.stdout, &mut result.stdout_truncated), (&mut result.stderr, &mut result.stderr_truncated)]
+    {
+        if text.len() > budget {
+            let mut cut = budget;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            *truncated = true;
+        }
     }
 }
 
@@ -137,7 +212,7 @@ mod tests {
 
     #[test]
     fn streams_coalesce_in_order_and_interleave() {
-        let mut log = OutputLog::new(100);
+        let mut log = OutputLog::new(100, 1000);
         log.bytes(StreamName::Stdout, b"a");
         log.bytes(StreamName::Stdout, b"b\n");
         log.bytes(StreamName::Stderr, b"oops\n");
@@ -150,7 +225,7 @@ mod tests {
 
     #[test]
     fn an_error_is_an_output_and_stderr_text() {
-        let mut log = OutputLog::new(100);
+        let mut log = OutputLog::new(100, 1000);
         log.push(Output::Error {
             ename: "E".into(),
             evalue: "v".into(),
@@ -165,7 +240,7 @@ mod tests {
     fn a_sink_sees_each_piece_as_it_comes() {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let s2 = std::sync::Arc::clone(&seen);
-        let mut log = OutputLog::new(100).streaming(Box::new(move |o| s2.lock().expect("lock").push(o.clone())));
+        let mut log = OutputLog::new(100, 1000).streaming(Box::new(move |o| s2.lock().expect("lock").push(o.clone())));
         log.bytes(StreamName::Stdout, b"a");
         log.bytes(StreamName::Stdout, b"b");
         assert_eq!(seen.lock().expect("lock").len(), 2, "pieces are streamed separately");
@@ -174,7 +249,7 @@ mod tests {
 
     #[test]
     fn a_character_split_across_reads_stays_whole() {
-        let mut log = OutputLog::new(100);
+        let mut log = OutputLog::new(100, 1000);
         let bytes = "héllo".as_bytes();
         log.bytes(StreamName::Stdout, &bytes[..2]);
         log.bytes(StreamName::Stdout, &bytes[2..]);
@@ -183,11 +258,60 @@ mod tests {
 
     #[test]
     fn the_limit_cuts_on_a_character_boundary_and_flags_it() {
-        let mut log = OutputLog::new(4);
+        let mut log = OutputLog::new(4, 1000);
         log.text(StreamName::Stdout, "abcé");
         log.text(StreamName::Stdout, "more");
         let r = finish(log);
         assert_eq!(r.stdout, "abc");
         assert!(r.stdout_truncated && !r.stderr_truncated);
+    }
+
+    #[test]
+    fn all_outputs_together_stop_at_the_outputs_limit() {
+        let mut log = OutputLog::new(100, 80);
+        log.text(StreamName::Stdout, "0123456789");
+        let big = serde_json::json!({"text/plain": "x".repeat(100)});
+        log.push(Output::ExecuteResult {
+            execution_count: Some(1),
+            data: big.as_object().cloned().unwrap_or_default(),
+            metadata: Default::default(),
+        });
+        log.push(Output::Error { ename: "E".into(), evalue: "v".into(), traceback: vec!["t".repeat(50)] });
+        log.text(StreamName::Stderr, &"e".repeat(100));
+        let r = finish(log);
+        assert!(r.outputs_truncated);
+        assert_eq!(r.outputs.len(), 3, "{:?}", r.outputs);
+        assert!(matches!(&r.outputs[1], Output::Error { traceback, .. } if traceback.is_empty()));
+        // Stream text counts as text, rich outputs as encoded.
+        let used: usize = r
+            .outputs
+            .iter()
+            .map(|o| match o {
+                Output::Stream { text, .. } => text.len(),
+                rich => serde_json::to_vec(rich).map_or(0, |v| v.len()),
+            })
+            .sum();
+        assert!(used <= 80, "outputs take {used} bytes");
+        assert!(r.stderr_truncated && r.stderr.len() <= 100);
+    }
+
+    #[test]
+    fn within_the_limit_nothing_is_flagged() {
+        let mut log = OutputLog::new(100, 1000);
+        log.text(StreamName::Stdout, "fine");
+        assert!(!finish(log).outputs_truncated);
+    }
+
+    #[test]
+    fn an_oversized_result_is_shrunk_to_one_frame() {
+        let mut r = ExecResult {
+            stdout: "\u{1}".repeat(sandbox_protocol::MAX_FRAME_BYTES / 5),
+            outputs: vec![Output::Stream { name: StreamName::Stdout, text: "x".into() }],
+            ..Default::default()
+        };
+        assert!(sandbox_protocol::encode(&sandbox_protocol::Event::ExecDone(r.clone())).is_err());
+        shrink_to_fit(&mut r);
+        assert!(sandbox_protocol::encode(&sandbox_protocol::Event::ExecDone(r.clone())).is_ok());
+        assert!(r.outputs_truncated && r.stdout_truncated && r.outputs.is_empty());
     }
 }

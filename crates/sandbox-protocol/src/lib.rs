@@ -19,6 +19,12 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// Frames above this size are refused, so a corrupt length cannot make a peer allocate wildly.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
+/// Bytes all outputs of one execution may take together unless the request says otherwise.
+pub const DEFAULT_OUTPUTS_LIMIT: usize = 8 << 20;
+/// The largest outputs limit a request may ask for: with both streams' text beside it, an
+/// execution's result must still fit in one frame.
+pub const MAX_OUTPUTS_LIMIT: usize = MAX_FRAME_BYTES / 4;
+
 /// Where the executor expects the workspace and runs code.
 pub const WORKSPACE_DIR: &str = "/workspace";
 
@@ -85,6 +91,10 @@ pub struct ExecRequest {
     pub timeout_ms: u64,
     /// Bytes kept per stream; the rest is read and dropped, and the stream marked truncated.
     pub output_limit: usize,
+    /// Bytes all outputs together may take (stream text, and rich outputs as encoded);
+    /// what does not fit is dropped and `outputs_truncated` set.
+    #[serde(default = "default_outputs_limit")]
+    pub outputs_limit: usize,
     /// Run in the session's kernel (Python only) instead of a fresh process.
     #[serde(default)]
     pub kernel: bool,
@@ -175,6 +185,13 @@ pub struct ExecResult {
     /// The kernel died during the execution; a fresh one is being started.
     #[serde(default)]
     pub kernel_died: bool,
+    /// Some output was dropped: all outputs together reached the request's `outputs_limit`.
+    #[serde(default)]
+    pub outputs_truncated: bool,
+}
+
+fn default_outputs_limit() -> usize {
+    DEFAULT_OUTPUTS_LIMIT
 }
 
 /// Encodes a message as one frame.
@@ -236,6 +253,7 @@ mod tests {
             env: BTreeMap::from([("A".into(), "b".into())]),
             timeout_ms: 1000,
             output_limit: 10,
+            outputs_limit: 10,
             kernel: true,
             stream: false,
         });

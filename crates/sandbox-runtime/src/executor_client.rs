@@ -198,6 +198,7 @@ mod tests {
             env: Default::default(),
             timeout_ms: 1000,
             output_limit: 10,
+            outputs_limit: 10,
             kernel: false,
             stream: false,
         }

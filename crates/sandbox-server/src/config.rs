@@ -59,6 +59,19 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_OUTPUT_LIMIT_BYTES", default_value_t = 1 << 20)]
     pub output_limit_bytes: usize,
 
+    /// Bytes all outputs of one execution may take together (streams, displays, results,
+    /// errors); the rest is dropped and `outputs_truncated` set. At most 16 MiB.
+    #[arg(long, env = "SANDBOXD_OUTPUTS_LIMIT_BYTES", default_value_t = sandbox_protocol::DEFAULT_OUTPUTS_LIMIT)]
+    pub outputs_limit_bytes: usize,
+
+    /// Keep a finished execution's record this many seconds (0: forever).
+    #[arg(long, env = "SANDBOXD_EXECUTION_RETENTION_S", default_value_t = 7 * 24 * 3600)]
+    pub execution_retention_s: u64,
+
+    /// Keep at most this many finished executions per session, the newest (0: no limit).
+    #[arg(long, env = "SANDBOXD_MAX_EXECUTIONS_PER_SESSION", default_value_t = 1000)]
+    pub max_executions_per_session: usize,
+
     /// Largest request body accepted (413 above it).
     #[arg(long, env = "SANDBOXD_MAX_BODY_BYTES", default_value_t = 10 << 20)]
     pub max_body_bytes: usize,
@@ -192,6 +205,14 @@ impl Config {
                 "default timeout must be in (0, max_timeout_s]",
             ),
             (self.output_limit_bytes > 0, "output limit must be positive"),
+            (
+                self.outputs_limit_bytes > 0 && self.outputs_limit_bytes <= sandbox_protocol::MAX_OUTPUTS_LIMIT,
+                "outputs limit must be in (0, 16 MiB]",
+            ),
+            (
+                self.output_limit_bytes <= sandbox_protocol::MAX_OUTPUTS_LIMIT,
+                "output limit per stream must be at most 16 MiB",
+            ),
             (
                 self.header_read_timeout_s.is_finite() && self.header_read_timeout_s >= 0.1,
                 "header read timeout must be at least 0.1 s",

@@ -124,6 +124,7 @@ impl Plan {
             env: self.env.clone(),
             timeout_ms: (self.timeout_s * 1000.0).ceil() as u64,
             output_limit: config.output_limit_bytes,
+            outputs_limit: config.outputs_limit_bytes,
             kernel: self.kernel,
             // The runtime turns it on when the caller hands it a sink.
             stream: false,
@@ -149,6 +150,7 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
                 spawn_error,
                 outputs,
                 kernel_died,
+                outputs_truncated,
                 ..
             } = result;
             e.exit_code = exit_code;
@@ -157,6 +159,7 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
             e.stdout_truncated = stdout_truncated;
             e.stderr_truncated = stderr_truncated;
             e.outputs = outputs;
+            e.outputs_truncated = outputs_truncated;
             e.duration_ms = Some(duration_ms);
             (e.status, e.reason) = match (spawn_error, limit, timed_out, exit_code, signal) {
                 (Some(msg), ..) => {

@@ -79,11 +79,13 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("file task failed: {e}")))?
 }
 
-fn params(raw: Option<String>) -> HashMap<String, String> {
+/// A request's query parameters.
+pub(crate) fn params(raw: Option<String>) -> HashMap<String, String> {
     form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
-fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool> {
+/// A boolean query parameter: absent, `false` or `0` is false; `true`, `1` or bare is true.
+pub(crate) fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool> {
     match params.get(name).map(String::as_str) {
         None | Some("false") | Some("0") => Ok(false),
         Some("true") | Some("1") | Some("") => Ok(true),

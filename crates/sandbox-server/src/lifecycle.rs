@@ -26,6 +26,7 @@ pub struct ReaperCounts {
     pub stopped_idle: AtomicU64,
     pub stopped_lifetime: AtomicU64,
     pub workspaces_removed: AtomicU64,
+    pub executions_pruned: AtomicU64,
 }
 
 /// Runs `task` every `seconds` until the server is gone (it holds the state only weakly).
@@ -93,6 +94,22 @@ async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
             state.reaper.workspaces_removed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(session = %id, "workspace removed: retention over");
         }
+    }
+    prune_executions(state)?;
+    Ok(())
+}
+
+/// Keeps the store's size bounded: finished executions go after `--execution-retention-s`,
+/// and beyond the newest `--max-executions-per-session` of each session.
+fn prune_executions(state: &AppState) -> Result<(), ApiError> {
+    let c = &state.config;
+    let before = (c.execution_retention_s > 0)
+        .then(|| Utc::now() - chrono::Duration::seconds(i64::try_from(c.execution_retention_s).unwrap_or(i64::MAX)));
+    let keep = (c.max_executions_per_session > 0).then_some(c.max_executions_per_session);
+    let pruned = state.store.prune_executions(before, keep)?;
+    if pruned > 0 {
+        state.reaper.executions_pruned.fetch_add(pruned as u64, Ordering::Relaxed);
+        tracing::info!(pruned, "stored executions pruned");
     }
     Ok(())
 }
@@ -243,11 +260,12 @@ pub async fn workspace_taken(state: &AppState, source: &Session, to: &str) -> Re
 }
 
 /// The reaper counts, as a snapshot.
-pub fn counts(state: &AppState) -> [(&'static str, u64); 3] {
+pub fn counts(state: &AppState) -> [(&'static str, u64); 4] {
     let r = &state.reaper;
     [
         ("stopped_idle", r.stopped_idle.load(Ordering::Relaxed)),
         ("stopped_lifetime", r.stopped_lifetime.load(Ordering::Relaxed)),
         ("workspace_removed", r.workspaces_removed.load(Ordering::Relaxed)),
+        ("execution_pruned", r.executions_pruned.load(Ordering::Relaxed)),
     ]
 }

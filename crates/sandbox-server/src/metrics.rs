@@ -72,7 +72,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Result<impl IntoResp
         &mut out,
         "sandboxd_reaper_actions_total",
         "counter",
-        "Sessions stopped and workspaces removed by the reaper.",
+        "Sessions stopped, workspaces removed and stored executions pruned by the reaper.",
     );
     for (action, n) in crate::lifecycle::counts(&state) {
         let _ = writeln!(out, "sandboxd_reaper_actions_total{{action=\"{action}\"}} {n}");

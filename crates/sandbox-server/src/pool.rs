@@ -164,6 +164,7 @@ async fn warm_kernel(sandbox: Box<dyn Sandbox>, env: BTreeMap<String, String>) -
         env,
         timeout_ms: 120_000,
         output_limit: 1024,
+        outputs_limit: 4096,
         kernel: true,
         stream: false,
     };

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -498,13 +498,19 @@ impl futures_core::Stream for ChannelStream {
     }
 }
 
-#[utoipa::path(get, path = "/v1/sessions/{id}/executions", responses((status = 200, body = ExecutionList), (status = 404, body = sandbox_api::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/sessions/{id}/executions",
+    params(("id" = String, Path), ("outputs" = Option<bool>, Query, description = "Include stdout, stderr and outputs (summaries leave them empty)")),
+    responses((status = 200, body = ExecutionList), (status = 400, body = sandbox_api::ErrorBody), (status = 404, body = sandbox_api::ErrorBody)))]
+/// A session's executions, oldest first, as summaries: `stdout`, `stderr` and `outputs` are
+/// empty unless `?outputs=true` (each execution has them whole at `GET /v1/executions/{id}`).
 pub async fn list_executions(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<ExecutionList>> {
+    let with_outputs = crate::files::flag(&crate::files::params(query), "outputs")?;
     session_or_404(&state, &id)?;
-    Ok(Json(ExecutionList { executions: state.store.list_executions(&id)? }))
+    Ok(Json(ExecutionList { executions: state.store.list_executions(&id, with_outputs)? }))
 }
 
 #[utoipa::path(get, path = "/v1/executions/{id}", responses((status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody)))]

@@ -23,7 +23,7 @@ async fn sessions_executions_and_files_survive_a_restart() -> anyhow::Result<()>
 
     let sessions = t.client.list_sessions().await?.sessions;
     assert_eq!(sessions.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(), vec![s.id.as_str()]);
-    let execs = t.client.list_executions(&s.id).await?.executions;
+    let execs = t.client.list_executions_with_outputs(&s.id).await?.executions;
     assert_eq!(execs.len(), 2);
     assert_eq!(execs[0], e);
     assert!(execs.iter().all(|x| x.status != ExecutionStatus::Running), "{execs:?}");

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sandbox_api::{
     Callback, CallbackAttempt, Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Template,
@@ -76,6 +76,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sessions ADD COLUMN stop_reason TEXT;
      ALTER TABLE sessions ADD COLUMN stopped_at TEXT;
      ALTER TABLE sessions ADD COLUMN workspace_removed_at TEXT;",
+    "ALTER TABLE executions ADD COLUMN outputs_truncated INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX executions_by_finish ON executions(finished_at);",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -358,8 +360,9 @@ impl Store {
     pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
-                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url,
+                outputs_truncated)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             params![
                 e.id,
                 e.session_id,
@@ -377,7 +380,8 @@ impl Store {
                 e.finished_at.map(|t| t.to_rfc3339()),
                 outputs_json(e)?,
                 metrics_json(e)?,
-                e.callback.as_ref().map(|c| c.url.clone())
+                e.callback.as_ref().map(|c| c.url.clone()),
+                e.outputs_truncated
             ],
         )?;
         Ok(())
@@ -422,7 +426,7 @@ impl Store {
         self.conn().execute(
             "UPDATE executions SET status = ?2, exit_code = ?3, reason = ?4, stdout = ?5, stderr = ?6,
                 stdout_truncated = ?7, stderr_truncated = ?8, duration_ms = ?9, finished_at = ?10,
-                outputs = ?11, metrics = ?12
+                outputs = ?11, metrics = ?12, outputs_truncated = ?13
              WHERE id = ?1",
             params![
                 e.id,
@@ -436,7 +440,8 @@ impl Store {
                 e.duration_ms,
                 e.finished_at.map(|t| t.to_rfc3339()),
                 outputs_json(e)?,
-                metrics_json(e)?
+                metrics_json(e)?,
+                e.outputs_truncated
             ],
         )?;
         Ok(())
@@ -455,17 +460,63 @@ impl Store {
         Ok(Some(e))
     }
 
-    pub fn list_executions(&self, session_id: &str) -> Result<Vec<Execution>, StoreError> {
+    /// A session's executions, oldest first. Summaries (`with_outputs` false) leave `stdout`,
+    /// `stderr` and `outputs` empty and never read them: a session's outputs can be large.
+    pub fn list_executions(&self, session_id: &str, with_outputs: bool) -> Result<Vec<Execution>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE session_id = ?1 ORDER BY started_at, id"))?;
+        let columns = if with_outputs { EXECUTION_COLUMNS } else { EXECUTION_SUMMARY_COLUMNS };
+        let mut stmt = conn.prepare_cached(&format!("{columns} WHERE session_id = ?1 ORDER BY started_at, id"))?;
         let raws = stmt.query_map(params![session_id], RawExecution::from_row)?.collect::<Result<Vec<_>, _>>()?;
         raws.into_iter().map(RawExecution::into_execution).collect()
+    }
+
+    /// Deletes finished executions that finished before `finished_before`, and those older than
+    /// the newest `keep_per_session` of each session (and of `/v1/run`'s, which have none),
+    /// with their callback attempts. Queued and running ones count among the newest but are
+    /// never deleted. Returns how many went.
+    pub fn prune_executions(
+        &self,
+        finished_before: Option<DateTime<Utc>>,
+        keep_per_session: Option<usize>,
+    ) -> Result<usize, StoreError> {
+        let conn = self.conn();
+        let mut removed = 0;
+        if let Some(before) = finished_before {
+            removed += conn.execute(
+                "DELETE FROM executions WHERE finished_at IS NOT NULL AND finished_at < ?1
+                    AND status NOT IN ('queued', 'running')",
+                params![before.to_rfc3339()],
+            )?;
+        }
+        if let Some(keep) = keep_per_session {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let crowded: Vec<Option<String>> = conn
+                .prepare_cached("SELECT session_id FROM executions GROUP BY session_id HAVING COUNT(*) > ?1")?
+                .query_map(params![keep], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            for session in crowded {
+                removed += conn.execute(
+                    "DELETE FROM executions WHERE id IN (
+                        SELECT id FROM (SELECT id, status FROM executions WHERE session_id IS ?1
+                                        ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?2)
+                        WHERE status NOT IN ('queued', 'running'))",
+                    params![session, keep],
+                )?;
+            }
+        }
+        if removed > 0 {
+            conn.execute("DELETE FROM callback_attempts WHERE execution_id NOT IN (SELECT id FROM executions)", [])?;
+        }
+        Ok(removed)
     }
 }
 
 const EXECUTION_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, stdout, stderr,
-    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url FROM executions";
+    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url,
+    outputs_truncated FROM executions";
+const EXECUTION_SUMMARY_COLUMNS: &str = "SELECT id, session_id, language, status, exit_code, reason, '', '',
+    stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, '[]', metrics, callback_url,
+    outputs_truncated FROM executions";
 
 fn metrics_json(e: &Execution) -> Result<Option<String>, StoreError> {
     e.metrics
@@ -562,6 +613,7 @@ struct RawExecution {
     outputs: String,
     metrics: Option<String>,
     callback_url: Option<String>,
+    outputs_truncated: bool,
 }
 
 impl RawExecution {
@@ -583,6 +635,7 @@ impl RawExecution {
             outputs: r.get(13)?,
             metrics: r.get(14)?,
             callback_url: r.get(15)?,
+            outputs_truncated: r.get(16)?,
         })
     }
 
@@ -604,6 +657,7 @@ impl RawExecution {
             stderr_truncated: self.stderr_truncated,
             duration_ms: self.duration_ms,
             outputs: serde_json::from_str(&self.outputs).map_err(|e| corrupt(e.to_string()))?,
+            outputs_truncated: self.outputs_truncated,
             metrics: self
                 .metrics
                 .as_deref()
@@ -715,8 +769,13 @@ mod tests {
         assert_eq!(s1.env["A"], "1");
         assert_eq!((s1.status, s1.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
         assert!(s1.stopped_at.is_some());
-        let list = store.list_executions("s1").expect("list");
+        let list = store.list_executions("s1", true).expect("list");
         assert_eq!(list.len(), 2);
+        assert_eq!(list[0].outputs.len(), 1);
+        let summaries = store.list_executions("s1", false).expect("list");
+        assert_eq!(summaries.len(), 2);
+        assert!(summaries[0].outputs.is_empty() && summaries[0].stdout.is_empty(), "summaries leave outputs out");
+        assert_eq!(summaries[0].metrics, list[0].metrics);
         let e1 = store.get_execution("e1").expect("get").expect("exists");
         assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
         assert_eq!(e1.outputs.len(), 1);
@@ -726,6 +785,41 @@ mod tests {
         let e2 = store.get_execution("e2").expect("get").expect("exists");
         assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Interrupted, Some("server_restart")));
         assert!(e2.finished_at.is_some());
+    }
+
+    #[test]
+    fn executions_are_pruned_by_age_and_count_never_while_pending() {
+        let store = Store::open_in_memory().expect("open");
+        store.insert_session(&session("s1")).expect("insert");
+        let long_ago = Utc::now() - chrono::Duration::days(30);
+        for i in 0..6 {
+            let mut e = execution(&format!("e{i}"), "s1");
+            e.started_at = long_ago + chrono::Duration::seconds(i);
+            e.outputs_truncated = i == 5;
+            store.insert_execution(&e, "1").expect("insert");
+            if i < 5 {
+                e.status = ExecutionStatus::Succeeded;
+                // e0 and e1 finished long ago; the others just now.
+                e.finished_at = Some(if i < 2 { long_ago } else { Utc::now() });
+                store.finish_execution(&e).expect("finish");
+            }
+        }
+        store
+            .add_callback_attempt("e0", &CallbackAttempt { at: Utc::now(), status: Some(500), error: None })
+            .expect("attempt");
+        let ids = |store: &Store| -> Vec<String> {
+            store.list_executions("s1", false).expect("list").into_iter().map(|e| e.id).collect()
+        };
+        assert_eq!(store.prune_executions(Some(Utc::now() - chrono::Duration::days(7)), None).expect("prune"), 2);
+        assert_eq!(ids(&store), ["e2", "e3", "e4", "e5"]);
+        // Keep two per session: e5 is running (kept, and counted), so e2 and e3 go.
+        assert_eq!(store.prune_executions(None, Some(2)).expect("prune"), 2);
+        assert_eq!(ids(&store), ["e4", "e5"]);
+        assert!(store.get_execution("e5").expect("get").expect("exists").outputs_truncated);
+        let orphans: i64 =
+            store.conn().query_row("SELECT COUNT(*) FROM callback_attempts", [], |r| r.get(0)).expect("count");
+        assert_eq!(orphans, 0, "attempts of pruned executions go too");
+        assert_eq!(store.prune_executions(None, Some(2)).expect("prune"), 0);
     }
 
     #[test]
