@@ -465,3 +465,32 @@ async fn outputs_listings_are_summaries_and_old_executions_are_pruned() -> anyho
     t.shutdown().await;
     Ok(())
 }
+
+// ---- Disk and memory: tmpfs, the root, /dev ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tmpfs_are_sized_to_the_memory_limit_and_the_root_is_read_only() -> anyhow::Result<()> {
+    // /tmp (256 MiB by default) filled in a 128 MiB sandbox was an OOM kill, not ENOSPC; / and
+    // /dev were writable tmpfs with no size at all.
+    let t = TestServer::start().await?;
+    let limits = sandbox_api::LimitsRequest { memory_mb: Some(128), ..Default::default() };
+    let s = t.client.create_session(&sandbox_api::CreateSession { limits: Some(limits), ..Default::default() }).await?;
+    let code = "df -m --output=size /tmp /dev/shm | tail -n 2 | tr -d ' ' | tr '\\n' ' '; echo
+for f in /x /dev/x /etc/x /usr/x; do (echo 1 > $f) 2>/dev/null && echo \"wrote $f\" || echo \"refused $f\"; done
+dd if=/dev/zero of=/tmp/fill bs=1M count=200 2>&1 | grep -o 'No space left on device' | head -n 1
+rm /tmp/fill
+dd if=/dev/zero of=/dev/shm/fill bs=1M count=200 2>&1 | grep -o 'No space left on device' | head -n 1
+rm /dev/shm/fill
+echo shm-ok > /dev/shm/note && cat /dev/shm/note";
+    let e = t.exec(&s.id, Language::Bash, code).await?;
+    assert_eq!(e.status, sandbox_api::ExecutionStatus::Succeeded, "{e:?}");
+    assert_eq!(
+        e.stdout,
+        "64 64 \nrefused /x\nrefused /dev/x\nrefused /etc/x\nrefused /usr/x\nNo space left on device\nNo space left on device\nshm-ok\n",
+        "{}",
+        e.stderr
+    );
+    t.assert_healthy(&s.id).await?;
+    t.shutdown().await;
+    Ok(())
+}

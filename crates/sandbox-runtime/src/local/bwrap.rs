@@ -95,8 +95,11 @@ fn push(args: &mut Vec<OsString>, items: &[&str]) {
 }
 
 /// The namespaces and the read-only system view every sandbox shares: the host's `/usr` and
-/// merged-/usr links, our `/etc`, a private `/proc`, a minimal `/dev` and a capped `/tmp`.
-fn system_view(a: &mut Vec<OsString>, layout: &Layout, share_net: bool) {
+/// merged-/usr links, our `/etc`, a private `/proc`, a minimal `/dev`, and `/tmp` and
+/// `/dev/shm` as tmpfs of `--tmp-size-mb`, but each at most half the sandbox's memory: their
+/// pages count against it, so a larger one let code that fills it be OOM-killed instead of
+/// getting ENOSPC.
+fn system_view(a: &mut Vec<OsString>, layout: &Layout, share_net: bool, memory_bytes: u64) {
     let uid = SANDBOX_UID.to_string();
     push(a, &["--unshare-all", "--unshare-user", "--disable-userns"]);
     if share_net {
@@ -123,7 +126,15 @@ fn system_view(a: &mut Vec<OsString>, layout: &Layout, share_net: bool) {
     a.push(layout.etc_dir.clone().into());
     a.push("/etc".into());
     push(a, &["--proc", "/proc", "--dev", "/dev"]);
-    push(a, &["--size", &layout.tmp_size_bytes.to_string(), "--tmpfs", "/tmp"]);
+    let tmp_size = layout.tmp_size_bytes.min(memory_bytes / 2).max(1 << 20).to_string();
+    push(a, &["--size", &tmp_size, "--tmpfs", "/tmp"]);
+    push(a, &["--size", &tmp_size, "--tmpfs", "/dev/shm"]);
+}
+
+/// The root and `/dev` are tmpfs that bwrap makes (unsized) and the sandbox user owns: once
+/// every mount point is in place they become read-only, so code writes only where it should.
+fn seal(a: &mut Vec<OsString>) {
+    push(a, &["--remount-ro", "/dev", "--remount-ro", "/"]);
 }
 
 fn bind(a: &mut Vec<OsString>, flag: &str, source: &Path, target: &str) {
@@ -133,15 +144,16 @@ fn bind(a: &mut Vec<OsString>, flag: &str, source: &Path, target: &str) {
 }
 
 /// The full bwrap argument list for a sandbox on `workspace`, with `mounts` read-only.
-pub fn args(layout: &Layout, workspace: &Path, mounts: &[ReadOnlyMount]) -> Vec<OsString> {
+pub fn args(layout: &Layout, workspace: &Path, mounts: &[ReadOnlyMount], memory_bytes: u64) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
-    system_view(&mut a, layout, false);
+    system_view(&mut a, layout, false, memory_bytes);
     a.push("--as-pid-1".into());
     for m in mounts {
         bind(&mut a, "--ro-bind", &m.source, &m.target);
     }
     bind(&mut a, "--bind", workspace, sandbox_protocol::WORKSPACE_DIR);
     bind(&mut a, "--ro-bind", &layout.executor, EXECUTOR_PATH);
+    seal(&mut a);
     push(&mut a, &["--chdir", sandbox_protocol::WORKSPACE_DIR, "--clearenv", "--", EXECUTOR_PATH]);
     a
 }
@@ -157,12 +169,13 @@ pub const INSTALL_CACHE: &str = "/cache";
 /// reach the cache other sessions' installs share.
 pub fn install_args(layout: &Layout, req: &PackageInstall) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
-    system_view(&mut a, layout, true);
+    system_view(&mut a, layout, true, req.limits.memory_bytes);
     if Path::new(RESOLV_CONF).exists() {
         push(&mut a, &["--ro-bind", RESOLV_CONF, RESOLV_CONF]);
     }
     bind(&mut a, "--bind", &req.target, INSTALL_TARGET);
     bind(&mut a, "--bind", &req.cache, INSTALL_CACHE);
+    seal(&mut a);
     push(&mut a, &["--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]);
     push(&mut a, &["--setenv", "PATH", sandbox_protocol::SANDBOX_PATH, "--setenv", "LANG", "C.UTF-8"]);
     push(&mut a, &["--", "python3", "-m", "pip", "install", "--target", INSTALL_TARGET, "--upgrade"]);
@@ -272,7 +285,7 @@ mod tests {
     }
 
     fn joined() -> String {
-        args(&layout(), Path::new("/data/workspaces/s1"), &mounts())
+        args(&layout(), Path::new("/data/workspaces/s1"), &mounts(), 1 << 30)
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -299,13 +312,29 @@ mod tests {
         assert!(a.contains("--ro-bind /data/runtime/etc /etc"));
         assert!(a.contains("--bind /data/workspaces/s1 /workspace"));
         assert!(a.contains(&format!("--size {} --tmpfs /tmp", 1 << 20)));
+        assert!(a.contains(&format!("--size {} --tmpfs /dev/shm", 1 << 20)));
         assert!(a.contains("--ro-bind /data/packages/s1 /opt/packages"));
         for hidden in [" /root", " /home", "/var", "--bind /tmp", "--ro-bind /etc /etc", "--bind /data /"] {
             assert!(!a.contains(hidden), "{hidden} must not be mounted: {a}");
         }
         // The only writable bind is the workspace.
-        let v = args(&layout(), Path::new("/w"), &mounts());
+        let v = args(&layout(), Path::new("/w"), &mounts(), 1 << 30);
         assert_eq!(v.iter().filter(|s| *s == "--bind" || *s == "--dev-bind").count(), 1);
+    }
+
+    #[test]
+    fn tmpfs_are_sized_below_the_memory_limit_and_root_and_dev_end_read_only() {
+        let big = Layout { tmp_size_bytes: 256 << 20, ..layout() };
+        let a = args(&big, Path::new("/w"), &[], 64 << 20);
+        let a: Vec<String> = a.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        let joined = a.join(" ");
+        let small = (32u64 << 20).to_string();
+        assert!(joined.contains(&format!("--size {small} --tmpfs /tmp --size {small} --tmpfs /dev/shm")), "{joined}");
+        // Sealed after the last mount point is made, before the executor runs.
+        let sealed = a.iter().position(|s| s == "--remount-ro").unwrap_or(0);
+        let last_mount = a.iter().rposition(|s| s.ends_with("bind") || s == "--tmpfs").unwrap_or(usize::MAX);
+        assert!(sealed > last_mount, "{joined}");
+        assert!(joined.contains("--remount-ro /dev --remount-ro / --chdir"), "{joined}");
     }
 
     #[test]

@@ -221,7 +221,7 @@ impl LocalRuntime {
             return Err(RuntimeError::NotReady("runtime misconfigured".into()));
         };
         let cgroup = cgroups.create(&spec.name, &spec.limits)?;
-        let args = bwrap::args(layout, &spec.workspace, &spec.mounts);
+        let args = bwrap::args(layout, &spec.workspace, &spec.mounts, spec.limits.memory_bytes);
         let (mut child, info_r, block_w) = match self.spawn_held(bwrap_path, args, Stdio::piped()) {
             Ok(spawned) => spawned,
             Err(e) => {
