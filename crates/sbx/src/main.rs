@@ -54,6 +54,14 @@ async fn main() {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        // The reader went away (`sbx ls $S | head`): nothing to say, like a tool killed by SIGPIPE.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            std::process::exit(141)
+        }
         Err(e) => {
             eprintln!("sbx: {e:#}");
             std::process::exit(2);

@@ -2,13 +2,38 @@
 //! mirrors it (the process's code; 124 for a timeout like timeout(1); 137 when killed or the
 //! kernel died; 125 when cancelled or interrupted by a restart of sandboxd).
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use sandbox_api::{Execution, ExecutionStatus, Output};
 
+/// `println!` that returns an error where `println!` panics: when stdout is closed early
+/// (`sbx ls $S | head`). `main` ends quietly on a broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
+}
+pub(crate) use outln;
+
+/// `name` with control and bidirectional-override characters escaped (`\u{1b}`): names come
+/// from code in a sandbox, and printed raw they could drive the terminal or disguise a name.
+pub fn printable(name: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !name.chars().any(unsafe_char) {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(
+        name.chars().map(|c| if unsafe_char(c) { c.escape_unicode().to_string() } else { c.to_string() }).collect(),
+    )
+}
+
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    outln!("{}", serde_json::to_string_pretty(value)?)?;
     Ok(())
 }
 
@@ -24,16 +49,16 @@ pub fn print_execution(e: &Execution, json: bool) -> anyhow::Result<i32> {
             match output {
                 Output::Stream { .. } => {}
                 Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => match data.get("text/plain") {
-                    Some(serde_json::Value::String(text)) if data.len() == 1 => println!("{text}"),
+                    Some(serde_json::Value::String(text)) if data.len() == 1 => outln!("{text}")?,
                     _ => {
                         let kinds: Vec<&str> = data.keys().map(String::as_str).collect();
-                        println!("[{}]", kinds.join(", "));
+                        outln!("[{}]", kinds.join(", "))?;
                     }
                 },
                 Output::Error { traceback, .. } => eprintln!("{}", traceback.join("\n")),
             }
         }
-        if e.stdout_truncated || e.stderr_truncated {
+        if e.stdout_truncated || e.stderr_truncated || e.outputs_truncated {
             eprintln!("sbx: output truncated by the server's limit");
         }
         match e.status {
@@ -75,4 +100,18 @@ pub async fn with_progress<T>(message: &str, work: impl std::future::Future<Outp
     let out = work.await;
     bar.finish_and_clear();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn names_are_printed_with_control_and_bidi_characters_escaped() {
+        assert_eq!(printable("plain/ok.txt"), "plain/ok.txt");
+        assert_eq!(printable("données/日本.csv"), "données/日本.csv");
+        assert_eq!(printable("a\u{1b}]0;pwned\u{7}b"), "a\\u{1b}]0;pwned\\u{7}b");
+        assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        assert_eq!(printable("line\nbreak"), "line\\u{a}break");
+    }
 }

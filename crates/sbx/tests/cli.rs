@@ -165,3 +165,31 @@ async fn file_transfers_show_a_progress_bar_on_a_terminal() -> anyhow::Result<()
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_made_by_code_are_escaped_and_a_closed_pipe_is_no_panic() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    // A name that would set the terminal's title and ring its bell, and one that reverses text.
+    t.exec(&s.id, sandbox_api::Language::Python, "open('a\\x1b]0;pwned\\x07b', 'w'); open('x\\u202etxt.exe', 'w')").await?;
+    let out = sbx(&t, &["ls", &s.id]);
+    let listed = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!listed.contains('\u{1b}') && !listed.contains('\u{202e}'), "{listed:?}");
+    assert!(listed.contains("a\\u{1b}]0;pwned\\u{7}b") && listed.contains("x\\u{202e}txt.exe"), "{listed}");
+
+    // `sbx ... | head -c 1`: the reader leaves early; sbx ends quietly.
+    let long = "for i in range(200000): print(i)";
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sbx"))
+        .args(["exec", &s.id, "-l", "python", "-c", long])
+        .env("SANDBOX_URL", t.client.base())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    drop(child.stdout.take());
+    let out = tokio::task::block_in_place(|| child.wait_with_output())?;
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(141));
+    t.shutdown().await;
+    Ok(())
+}

@@ -76,7 +76,7 @@ pub async fn upload(client: &Client, args: Upload, json: bool) -> anyhow::Result
     if json {
         output::print_json(&up)?;
     } else {
-        println!("{}  {} bytes  sha256 {}", up.path, up.size, up.sha256);
+        output::outln!("{}  {} bytes  sha256 {}", output::printable(&up.path), up.size, up.sha256)?;
     }
     Ok(0)
 }
@@ -114,7 +114,8 @@ pub async fn list(client: &Client, args: List, json: bool) -> anyhow::Result<i32
             sandbox_api::FileType::Symlink => "l",
             sandbox_api::FileType::Other => "?",
         };
-        println!("{kind} {:>12}  {}  {}", f.size, f.modified_at.format("%Y-%m-%d %H:%M:%S"), f.path);
+        let modified = f.modified_at.format("%Y-%m-%d %H:%M:%S");
+        output::outln!("{kind} {:>12}  {modified}  {}", f.size, output::printable(&f.path))?;
     }
     if list.truncated {
         eprintln!("sbx: the listing was cut at the server's limit");

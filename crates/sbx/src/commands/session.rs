@@ -39,8 +39,8 @@ pub enum Command {
     },
 }
 
-fn print_session_line(s: &Session) {
-    println!(
+fn print_session_line(s: &Session) -> std::io::Result<()> {
+    crate::output::outln!(
         "{}  {:8}  {}  mem={}MiB pids={} cpu={}",
         s.id,
         s.status.as_str(),
@@ -48,7 +48,7 @@ fn print_session_line(s: &Session) {
         s.limits.memory_mb,
         s.limits.pids,
         s.limits.cpu
-    );
+    )
 }
 
 pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i32> {
@@ -67,7 +67,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             if json {
                 output::print_json(&s)?;
             } else {
-                println!("{}", s.id);
+                crate::output::outln!("{}", s.id)?;
             }
         }
         Command::List => {
@@ -75,7 +75,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             if json {
                 output::print_json(&list)?;
             } else {
-                list.sessions.iter().for_each(print_session_line);
+                list.sessions.iter().try_for_each(print_session_line)?;
             }
         }
         Command::Show { id } => {
@@ -83,7 +83,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             if json {
                 output::print_json(&s)?;
             } else {
-                print_session_line(&s);
+                print_session_line(&s)?;
             }
         }
         Command::Delete { id } => client.delete_session(&id).await?,
@@ -95,9 +95,9 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
         Command::Restart { id } => {
             output::with_progress("restarting the kernel", client.restart(&id)).await?;
         }
-        Command::Stop { id } => print_session_line(&client.stop_session(&id).await?),
+        Command::Stop { id } => print_session_line(&client.stop_session(&id).await?)?,
         Command::Resume { id } => {
-            print_session_line(&output::with_progress("starting sandbox", client.resume_session(&id)).await?)
+            print_session_line(&output::with_progress("starting sandbox", client.resume_session(&id)).await?)?
         }
         Command::Install { id, packages } => {
             let specs: Vec<&str> = packages.iter().map(String::as_str).collect();
@@ -106,7 +106,8 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
                 output::print_json(&r)?;
             } else if r.status == sandbox_api::InstallStatus::Succeeded {
                 let names: Vec<String> = r.installed.iter().map(|p| format!("{}-{}", p.name, p.version)).collect();
-                println!("installed: {}", if names.is_empty() { "nothing new".into() } else { names.join(" ") });
+                let names = if names.is_empty() { "nothing new".into() } else { names.join(" ") };
+                crate::output::outln!("installed: {names}")?;
             }
             if r.status != sandbox_api::InstallStatus::Succeeded {
                 eprintln!("sbx: {}", r.error.as_deref().unwrap_or("the installation failed"));

@@ -39,20 +39,25 @@ pub struct Create {
     pub allowed_uploads: Vec<String>,
 }
 
-fn print_template_line(t: &Template) {
+fn print_template_line(t: &Template) -> std::io::Result<()> {
     let status = match t.status {
         TemplateStatus::Building => "building",
         TemplateStatus::Ready => "ready",
         TemplateStatus::Failed => "failed",
     };
     let packages = if t.packages.is_empty() { "-".to_string() } else { t.packages.join(",") };
-    println!(
+    crate::output::outln!(
         "{:20}  {:8}  mem={}MiB cpu={} pool={} packages={packages}",
-        t.name, status, t.limits.memory_mb, t.limits.cpu, t.pool_size
-    );
+        crate::output::printable(&t.name),
+        status,
+        t.limits.memory_mb,
+        t.limits.cpu,
+        t.pool_size
+    )?;
     if let Some(e) = &t.error {
-        println!("  error: {e}");
+        crate::output::outln!("  error: {}", crate::output::printable(e))?;
     }
+    Ok(())
 }
 
 pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i32> {
@@ -60,8 +65,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
         if json {
             return output::print_json(t);
         }
-        print_template_line(t);
-        Ok(())
+        Ok(print_template_line(t)?)
     };
     match cmd {
         Command::List => {
@@ -69,7 +73,7 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
             if json {
                 output::print_json(&list)?;
             } else {
-                list.templates.iter().for_each(print_template_line);
+                list.templates.iter().try_for_each(print_template_line)?;
             }
         }
         Command::Show { name } => show(&client.get_template(&name).await?)?,
