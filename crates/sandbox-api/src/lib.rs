@@ -126,6 +126,10 @@ pub struct Session {
     pub kernel: Option<String>,
     /// How often the kernel died and was replaced by a fresh one.
     pub kernel_restarts: u64,
+    /// Why the kernel last died ("killed by signal 9 ...", "exited with code 1", "the pid
+    /// limit was hit", ...), and whether between executions or during one.
+    #[serde(default)]
+    pub last_kernel_death: Option<String>,
     /// Its first sandbox came from the warm pool (started, kernel warm) rather than cold.
     #[serde(default)]
     pub from_pool: bool,

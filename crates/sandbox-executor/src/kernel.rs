@@ -23,6 +23,7 @@ use crate::exec::{BASE_ENV, SCRATCH_DIR};
 use crate::outputs::{OutputLog, Sink};
 use crate::proctree;
 use crate::reaper::Children;
+use sandbox_sys::ExitStatus;
 
 pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
 
@@ -47,7 +48,21 @@ struct Proc {
     pid: i32,
     requests: std::fs::File,
     rx: Receiver<Msg>,
+    /// The kernel's exit status, from the reaper, once it has exited.
+    exit: Receiver<ExitStatus>,
     _child: Child,
+}
+
+/// Why a kernel ended, in words for the session's record.
+fn death_reason(status: Option<ExitStatus>) -> String {
+    match status {
+        Some(ExitStatus::Signaled(sig)) if sig == libc::SIGKILL => {
+            "killed by signal 9 (SIGKILL: the memory limit, or a kill from inside)".into()
+        }
+        Some(ExitStatus::Signaled(sig)) => format!("killed by signal {sig}"),
+        Some(ExitStatus::Exited(code)) => format!("exited with code {code}"),
+        None => "ended for an unknown reason".into(),
+    }
 }
 
 pub struct Kernel {
@@ -142,7 +157,7 @@ impl Kernel {
         let spawned = self.children.spawn(&mut cmd);
         // Closes our copies of the kernel's ends, so its exit shows as end of stream.
         drop(cmd);
-        let (mut child, _exit) = spawned.map_err(|e| format!("cannot start the kernel: {e}"))?;
+        let (mut child, exit) = spawned.map_err(|e| format!("cannot start the kernel: {e}"))?;
         let pid = child.id() as i32;
         // Known at once (not only when ready), so a one-shot execution ending meanwhile spares it.
         self.pid.store(pid, Ordering::SeqCst);
@@ -156,7 +171,7 @@ impl Kernel {
             let _ = sandbox_sys::kill(-pid, libc::SIGKILL);
             return Err(format!("cannot start the kernel's reader: {e}"));
         }
-        let proc = Proc { pid, requests: std::fs::File::from(req_w), rx, _child: child };
+        let proc = Proc { pid, requests: std::fs::File::from(req_w), rx, exit, _child: child };
         match proc.rx.recv_timeout(READY_TIMEOUT) {
             Ok(Msg::Event(v)) if v["type"] == "ready" => Ok(proc),
             _ => {
@@ -176,6 +191,13 @@ impl Kernel {
             log = log.streaming(sink);
         }
         let mut slot = lock(&self.slot);
+        // A kernel that died since the last cell (killed from inside, OOM-killed while a thread
+        // of it ran): replaced before this cell runs, which is not its victim.
+        if let Some(status) = slot.as_ref().and_then(|p| p.exit.try_recv().ok()) {
+            *slot = None;
+            self.kill();
+            result.kernel_replaced = Some(death_reason(Some(status)));
+        }
         if slot.is_none() {
             *lock(&self.env) = req.env.clone();
             match self.start() {
@@ -229,10 +251,12 @@ impl Kernel {
             log.bytes(name, &bytes);
         }
         if died {
-            *slot = None;
+            let exit = slot.take().map(|p| p.exit);
             drop(slot);
             self.kill();
             result.kernel_died = true;
+            result.kernel_death =
+                Some(death_reason(exit.and_then(|rx| rx.recv_timeout(Duration::from_millis(500)).ok())));
             // Replace it now, so the next cell does not wait for IPython to start. If no thread
             // can be made (pid limit), the next cell starts it instead.
             let kernel = Arc::clone(self);

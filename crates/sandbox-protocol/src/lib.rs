@@ -188,6 +188,13 @@ pub struct ExecResult {
     /// Some output was dropped: all outputs together reached the request's `outputs_limit`.
     #[serde(default)]
     pub outputs_truncated: bool,
+    /// The kernel had died since the last cell (why: "killed by signal 9", ...); a fresh one
+    /// was started and ran this cell.
+    #[serde(default)]
+    pub kernel_replaced: Option<String>,
+    /// Why the kernel died during this cell, when `kernel_died`.
+    #[serde(default)]
+    pub kernel_death: Option<String>,
 }
 
 fn default_outputs_limit() -> usize {

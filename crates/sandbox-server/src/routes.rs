@@ -131,6 +131,7 @@ pub async fn create_session(
         metadata: req.metadata.unwrap_or_default(),
         kernel,
         kernel_restarts: 0,
+        last_kernel_death: None,
         from_pool: false,
         idle_timeout_s,
         max_lifetime_s,
@@ -447,6 +448,14 @@ impl Job {
         state.store.mark_running(&plan.id)?;
         let outcome = turn.sandbox.exec(plan.request(&state.config), sink).await;
         let mut kernel_died = matches!(&outcome, Ok(o) if o.result.kernel_died);
+        let mut death = match &outcome {
+            Ok(o) if o.result.kernel_died => o.result.kernel_death.as_ref().map(|w| format!("{w}, during {}", plan.id)),
+            _ => None,
+        };
+        if let Ok(Some(why)) = outcome.as_ref().map(|o| o.result.kernel_replaced.as_ref()) {
+            // It died between executions: counted on the session, not blamed on this cell.
+            state.store.bump_kernel_restarts(&session.id, Some(&format!("{why}, between executions")))?;
+        }
         if plan.kernel && !kernel_died && matches!(&outcome, Ok(o) if o.limit == Some(LimitKind::Pids)) {
             // Processes the cell forked are copies of the kernel and may still be forking: only
             // a new kernel (its whole session killed) gets the sandbox back under its pid limit.
@@ -455,6 +464,7 @@ impl Job {
                 tracing::warn!(session = %session.id, error = %e, "kernel restart after a pid-limit hit failed");
             }
             kernel_died = true;
+            death = Some(format!("the pid limit was hit, during {}", plan.id));
         }
         let done = execution::finish(
             Execution { status: ExecutionStatus::Running, ..record },
@@ -463,7 +473,7 @@ impl Job {
         );
         state.store.finish_execution(&done)?;
         if kernel_died {
-            state.store.bump_kernel_restarts(&session.id)?;
+            state.store.bump_kernel_restarts(&session.id, death.as_deref())?;
         }
         if done.status.is_failure() {
             live.failures.fetch_add(1, Ordering::SeqCst);

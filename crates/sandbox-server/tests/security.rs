@@ -494,3 +494,34 @@ echo shm-ok > /dev/shm/note && cat /dev/shm/note";
     t.shutdown().await;
     Ok(())
 }
+
+// ---- Processes and signals ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_killed_between_cells_is_replaced_before_the_next_one_runs() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    t.exec(&s.id, Language::Python, "x = 1").await?;
+    // A one-shot execution in the same sandbox kills the kernel between cells.
+    let e = t
+        .exec(&s.id, Language::Bash, "pkill -9 -f 'kernel[.]py'; sleep 0.3; pgrep -f 'kernel[.]py' || echo gone")
+        .await?;
+    assert_eq!(e.stdout, "gone\n", "{e:?}");
+    // The next cell was not its victim: it runs, in a fresh kernel.
+    let e = t.exec(&s.id, Language::Python, "print('ran', 'x' in dir())").await?;
+    assert_eq!((e.status, e.stdout.as_str()), (sandbox_api::ExecutionStatus::Succeeded, "ran False\n"), "{e:?}");
+    let session = t.client.get_session(&s.id).await?;
+    assert_eq!(session.kernel_restarts, 1);
+    let why = session.last_kernel_death.unwrap_or_default();
+    assert!(why.contains("signal 9") && why.ends_with("between executions"), "{why}");
+    // A death during a cell is that cell's, and says so too.
+    let e = t.exec(&s.id, Language::Python, "import os; os._exit(3)").await?;
+    assert_eq!(e.status, sandbox_api::ExecutionStatus::KernelDied);
+    let session = t.client.get_session(&s.id).await?;
+    assert_eq!(session.kernel_restarts, 2);
+    let why = session.last_kernel_death.unwrap_or_default();
+    assert!(why.starts_with("exited with code 3, during exe_"), "{why}");
+    t.assert_healthy(&s.id).await?;
+    t.shutdown().await;
+    Ok(())
+}

@@ -78,6 +78,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE sessions ADD COLUMN workspace_removed_at TEXT;",
     "ALTER TABLE executions ADD COLUMN outputs_truncated INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX executions_by_finish ON executions(finished_at);",
+    "ALTER TABLE sessions ADD COLUMN last_kernel_death TEXT;",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -116,7 +117,8 @@ pub struct Recovered {
 pub type StatusCounts = Vec<(String, u64)>;
 
 const SESSION_COLUMNS: &str =
-    "id, status, template, spec, created_at, deleted_at, kernel_restarts, stop_reason, stopped_at, workspace_removed_at";
+    "id, status, template, spec, created_at, deleted_at, kernel_restarts, stop_reason, stopped_at, workspace_removed_at,
+     last_kernel_death";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -204,8 +206,13 @@ impl Store {
     }
 
     /// Counts one more kernel death of session `id`.
-    pub fn bump_kernel_restarts(&self, id: &str) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE sessions SET kernel_restarts = kernel_restarts + 1 WHERE id = ?1", params![id])?;
+    /// Counts a kernel that died and was replaced, and records why (`None` keeps the last word).
+    pub fn bump_kernel_restarts(&self, id: &str, why: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sessions SET kernel_restarts = kernel_restarts + 1,
+                last_kernel_death = COALESCE(?2, last_kernel_death) WHERE id = ?1",
+            params![id, why],
+        )?;
         Ok(())
     }
 
@@ -550,6 +557,7 @@ struct RawSession {
     stop_reason: Option<String>,
     stopped_at: Option<String>,
     workspace_removed_at: Option<String>,
+    last_kernel_death: Option<String>,
 }
 
 impl RawSession {
@@ -565,6 +573,7 @@ impl RawSession {
             stop_reason: r.get(7)?,
             stopped_at: r.get(8)?,
             workspace_removed_at: r.get(9)?,
+            last_kernel_death: r.get(10)?,
         })
     }
 
@@ -582,6 +591,7 @@ impl RawSession {
             metadata: spec.metadata,
             kernel: spec.kernel,
             kernel_restarts: self.kernel_restarts,
+            last_kernel_death: self.last_kernel_death.clone(),
             from_pool: spec.from_pool,
             idle_timeout_s: spec.idle_timeout_s,
             max_lifetime_s: spec.max_lifetime_s,
@@ -687,6 +697,7 @@ mod tests {
             metadata: serde_json::Map::new(),
             kernel: Some("python".into()),
             kernel_restarts: 0,
+            last_kernel_death: None,
             from_pool: false,
             idle_timeout_s: 900,
             max_lifetime_s: 86400,
@@ -780,8 +791,10 @@ mod tests {
         assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
         assert_eq!(e1.outputs.len(), 1);
         assert_eq!(e1.metrics.map(|m| m.cpu_ms), Some(Some(2)));
-        store.bump_kernel_restarts("s1").expect("bump");
-        assert_eq!(store.get_session("s1").expect("get").expect("exists").kernel_restarts, 1);
+        store.bump_kernel_restarts("s1", Some("exited with code 3")).expect("bump");
+        store.bump_kernel_restarts("s1", None).expect("bump");
+        let s1 = store.get_session("s1").expect("get").expect("exists");
+        assert_eq!((s1.kernel_restarts, s1.last_kernel_death.as_deref()), (2, Some("exited with code 3")));
         let e2 = store.get_execution("e2").expect("get").expect("exists");
         assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Interrupted, Some("server_restart")));
         assert!(e2.finished_at.is_some());

@@ -171,7 +171,8 @@ async fn names_made_by_code_are_escaped_and_a_closed_pipe_is_no_panic() -> anyho
     let t = TestServer::start().await?;
     let s = t.session().await?;
     // A name that would set the terminal's title and ring its bell, and one that reverses text.
-    t.exec(&s.id, sandbox_api::Language::Python, "open('a\\x1b]0;pwned\\x07b', 'w'); open('x\\u202etxt.exe', 'w')").await?;
+    t.exec(&s.id, sandbox_api::Language::Python, "open('a\\x1b]0;pwned\\x07b', 'w'); open('x\\u202etxt.exe', 'w')")
+        .await?;
     let out = sbx(&t, &["ls", &s.id]);
     let listed = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
