@@ -9,6 +9,9 @@ pub enum RuntimeError {
     NotReady(String),
     #[error("cannot start the sandbox: {0}")]
     Start(String),
+    /// Too many sandbox starts are waiting; try again shortly.
+    #[error("busy: {0}")]
+    Busy(String),
     #[error("the sandbox exited unexpectedly: {0}")]
     SandboxDied(String),
     #[error("kernel: {0}")]

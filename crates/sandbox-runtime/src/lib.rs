@@ -9,6 +9,7 @@ pub mod executor_client;
 pub mod fake;
 pub mod local;
 pub mod runtime;
+pub mod start_queue;
 
 pub use error::RuntimeError;
 pub use executor_client::OutputSink;
@@ -16,3 +17,4 @@ pub use runtime::{
     ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime, Sandbox,
     SandboxSpec,
 };
+pub use start_queue::StartQueue;

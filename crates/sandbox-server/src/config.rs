@@ -86,6 +86,29 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
+    /// Sandboxes started at once (default: one per CPU); later starts wait their turn.
+    #[arg(long, env = "SANDBOXD_MAX_CONCURRENT_STARTS", default_value_t = default_concurrent_starts())]
+    pub max_concurrent_starts: usize,
+
+    /// Sandbox starts that may wait for their turn; past it, a request that needs a new
+    /// sandbox is refused at once with 429 and `Retry-After`.
+    #[arg(long, env = "SANDBOXD_MAX_QUEUED_STARTS", default_value_t = 256)]
+    pub max_queued_starts: usize,
+
+    /// New sessions are refused (503) when the memory limits of the sandboxes that run would
+    /// add up to more than this many times the host's memory.
+    #[arg(long, env = "SANDBOXD_MEMORY_OVERCOMMIT", default_value_t = 1.0)]
+    pub memory_overcommit: f64,
+
+    /// New sessions are refused (503) when the quotas of the workspaces kept would add up to
+    /// more than this many times the disk they can use (free, plus what they use already).
+    #[arg(long, env = "SANDBOXD_DISK_OVERCOMMIT", default_value_t = 10.0)]
+    pub disk_overcommit: f64,
+
+    /// New sessions are refused (503) while the data dir's disk has less free than this, MiB.
+    #[arg(long, env = "SANDBOXD_MIN_FREE_DISK_MB", default_value_t = 2048)]
+    pub min_free_disk_mb: u64,
+
     /// Executions that may wait in one session's queue; more are refused with 429.
     #[arg(long, env = "SANDBOXD_MAX_QUEUE", default_value_t = 32)]
     pub max_queue: usize,
@@ -169,6 +192,10 @@ pub struct Config {
     pub tmp_size_mb: u64,
 }
 
+fn default_concurrent_starts() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
 /// Whether workspaces are volumes of their own (see `--workspace-volumes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VolumeMode {
@@ -218,6 +245,15 @@ impl Config {
                 "header read timeout must be at least 0.1 s",
             ),
             (self.max_connections > 0, "max connections must be positive"),
+            (self.max_concurrent_starts > 0, "max concurrent starts must be positive"),
+            (
+                self.memory_overcommit.is_finite() && self.memory_overcommit > 0.0,
+                "memory overcommit must be a positive factor",
+            ),
+            (
+                self.disk_overcommit.is_finite() && self.disk_overcommit > 0.0,
+                "disk overcommit must be a positive factor",
+            ),
             (self.idle_timeout_s > 0 && self.max_lifetime_s > 0, "idle timeout and lifetime must be positive"),
             (
                 self.reaper_interval_s.is_finite() && self.reaper_interval_s >= 0.05,

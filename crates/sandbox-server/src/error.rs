@@ -121,6 +121,9 @@ impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::NotReady(_) | RuntimeError::Start(_) => ApiError::NotReady(e.to_string()),
+            RuntimeError::Busy(why) => {
+                ApiError::RateLimited(format!("too many sandboxes are starting: {why}; retry shortly"))
+            }
             RuntimeError::Kernel(_)
             | RuntimeError::SandboxDied(_)
             | RuntimeError::Unresponsive(_)

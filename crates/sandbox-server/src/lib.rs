@@ -4,6 +4,7 @@
 //! The `sandboxd` binary parses a [`Config`] and calls [`Server::start`]; tests do the same
 //! on a free port, or call [`app`] directly.
 
+pub mod admission;
 pub mod callback;
 pub mod config;
 pub mod error;
@@ -65,6 +66,8 @@ pub struct AppState {
 impl AppState {
     /// State over any runtime (tests use the fake one); workspaces go under the data dir.
     pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<AppState, ServerError> {
+        let runtime: Arc<dyn Runtime> =
+            Arc::new(sandbox_runtime::StartQueue::new(runtime, config.max_concurrent_starts, config.max_queued_starts));
         let storage = match config.s3() {
             Some(opts) => storage::Storage::s3(&opts, &config.data_dir.join("sync"))
                 .map_err(|e| ServerError::Config(e.to_string()))?,
@@ -128,6 +131,11 @@ impl AppState {
         for pool in self.all_pools() {
             pool.refill(&self.runtime, &self.dirs);
         }
+    }
+
+    /// The memory limits of every sandbox the pools keep, or will keep once refilled.
+    pub fn pooled_memory_bytes(&self) -> u64 {
+        self.all_pools().iter().map(|p| p.limits().memory_bytes * p.size() as u64).sum()
     }
 
     /// Warm sandboxes in each pool now.

@@ -146,6 +146,9 @@ async fn stop_when_due(state: &AppState, session: Session) {
 /// A running session is left as it is.
 pub async fn resume(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
     let session = active_session(&state, &id)?;
+    if session.status == SessionStatus::Stopped {
+        crate::admission::check_memory(&state, session.limits.memory_mb << 20)?;
+    }
     state.sessions.resume(&session, state.runtime.as_ref(), &state.dirs, &state.store).await?;
     tracing::info!(session = %id, "session resumed");
     Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))

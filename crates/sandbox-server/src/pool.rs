@@ -56,6 +56,11 @@ impl Pool {
         self.limits
     }
 
+    /// How many sandboxes it keeps when full.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     pub fn len(&self) -> usize {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -142,6 +142,10 @@ pub async fn create_session(
         created_at: Utc::now(),
         deleted_at: None,
     };
+    crate::admission::check_memory(&state, session.limits.memory_mb << 20)?;
+    if source.is_none() {
+        crate::admission::check_disk(&state)?;
+    }
     if let Some(source) = &source {
         // Its files become this session's before the sandbox starts on them.
         crate::lifecycle::take_workspace(&state, source, &session.id).await?;
@@ -554,6 +558,7 @@ pub async fn run(State(state): State<Arc<AppState>>, ApiJson(req): ApiJson<RunRe
             (w.name, w.sandbox)
         }
         None => {
+            crate::admission::check_memory(&state, limits.memory_bytes)?;
             let name = format!("run-{}", plan.id);
             let workspace = state.dirs.workspaces.ensure(&name)?;
             match state.runtime.create(SandboxSpec { name: name.clone(), workspace, limits, mounts: Vec::new() }).await

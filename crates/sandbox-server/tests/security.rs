@@ -525,3 +525,110 @@ async fn a_kernel_killed_between_cells_is_replaced_before_the_next_one_runs() ->
     t.shutdown().await;
     Ok(())
 }
+
+// ---- The host: admission and bursts ----
+
+fn host_memory() -> anyhow::Result<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo")?;
+    let kib: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no MemTotal"))?;
+    Ok(kib << 10)
+}
+
+async fn create_raw(t: &TestServer, body: serde_json::Value) -> anyhow::Result<(u16, String)> {
+    let (status, text) = t.client.raw(Method::POST, "/v1/sessions", Some(serde_json::to_vec(&body)?)).await?;
+    Ok((status.as_u16(), text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_refuses_sessions_that_would_overcommit_memory() -> anyhow::Result<()> {
+    // Room for two sandboxes of 512 MiB and not three, whatever the host.
+    let factor = (1280u64 << 20) as f64 / host_memory()? as f64;
+    let t = TestServer::start_with(|c| c.memory_overcommit = factor).await?;
+    let a = t.session().await?;
+    let b = t.session().await?;
+    let (status, body) = create_raw(&t, serde_json::json!({})).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(r#""code":"overloaded""#) && body.contains("not enough memory"), "{body}");
+    // A smaller one fits; a stopped session frees its share, and cannot resume while full.
+    let (status, body) = create_raw(&t, serde_json::json!({"limits": {"memory_mb": 128}})).await?;
+    assert_eq!(status, 201, "{body}");
+    t.client.stop_session(&b.id).await?;
+    let (status, body) = create_raw(&t, serde_json::json!({})).await?;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = t.client.raw(Method::POST, &format!("/v1/sessions/{}/resume", b.id), None).await?;
+    assert_eq!(status, 503, "{body}");
+    t.assert_healthy(&a.id).await?;
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_refuses_sessions_that_would_overcommit_disk() -> anyhow::Result<()> {
+    let t = TestServer::start_with(|c| c.disk_overcommit = 1e-9).await?;
+    let (status, body) = create_raw(&t, serde_json::json!({})).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not enough disk") && body.contains("--disk-overcommit"), "{body}");
+    t.shutdown().await;
+    let t = TestServer::start_with(|c| c.min_free_disk_mb = u64::MAX >> 21).await?;
+    let (status, body) = create_raw(&t, serde_json::json!({})).await?;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("not enough free disk"), "{body}");
+    t.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_creates_is_served_in_turn_or_refused_at_once_never_timed_out() -> anyhow::Result<()> {
+    let t = TestServer::start_with(|c| {
+        c.max_concurrent_starts = 1;
+        c.max_queued_starts = 2;
+        // Making volumes is serialized, and would space the starts out.
+        c.workspace_volumes = sandbox_server::config::VolumeMode::Off;
+    })
+    .await?;
+    // Slow starts (a tenth of a core each), sent from a runtime of their own so that they
+    // arrive together whatever the server's threads are doing.
+    let body = serde_json::to_vec(&serde_json::json!({"kernel": "none", "limits": {"cpu": 0.1, "memory_mb": 64}}))?;
+    // A machine busy with other tests can still space a burst out; a burst that found the
+    // queue never full proves nothing either way, so it is sent again (at most three times).
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for _ in 0..3 {
+        let client = t.client.clone();
+        let body = body.clone();
+        let answers = std::thread::spawn(move || -> anyhow::Result<Vec<_>> {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            Ok(rt.block_on(futures_util::future::join_all((0..40).map(|_| {
+                let (client, body) = (client.clone(), body.clone());
+                async move { client.raw(Method::POST, "/v1/sessions", Some(body)).await }
+            }))))
+        });
+        let answers = tokio::task::block_in_place(|| answers.join()).map_err(|_| anyhow::anyhow!("burst thread"))??;
+        by_status.clear();
+        for answer in answers {
+            let (status, text) = answer?;
+            *by_status.entry(status.as_u16()).or_default() += 1;
+            if status == 429 {
+                assert!(text.contains("too many sandboxes are starting"), "{text}");
+            }
+        }
+        if by_status.contains_key(&429) {
+            break;
+        }
+    }
+    let served = by_status.get(&201).copied().unwrap_or(0);
+    let refused = by_status.get(&429).copied().unwrap_or(0);
+    assert_eq!(served + refused, 40, "only 201 and 429: {by_status:?}");
+    assert!(served >= 3 && refused >= 1, "{by_status:?}");
+    // Once the burst is over, there is room again.
+    let (status, text) = create_raw(&t, serde_json::json!({"kernel": "none"})).await?;
+    assert_eq!(status, 201, "{text}");
+    let s = t.session().await?;
+    t.assert_healthy(&s.id).await?;
+    t.shutdown().await;
+    Ok(())
+}
