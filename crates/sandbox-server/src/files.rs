@@ -58,6 +58,8 @@ async fn session_workspace(state: &AppState, id: &str) -> Result<(Workspace, san
             at.to_rfc3339()
         )));
     }
+    // Mounted from here until the workspace's root is open, which keeps it mounted.
+    let _pin = state.dirs.workspaces.pin(id);
     let dir = match state.sessions.live(id).current() {
         Some(_) => state.dirs.workspaces.ensure(id)?,
         None => state.dirs.prepare(id).await?,

@@ -27,6 +27,7 @@ pub struct ReaperCounts {
     pub stopped_lifetime: AtomicU64,
     pub workspaces_removed: AtomicU64,
     pub executions_pruned: AtomicU64,
+    pub volumes_unmounted: AtomicU64,
 }
 
 /// Runs `task` every `seconds` until the server is gone (it holds the state only weakly).
@@ -96,7 +97,24 @@ async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
         }
     }
     prune_executions(state)?;
+    for id in state.dirs.workspaces.mounted() {
+        unmount_if_idle(state, &id);
+    }
     Ok(())
+}
+
+/// Unmounts session `id`'s workspace volume if the session has no sandbox here and nothing
+/// else uses it (see `Volumes::unmount_if_idle`); it mounts again when next used. Volumes of
+/// running sessions, warm pools and `/v1/run` are left alone.
+pub fn unmount_if_idle(state: &AppState, id: &str) {
+    let idle_session = matches!(
+        state.store.get_session(id),
+        Ok(Some(s)) if s.status != SessionStatus::Running
+    );
+    if idle_session && state.dirs.workspaces.unmount_if_idle(id, || state.sessions.has_sandbox(id)) {
+        state.reaper.volumes_unmounted.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(session = %id, "workspace volume unmounted");
+    }
 }
 
 /// Keeps the store's size bounded: finished executions go after `--execution-retention-s`,
@@ -132,6 +150,7 @@ async fn stop_when_due(state: &AppState, session: Session) {
         }
     }
     write_back(state, &session.id).await;
+    unmount_if_idle(state, &session.id);
     let counter = if reason == "idle" { &state.reaper.stopped_idle } else { &state.reaper.stopped_lifetime };
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(session = %session.id, reason, "session stopped");
@@ -165,6 +184,7 @@ pub async fn stop(State(state): State<Arc<AppState>>, Path(id): Path<String>) ->
     if state.store.mark_session_stopped(&id, "user", Utc::now())? {
         state.sessions.live(&id).suspend().await;
         write_back(&state, &id).await;
+        unmount_if_idle(&state, &id);
         tracing::info!(session = %id, "session stopped by request");
     }
     Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))
@@ -263,12 +283,13 @@ pub async fn workspace_taken(state: &AppState, source: &Session, to: &str) -> Re
 }
 
 /// The reaper counts, as a snapshot.
-pub fn counts(state: &AppState) -> [(&'static str, u64); 4] {
+pub fn counts(state: &AppState) -> [(&'static str, u64); 5] {
     let r = &state.reaper;
     [
         ("stopped_idle", r.stopped_idle.load(Ordering::Relaxed)),
         ("stopped_lifetime", r.stopped_lifetime.load(Ordering::Relaxed)),
         ("workspace_removed", r.workspaces_removed.load(Ordering::Relaxed)),
         ("execution_pruned", r.executions_pruned.load(Ordering::Relaxed)),
+        ("volume_unmounted", r.volumes_unmounted.load(Ordering::Relaxed)),
     ]
 }

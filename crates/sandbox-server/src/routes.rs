@@ -208,6 +208,7 @@ pub async fn delete_session(State(state): State<Arc<AppState>>, Path(id): Path<S
     // The workspace stays for the retention period (for `workspace_from`); its packages go.
     crate::lifecycle::write_back(&state, &id).await;
     state.dirs.packages.remove(&id);
+    crate::lifecycle::unmount_if_idle(&state, &id);
     tracing::info!(session = %id, "session deleted");
     Ok(StatusCode::NO_CONTENT)
 }

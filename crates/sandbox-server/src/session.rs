@@ -182,6 +182,8 @@ impl Sessions {
             tracing::warn!(session = %session.id, "sandbox died; starting a new one");
             sb.destroy().await;
         }
+        // Mounted from here until the sandbox is registered as live, which keeps it mounted.
+        let _pin = dirs.workspaces.pin(&session.id);
         let workspace = dirs.prepare(&session.id).await?;
         let spec = dirs.session_spec(&session.id, workspace, &session.template, limits_of(session))?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
@@ -302,6 +304,12 @@ impl Sessions {
                 sb.destroy().await;
             }
         }
+    }
+
+    /// Whether session `id` has a sandbox here now.
+    pub fn has_sandbox(&self, id: &str) -> bool {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.get(id).is_some_and(|l| l.current().is_some())
     }
 
     /// Sessions with a sandbox here now.

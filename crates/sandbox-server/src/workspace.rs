@@ -186,6 +186,22 @@ impl Workspaces {
         }
     }
 
+    /// Keeps workspace `id`'s volume mounted while the pin lives (nothing without volumes):
+    /// taken before it is mounted, held until a sandbox has it or a file of it is open.
+    pub fn pin(&self, id: &str) -> Option<sandbox_workspace::volume::Pin> {
+        self.volumes.as_ref().map(|v| v.pin(id))
+    }
+
+    /// Unmounts workspace `id`'s volume unless it is pinned, open, or `in_use()`; true if it was.
+    pub fn unmount_if_idle(&self, id: &str, in_use: impl FnOnce() -> bool) -> bool {
+        self.volumes.as_ref().is_some_and(|v| v.unmount_if_idle(id, in_use))
+    }
+
+    /// Workspaces whose volumes are mounted now.
+    pub fn mounted(&self) -> Vec<String> {
+        self.volumes.as_ref().map(|v| v.mounted()).unwrap_or_default()
+    }
+
     /// Makes spare volumes in the background, so the next new workspace need not wait.
     fn refill_spares_soon(&self) {
         if let Some(volumes) = &self.volumes {
