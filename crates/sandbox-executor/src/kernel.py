@@ -248,6 +248,8 @@ def main():
             continue
         _current = req["id"]
         _outputs_limit, _outputs_used = req.get("outputs_limit"), 0
+        # Taken: from here on, a death of this kernel is this cell's (see Kernel::exec).
+        _emit({"type": "started"})
         ok = False
         try:
             if shell is not None:

@@ -198,54 +198,69 @@ impl Kernel {
             self.kill();
             result.kernel_replaced = Some(death_reason(Some(status)));
         }
-        if slot.is_none() {
-            *lock(&self.env) = req.env.clone();
-            match self.start() {
-                Ok(p) => *slot = Some(p),
-                Err(e) => {
-                    result.spawn_error = Some(e);
-                    return result;
-                }
-            }
-        }
-        let Some(proc) = slot.as_mut() else { return result };
         let line =
             serde_json::json!({"type": "execute", "id": req.id, "code": req.code, "outputs_limit": req.outputs_limit})
                 .to_string()
                 + "\n";
-        let mut died = proc.requests.write_all(line.as_bytes()).is_err();
         let deadline = started + Duration::from_millis(req.timeout_ms);
         let mut interrupted_at: Option<Instant> = None;
         let mut status = None;
-        while !died && status.is_none() {
-            let until = interrupted_at.map_or(deadline, |at| at + INTERRUPT_GRACE);
-            match proc.rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(Msg::Event(v)) if v["id"] == req.id.as_str() => match v["type"].as_str() {
-                    Some("stream") => {
-                        let name = if v["name"] == "stderr" { StreamName::Stderr } else { StreamName::Stdout };
-                        log.text(name, v["text"].as_str().unwrap_or(""));
+        let mut died = false;
+        // Twice at most: a kernel found dead before it took the cell (it says "started" when
+        // it does) is replaced and the cell sent again; the cell never ran, so this is no rerun.
+        for attempt in 0..2 {
+            if slot.is_none() {
+                *lock(&self.env) = req.env.clone();
+                match self.start() {
+                    Ok(p) => *slot = Some(p),
+                    Err(e) => {
+                        result.spawn_error = Some(e);
+                        return result;
                     }
-                    Some("done") => status = Some(v["status"] == "ok"),
-                    Some("truncated") => log.mark_truncated(),
-                    _ => {
-                        if let Ok(output) = serde_json::from_value::<Output>(v) {
-                            log.push(output);
-                        }
-                    }
-                },
-                // Events of an earlier, interrupted cell.
-                Ok(Msg::Event(_)) => {}
-                Ok(Msg::Oversized) => log.mark_truncated(),
-                Ok(Msg::Bytes(name, bytes)) => log.bytes(name, &bytes),
-                Ok(Msg::Closed) | Err(RecvTimeoutError::Disconnected) => died = true,
-                Err(RecvTimeoutError::Timeout) if interrupted_at.is_none() => {
-                    result.timed_out = true;
-                    let _ = sandbox_sys::kill(proc.pid, libc::SIGINT);
-                    interrupted_at = Some(Instant::now());
                 }
-                Err(RecvTimeoutError::Timeout) => died = true,
             }
+            let Some(proc) = slot.as_mut() else { return result };
+            died = proc.requests.write_all(line.as_bytes()).is_err();
+            let mut taken = false;
+            while !died && status.is_none() {
+                let until = interrupted_at.map_or(deadline, |at| at + INTERRUPT_GRACE);
+                match proc.rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(Msg::Event(v)) if v["id"] == req.id.as_str() => match v["type"].as_str() {
+                        Some("started") => taken = true,
+                        Some("stream") => {
+                            let name = if v["name"] == "stderr" { StreamName::Stderr } else { StreamName::Stdout };
+                            log.text(name, v["text"].as_str().unwrap_or(""));
+                        }
+                        Some("done") => status = Some(v["status"] == "ok"),
+                        Some("truncated") => log.mark_truncated(),
+                        _ => {
+                            if let Ok(output) = serde_json::from_value::<Output>(v) {
+                                log.push(output);
+                            }
+                        }
+                    },
+                    // Events of an earlier, interrupted cell.
+                    Ok(Msg::Event(_)) => {}
+                    Ok(Msg::Oversized) => log.mark_truncated(),
+                    Ok(Msg::Bytes(name, bytes)) => log.bytes(name, &bytes),
+                    Ok(Msg::Closed) | Err(RecvTimeoutError::Disconnected) => died = true,
+                    Err(RecvTimeoutError::Timeout) if interrupted_at.is_none() => {
+                        result.timed_out = true;
+                        let _ = sandbox_sys::kill(proc.pid, libc::SIGINT);
+                        interrupted_at = Some(Instant::now());
+                    }
+                    Err(RecvTimeoutError::Timeout) => died = true,
+                }
+            }
+            if !(died && !taken && attempt == 0 && interrupted_at.is_none()) {
+                break;
+            }
+            let exit = slot.take().map(|p| p.exit);
+            self.kill();
+            result.kernel_replaced =
+                Some(death_reason(exit.and_then(|rx| rx.recv_timeout(Duration::from_millis(500)).ok())));
         }
+        let Some(proc) = slot.as_mut() else { return result };
         // Output that children wrote straight to fd 1/2 just before the cell ended.
         while let Ok(Msg::Bytes(name, bytes)) = proc.rx.try_recv() {
             log.bytes(name, &bytes);

@@ -328,6 +328,21 @@ async fn receive_form(
 ) -> Result<UploadedFiles> {
     let mut multipart =
         multipart.map_err(|e| ApiError::BadRequest(format!("expected multipart/form-data with files: {e}")))?;
+    let received = receive_parts(state, id, query, &mut multipart).await;
+    if received.is_err() {
+        // Like a refused upload: read (and drop) some of the rest first, so a client that
+        // sends its whole form before it reads gets the answer, not a reset.
+        linger_form(&mut multipart).await;
+    }
+    received
+}
+
+async fn receive_parts(
+    state: &Arc<AppState>,
+    id: &str,
+    query: Option<String>,
+    multipart: &mut Multipart,
+) -> Result<UploadedFiles> {
     let mut dir = RelPath::parse_or_root(params(query).get("path").map_or("", String::as_str))?;
     let mut files = Vec::new();
     let bad =
@@ -353,6 +368,22 @@ async fn receive_form(
         return Err(ApiError::Invalid("the form has no file parts (parts with a filename)".into()));
     }
     Ok(UploadedFiles { files })
+}
+
+/// [`linger`] for a form: drops what is left of it, within the same bounds.
+async fn linger_form(multipart: &mut Multipart) {
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut left = LINGER_BYTES;
+    loop {
+        let Ok(Ok(Some(mut field))) = tokio::time::timeout_at(deadline, multipart.next_field()).await else { return };
+        loop {
+            match tokio::time::timeout_at(deadline, field.chunk()).await {
+                Ok(Ok(Some(bytes))) if bytes.len() < left => left -= bytes.len(),
+                Ok(Ok(None)) => break,
+                _ => return,
+            }
+        }
+    }
 }
 
 /// Parts in one form: files and fields together.
