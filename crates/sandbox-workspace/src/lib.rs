@@ -12,6 +12,7 @@
 //! Operations are blocking; sandboxd calls them from blocking threads.
 
 mod archive;
+#[cfg(feature = "s3")]
 pub mod mirror;
 mod path;
 pub mod sniff;
@@ -19,6 +20,7 @@ pub mod volume;
 mod workspace;
 
 pub use archive::write_tar_gz;
+#[cfg(feature = "s3")]
 pub use mirror::{Mirror, S3Options, SyncReport};
 pub use path::{RelPath, MAX_NAME_BYTES, MAX_PATH_BYTES};
 pub use sandbox_sys::fs::Kind;
