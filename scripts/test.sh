@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs what is missing, checks formatting
-# and lints, builds every binary (the tests start the real executor in real sandboxes), and
-# runs every test of the workspace.
+# and lints, builds every binary (the tests start the real executor in real sandboxes), runs
+# the fuzz targets for a bounded time, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh clone (CI) gains nothing from incremental build data, which is a third of target/.
@@ -13,6 +13,9 @@ scripts/install-test-s3.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
+# The fuzz targets (fuzz/), 45 s each from the committed corpus; before the tests, so that the
+# test runner's summary is the last thing printed.
+scripts/fuzz.sh
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else
