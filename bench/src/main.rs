@@ -13,6 +13,8 @@
 //!   a new session's first `print(1)` vs ipykernel's start. The anchor runs its own loop, so
 //!   these run block-wise in the same invocation, not call by call.
 
+mod load;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -38,9 +40,19 @@ struct Args {
     /// (bench/run.sh makes one); without it the stateful anchors are skipped.
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files.
+    /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files, and load
+    /// (not by default: minutes of 200 sessions under faults; see `load.rs`).
     #[arg(long, value_delimiter = ',', default_value = "stateless,run,stateful,cold,files")]
     only: Vec<String>,
+    /// `load`: sessions created at once.
+    #[arg(long, default_value_t = 200)]
+    load_sessions: usize,
+    /// `load`: stateful executions (each with a file written and read back) per session.
+    #[arg(long, default_value_t = 20)]
+    load_executions: usize,
+    /// `load`: kill kernels, sandboxes and sandboxd at random moments.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    load_faults: bool,
 }
 
 struct Stats {
@@ -120,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
         Some(p) => p,
         None => std::env::current_exe()?.parent().context("exe dir")?.join("sandboxd"),
     };
+    if args.only.iter().any(|o| o == "load") {
+        return load::run(&sandboxd, args.load_sessions, args.load_executions, args.load_faults).await;
+    }
     let floor = args.anchors.join("floor_bwrap.sh");
     if !floor.is_file() {
         bail!("anchor {} not found (pass --anchors)", floor.display());
