@@ -23,6 +23,8 @@ use sandbox_client::{Client, ClientError};
 
 /// The longest the whole scenario may take before it gives up.
 const TIME_CAP: Duration = Duration::from_secs(15 * 60);
+/// sandboxd's log lines, appended across its restarts (warnings and errors only).
+const LOG: &str = "/tmp/sandbox-bench-load.log";
 /// The longest one request is retried while the server is away or busy.
 const RETRY_CAP: Duration = Duration::from_secs(180);
 
@@ -39,14 +41,14 @@ impl Daemon {
         let child = Command::new(&self.bin)
             .env("SANDBOXD_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("SANDBOXD_DATA_DIR", &self.data)
-            .env("SANDBOXD_LOG", "error")
+            .env("SANDBOXD_LOG", "warn")
             // 200 sessions of 128 MiB on a 24 GiB host: their kernels use ~50 MiB each.
             .env("SANDBOXD_MEMORY_OVERCOMMIT", "4")
             .env("SANDBOXD_DEFAULT_MEMORY_MB", "128")
             .env("SANDBOXD_WORKSPACE_QUOTA_BYTES", (64u64 << 20).to_string())
             .env("SANDBOXD_MAX_QUEUED_STARTS", "1000")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(LOG)?)
             .spawn()
             .with_context(|| format!("start {}", self.bin.display()))?;
         *self.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
@@ -169,6 +171,7 @@ struct Ledger {
 
 pub async fn run(bin: &Path, sessions: usize, executions: usize, faults: bool) -> anyhow::Result<()> {
     let started = Instant::now();
+    let _ = std::fs::remove_file(LOG);
     let data = tempfile::Builder::new().prefix("sandbox-bench-load-").tempdir_in("/tmp")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let daemon =
@@ -176,7 +179,7 @@ pub async fn run(bin: &Path, sessions: usize, executions: usize, faults: bool) -
     daemon.start()?;
     let client = Client::new(&format!("http://127.0.0.1:{port}"));
     daemon.wait_ready(&client).await?;
-    println!("load: {sessions} sessions x {executions} stateful executions and files, faults {faults}");
+    println!("load: {sessions} sessions x {executions} stateful executions and files, faults {faults}; sandboxd's log: {LOG}");
 
     let tally = Arc::new(Tally::default());
     let ledger = Arc::new(Mutex::new(Ledger::default()));

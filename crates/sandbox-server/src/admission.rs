@@ -4,7 +4,8 @@
 //! - **Memory**: the memory limits of every sandbox that runs or may run at once (running
 //!   sessions, warm pools, the new one) must stay within `--memory-overcommit` times the
 //!   host's memory. Four sessions of 8 GiB were admitted on a 23 GiB host.
-//! - **Disk**: the quotas of the workspaces kept must stay within `--disk-overcommit` times
+//! - **Disk**: the quotas of the sessions' workspaces that may still grow (running and stopped
+//!   sessions, and the new one) must stay within `--disk-overcommit` times
 //!   the disk they can use (what is free plus what they use already), and the data dir must
 //!   keep `--min-free-disk-mb` free. 278 volumes promised 2.8 TB against 69 GiB free, and a few
 //!   sessions writing their quota would have filled the disk the database writes to.
@@ -52,7 +53,11 @@ pub fn check_disk(state: &AppState) -> Result<(), ApiError> {
             c.min_free_disk_mb
         )));
     }
-    let workspaces = count_workspaces(&c.data_dir.join("workspaces")) + 1;
+    // Deleted sessions' workspaces (kept for `workspace_from`) cannot grow: they count by what
+    // they use, in `usable`, not by their quota.
+    let live = state.store.sessions_with_status(SessionStatus::Running)?.len()
+        + state.store.sessions_with_status(SessionStatus::Stopped)?.len();
+    let workspaces = live as u64 + 1;
     let promised = workspaces.saturating_mul(c.workspace_quota_bytes);
     let usable = free.saturating_add(allocated_bytes(&c.data_dir.join("volumes")));
     let allowed = (usable as f64 * c.disk_overcommit) as u64;
@@ -78,13 +83,6 @@ fn host_memory_bytes() -> Option<u64> {
     Some(kib << 10)
 }
 
-/// Workspaces kept under `dir` (hidden entries are spares and uploads in flight).
-fn count_workspaces(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count() as u64)
-        .unwrap_or(0)
-}
-
 /// Disk blocks the files directly in `dir` take (the workspace volumes' sparse images).
 fn allocated_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -104,14 +102,10 @@ mod tests {
     }
 
     #[test]
-    fn workspaces_and_their_blocks_are_counted() {
+    fn the_blocks_of_files_are_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for name in ["ses_a", "ses_b", ".spare-1"] {
-            std::fs::create_dir(dir.path().join(name)).expect("mkdir");
-        }
-        assert_eq!(count_workspaces(dir.path()), 2);
-        std::fs::write(dir.path().join("ses_a/f"), vec![1u8; 64 << 10]).expect("write");
-        assert!(allocated_bytes(&dir.path().join("ses_a")) >= 64 << 10);
-        assert_eq!(count_workspaces(&dir.path().join("missing")), 0);
+        std::fs::write(dir.path().join("f"), vec![1u8; 64 << 10]).expect("write");
+        assert!(allocated_bytes(dir.path()) >= 64 << 10);
+        assert_eq!(allocated_bytes(&dir.path().join("missing")), 0);
     }
 }

@@ -39,6 +39,10 @@ pub enum ApiError {
     /// A workspace quota would be exceeded (507).
     #[error("{0}")]
     InsufficientStorage(String),
+    /// A sandbox died or stopped answering while it was being started or driven (killed, out of
+    /// memory, a host under load): nothing was lost, and trying again starts another (503).
+    #[error("{0}")]
+    SandboxFailed(String),
     /// Details are logged, never sent: they may name host paths.
     #[error("{0}")]
     Internal(String),
@@ -56,6 +60,7 @@ impl ApiError {
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::SandboxFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "sandbox_failed"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
@@ -80,7 +85,7 @@ impl IntoResponse for ApiError {
         }
         let (status, _) = self.status_and_code();
         let mut resp = (status, Json(self.body())).into_response();
-        if matches!(self, ApiError::Overloaded(_) | ApiError::RateLimited(_)) {
+        if matches!(self, ApiError::Overloaded(_) | ApiError::RateLimited(_) | ApiError::SandboxFailed(_)) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         resp
@@ -124,12 +129,12 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::Busy(why) => {
                 ApiError::RateLimited(format!("too many sandboxes are starting: {why}; retry shortly"))
             }
+            // The sandbox's end went away (killed, out of memory), or it stopped answering.
             RuntimeError::Kernel(_)
             | RuntimeError::SandboxDied(_)
             | RuntimeError::Unresponsive(_)
-            | RuntimeError::Cgroup { .. }
-            | RuntimeError::Io { .. }
-            | RuntimeError::Protocol(_) => ApiError::Internal(e.to_string()),
+            | RuntimeError::Protocol(_) => ApiError::SandboxFailed(format!("{e}; try again")),
+            RuntimeError::Cgroup { .. } | RuntimeError::Io { .. } => ApiError::Internal(e.to_string()),
         }
     }
 }
