@@ -6,7 +6,6 @@
 //! nor a download is ever held in memory, and an upload becomes visible (atomically, by a
 //! rename) only once it is complete.
 
-use std::collections::HashMap;
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
@@ -23,6 +22,7 @@ use sandbox_workspace::{Entry, Kind, RelPath, Staged, Workspace, WorkspaceError}
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::query::{flag, params};
 use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -79,20 +79,6 @@ fn refused_type(path: &RelPath, allowed: &[String], why: &str) -> ApiError {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("file task failed: {e}")))?
-}
-
-/// A request's query parameters.
-pub(crate) fn params(raw: Option<String>) -> HashMap<String, String> {
-    form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
-}
-
-/// A boolean query parameter: absent, `false` or `0` is false; `true`, `1` or bare is true.
-pub(crate) fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool> {
-    match params.get(name).map(String::as_str) {
-        None | Some("false") | Some("0") => Ok(false),
-        Some("true") | Some("1") | Some("") => Ok(true),
-        Some(other) => Err(ApiError::BadRequest(format!("{name} must be true or false, not {other:?}"))),
-    }
 }
 
 /// How much of a refused upload's body is still read (and dropped) before the answer, so that

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod packages;
 pub mod pool;
+pub mod query;
 pub mod routes;
 pub mod serve;
 pub mod session;

@@ -523,7 +523,7 @@ pub async fn list_executions(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ExecutionList>> {
-    let with_outputs = crate::files::flag(&crate::files::params(query), "outputs")?;
+    let with_outputs = crate::query::flag(&crate::query::params(query), "outputs")?;
     session_or_404(&state, &id)?;
     Ok(Json(ExecutionList { executions: state.store.list_executions(&id, with_outputs)? }))
 }
