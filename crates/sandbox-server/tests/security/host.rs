@@ -214,3 +214,20 @@ async fn volumes_without_a_sandbox_are_unmounted_and_lose_nothing() -> anyhow::R
     t.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inode_bomb_in_the_workspace_ends_at_its_volume() -> anyhow::Result<()> {
+    // A small quota makes a small volume, with few inodes.
+    let t = TestServer::start_with(|c| c.workspace_quota_bytes = 8 << 20).await?;
+    let s = t.session().await?;
+    let code = "mkdir bomb; cd bomb; i=0; while : 2>/dev/null > f$i; do i=$((i+1)); [ $i -gt 100000 ] && break; done; \
+                [ $i -le 100000 ] && echo stopped || echo unbounded; touch again 2>&1 | grep -o 'No space left on device'";
+    let e = t.exec(&s.id, Language::Bash, code).await?;
+    assert_eq!(e.stdout, "stopped\nNo space left on device\n", "{e:?}");
+    // The session goes on: removing the files frees the inodes again.
+    let e = t.exec(&s.id, Language::Bash, "rm -rf bomb && touch fine && echo ok").await?;
+    assert_eq!(e.stdout, "ok\n", "{e:?}");
+    t.assert_healthy(&s.id).await?;
+    t.shutdown().await;
+    Ok(())
+}
