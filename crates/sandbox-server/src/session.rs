@@ -144,6 +144,10 @@ pub struct Sessions {
     /// Executions submitted and not finished, by id: a repeat of an idempotent request waits
     /// on the first instead of running again.
     inflight: Mutex<HashMap<String, tokio::sync::watch::Receiver<Finished>>>,
+    /// The server is shutting down: no sandbox starts any more (a queued execution that got
+    /// its turn after the sandboxes were destroyed started a new one, whose volume then stayed
+    /// mounted after the server had unmounted the rest).
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Sessions {
@@ -170,6 +174,7 @@ impl Sessions {
 
     /// Starts a sandbox for `session` (on its workspace) if it has no live one.
     async fn ensure_sandbox(
+        closed: &std::sync::atomic::AtomicBool,
         live: &LiveSession,
         session: &Session,
         runtime: &dyn Runtime,
@@ -182,8 +187,11 @@ impl Sessions {
             tracing::warn!(session = %session.id, "sandbox died; starting a new one");
             sb.destroy().await;
         }
+        if closed.load(Ordering::SeqCst) {
+            return Err(ApiError::NotReady("sandboxd is shutting down".into()));
+        }
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
-        let _pin = dirs.workspaces.pin(&session.id);
+        let pin = dirs.workspaces.pin(&session.id);
         let workspace = dirs.prepare(&session.id).await?;
         let spec = dirs.session_spec(&session.id, workspace, &session.template, limits_of(session))?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
@@ -199,6 +207,16 @@ impl Sessions {
             sb.destroy().await;
             return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
         }
+        if closed.load(Ordering::SeqCst) {
+            // The server began to shut down while we were starting it, and may have unmounted
+            // the volumes already: this one goes too.
+            live.take();
+            sb.destroy().await;
+            drop(pin);
+            dirs.workspaces.unmount_if_idle(&session.id, || false);
+            return Err(ApiError::NotReady("sandboxd is shutting down".into()));
+        }
+        drop(pin);
         Ok(sb)
     }
 
@@ -212,7 +230,7 @@ impl Sessions {
     /// Starts the first sandbox of a new session.
     pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &Dirs) -> Result<(), ApiError> {
         let live = self.live(&session.id);
-        Self::ensure_sandbox(&live, session, runtime, dirs).await.map(drop)
+        Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
     }
 
     /// Waits for `ticket`'s turn and returns it with a live sandbox.
@@ -249,7 +267,7 @@ impl Sessions {
             }
             _ => return Err(deleted()),
         }
-        let sandbox = Self::ensure_sandbox(live, session, runtime, dirs).await?;
+        let sandbox = Self::ensure_sandbox(&self.closed, live, session, runtime, dirs).await?;
         Ok(Turn { _guard: guard, sandbox, live })
     }
 
@@ -292,7 +310,7 @@ impl Sessions {
             _ => return Err(ApiError::Conflict(format!("session {} is deleted", session.id))),
         }
         live.touch();
-        Self::ensure_sandbox(&live, session, runtime, dirs).await.map(drop)
+        Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
     }
 
     /// Kills the session's sandbox (an execution in flight ends as killed) and forgets it.
@@ -320,6 +338,7 @@ impl Sessions {
 
     /// Destroys every live sandbox (server shutdown).
     pub async fn stop_all(&self) {
+        self.closed.store(true, Ordering::SeqCst);
         let all: Vec<Arc<LiveSession>> =
             self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, v)| v).collect();
         let mut destroys = tokio::task::JoinSet::new();
