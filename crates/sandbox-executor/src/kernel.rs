@@ -182,6 +182,14 @@ impl Kernel {
         }
     }
 
+    /// Kills `proc`'s kernel and everything it started, and says why it ended (its exit
+    /// status, from the reaper).
+    fn retire(&self, proc: Option<Proc>) -> String {
+        let exit = proc.map(|p| p.exit);
+        self.kill();
+        death_reason(exit.and_then(|rx| rx.recv_timeout(Duration::from_millis(500)).ok()))
+    }
+
     /// Runs one cell. Never panics on user input; a dead kernel is reported, not fatal.
     pub fn exec(self: &Arc<Self>, req: &ExecRequest, sink: Option<Sink>) -> ExecResult {
         let started = Instant::now();
@@ -191,13 +199,6 @@ impl Kernel {
             log = log.streaming(sink);
         }
         let mut slot = lock(&self.slot);
-        // A kernel that died since the last cell (killed from inside, OOM-killed while a thread
-        // of it ran): replaced before this cell runs, which is not its victim.
-        if let Some(status) = slot.as_ref().and_then(|p| p.exit.try_recv().ok()) {
-            *slot = None;
-            self.kill();
-            result.kernel_replaced = Some(death_reason(Some(status)));
-        }
         let line =
             serde_json::json!({"type": "execute", "id": req.id, "code": req.code, "outputs_limit": req.outputs_limit})
                 .to_string()
@@ -208,6 +209,8 @@ impl Kernel {
         let mut died = false;
         // Twice at most: a kernel found dead before it took the cell (it says "started" when
         // it does) is replaced and the cell sent again; the cell never ran, so this is no rerun.
+        // That is also how a kernel that died between cells (killed from inside, OOM-killed
+        // while a thread of it ran) is found: this cell is not its victim.
         for attempt in 0..2 {
             if slot.is_none() {
                 *lock(&self.env) = req.env.clone();
@@ -255,10 +258,7 @@ impl Kernel {
             if !(died && !taken && attempt == 0 && interrupted_at.is_none()) {
                 break;
             }
-            let exit = slot.take().map(|p| p.exit);
-            self.kill();
-            result.kernel_replaced =
-                Some(death_reason(exit.and_then(|rx| rx.recv_timeout(Duration::from_millis(500)).ok())));
+            result.kernel_replaced = Some(self.retire(slot.take()));
         }
         let Some(proc) = slot.as_mut() else { return result };
         // Output that children wrote straight to fd 1/2 just before the cell ended.
@@ -266,12 +266,10 @@ impl Kernel {
             log.bytes(name, &bytes);
         }
         if died {
-            let exit = slot.take().map(|p| p.exit);
+            let proc = slot.take();
             drop(slot);
-            self.kill();
             result.kernel_died = true;
-            result.kernel_death =
-                Some(death_reason(exit.and_then(|rx| rx.recv_timeout(Duration::from_millis(500)).ok())));
+            result.kernel_death = Some(self.retire(proc));
             // Replace it now, so the next cell does not wait for IPython to start. If no thread
             // can be made (pid limit), the next cell starts it instead.
             let kernel = Arc::clone(self);

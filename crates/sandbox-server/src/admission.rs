@@ -55,9 +55,10 @@ pub fn check_disk(state: &AppState) -> Result<(), ApiError> {
     }
     // Deleted sessions' workspaces (kept for `workspace_from`) cannot grow: they count by what
     // they use, in `usable`, not by their quota.
-    let live = state.store.sessions_with_status(SessionStatus::Running)?.len()
-        + state.store.sessions_with_status(SessionStatus::Stopped)?.len();
-    let workspaces = live as u64 + 1;
+    let (sessions, _) = state.store.counts()?;
+    let may_grow = [SessionStatus::Running.as_str(), SessionStatus::Stopped.as_str()];
+    let live: u64 = sessions.iter().filter(|(status, _)| may_grow.contains(&status.as_str())).map(|(_, n)| n).sum();
+    let workspaces = live + 1;
     let promised = workspaces.saturating_mul(c.workspace_quota_bytes);
     let usable = free.saturating_add(allocated_bytes(&c.data_dir.join("volumes")));
     let allowed = (usable as f64 * c.disk_overcommit) as u64;

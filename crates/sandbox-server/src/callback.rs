@@ -47,7 +47,7 @@ pub async fn deliver(state: std::sync::Arc<AppState>, url: String, execution: Ex
             Ok(resp) => record(&state, &execution.id, Some(resp.status().as_u16()), None),
             Err(e) => {
                 record(&state, &execution.id, None, Some(outbound::describe(&e)));
-                if outbound::is_refusal(&e) {
+                if outbound::refusal(&e).is_some() {
                     return;
                 }
             }

@@ -87,13 +87,31 @@ const LINGER_BYTES: usize = 64 << 20;
 const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn linger<E>(body: &mut (impl Stream<Item = std::result::Result<Bytes, E>> + Unpin)) {
-    let deadline = tokio::time::Instant::now() + LINGER_TIME;
-    let mut left = LINGER_BYTES;
-    while left > 0 {
-        match tokio::time::timeout_at(deadline, body.next()).await {
-            Ok(Some(Ok(bytes))) => left = left.saturating_sub(bytes.len()),
-            _ => return,
+    Linger::new().drain(body).await;
+}
+
+/// What lingering may still read and for how long: one budget for a whole request, whether
+/// its body is read as one stream or as a form's fields.
+struct Linger {
+    deadline: tokio::time::Instant,
+    left: usize,
+}
+
+impl Linger {
+    fn new() -> Linger {
+        Linger { deadline: tokio::time::Instant::now() + LINGER_TIME, left: LINGER_BYTES }
+    }
+
+    /// Drops what `body` still sends; true if it ended within the bounds.
+    async fn drain<E>(&mut self, body: &mut (impl Stream<Item = std::result::Result<Bytes, E>> + Unpin)) -> bool {
+        while self.left > 0 {
+            match tokio::time::timeout_at(self.deadline, body.next()).await {
+                Ok(Some(Ok(bytes))) => self.left = self.left.saturating_sub(bytes.len()),
+                Ok(None) => return true,
+                _ => return false,
+            }
         }
+        false
     }
 }
 
@@ -356,18 +374,12 @@ async fn receive_parts(
     Ok(UploadedFiles { files })
 }
 
-/// [`linger`] for a form: drops what is left of it, within the same bounds.
+/// [`linger`] for a form: drops what is left of it, field by field, within the same bounds.
 async fn linger_form(multipart: &mut Multipart) {
-    let deadline = tokio::time::Instant::now() + LINGER_TIME;
-    let mut left = LINGER_BYTES;
-    loop {
-        let Ok(Ok(Some(mut field))) = tokio::time::timeout_at(deadline, multipart.next_field()).await else { return };
-        loop {
-            match tokio::time::timeout_at(deadline, field.chunk()).await {
-                Ok(Ok(Some(bytes))) if bytes.len() < left => left -= bytes.len(),
-                Ok(Ok(None)) => break,
-                _ => return,
-            }
+    let mut linger = Linger::new();
+    while let Ok(Ok(Some(mut field))) = tokio::time::timeout_at(linger.deadline, multipart.next_field()).await {
+        if !linger.drain(&mut field).await {
+            return;
         }
     }
 }

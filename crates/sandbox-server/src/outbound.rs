@@ -164,28 +164,30 @@ pub fn client(policy: Arc<OutboundPolicy>) -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
-/// What a failed request is recorded as: a coarse kind, never the network's own words (those
-/// told a closed port from a filtered one, which made the server a port scanner).
-pub fn describe(e: &reqwest::Error) -> String {
+/// The policy's refusal behind `e`, if that is why the request was not made.
+pub fn refusal(e: &reqwest::Error) -> Option<&Refused> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(refused) = s.downcast_ref::<Refused>() {
-            return refused.to_string();
+            return Some(refused);
         }
         source = s.source();
     }
-    if e.is_timeout() {
+    None
+}
+
+/// What a failed request is recorded as: a coarse kind, never the network's own words (those
+/// told a closed port from a filtered one, which made the server a port scanner).
+pub fn describe(e: &reqwest::Error) -> String {
+    if let Some(refused) = refusal(e) {
+        refused.to_string()
+    } else if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
         "could not connect".into()
     } else {
         "request failed".into()
     }
-}
-
-/// Whether `e` is a refusal by the policy (trying again will not help).
-pub fn is_refusal(e: &reqwest::Error) -> bool {
-    describe(e).starts_with("refused by policy")
 }
 
 #[cfg(test)]
