@@ -23,8 +23,7 @@ use crate::AppState;
 /// Refuses when a sandbox of `memory_bytes` more would over-commit the host's memory.
 pub fn check_memory(state: &AppState, memory_bytes: u64) -> Result<(), ApiError> {
     let Some(host) = host_memory_bytes() else { return Ok(()) };
-    let running: u64 =
-        state.store.sessions_with_status(SessionStatus::Running)?.iter().map(|s| s.limits.memory_mb << 20).sum();
+    let running = state.store.running_memory_mb()? << 20;
     let pooled = state.pooled_memory_bytes();
     let committed = running + pooled + memory_bytes;
     let allowed = (host as f64 * state.config.memory_overcommit) as u64;
@@ -76,8 +75,13 @@ pub fn check_disk(state: &AppState) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `MemTotal` from `/proc/meminfo`.
+/// `MemTotal` from `/proc/meminfo`, read once.
 fn host_memory_bytes() -> Option<u64> {
+    static TOTAL: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *TOTAL.get_or_init(read_mem_total)
+}
+
+fn read_mem_total() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

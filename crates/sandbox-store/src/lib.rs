@@ -301,6 +301,17 @@ impl Store {
         Ok(due)
     }
 
+    /// The memory limits of all running sessions together, MiB (admission control counts it
+    /// on every create: summed here rather than by loading every session).
+    pub fn running_memory_mb(&self) -> Result<u64, StoreError> {
+        let mb: i64 = self.conn().query_row(
+            "SELECT COALESCE(SUM(json_extract(spec, '$.limits.memory_mb')), 0) FROM sessions WHERE status = 'running'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(mb).unwrap_or(0))
+    }
+
     /// How many sessions and executions there are of each status (for /metrics).
     pub fn counts(&self) -> Result<(StatusCounts, StatusCounts), StoreError> {
         let conn = self.conn();
@@ -791,6 +802,7 @@ mod tests {
         assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
         assert_eq!(e1.outputs.len(), 1);
         assert_eq!(e1.metrics.map(|m| m.cpu_ms), Some(Some(2)));
+        assert_eq!(store.running_memory_mb().expect("sum"), 0, "s1 was stopped by the reopen");
         store.bump_kernel_restarts("s1", Some("exited with code 3")).expect("bump");
         store.bump_kernel_restarts("s1", None).expect("bump");
         let s1 = store.get_session("s1").expect("get").expect("exists");
@@ -804,6 +816,8 @@ mod tests {
     fn executions_are_pruned_by_age_and_count_never_while_pending() {
         let store = Store::open_in_memory().expect("open");
         store.insert_session(&session("s1")).expect("insert");
+        store.insert_session(&session("s2")).expect("insert");
+        assert_eq!(store.running_memory_mb().expect("sum"), 1024, "two running sessions of 512 MiB");
         let long_ago = Utc::now() - chrono::Duration::days(30);
         for i in 0..6 {
             let mut e = execution(&format!("e{i}"), "s1");
