@@ -144,17 +144,19 @@ impl OutputLog {
     /// traceback (the plain stderr text has it, as far as it fits) and a shortened value.
     fn fit(&mut self, output: Output) -> Option<Output> {
         let room = self.outputs_limit.saturating_sub(self.used);
-        let size = |o: &Output| serde_json::to_vec(o).map_or(usize::MAX, |v| v.len());
-        let output = match output {
-            o if size(&o) <= room => o,
-            Output::Error { ename, evalue, .. } => {
-                self.outputs_truncated = true;
-                let short = |s: String| s.chars().take(1024).collect::<String>();
-                Output::Error { ename: short(ename), evalue: short(evalue), traceback: Vec::new() }
-            }
-            _ => return None,
+        let (output, n) = match encoded_len(&output) {
+            n if n <= room => (output, n),
+            _ => match output {
+                Output::Error { ename, evalue, .. } => {
+                    self.outputs_truncated = true;
+                    let short = |s: String| s.chars().take(1024).collect::<String>();
+                    let error = Output::Error { ename: short(ename), evalue: short(evalue), traceback: Vec::new() };
+                    let n = encoded_len(&error);
+                    (error, n)
+                }
+                _ => return None,
+            },
         };
-        let n = size(&output);
         if n > room {
             return None;
         }
@@ -177,6 +179,22 @@ impl OutputLog {
         result.outputs = self.outputs;
         result.outputs_truncated = self.outputs_truncated;
     }
+}
+
+/// Bytes `output` takes as JSON, counted as it is written out, without keeping the text.
+fn encoded_len(output: &Output) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, output).map_or(usize::MAX, |()| count.0)
 }
 
 /// Cuts `result` until its frame fits the protocol's limit: the last resort when stream
@@ -293,6 +311,12 @@ mod tests {
             .sum();
         assert!(used <= 80, "outputs take {used} bytes");
         assert!(r.stderr_truncated && r.stderr.len() <= 100);
+    }
+
+    #[test]
+    fn outputs_are_counted_as_their_json() {
+        let o = Output::Error { ename: "E\u{e9}".into(), evalue: "\"q\"\n".into(), traceback: vec!["\u{1}".into()] };
+        assert_eq!(encoded_len(&o), serde_json::to_vec(&o).map(|v| v.len()).unwrap_or(0));
     }
 
     #[test]
