@@ -147,9 +147,15 @@ pub struct Config {
 
     /// Workspaces as volumes of their own, so the quota holds for what code writes (ENOSPC in
     /// the sandbox): `auto` (when the host allows: root, loop devices, mkfs.ext4), `on`
-    /// (refuse to start without), `off`.
+    /// (refuse to start without), `off`. The system volume follows the same setting.
     #[arg(long, env = "SANDBOXD_WORKSPACE_VOLUMES", default_value = "auto")]
     pub workspace_volumes: VolumeMode,
+
+    /// Size of the system volume, which holds what sandboxes mount besides their workspace:
+    /// template environments, session packages, pip's cache and the runtime's files. Sparse:
+    /// it takes only what is written. Installs past it fail with "no space left".
+    #[arg(long, env = "SANDBOXD_SYSTEM_VOLUME_BYTES", default_value_t = 64 << 30)]
+    pub system_volume_bytes: u64,
 
     /// Package index for template and session package installs (default: PyPI, or pip's own
     /// configuration).
@@ -284,10 +290,6 @@ impl Config {
             access_key_id: self.s3_access_key_id.clone(),
             secret_access_key: self.s3_secret_access_key.clone(),
         })
-    }
-
-    pub fn runtime_dir(&self) -> PathBuf {
-        self.data_dir.join("runtime")
     }
 }
 

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod serve;
 pub mod session;
 pub mod storage;
+pub mod system_dir;
 pub mod template;
 pub mod workspace;
 
@@ -67,6 +68,17 @@ pub struct AppState {
 impl AppState {
     /// State over any runtime (tests use the fake one); workspaces go under the data dir.
     pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<AppState, ServerError> {
+        let system = system_dir::SystemDir::open(&config)?;
+        Self::with_system_dir(config, store, runtime, system)
+    }
+
+    /// [`Self::new`] with the system dir opened already (the local runtime keeps files in it).
+    pub fn with_system_dir(
+        config: Config,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        system: system_dir::SystemDir,
+    ) -> Result<AppState, ServerError> {
         let runtime: Arc<dyn Runtime> =
             Arc::new(sandbox_runtime::StartQueue::new(runtime, config.max_concurrent_starts, config.max_queued_starts));
         let storage = match config.s3() {
@@ -75,8 +87,9 @@ impl AppState {
             None => storage::Storage::local(),
         };
         let (volumes, volume_note) = workspace_volumes(&config, runtime.workspace_owner())?;
-        let dirs = workspace::Dirs::new(&config.data_dir, runtime.workspace_owner(), Arc::new(storage), volumes)
-            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let dirs =
+            workspace::Dirs::new(&config.data_dir, system, runtime.workspace_owner(), Arc::new(storage), volumes)
+                .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let default_limits =
             execution::resolve_limits(&config, None).map_err(|e| ServerError::Config(e.to_string()))?;
         let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(ServerError::Config)?);
@@ -320,16 +333,17 @@ pub fn local_state(config: Config) -> Result<AppState, ServerError> {
         );
     }
     let run_as = run_as(&config);
+    let system = system_dir::SystemDir::open(&config)?;
     let runtime = LocalRuntime::new(LocalConfig {
         bwrap: config.bwrap.clone(),
         executor: config.executor.clone().unwrap_or_else(default_executor),
-        state_dir: config.runtime_dir(),
+        state_dir: system.runtime_dir(),
         run_as,
         cgroups: config.cgroups,
         tmp_size_bytes: config.tmp_size_mb << 20,
         ready_timeout: Duration::from_secs(10),
     });
-    AppState::new(config, store, Arc::new(runtime))
+    AppState::with_system_dir(config, store, Arc::new(runtime), system)
 }
 
 /// A running server.
@@ -387,5 +401,6 @@ impl Server {
         self.state.dirs.workspaces.unmount_all();
         self.state.drain_pools().await;
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.state.dirs.system.unmount();
     }
 }

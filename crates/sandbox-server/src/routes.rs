@@ -46,10 +46,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         f => Check { ok: true, message: format!("{} MiB free", f >> 20) },
     };
     let local = sandbox_workspace::check_writable(&state.dirs.workspaces.path("")).map_err(|e| e.to_string());
-    let quota = match &state.volume_note {
+    let mut quota = match &state.volume_note {
         None => "workspaces are volumes: the quota holds for code too".to_string(),
         Some(why) => format!("code writes are not held to the quota ({why})"),
     };
+    if let Some(why) = &state.dirs.system.note {
+        quota.push_str(&format!("; host paths show in sandboxes' mount tables ({why})"));
+    }
     let storage = match local.and(state.dirs.storage.check().await) {
         Ok(()) if state.dirs.storage.is_remote() => Check {
             ok: true,

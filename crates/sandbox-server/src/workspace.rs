@@ -6,7 +6,8 @@
 //!
 //! Beside them, [`Dirs`] keeps the other per-session and per-template directories a sandbox
 //! mounts: the session's installed packages and its template's environment (both read-only
-//! inside), and the pip cache that installations share.
+//! inside), and the pip cache that installations share. They live in the system dir
+//! ([`SystemDir`]), so that no host path shows inside a sandbox.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use sandbox_workspace::Volumes;
 use crate::error::ApiError;
 use crate::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
 use crate::storage::Storage;
+use crate::system_dir::SystemDir;
 
 /// The directories sandboxes get from the data dir.
 pub struct Dirs {
@@ -30,27 +32,31 @@ pub struct Dirs {
     pub pip_cache: PathBuf,
     /// Where workspaces are kept for good (local: these directories themselves).
     pub storage: Arc<Storage>,
+    /// Holds the package and template directories.
+    pub system: SystemDir,
 }
 
 impl Dirs {
     /// With `volumes`, new workspaces are volumes of their own (the quota holds for code).
     pub fn new(
         data_dir: &Path,
+        system: SystemDir,
         owner: Option<(u32, u32)>,
         storage: Arc<Storage>,
         volumes: Option<Volumes>,
     ) -> std::io::Result<Dirs> {
-        let packages = Workspaces::new(data_dir.join("packages"), owner)?;
+        let packages = Workspaces::new(system.path().join("packages"), owner)?;
         let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
         let mut workspaces = Workspaces::new(data_dir.join("workspaces"), owner)?;
         workspaces.volumes = volumes.map(Arc::new);
         workspaces.refill_spares_soon();
         Ok(Dirs {
             workspaces,
-            packages: Workspaces::new(data_dir.join("packages").join("sessions"), owner)?,
-            templates: Workspaces::new(data_dir.join("templates"), owner)?,
+            packages: Workspaces::new(system.path().join("packages").join("sessions"), owner)?,
+            templates: Workspaces::new(system.path().join("templates"), owner)?,
             pip_cache,
             storage,
+            system,
         })
     }
 

@@ -40,6 +40,10 @@ async fn session_packages_install_from_the_registry_into_the_running_kernel() ->
     // Code in the session cannot change what was installed.
     let write = t.exec(&s.id, Language::Python, "open('/opt/sandbox/packages/evil.py', 'w')").await?;
     assert!(write.stderr.contains("Read-only file system"), "{write:?}");
+    // The packages come from the system volume: their mount names no host path.
+    let mounts = t.exec(&s.id, Language::Bash, "grep ' /opt/sandbox/packages ' /proc/self/mountinfo").await?;
+    assert!(mounts.stdout.contains(&format!(" /packages/sessions/{} ", s.id)), "{mounts:?}");
+    assert!(!mounts.stdout.contains(&t.data_dir().display().to_string()), "{mounts:?}");
     // The session itself is still offline.
     let net = t
         .exec(
@@ -68,7 +72,7 @@ async fn session_packages_install_from_the_registry_into_the_running_kernel() ->
     let e = t.client.install_packages("ses_unknown", &["iniconfig"]).await.expect_err("unknown session");
     assert_eq!(status_of(&e), 404);
     t.client.delete_session(&other.id).await?;
-    assert!(!t.data_dir().join("packages/sessions").join(&other.id).exists(), "deleted with the session");
+    assert!(!t.data_dir().join("system/packages/sessions").join(&other.id).exists(), "deleted with the session");
     let e = t.client.install_packages(&other.id, &["iniconfig"]).await.expect_err("deleted session");
     assert_eq!(status_of(&e), 409);
     t.shutdown().await;
@@ -117,6 +121,10 @@ async fn templates_preinstall_packages_and_give_sessions_their_defaults() -> any
     assert!(e.stdout.contains("from-template 1\na = 1"), "{e:?}");
     let write = t.exec(&s.id, Language::Python, "open('/opt/sandbox/template/x.py', 'w')").await?;
     assert!(write.stderr.contains("Read-only file system"), "{write:?}");
+    // The environment comes from the system volume: its mount names no host path.
+    let mounts = t.exec(&s.id, Language::Bash, "grep ' /opt/sandbox/template ' /proc/self/mountinfo").await?;
+    assert!(mounts.stdout.contains(" /templates/writer"), "{mounts:?}");
+    assert!(!mounts.stdout.contains(&t.data_dir().display().to_string()), "{mounts:?}");
     // Sessions of the default template do not see it.
     let plain = t.session().await?;
     let e = t.exec(&plain.id, Language::Python, "import tomli_w").await?;
@@ -134,7 +142,7 @@ async fn templates_preinstall_packages_and_give_sessions_their_defaults() -> any
     t.client.delete_session(&s.id).await?;
     t.client.delete_template("writer").await?;
     assert_eq!(status_of(&t.client.get_template("writer").await.expect_err("gone")), 404);
-    assert!(!t.data_dir().join("templates/writer").exists(), "its environment is removed");
+    assert!(!t.data_dir().join("system/templates/writer").exists(), "its environment is removed");
     assert_eq!(status_of(&t.client.delete_template("default").await.expect_err("builtin")), 409);
     t.shutdown().await;
     Ok(())

@@ -57,6 +57,12 @@ async fn hostile_code_gets_exactly_what_isolation_allows() -> anyhow::Result<()>
         sh("no_data_dir", &format!("test -e '{data}' && echo visible || echo hidden"), "hidden\n"),
         sh("no_other_workspace", &format!("test -e '{other}' && echo visible || echo hidden"), "hidden\n"),
         sh("workspace_is_own", "ls -A /workspace", ""),
+        // Every mount's root is shown relative to its filesystem: none may name the data dir.
+        sh(
+            "no_host_paths_in_mount_table",
+            &format!("cat /proc/self/mountinfo /proc/self/mounts /proc/1/mountinfo | grep -c -F '{data}'"),
+            "0\n",
+        ),
         sh("etc_read_only", "(echo x >> /etc/passwd) 2>/dev/null && echo wrote || echo refused", "refused\n"),
         sh("usr_read_only", "(touch /usr/bin/evil) 2>/dev/null && echo wrote || echo refused", "refused\n"),
         sh("executor_read_only", "(echo x > /.sandbox/executor) 2>/dev/null && echo wrote || echo refused", "refused\n"),
