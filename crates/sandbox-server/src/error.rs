@@ -1,11 +1,11 @@
-//! API errors, and the one place where every lower-level error becomes an HTTP status.
+//! API errors: the HTTP statuses of the REST door, and the one place where a
+//! [`ServiceError`] becomes one (an exhaustive match: a new kind of error must be given one).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use sandbox_api::{ErrorBody, ErrorDetail};
-use sandbox_runtime::RuntimeError;
-use sandbox_store::StoreError;
+use sandbox_service::ServiceError;
 use sandbox_workspace::WorkspaceError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -92,49 +92,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+/// The one place where what went wrong in the service becomes an HTTP status.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
         match e {
-            StoreError::Open { .. }
-            | StoreError::Migrate { .. }
-            | StoreError::Query(_)
-            | StoreError::Corrupt { .. } => ApiError::Internal(e.to_string()),
+            ServiceError::NotFound(m) => ApiError::NotFound(m),
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Invalid(m) => ApiError::Invalid(m),
+            ServiceError::Malformed(m) => ApiError::BadRequest(m),
+            ServiceError::TooLarge(m) => ApiError::PayloadTooLarge(m),
+            ServiceError::QuotaExceeded(m) => ApiError::InsufficientStorage(m),
+            ServiceError::UnsupportedType(m) => ApiError::UnsupportedMediaType(m),
+            ServiceError::Busy(m) => ApiError::RateLimited(m),
+            ServiceError::Overloaded(m) => ApiError::Overloaded(m),
+            ServiceError::NotReady(m) => ApiError::NotReady(m),
+            ServiceError::SandboxFailed(m) => ApiError::SandboxFailed(m),
+            ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }
 }
 
+/// Errors of the parts below the service, when the HTTP layer meets them directly (paths).
 impl From<WorkspaceError> for ApiError {
     fn from(e: WorkspaceError) -> Self {
-        let message = e.to_string();
-        match e {
-            WorkspaceError::InvalidPath { .. } => ApiError::BadRequest(message),
-            WorkspaceError::NotFound(_) => ApiError::NotFound(message),
-            WorkspaceError::IsDir(_)
-            | WorkspaceError::NotDir(_)
-            | WorkspaceError::NotRegular(_)
-            | WorkspaceError::Exists(_)
-            | WorkspaceError::NotEmpty(_) => ApiError::Conflict(message),
-            WorkspaceError::TooLarge { .. } => ApiError::PayloadTooLarge(message),
-            WorkspaceError::QuotaExceeded { .. } | WorkspaceError::Full => ApiError::InsufficientStorage(message),
-            WorkspaceError::Io { .. } => ApiError::Internal(message),
-            WorkspaceError::Remote(_) => ApiError::NotReady(message),
-        }
-    }
-}
-
-impl From<RuntimeError> for ApiError {
-    fn from(e: RuntimeError) -> Self {
-        match e {
-            RuntimeError::NotReady(_) | RuntimeError::Start(_) => ApiError::NotReady(e.to_string()),
-            RuntimeError::Busy(why) => {
-                ApiError::RateLimited(format!("too many sandboxes are starting: {why}; retry shortly"))
-            }
-            // The sandbox's end went away (killed, out of memory), or it stopped answering.
-            RuntimeError::Kernel(_)
-            | RuntimeError::SandboxDied(_)
-            | RuntimeError::Unresponsive(_)
-            | RuntimeError::Protocol(_) => ApiError::SandboxFailed(format!("{e}; try again")),
-            RuntimeError::Cgroup { .. } | RuntimeError::Io { .. } => ApiError::Internal(e.to_string()),
-        }
+        ServiceError::from(e).into()
     }
 }

@@ -17,69 +17,19 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use sandbox_api::{FileInfo, FileList, FileType, MoveFile, UploadedFile, UploadedFiles};
-use sandbox_workspace::{Entry, Kind, RelPath, Staged, Workspace, WorkspaceError};
+use sandbox_api::{FileInfo, FileList, MoveFile, UploadedFile, UploadedFiles};
+use sandbox_service::{Service, ServiceError};
+use sandbox_workspace::{Entry, RelPath, WorkspaceError};
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::query::{flag, params};
-use crate::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
-/// Most entries one listing returns.
-const MAX_LISTING: usize = 10_000;
-/// Chunks in flight between the HTTP body and the thread that writes or reads the file.
+/// Chunks in flight between the thread that writes an archive and the response body.
 const CHANNEL_CHUNKS: usize = 8;
 const READ_CHUNK: usize = 1 << 20;
-
-fn info(e: &Entry) -> FileInfo {
-    let kind = match e.kind {
-        Kind::File => FileType::File,
-        Kind::Dir => FileType::Dir,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Other => FileType::Other,
-    };
-    FileInfo { path: e.path.as_str().to_string(), kind, size: e.size, modified_at: e.modified_at }
-}
-
-/// The workspace of session `id`, which must exist and not be deleted.
-async fn workspace(state: &AppState, id: &str) -> Result<Workspace> {
-    session_workspace(state, id).await.map(|(ws, _)| ws)
-}
-
-/// With S3 storage, a session whose sandbox runs here has the current files in its directory
-/// (code writes there); any other is brought up to date from the bucket first.
-async fn session_workspace(state: &AppState, id: &str) -> Result<(Workspace, sandbox_api::Session)> {
-    let session = crate::routes::active_session(state, id)?;
-    if let Some(at) = session.workspace_removed_at {
-        return Err(ApiError::Conflict(format!(
-            "the workspace of session {id} was removed at {} (retention over, or moved to another session)",
-            at.to_rfc3339()
-        )));
-    }
-    // Mounted from here until the workspace's root is open, which keeps it mounted.
-    let _pin = state.dirs.workspaces.pin(id);
-    let dir = match state.sessions.live(id).current() {
-        Some(_) => state.dirs.workspaces.ensure(id)?,
-        None => state.dirs.prepare(id).await?,
-    };
-    Ok((Workspace::open(&dir, state.runtime.workspace_owner())?, session))
-}
-
-/// The upload allowlist of session `session`'s template (empty: anything goes).
-fn allowed_uploads(state: &AppState, session: &sandbox_api::Session) -> Result<Vec<String>> {
-    Ok(crate::template::find(state, &session.template)?.map(|t| t.allowed_uploads).unwrap_or_default())
-}
-
-fn refused_type(path: &RelPath, allowed: &[String], why: &str) -> ApiError {
-    let list: Vec<String> = allowed.iter().map(|e| format!(".{e}")).collect();
-    ApiError::UnsupportedMediaType(format!("{path}: {why}; this session's template accepts {}", list.join(" ")))
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::Internal(format!("file task failed: {e}")))?
-}
 
 /// How much of a refused upload's body is still read (and dropped) before the answer, so that
 /// a client that sends its whole body before it reads gets the answer instead of a reset.
@@ -115,158 +65,23 @@ impl Linger {
     }
 }
 
-/// What an upload's body delivers to the writing thread.
-enum Chunk {
-    Data(Bytes),
-    /// The body ended normally: the file may be committed.
-    End,
-}
-
-/// Streams `body` into a staged file and, once it is complete and within the limits, renames
-/// it into place at `path` in session `id`'s workspace.
+/// Streams `body` into `path` of session `id`'s workspace. Refused, it reads (and drops) some
+/// of the rest of the body first, so a client that sends before it reads gets the answer.
 async fn receive<E: std::fmt::Display>(
-    state: &Arc<AppState>,
+    state: &Arc<Service>,
     id: &str,
     path: RelPath,
     declared: Option<u64>,
     mut body: impl Stream<Item = std::result::Result<Bytes, E>> + Unpin,
 ) -> Result<UploadedFile> {
-    let (max, quota) = (state.config.max_file_bytes, state.config.workspace_quota_bytes);
-    if declared.is_some_and(|n| n > max) {
-        linger(&mut body).await;
-        return Err(WorkspaceError::TooLarge { limit: max }.into());
-    }
-    let checked = session_workspace(state, id).await.and_then(|(ws, session)| {
-        let allowed = allowed_uploads(state, &session)?;
-        if !allowed.is_empty() {
-            match sandbox_workspace::sniff::extension(path.as_str()) {
-                Some(ext) if allowed.contains(&ext) => {}
-                _ => return Err(refused_type(&path, &allowed, "its extension is not accepted")),
-            }
-        }
-        Ok((ws, allowed))
-    });
-    let (ws, allowed) = match checked {
-        Ok(found) => found,
-        Err(e) => {
-            linger(&mut body).await;
-            return Err(e);
-        }
+    let uploaded = match state.files(id).await {
+        Ok(files) => files.upload(path, declared, &mut body).await,
+        Err(e) => Err(e),
     };
-    let sniff_as = (!allowed.is_empty()).then(|| sandbox_workspace::sniff::extension(path.as_str())).flatten();
-    let shown_path = path.clone();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
-    let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
-        // `staged` holds `adding` already, on a volume.
-        let within_quota = |adding: u64, staged: Option<&Staged>| -> Result<()> {
-            let used = match staged {
-                Some(staged) => ws.usage_besides(staged)?,
-                None => ws.usage()?,
-            };
-            let replaced = ws.stat(&path).ok().filter(|e| e.kind == Kind::File).map_or(0, |e| e.size);
-            if used.saturating_sub(replaced) + adding > quota {
-                return Err(WorkspaceError::QuotaExceeded { quota, used, adding }.into());
-            }
-            Ok(())
-        };
-        if let Some(n) = declared {
-            within_quota(n, None)?;
-        }
-        // SHA-256 runs at ~1.5 GB/s at best: on a thread of its own, it overlaps the writes.
-        let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_CHUNKS);
-        let hasher = std::thread::spawn(move || {
-            use sha2::Digest;
-            let mut hash = sha2::Sha256::new();
-            for bytes in hash_rx {
-                hash.update(&bytes);
-            }
-            sandbox_workspace::hex(&hash.finalize())
-        });
-        let mut staged = ws.stage()?;
-        loop {
-            match rx.blocking_recv() {
-                Some(Chunk::Data(bytes)) => {
-                    let _ = hash_tx.send(bytes.clone());
-                    staged.write(&bytes, max)?;
-                }
-                Some(Chunk::End) => break,
-                None => return Err(ApiError::BadRequest("the upload ended before its body was complete".into())),
-            }
-        }
-        drop(hash_tx);
-        let sha256 = hasher.join().map_err(|_| ApiError::Internal("the upload's hashing thread failed".into()))?;
-        within_quota(staged.size(), Some(&staged))?;
-        let entry = ws.commit(staged, &path)?;
-        Ok(UploadedFile {
-            path: entry.path.as_str().to_string(),
-            size: entry.size,
-            modified_at: entry.modified_at,
-            sha256,
-        })
-    });
-    let mut failed = None;
-    // With an allowlist, the first bytes are held back until they show the content matches.
-    let mut head: Option<Vec<Bytes>> = sniff_as.as_ref().map(|_| Vec::new());
-    loop {
-        let next = body.next().await;
-        if let (Some(held), Some(ext)) = (&mut head, &sniff_as) {
-            let held_len: usize = held.iter().map(Bytes::len).sum();
-            match &next {
-                Some(Ok(bytes)) if held_len + bytes.len() < sandbox_workspace::sniff::SNIFF_BYTES => {
-                    held.push(bytes.clone());
-                    continue;
-                }
-                Some(Err(_)) => {}
-                _ => {
-                    let mut sample: Vec<u8> = held.concat();
-                    if let Some(Ok(bytes)) = &next {
-                        sample.extend_from_slice(bytes);
-                    }
-                    sample.truncate(sandbox_workspace::sniff::SNIFF_BYTES);
-                    if !sandbox_workspace::sniff::content_matches(ext, &sample) {
-                        failed =
-                            Some(refused_type(&shown_path, &allowed, &format!("its content is not a .{ext} file")));
-                        linger(&mut body).await;
-                        break;
-                    }
-                    let mut stopped = false;
-                    for bytes in head.take().unwrap_or_default() {
-                        stopped |= tx.send(Chunk::Data(bytes)).await.is_err();
-                    }
-                    if stopped {
-                        linger(&mut body).await;
-                        break;
-                    }
-                }
-            }
-        }
-        let Some(next) = next else { break };
-        match next {
-            Ok(bytes) => {
-                if tx.send(Chunk::Data(bytes)).await.is_err() {
-                    // The writer stopped (a limit): its error says why, once the client listens.
-                    linger(&mut body).await;
-                    break;
-                }
-            }
-            Err(e) => {
-                failed = Some(ApiError::BadRequest(format!("cannot read the upload: {e}")));
-                break;
-            }
-        }
+    if uploaded.is_err() {
+        linger(&mut body).await;
     }
-    if failed.is_none() {
-        let _ = tx.send(Chunk::End).await;
-    }
-    drop(tx);
-    let written = writer.await.map_err(|e| ApiError::Internal(format!("upload task failed: {e}")))?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let file = written?;
-    // Written through: once answered, the file is in storage for every replica.
-    state.dirs.write_back(id).await?;
-    Ok(file)
+    Ok(uploaded?)
 }
 
 /// An upload refused before its body was read to the end: the connection cannot carry another
@@ -284,7 +99,7 @@ fn refused(e: ApiError) -> Response {
 ))]
 /// `PUT /v1/sessions/{id}/files/{path}`: the body is the file.
 pub async fn upload(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -310,7 +125,7 @@ pub async fn upload(
 /// `POST /v1/sessions/{id}/files` as `multipart/form-data`: each part with a file name is a
 /// file, written under `?path=DIR` (or a preceding `path` field); its name may contain `/`.
 pub async fn upload_multipart(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     multipart: std::result::Result<Multipart, MultipartRejection>,
@@ -325,7 +140,7 @@ pub async fn upload_multipart(
 }
 
 async fn receive_form(
-    state: &Arc<AppState>,
+    state: &Arc<Service>,
     id: &str,
     query: Option<String>,
     multipart: std::result::Result<Multipart, MultipartRejection>,
@@ -342,7 +157,7 @@ async fn receive_form(
 }
 
 async fn receive_parts(
-    state: &Arc<AppState>,
+    state: &Arc<Service>,
     id: &str,
     query: Option<String>,
     multipart: &mut Multipart,
@@ -445,13 +260,12 @@ fn range(value: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> 
 /// `GET /v1/sessions/{id}/files/{path}`: the file, streamed, with `ETag`, `Last-Modified` and
 /// single-range support.
 pub async fn download(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let rel = RelPath::parse(&path)?;
-    let ws = workspace(&state, &id).await?;
-    let (file, entry) = blocking(move || Ok(ws.open_file(&rel)?)).await?;
+    let (file, entry) = state.files(&id).await?.open(rel).await?;
     let tag = etag(&entry);
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
@@ -504,17 +318,15 @@ pub async fn download(
 ))]
 /// `GET /v1/sessions/{id}/files?path=DIR&recursive=true`.
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<FileList>> {
     let params = params(query);
     let dir = RelPath::parse_or_root(params.get("path").map_or("", String::as_str))?;
     let recursive = flag(&params, "recursive")?;
-    let ws = workspace(&state, &id).await?;
-    let entries = blocking(move || Ok(ws.list(&dir, recursive, MAX_LISTING + 1)?)).await?;
-    let truncated = entries.len() > MAX_LISTING;
-    Ok(Json(FileList { files: entries.iter().take(MAX_LISTING).map(info).collect(), truncated }))
+    let (files, truncated) = state.files(&id).await?.list(dir, recursive).await?;
+    Ok(Json(FileList { files, truncated }))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}/files/{path}", params(("recursive" = Option<bool>, Query)), responses(
@@ -522,15 +334,13 @@ pub async fn list(
 ))]
 /// `DELETE /v1/sessions/{id}/files/{path}[?recursive=true]`.
 pub async fn delete(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path((id, path)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode> {
     let rel = RelPath::parse(&path)?;
     let recursive = flag(&params(query), "recursive")?;
-    let ws = workspace(&state, &id).await?;
-    blocking(move || Ok(ws.remove(&rel, recursive)?)).await?;
-    state.dirs.write_back(&id).await?;
+    state.files(&id).await?.remove(rel, recursive).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -539,7 +349,7 @@ pub async fn delete(
 ))]
 /// `POST /v1/sessions/{id}/files/{path}:move` `{"to": "new/path"}`.
 pub async fn move_file(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path((id, path)): Path<(String, String)>,
     ApiJson(req): ApiJson<MoveFile>,
 ) -> Result<Json<FileInfo>> {
@@ -547,10 +357,7 @@ pub async fn move_file(
         return Err(ApiError::MethodNotAllowed("POST on a file is only `{path}:move`; upload with PUT".into()));
     };
     let (from, to) = (RelPath::parse(from)?, RelPath::parse(&req.to)?);
-    let ws = workspace(&state, &id).await?;
-    let entry = blocking(move || Ok(ws.rename(&from, &to)?)).await?;
-    state.dirs.write_back(&id).await?;
-    Ok(Json(info(&entry)))
+    Ok(Json(state.files(&id).await?.rename(from, to).await?))
 }
 
 /// Hands what the archive writer produces to the response body, in chunks.
@@ -583,23 +390,21 @@ impl std::io::Write for ChannelWriter {
 ))]
 /// `GET /v1/sessions/{id}/archive?path=DIR`: the directory as a `.tar.gz`, streamed.
 pub async fn archive(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<Service>>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let dir = RelPath::parse_or_root(params(query).get("path").map_or("", String::as_str))?;
-    let ws = workspace(&state, &id).await?;
-    let ws = Arc::new(ws);
-    let (check_ws, check_dir) = (Arc::clone(&ws), dir.clone());
-    let entry = blocking(move || Ok(check_ws.stat(&check_dir)?)).await?;
-    if entry.kind != Kind::Dir {
-        return Err(WorkspaceError::NotDir(dir.to_string()).into());
+    let files = state.files(&id).await?;
+    // Checked before the answer starts: a file, or nothing, is an error status, not a broken body.
+    if files.stat(dir.clone()).await?.kind != sandbox_workspace::Kind::Dir {
+        return Err(ServiceError::from(WorkspaceError::NotDir(dir.to_string())).into());
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(CHANNEL_CHUNKS);
     let archive_dir = dir.clone();
     tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter { tx: tx.clone(), buf: Vec::new() };
-        let written = sandbox_workspace::write_tar_gz(&ws, &archive_dir, &mut out);
+        let written = files.archive(&archive_dir, &mut out);
         let finished = written.map_err(|e| std::io::Error::other(e.to_string())).and_then(|()| {
             use std::io::Write;
             out.flush()

@@ -1,4 +1,4 @@
-//! Session lifecycle with a real reaper and real sandboxes: idle and lifetime stops, resume
+//! Session lifecycle with a real idle sweep and real sandboxes: idle and lifetime stops, resume
 //! (automatic and explicit), workspace retention, and continuing in another's workspace.
 
 use std::time::{Duration, Instant};
@@ -10,10 +10,10 @@ fn status_of(e: &sandbox_client::ClientError) -> u16 {
     e.status().map(|s| s.as_u16()).unwrap_or(0)
 }
 
-/// A server whose reaper looks every 200 ms.
+/// A server whose idle sweep looks every 200 ms.
 async fn server(retention_s: u64) -> anyhow::Result<TestServer> {
     TestServer::start_with(|c| {
-        c.reaper_interval_s = 0.2;
+        c.sweep_interval_s = 0.2;
         c.retention_s = retention_s;
     })
     .await
@@ -61,7 +61,7 @@ async fn idle_sessions_stop_and_resume_with_their_files() -> anyhow::Result<()> 
     assert_eq!(t.client.read_file(&s.id, "notes.txt").await?, b"kept");
     let metrics = t.client.raw(reqwest::Method::GET, "/metrics", None).await?.1;
     assert!(metrics.contains("sandboxd_sessions{status=\"stopped\"} 1"), "{metrics}");
-    assert!(metrics.contains("sandboxd_reaper_actions_total{action=\"stopped_idle\"} 1"), "{metrics}");
+    assert!(metrics.contains("sandboxd_sweep_actions_total{action=\"stopped_idle\"} 1"), "{metrics}");
     // 4 bytes of notes.txt; on volumes, whole blocks and a block or two of each empty volume.
     let bytes: u64 = metrics
         .lines()
@@ -80,7 +80,7 @@ async fn idle_sessions_stop_and_resume_with_their_files() -> anyhow::Result<()> 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_running_execution_is_never_cut_off_by_the_reaper() -> anyhow::Result<()> {
+async fn a_running_execution_is_never_cut_off_by_the_idle_sweep() -> anyhow::Result<()> {
     let t = server(3600).await?;
     let req = CreateSession { idle_timeout_s: Some(1), max_lifetime_s: Some(2), ..Default::default() };
     let s = t.client.create_session(&req).await?;

@@ -5,19 +5,19 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use sandbox_runtime::fake::FakeRuntime;
-use sandbox_server::{app, AppState, Config};
+use sandbox_server::{app, Config, Service};
 use sandbox_store::Store;
 use tower::ServiceExt;
 
-fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<AppState>> {
+fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<Service>> {
     // The fake runtime never mounts a workspace, and nothing here shuts the state down.
     let workspace_volumes = sandbox_server::config::VolumeMode::Off;
     let config = Config { data_dir: data.to_path_buf(), workspace_volumes, ..Config::default() };
-    Ok(Arc::new(AppState::new(config, Store::open_in_memory()?, runtime)?))
+    Ok(Arc::new(Service::new(config, Store::open_in_memory()?, runtime)?))
 }
 
 async fn send(
-    state: &Arc<AppState>,
+    state: &Arc<Service>,
     method: &str,
     uri: &str,
     body: &str,

@@ -171,7 +171,7 @@ fn mounted_under(data_dir: &std::path::Path) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volumes_without_a_sandbox_are_unmounted_and_lose_nothing() -> anyhow::Result<()> {
-    let t = TestServer::start_with(|c| c.reaper_interval_s = 0.2).await?;
+    let t = TestServer::start_with(|c| c.sweep_interval_s = 0.2).await?;
     // Create and delete: 348 such left 348 mounts behind, and every sandbox start slower.
     let body = serde_json::json!({"kernel": "none", "limits": {"memory_mb": 64}});
     for _ in 0..40 {
@@ -191,7 +191,7 @@ async fn volumes_without_a_sandbox_are_unmounted_and_lose_nothing() -> anyhow::R
     assert_eq!(after, 0, "workspace volumes still mounted after 40 creates and deletes");
 
     // A stopped session's files: written by code, unmounted at the stop, read and written
-    // through the API (mounted for it, unmounted again by the reaper), and there at resume.
+    // through the API (mounted for it, unmounted again by the idle sweep), and there at resume.
     let s = t.session().await?;
     t.exec(&s.id, Language::Bash, "echo from-code > a.txt").await?;
     t.client.stop_session(&s.id).await?;
@@ -206,7 +206,7 @@ async fn volumes_without_a_sandbox_are_unmounted_and_lose_nothing() -> anyhow::R
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!sandbox_workspace::volume::is_mount_point(&ws), "the reaper unmounts it again");
+    assert!(!sandbox_workspace::volume::is_mount_point(&ws), "the idle sweep unmounts it again");
     assert!(!ws.join("a.txt").exists() && !ws.join("b.txt").exists(), "nothing was written under the mount point");
     t.client.resume_session(&s.id).await?;
     assert_eq!(t.exec(&s.id, Language::Bash, "cat a.txt b.txt").await?.stdout, "from-code\nfrom-api");

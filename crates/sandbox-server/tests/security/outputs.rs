@@ -53,7 +53,7 @@ async fn outputs_huge_results_and_displays_are_cut_and_the_kernel_lives() -> any
 async fn outputs_listings_are_summaries_and_old_executions_are_pruned() -> anyhow::Result<()> {
     let t = TestServer::start_with(|c| {
         c.max_executions_per_session = 3;
-        c.reaper_interval_s = 0.1;
+        c.sweep_interval_s = 0.1;
     })
     .await?;
     let s = t.session().await?;

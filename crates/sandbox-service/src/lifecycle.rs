@@ -1,7 +1,7 @@
 //! Session lifecycle: idle and lifetime stops, resume, workspace retention and hand-over.
 //!
 //! A session whose sandbox nobody used for `idle_timeout_s`, or that has run for
-//! `max_lifetime_s`, is stopped by the reaper: its sandbox (and the memory it holds) goes, the
+//! `max_lifetime_s`, is stopped by the idle sweep: its sandbox (and the memory it holds) goes, the
 //! session becomes `stopped` and keeps its workspace. It resumes on `POST .../resume`, or on
 //! its next execution when `auto_resume` is on. A stop waits for the session's turn, like an
 //! execution, so it never cuts one off. Workspaces of stopped and deleted sessions are removed
@@ -11,18 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::Json;
 use chrono::Utc;
 use sandbox_api::{Session, SessionStatus};
 
-use crate::error::ApiError;
-use crate::routes::active_session;
-use crate::AppState;
+use crate::error::ServiceError;
+use crate::Service;
 
-/// What the reaper did since the server started.
+/// What the idle sweep did since the server started.
 #[derive(Default)]
-pub struct ReaperCounts {
+pub struct SweepCounts {
     pub stopped_idle: AtomicU64,
     pub stopped_lifetime: AtomicU64,
     pub workspaces_removed: AtomicU64,
@@ -31,9 +28,9 @@ pub struct ReaperCounts {
 }
 
 /// Runs `task` every `seconds` until the server is gone (it holds the state only weakly).
-fn spawn_every<F, Fut>(state: &Arc<AppState>, seconds: f64, task: F)
+fn spawn_every<F, Fut>(state: &Arc<Service>, seconds: f64, task: F)
 where
-    F: Fn(Arc<AppState>) -> Fut + Send + 'static,
+    F: Fn(Arc<Service>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let weak = Arc::downgrade(state);
@@ -47,17 +44,17 @@ where
     });
 }
 
-/// Runs the reaper every `--reaper-interval-s` until the server is gone.
-pub fn spawn_reaper(state: &Arc<AppState>) {
-    spawn_every(state, state.config.reaper_interval_s, |state| async move {
+/// Runs the idle sweep every `--sweep-interval-s` until the server is gone.
+pub fn spawn_idle_sweep(state: &Arc<Service>) {
+    spawn_every(state, state.config.sweep_interval_s, |state| async move {
         if let Err(e) = sweep(&state).await {
-            tracing::warn!(error = %e, "reaper sweep failed");
+            tracing::warn!(error = %e, "idle sweep failed");
         }
     });
 }
 
 /// Why `session` should stop now, if it should.
-fn due(state: &AppState, session: &Session) -> Option<&'static str> {
+fn due(state: &Service, session: &Session) -> Option<&'static str> {
     let live = state.sessions.live(&session.id);
     if live.sandbox_age().is_some_and(|age| age >= Duration::from_secs(session.max_lifetime_s)) {
         return Some("lifetime");
@@ -66,7 +63,7 @@ fn due(state: &AppState, session: &Session) -> Option<&'static str> {
     (quiet && live.idle_for() >= Duration::from_secs(session.idle_timeout_s)).then_some("idle")
 }
 
-async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
+async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
     for session in state.store.sessions_with_status(SessionStatus::Running)? {
         if due(state, &session).is_none() {
             continue;
@@ -92,7 +89,7 @@ async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
             }
             state.dirs.remove(&id);
             state.store.mark_workspace_removed(&id, Utc::now())?;
-            state.reaper.workspaces_removed.fetch_add(1, Ordering::Relaxed);
+            state.sweeps.workspaces_removed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(session = %id, "workspace removed: retention over");
         }
     }
@@ -106,27 +103,27 @@ async fn sweep(state: &Arc<AppState>) -> Result<(), ApiError> {
 /// Unmounts session `id`'s workspace volume if the session has no sandbox here and nothing
 /// else uses it (see `Volumes::unmount_if_idle`); it mounts again when next used. Volumes of
 /// running sessions, warm pools and `/v1/run` are left alone.
-pub fn unmount_if_idle(state: &AppState, id: &str) {
+pub fn unmount_if_idle(state: &Service, id: &str) {
     let idle_session = matches!(
         state.store.get_session(id),
         Ok(Some(s)) if s.status != SessionStatus::Running
     );
     if idle_session && state.dirs.workspaces.unmount_if_idle(id, || state.sessions.has_sandbox(id)) {
-        state.reaper.volumes_unmounted.fetch_add(1, Ordering::Relaxed);
+        state.sweeps.volumes_unmounted.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(session = %id, "workspace volume unmounted");
     }
 }
 
 /// Keeps the store's size bounded: finished executions go after `--execution-retention-s`,
 /// and beyond the newest `--max-executions-per-session` of each session.
-fn prune_executions(state: &AppState) -> Result<(), ApiError> {
+fn prune_executions(state: &Service) -> Result<(), ServiceError> {
     let c = &state.config;
     let before = (c.execution_retention_s > 0)
         .then(|| Utc::now() - chrono::Duration::seconds(i64::try_from(c.execution_retention_s).unwrap_or(i64::MAX)));
     let keep = (c.max_executions_per_session > 0).then_some(c.max_executions_per_session);
     let pruned = state.store.prune_executions(before, keep)?;
     if pruned > 0 {
-        state.reaper.executions_pruned.fetch_add(pruned as u64, Ordering::Relaxed);
+        state.sweeps.executions_pruned.fetch_add(pruned as u64, Ordering::Relaxed);
         tracing::info!(pruned, "stored executions pruned");
     }
     Ok(())
@@ -134,9 +131,9 @@ fn prune_executions(state: &AppState) -> Result<(), ApiError> {
 
 /// Waits for the session's turn (an execution in flight finishes first), checks again that it
 /// is due (one may have run meanwhile), then stops its sandbox.
-async fn stop_when_due(state: &AppState, session: Session) {
+async fn stop_when_due(state: &Service, session: Session) {
     let live = state.sessions.live(&session.id);
-    let _turn = crate::session::Sessions::exclusive(&live, live.ticket()).await;
+    let _turn = crate::live::Sessions::exclusive(&live, live.ticket()).await;
     let Some(reason) = due(state, &session) else { return };
     // The sandbox goes first: holding the turn, nothing can start a new one meanwhile, and
     // whoever sees "stopped" finds it gone.
@@ -151,48 +148,14 @@ async fn stop_when_due(state: &AppState, session: Session) {
     }
     write_back(state, &session.id).await;
     unmount_if_idle(state, &session.id);
-    let counter = if reason == "idle" { &state.reaper.stopped_idle } else { &state.reaper.stopped_lifetime };
+    let counter = if reason == "idle" { &state.sweeps.stopped_idle } else { &state.sweeps.stopped_lifetime };
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(session = %session.id, reason, "session stopped");
 }
 
-#[utoipa::path(post, path = "/v1/sessions/{id}/resume", responses(
-    (status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody),
-    (status = 409, body = sandbox_api::ErrorBody, description = "Deleted, or its workspace was removed"),
-    (status = 503, body = sandbox_api::ErrorBody),
-))]
-/// Starts a new sandbox on a stopped session's workspace (a fresh kernel; the files are there).
-/// A running session is left as it is.
-pub async fn resume(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
-    let session = active_session(&state, &id)?;
-    if session.status == SessionStatus::Stopped {
-        crate::admission::check_memory(&state, session.limits.memory_mb << 20)?;
-    }
-    state.sessions.resume(&session, state.runtime.as_ref(), &state.dirs, &state.store).await?;
-    tracing::info!(session = %id, "session resumed");
-    Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))
-}
-
-#[utoipa::path(post, path = "/v1/sessions/{id}/stop", responses(
-    (status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody),
-    (status = 409, body = sandbox_api::ErrorBody),
-))]
-/// Stops the session's sandbox now (a running execution ends as killed); the workspace stays
-/// and the session resumes on demand.
-pub async fn stop(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<Session>, ApiError> {
-    active_session(&state, &id)?;
-    if state.store.mark_session_stopped(&id, "user", Utc::now())? {
-        state.sessions.live(&id).suspend().await;
-        write_back(&state, &id).await;
-        unmount_if_idle(&state, &id);
-        tracing::info!(session = %id, "session stopped by request");
-    }
-    Ok(Json(state.store.get_session(&id)?.ok_or_else(|| ApiError::NotFound(format!("session {id} not found")))?))
-}
-
 /// Writes a stopped session's workspace back to storage; a failure is logged, and the files
 /// stay in the local cache for the next attempt (at resume, or the next start of sandboxd).
-pub async fn write_back(state: &AppState, id: &str) {
+pub async fn write_back(state: &Service, id: &str) {
     if let Err(e) = state.dirs.write_back(id).await {
         tracing::warn!(session = %id, error = %e, "cannot write the workspace back to storage");
     }
@@ -200,7 +163,7 @@ pub async fn write_back(state: &AppState, id: &str) {
 
 /// With S3 storage, writes back every running session's changed files each
 /// `--sync-interval-s`.
-pub fn spawn_syncer(state: &Arc<AppState>) {
+pub fn spawn_syncer(state: &Arc<Service>) {
     if !state.dirs.storage.is_remote() {
         return;
     }
@@ -213,7 +176,7 @@ pub fn spawn_syncer(state: &Arc<AppState>) {
 
 /// Writes back, in the background, the workspaces of stopped sessions that a previous run may
 /// have left unsynced in the local cache (it was killed before it could write them back).
-pub fn recover_unsynced(state: &Arc<AppState>) {
+pub fn recover_unsynced(state: &Arc<Service>) {
     if !state.dirs.storage.is_remote() {
         return;
     }
@@ -230,31 +193,31 @@ pub fn recover_unsynced(state: &Arc<AppState>) {
 }
 
 /// The session named by `workspace_from`, if its workspace may be taken over.
-pub fn workspace_source(state: &AppState, from: &str) -> Result<Session, ApiError> {
+pub fn workspace_source(state: &Service, from: &str) -> Result<Session, ServiceError> {
     let Some(source) = state.store.get_session(from)? else {
-        return Err(ApiError::Invalid(format!("workspace_from: session {from} does not exist")));
+        return Err(ServiceError::Invalid(format!("workspace_from: session {from} does not exist")));
     };
     if source.status == SessionStatus::Running {
-        return Err(ApiError::Conflict(format!(
+        return Err(ServiceError::Conflict(format!(
             "workspace_from: session {from} is running; stop it first (POST /v1/sessions/{from}/stop)"
         )));
     }
-    crate::session::Sessions::check_resumable(&source)?;
+    crate::live::Sessions::check_resumable(&source)?;
     // With S3 storage, the bucket has it; the directory here may not.
     if !state.dirs.storage.is_remote() && !state.dirs.workspaces.path(from).is_dir() {
-        return Err(ApiError::Conflict(format!("workspace_from: session {from} has no workspace")));
+        return Err(ServiceError::Conflict(format!("workspace_from: session {from} has no workspace")));
     }
     Ok(source)
 }
 
 /// Moves `source`'s workspace to session `to` (before `to`'s sandbox starts on it).
-pub async fn take_workspace(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
+pub async fn take_workspace(state: &Service, source: &Session, to: &str) -> Result<(), ServiceError> {
     state.dirs.prepare(&source.id).await?;
     state.dirs.workspaces.rename(&source.id, to)
 }
 
 /// Gives the workspace back when the new session could not start.
-pub fn return_workspace(state: &AppState, source: &Session, from: &str) {
+pub fn return_workspace(state: &Service, source: &Session, from: &str) {
     if let Err(e) = state.dirs.workspaces.rename(from, &source.id) {
         tracing::error!(session = %source.id, error = %e, "cannot give the workspace back");
     }
@@ -262,7 +225,7 @@ pub fn return_workspace(state: &AppState, source: &Session, from: &str) {
 
 /// Records the hand-over once session `to` runs: the source is deleted, its workspace gone
 /// (from storage too, once `to`'s copy is there).
-pub async fn workspace_taken(state: &AppState, source: &Session, to: &str) -> Result<(), ApiError> {
+pub async fn workspace_taken(state: &Service, source: &Session, to: &str) -> Result<(), ServiceError> {
     if state.dirs.storage.is_remote() {
         // The new session runs already: a storage hiccup here must not fail its creation. If
         // its copy is not up yet, the source's objects stay (nothing is lost; they are left
@@ -282,9 +245,9 @@ pub async fn workspace_taken(state: &AppState, source: &Session, to: &str) -> Re
     Ok(())
 }
 
-/// The reaper counts, as a snapshot.
-pub fn counts(state: &AppState) -> [(&'static str, u64); 5] {
-    let r = &state.reaper;
+/// The idle sweep counts, as a snapshot.
+pub fn counts(state: &Service) -> [(&'static str, u64); 5] {
+    let r = &state.sweeps;
     [
         ("stopped_idle", r.stopped_idle.load(Ordering::Relaxed)),
         ("stopped_lifetime", r.stopped_lifetime.load(Ordering::Relaxed)),

@@ -8,7 +8,7 @@
 
 use sandbox_api::{ErrorDetail, Execution, InvokeResult, Output};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// The MIME type the cell's return value arrives under, and its error name for non-JSON.
 const RETURN_MIME: &str = "application/json";
@@ -21,7 +21,7 @@ fn is_identifier(s: &str) -> bool {
 }
 
 /// Checks "module.func" and "path/file.py:func".
-pub fn check_handler(handler: &str) -> Result<(), ApiError> {
+pub fn check_handler(handler: &str) -> Result<(), ServiceError> {
     let ok = match handler.rsplit_once(':') {
         Some((path, func)) => {
             is_identifier(func)
@@ -36,7 +36,7 @@ pub fn check_handler(handler: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::Invalid(format!("handler {handler:?} must be \"module.func\" or \"relative/path.py:func\"")))
+        Err(ServiceError::Invalid(format!("handler {handler:?} must be \"module.func\" or \"relative/path.py:func\"")))
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use sandbox_workspace::Volumes;
 
 use crate::config::{Config, VolumeMode};
-use crate::ServerError;
+use crate::SetupError;
 
 const NAME: &str = "system";
 
@@ -36,12 +36,12 @@ pub struct SystemDir {
 impl SystemDir {
     /// Mounts the system volume (making it the first time) and moves into it what an older
     /// data dir kept at its top. With volumes off or out of reach, a plain directory.
-    pub fn open(config: &Config) -> Result<SystemDir, ServerError> {
+    pub fn open(config: &Config) -> Result<SystemDir, SetupError> {
         let data_dir = &config.data_dir;
         let dir = data_dir.join(NAME);
         let fail = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| ServerError::DataDir { path, source }
+            move |source| SetupError::DataDir { path, source }
         };
         let (volume, note) = Self::mount(config)?;
         std::fs::create_dir_all(&dir).map_err(fail(&dir))?;
@@ -58,26 +58,26 @@ impl SystemDir {
         Ok(SystemDir { dir, volume, note })
     }
 
-    fn mount(config: &Config) -> Result<(Option<Volumes>, Option<String>), ServerError> {
+    fn mount(config: &Config) -> Result<(Option<Volumes>, Option<String>), SetupError> {
         if config.workspace_volumes == VolumeMode::Off {
             return Ok((None, Some("--workspace-volumes off".into())));
         }
         if sandbox_sys::real_uid() != 0 {
             return match config.workspace_volumes {
-                VolumeMode::On => Err(ServerError::Config("--workspace-volumes on, but mounting needs root".into())),
+                VolumeMode::On => Err(SetupError::Config("--workspace-volumes on, but mounting needs root".into())),
                 _ => Ok((None, Some("mounting volumes needs root".into()))),
             };
         }
         let images = config.data_dir.join("volumes").join(NAME);
         let volumes = Volumes::new(images.clone(), config.data_dir.clone(), config.system_volume_bytes, None)
-            .map_err(|source| ServerError::DataDir { path: images, source })?;
+            .map_err(|source| SetupError::DataDir { path: images, source })?;
         // Made once; an image that exists must mount, or what is in it would be hidden
         // under a plain directory that takes its place.
         let existed = volumes.has(NAME);
         match volumes.create(NAME) {
             Ok(()) => Ok((Some(volumes), None)),
             Err(e) if existed || config.workspace_volumes == VolumeMode::On => {
-                Err(ServerError::Config(format!("cannot mount the system volume: {e}")))
+                Err(SetupError::Config(format!("cannot mount the system volume: {e}")))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the system dir is a plain directory: host paths show inside sandboxes");

@@ -14,7 +14,7 @@ use sandbox_api::{Limits, Session, SessionStatus};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
 use sandbox_store::Store;
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::workspace::Dirs;
 
 /// The live part of a session.
@@ -33,7 +33,7 @@ pub struct LiveSession {
     last_active: Mutex<Instant>,
     /// When its current sandbox started.
     started: Mutex<Option<Instant>>,
-    /// A stop is waiting for its turn (so the reaper does not queue a second one).
+    /// A stop is waiting for its turn (so the idle sweep does not queue a second one).
     pub stopping: AtomicBool,
     /// Held while packages are installed for the session (one installation at a time).
     pub installing: tokio::sync::Mutex<()>,
@@ -130,7 +130,7 @@ pub fn limits_from(l: &Limits) -> ResourceLimits {
 }
 
 /// How an execution ended, as waiters on it see it.
-pub type Finished = Option<Result<sandbox_api::Execution, ApiError>>;
+pub type Finished = Option<Result<sandbox_api::Execution, ServiceError>>;
 
 /// Whether a submission is new or joins one with the same id.
 pub enum Claim {
@@ -179,7 +179,7 @@ impl Sessions {
         session: &Session,
         runtime: &dyn Runtime,
         dirs: &Dirs,
-    ) -> Result<Arc<dyn Sandbox>, ApiError> {
+    ) -> Result<Arc<dyn Sandbox>, ServiceError> {
         if let Some(sb) = live.current() {
             if sb.is_alive() {
                 return Ok(sb);
@@ -188,7 +188,7 @@ impl Sessions {
             sb.destroy().await;
         }
         if closed.load(Ordering::SeqCst) {
-            return Err(ApiError::NotReady("sandboxd is shutting down".into()));
+            return Err(ServiceError::NotReady("sandboxd is shutting down".into()));
         }
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
         let pin = dirs.workspaces.pin(&session.id);
@@ -205,7 +205,7 @@ impl Sessions {
             // Deleted while we were starting it.
             live.take();
             sb.destroy().await;
-            return Err(ApiError::Conflict(format!("session {} is deleted", session.id)));
+            return Err(ServiceError::Conflict(format!("session {} is deleted", session.id)));
         }
         if closed.load(Ordering::SeqCst) {
             // The server began to shut down while we were starting it, and may have unmounted
@@ -214,7 +214,7 @@ impl Sessions {
             sb.destroy().await;
             drop(pin);
             dirs.workspaces.unmount_if_idle(&session.id, || false);
-            return Err(ApiError::NotReady("sandboxd is shutting down".into()));
+            return Err(ServiceError::NotReady("sandboxd is shutting down".into()));
         }
         drop(pin);
         Ok(sb)
@@ -228,7 +228,7 @@ impl Sessions {
     }
 
     /// Starts the first sandbox of a new session.
-    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &Dirs) -> Result<(), ApiError> {
+    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &Dirs) -> Result<(), ServiceError> {
         let live = self.live(&session.id);
         Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
     }
@@ -242,11 +242,11 @@ impl Sessions {
         runtime: &dyn Runtime,
         dirs: &Dirs,
         store: &Store,
-    ) -> Result<Turn<'a>, ApiError> {
+    ) -> Result<Turn<'a>, ServiceError> {
         let guard = Self::exclusive(live, ticket).await;
         // The store is the truth: a delete that raced with this request (and dropped the live
         // entry this one may have re-created) is visible there, so nothing starts for it.
-        let deleted = || ApiError::Conflict(format!("session {} is deleted", session.id));
+        let deleted = || ServiceError::Conflict(format!("session {} is deleted", session.id));
         if live.is_deleted() {
             return Err(deleted());
         }
@@ -254,7 +254,7 @@ impl Sessions {
             Some(s) if s.status == SessionStatus::Running => {}
             Some(s) if s.status == SessionStatus::Stopped => {
                 if !s.auto_resume {
-                    return Err(ApiError::Conflict(format!(
+                    return Err(ServiceError::Conflict(format!(
                         "session {} is stopped ({}); resume it with POST /v1/sessions/{}/resume",
                         s.id,
                         s.stop_reason.as_deref().unwrap_or("stopped"),
@@ -272,9 +272,9 @@ impl Sessions {
     }
 
     /// Refuses to resume a session whose workspace is gone.
-    pub fn check_resumable(s: &Session) -> Result<(), ApiError> {
+    pub fn check_resumable(s: &Session) -> Result<(), ServiceError> {
         match s.workspace_removed_at {
-            Some(at) => Err(ApiError::Conflict(format!(
+            Some(at) => Err(ServiceError::Conflict(format!(
                 "session {} cannot resume: its workspace was removed at {} (retention over, or moved to another session)",
                 s.id,
                 at.to_rfc3339()
@@ -298,7 +298,7 @@ impl Sessions {
         runtime: &dyn Runtime,
         dirs: &Dirs,
         store: &Store,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ServiceError> {
         let live = self.live(&session.id);
         let _turn = Self::exclusive(&live, live.ticket()).await;
         match store.get_session(&session.id)? {
@@ -307,14 +307,14 @@ impl Sessions {
                 store.mark_session_resumed(&s.id)?;
             }
             Some(s) if s.status == SessionStatus::Running => {}
-            _ => return Err(ApiError::Conflict(format!("session {} is deleted", session.id))),
+            _ => return Err(ServiceError::Conflict(format!("session {} is deleted", session.id))),
         }
         live.touch();
         Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
     }
 
     /// Kills the session's sandbox (an execution in flight ends as killed) and forgets it.
-    pub async fn stop(&self, id: &str) {
+    pub async fn destroy(&self, id: &str) {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
         if let Some(live) = live {
             live.deleted.store(true, Ordering::SeqCst);
@@ -336,8 +336,8 @@ impl Sessions {
         live.iter().filter(|(_, l)| l.current().is_some()).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Destroys every live sandbox (server shutdown).
-    pub async fn stop_all(&self) {
+    /// Destroys every live sandbox, and no sandbox starts after it (server shutdown).
+    pub async fn destroy_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let all: Vec<Arc<LiveSession>> =
             self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, v)| v).collect();

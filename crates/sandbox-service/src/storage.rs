@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use sandbox_workspace::{Mirror, SyncReport, WorkspaceError};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// What syncs did since start (for /metrics).
 #[derive(Default)]
@@ -62,14 +62,14 @@ impl Storage {
         &self,
         id: &str,
         f: impl FnOnce(&Mirror, &tokio::runtime::Handle) -> Result<T, WorkspaceError> + Send + 'static,
-    ) -> Result<Option<T>, ApiError> {
+    ) -> Result<Option<T>, ServiceError> {
         let Some(mirror) = self.mirror.clone() else { return Ok(None) };
         let lock = self.lock_of(id);
         let _held = lock.lock().await;
         let handle = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || f(&mirror, &handle))
             .await
-            .map_err(|e| ApiError::Internal(format!("sync task failed: {e}")))?;
+            .map_err(|e| ServiceError::Internal(format!("sync task failed: {e}")))?;
         if done.is_err() {
             self.counts.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -77,7 +77,7 @@ impl Storage {
     }
 
     /// Brings workspace directory `dir` of session `id` up to date with the bucket.
-    pub async fn pull(&self, id: &str, dir: PathBuf, owner: Option<(u32, u32)>) -> Result<(), ApiError> {
+    pub async fn pull(&self, id: &str, dir: PathBuf, owner: Option<(u32, u32)>) -> Result<(), ServiceError> {
         let name = id.to_string();
         let report = self.locked(id, move |m, h| m.pull(h, &name, &dir, owner)).await?;
         if let Some(r) = report {
@@ -87,7 +87,7 @@ impl Storage {
     }
 
     /// Writes back what changed in session `id`'s workspace directory `dir`.
-    pub async fn push(&self, id: &str, dir: PathBuf) -> Result<(), ApiError> {
+    pub async fn push(&self, id: &str, dir: PathBuf) -> Result<(), ServiceError> {
         // Local storage has nothing to write back: no disk access on the file API's path.
         if !self.is_remote() || !dir.is_dir() {
             return Ok(()); // nothing here to write back (not cached on this machine)
@@ -130,7 +130,7 @@ impl Storage {
     }
 
     /// Deletes session `id`'s workspace from the bucket.
-    pub async fn forget(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn forget(&self, id: &str) -> Result<(), ServiceError> {
         let name = id.to_string();
         self.locked(id, move |m, h| m.forget(h, &name)).await?;
         self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(id);

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use sandbox_runtime::{ReadOnlyMount, ResourceLimits, SandboxSpec};
 use sandbox_workspace::Volumes;
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
 use crate::storage::Storage;
 use crate::system_dir::SystemDir;
@@ -62,14 +62,14 @@ impl Dirs {
 
     /// Session `id`'s workspace directory, created if missing and, with S3 storage, brought
     /// up to date from the bucket first.
-    pub async fn prepare(&self, id: &str) -> Result<PathBuf, ApiError> {
+    pub async fn prepare(&self, id: &str) -> Result<PathBuf, ServiceError> {
         let dir = self.workspaces.ensure_soon(id).await?;
         self.storage.pull(id, dir.clone(), self.workspaces.owner).await?;
         Ok(dir)
     }
 
     /// Writes back what changed in session `id`'s workspace (S3 storage; nothing for local).
-    pub async fn write_back(&self, id: &str) -> Result<(), ApiError> {
+    pub async fn write_back(&self, id: &str) -> Result<(), ServiceError> {
         self.storage.push(id, self.workspaces.path(id)).await
     }
 
@@ -87,7 +87,7 @@ impl Dirs {
         workspace: PathBuf,
         template: &str,
         limits: ResourceLimits,
-    ) -> Result<SandboxSpec, ApiError> {
+    ) -> Result<SandboxSpec, ServiceError> {
         let mut mounts = vec![ReadOnlyMount { source: self.packages.ensure(name)?, target: SESSION_MOUNT.into() }];
         let env = self.templates.path(template);
         if env.is_dir() {
@@ -97,7 +97,7 @@ impl Dirs {
     }
 
     /// Renames a warm sandbox's directories to the session's (see [`Workspaces::rename`]).
-    pub fn rename(&self, from: &str, to: &str) -> Result<(), ApiError> {
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
         self.workspaces.rename(from, to)?;
         match self.packages.rename(from, to) {
             Err(_) if !self.packages.path(from).exists() => Ok(()),
@@ -138,9 +138,9 @@ impl Workspaces {
 
     /// Creates (or finds again, mounting its volume) the workspace of `id`, owned by the
     /// sandbox user, mode 0700.
-    pub fn ensure(&self, id: &str) -> Result<PathBuf, ApiError> {
+    pub fn ensure(&self, id: &str) -> Result<PathBuf, ServiceError> {
         let dir = self.path(id);
-        let fail = |op: &str, e: std::io::Error| ApiError::Internal(format!("{op} {}: {e}", dir.display()));
+        let fail = |op: &str, e: std::io::Error| ServiceError::Internal(format!("{op} {}: {e}", dir.display()));
         if let Some(volumes) = &self.volumes {
             if volumes.has(id) {
                 volumes.mount(id).map_err(|e| fail("mount", e))?;
@@ -165,24 +165,24 @@ impl Workspaces {
     }
 
     /// [`Self::ensure`] on a blocking thread: making or mounting a volume runs processes.
-    pub async fn ensure_soon(&self, id: &str) -> Result<PathBuf, ApiError> {
+    pub async fn ensure_soon(&self, id: &str) -> Result<PathBuf, ServiceError> {
         if self.volumes.is_none() {
             return self.ensure(id);
         }
         let (this, id) = (self.clone(), id.to_string());
         tokio::task::spawn_blocking(move || this.ensure(&id))
             .await
-            .map_err(|e| ApiError::Internal(format!("workspace task failed: {e}")))?
+            .map_err(|e| ServiceError::Internal(format!("workspace task failed: {e}")))?
     }
 
     /// Gives workspace `from` the name `to`. A sandbox that has it mounted keeps it: the bind
     /// mount follows the directory, not its name.
-    pub fn rename(&self, from: &str, to: &str) -> Result<(), ApiError> {
+    pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
         let renamed = match &self.volumes {
             Some(volumes) if volumes.has(from) => volumes.rename(from, to),
             _ => std::fs::rename(self.path(from), self.path(to)),
         };
-        renamed.map_err(|e| ApiError::Internal(format!("rename {} to {to}: {e}", self.path(from).display())))
+        renamed.map_err(|e| ServiceError::Internal(format!("rename {} to {to}: {e}", self.path(from).display())))
     }
 
     pub fn remove(&self, id: &str) {

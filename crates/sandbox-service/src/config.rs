@@ -133,9 +133,10 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_RETENTION_S", default_value_t = 24 * 3600)]
     pub retention_s: u64,
 
-    /// How often the reaper looks for idle and expired sessions, seconds.
-    #[arg(long, env = "SANDBOXD_REAPER_INTERVAL_S", default_value_t = 30.0)]
-    pub reaper_interval_s: f64,
+    /// How often the idle sweep looks for idle and expired sessions (and prunes, unmounts and
+    /// removes what is due), seconds.
+    #[arg(long, env = "SANDBOXD_SWEEP_INTERVAL_S", default_value_t = 30.0)]
+    pub sweep_interval_s: f64,
 
     /// Largest file one upload may write to a workspace (413 above it).
     #[arg(long, env = "SANDBOXD_MAX_FILE_BYTES", default_value_t = 2 << 30)]
@@ -262,8 +263,8 @@ impl Config {
             ),
             (self.idle_timeout_s > 0 && self.max_lifetime_s > 0, "idle timeout and lifetime must be positive"),
             (
-                self.reaper_interval_s.is_finite() && self.reaper_interval_s >= 0.05,
-                "reaper interval must be at least 0.05 s",
+                self.sweep_interval_s.is_finite() && self.sweep_interval_s >= 0.05,
+                "sweep interval must be at least 0.05 s",
             ),
             (self.sync_interval_s.is_finite() && self.sync_interval_s >= 0.05, "sync interval must be at least 0.05 s"),
             (

@@ -12,15 +12,15 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbox_api::{CreateTemplate, InstallStatus, LimitsRequest, Template, TemplateStatus};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::execution;
-use crate::session::limits_from;
-use crate::AppState;
+use crate::live::limits_from;
+use crate::Service;
 
 pub const DEFAULT: &str = "default";
 
 /// The built-in template: the server's defaults, no packages, the configured session pool.
-pub fn builtin(state: &AppState) -> Result<Template, ApiError> {
+pub fn builtin(state: &Service) -> Result<Template, ServiceError> {
     let config = &state.config;
     Ok(Template {
         name: DEFAULT.into(),
@@ -44,54 +44,56 @@ pub fn builtin(state: &AppState) -> Result<Template, ApiError> {
     })
 }
 
-fn check_name(name: &str) -> Result<(), ApiError> {
+fn check_name(name: &str) -> Result<(), ServiceError> {
     let ok = (1..=64).contains(&name.len())
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
-        Err(ApiError::Invalid(format!(
+        Err(ServiceError::Invalid(format!(
             "invalid template name {name:?}: 1 to 64 of a-z 0-9 - _, starting with a letter or digit"
         )))
     }
 }
 
 /// "python" or "none" (`None` = the default, python).
-pub fn check_kernel(kernel: Option<&str>) -> Result<Option<String>, ApiError> {
+pub fn check_kernel(kernel: Option<&str>) -> Result<Option<String>, ServiceError> {
     match kernel {
         None | Some("python") => Ok(Some("python".to_string())),
         Some("none") => Ok(None),
-        Some(other) => Err(ApiError::Invalid(format!("unknown kernel {other:?} (available: \"python\", \"none\")"))),
+        Some(other) => {
+            Err(ServiceError::Invalid(format!("unknown kernel {other:?} (available: \"python\", \"none\")")))
+        }
     }
 }
 
 /// A template by name, built-in or stored.
-pub fn find(state: &AppState, name: &str) -> Result<Option<Template>, ApiError> {
+pub fn find(state: &Service, name: &str) -> Result<Option<Template>, ServiceError> {
     if name == DEFAULT {
         return builtin(state).map(Some);
     }
     Ok(state.store.get_template(name)?)
 }
 
-pub fn list(state: &AppState) -> Result<Vec<Template>, ApiError> {
+pub fn list(state: &Service) -> Result<Vec<Template>, ServiceError> {
     let mut all = vec![builtin(state)?];
     all.extend(state.store.list_templates()?);
     Ok(all)
 }
 
 /// The template a new session asks for, if sessions can use it now.
-pub fn for_session(state: &AppState, name: &str) -> Result<Template, ApiError> {
+pub fn for_session(state: &Service, name: &str) -> Result<Template, ServiceError> {
     let Some(t) = find(state, name)? else {
         let names: Vec<String> = list(state)?.into_iter().map(|t| format!("{:?}", t.name)).collect();
-        return Err(ApiError::Invalid(format!("unknown template {name:?} (available: {})", names.join(", "))));
+        return Err(ServiceError::Invalid(format!("unknown template {name:?} (available: {})", names.join(", "))));
     };
     match t.status {
         TemplateStatus::Ready => Ok(t),
-        TemplateStatus::Building => {
-            Err(ApiError::Conflict(format!("template {name:?} is still installing its packages; try again shortly")))
-        }
-        TemplateStatus::Failed => Err(ApiError::Conflict(format!(
+        TemplateStatus::Building => Err(ServiceError::Conflict(format!(
+            "template {name:?} is still installing its packages; try again shortly"
+        ))),
+        TemplateStatus::Failed => Err(ServiceError::Conflict(format!(
             "template {name:?} failed to build: {}",
             t.error.as_deref().unwrap_or("unknown error")
         ))),
@@ -100,10 +102,10 @@ pub fn for_session(state: &AppState, name: &str) -> Result<Template, ApiError> {
 
 /// A session's limits: those it asks for, else its template's.
 pub fn session_limits(
-    state: &AppState,
+    state: &Service,
     t: &Template,
     req: Option<&LimitsRequest>,
-) -> Result<sandbox_api::Limits, ApiError> {
+) -> Result<sandbox_api::Limits, ServiceError> {
     let req = req.cloned().unwrap_or_default();
     let merged = LimitsRequest {
         memory_mb: req.memory_mb.or(Some(t.limits.memory_mb)),
@@ -114,11 +116,11 @@ pub fn session_limits(
 }
 
 /// Validates and stores a new template, and starts building it if it has packages.
-pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, ApiError> {
+pub fn create(state: &Arc<Service>, req: CreateTemplate) -> Result<Template, ServiceError> {
     check_name(&req.name)?;
     let rootfs = req.rootfs.unwrap_or_else(|| "host".into());
     if rootfs != "host" {
-        return Err(ApiError::Invalid(format!(
+        return Err(ServiceError::Invalid(format!(
             "rootfs {rootfs:?} is not available: the {} runtime offers only \"host\"",
             state.runtime.name()
         )));
@@ -131,7 +133,7 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
     }
     let pool_size = req.pool_size.unwrap_or(0);
     if pool_size > MAX_POOL {
-        return Err(ApiError::Invalid(format!("pool_size must be at most {MAX_POOL}")));
+        return Err(ServiceError::Invalid(format!("pool_size must be at most {MAX_POOL}")));
     }
     let kernel = check_kernel(req.kernel.as_deref())?;
     let idle_timeout_s = check_seconds("idle_timeout_s", req.idle_timeout_s, state.config.idle_timeout_s)?;
@@ -139,7 +141,7 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
     let allowed_uploads =
         req.allowed_uploads.unwrap_or_default().iter().map(|e| check_extension(e)).collect::<Result<_, _>>()?;
     if kernel.is_none() && pool_size > 0 {
-        return Err(ApiError::Invalid("pool_size needs a kernel: warm pools keep started Python kernels".into()));
+        return Err(ServiceError::Invalid("pool_size needs a kernel: warm pools keep started Python kernels".into()));
     }
     let now = Utc::now();
     let t = Template {
@@ -163,7 +165,7 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
         updated_at: now,
     };
     if t.name == DEFAULT || !state.store.insert_template(&t)? {
-        return Err(ApiError::Conflict(format!("template {:?} already exists", t.name)));
+        return Err(ServiceError::Conflict(format!("template {:?} already exists", t.name)));
     }
     start(state, &t);
     Ok(t)
@@ -172,25 +174,25 @@ pub fn create(state: &Arc<AppState>, req: CreateTemplate) -> Result<Template, Ap
 const MAX_POOL: usize = 16;
 
 /// An upload allowlist entry: `.xlsx` or `xlsx`, kept as `xlsx`.
-fn check_extension(given: &str) -> Result<String, ApiError> {
+fn check_extension(given: &str) -> Result<String, ServiceError> {
     let ext = given.strip_prefix('.').unwrap_or(given).to_ascii_lowercase();
     if (1..=16).contains(&ext.len()) && ext.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(ext)
     } else {
-        Err(ApiError::Invalid(format!("allowed_uploads: {given:?} is not a file extension such as \".xlsx\"")))
+        Err(ServiceError::Invalid(format!("allowed_uploads: {given:?} is not a file extension such as \".xlsx\"")))
     }
 }
 
 /// A positive number of seconds (`None`: `default`).
-pub fn check_seconds(field: &str, given: Option<u64>, default: u64) -> Result<u64, ApiError> {
+pub fn check_seconds(field: &str, given: Option<u64>, default: u64) -> Result<u64, ServiceError> {
     match given.unwrap_or(default) {
-        0 => Err(ApiError::Invalid(format!("{field} must be at least 1 second"))),
+        0 => Err(ServiceError::Invalid(format!("{field} must be at least 1 second"))),
         n => Ok(n),
     }
 }
 
 /// Builds `t` in the background if it is building; gives it its pool once it is ready.
-fn start(state: &Arc<AppState>, t: &Template) {
+fn start(state: &Arc<Service>, t: &Template) {
     match t.status {
         TemplateStatus::Building => {
             let (state, t) = (Arc::clone(state), t.clone());
@@ -202,14 +204,14 @@ fn start(state: &Arc<AppState>, t: &Template) {
 }
 
 /// Picks up stored templates at start-up: pools for ready ones, builds cut off by a restart.
-pub fn resume(state: &Arc<AppState>) {
+pub fn resume(state: &Arc<Service>) {
     match state.store.list_templates() {
         Ok(all) => all.iter().for_each(|t| start(state, t)),
         Err(e) => tracing::error!(error = %e, "cannot read templates"),
     }
 }
 
-async fn build(state: Arc<AppState>, t: Template) {
+async fn build(state: Arc<Service>, t: Template) {
     tracing::info!(template = %t.name, packages = ?t.packages, "building template");
     let dirs = &state.dirs;
     // Start from nothing: a build cut off by a restart may have left half an environment.
@@ -229,7 +231,12 @@ async fn build(state: Arc<AppState>, t: Template) {
             Template { status: TemplateStatus::Ready, installed: r.installed, ..t.clone() }
         }
         Ok(r) => Template { status: TemplateStatus::Failed, error: r.error, ..t.clone() },
-        Err(e) => Template { status: TemplateStatus::Failed, error: Some(e.body().error.message), ..t.clone() },
+        Err(e) => {
+            if let ServiceError::Internal(detail) = &e {
+                tracing::error!(template = %t.name, %detail, "template build failed");
+            }
+            Template { status: TemplateStatus::Failed, error: Some(e.public_message()), ..t.clone() }
+        }
     };
     let finished = Template { updated_at: Utc::now(), ..finished };
     if finished.status != TemplateStatus::Ready {
@@ -249,15 +256,15 @@ async fn build(state: Arc<AppState>, t: Template) {
 }
 
 /// Deletes a stored template that no session uses.
-pub async fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
+pub async fn delete(state: &Service, name: &str) -> Result<(), ServiceError> {
     let Some(t) = find(state, name)? else {
-        return Err(ApiError::NotFound(format!("template {name} not found")));
+        return Err(ServiceError::NotFound(format!("template {name} not found")));
     };
     if t.builtin {
-        return Err(ApiError::Conflict(format!("template {name:?} is built in and cannot be deleted")));
+        return Err(ServiceError::Conflict(format!("template {name:?} is built in and cannot be deleted")));
     }
     if state.store.template_in_use(name)? {
-        return Err(ApiError::Conflict(format!("template {name:?} is used by sessions; delete them first")));
+        return Err(ServiceError::Conflict(format!("template {name:?} is used by sessions; delete them first")));
     }
     state.store.delete_template(name)?;
     state.remove_pool(name).await;
@@ -268,4 +275,28 @@ pub async fn delete(state: &AppState, name: &str) -> Result<(), ApiError> {
 /// Whether a session of template `t` with these settings is like the sandboxes in its pool.
 pub fn poolable(t: &Template, session: &sandbox_api::Session) -> bool {
     session.kernel.is_some() && session.env == t.env && limits_from(&session.limits) == limits_from(&t.limits)
+}
+
+impl Service {
+    /// Every template, the built-in `default` first.
+    pub fn templates(&self) -> Result<Vec<Template>, ServiceError> {
+        list(self)
+    }
+
+    /// Template `name`.
+    pub fn template(&self, name: &str) -> Result<Template, ServiceError> {
+        find(self, name)?.ok_or_else(|| crate::session::not_found("template", name))
+    }
+
+    /// Creates a template; with packages it is `building` until they are installed.
+    pub fn create_template(self: &Arc<Self>, req: CreateTemplate) -> Result<Template, ServiceError> {
+        let t = create(self, req)?;
+        tracing::info!(template = %t.name, status = ?t.status, "template created");
+        Ok(t)
+    }
+
+    /// Deletes template `name`: refused while a session uses it, and for the built-in one.
+    pub async fn delete_template(&self, name: &str) -> Result<(), ServiceError> {
+        delete(self, name).await
+    }
 }

@@ -9,7 +9,7 @@ use sandbox_protocol::{ExecRequest, ExecResult};
 use sandbox_runtime::{ExecOutcome, LimitKind, RuntimeError};
 
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
@@ -34,30 +34,30 @@ pub fn sandbox_env(limits: &Limits, user: &BTreeMap<String, String>) -> BTreeMap
 }
 
 /// Checks a client-chosen execution id (it becomes a key and appears in URLs).
-pub fn check_execution_id(id: String) -> Result<String, ApiError> {
+pub fn check_execution_id(id: String) -> Result<String, ServiceError> {
     let ok = (1..=128).contains(&id.len())
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
     if ok {
         Ok(id)
     } else {
-        Err(ApiError::Invalid("execution_id must be 1 to 128 of A-Z a-z 0-9 _ - . :".into()))
+        Err(ServiceError::Invalid("execution_id must be 1 to 128 of A-Z a-z 0-9 _ - . :".into()))
     }
 }
 
 /// Checks a timeout in seconds against the server's bounds.
-pub fn check_timeout(config: &Config, timeout_s: Option<f64>, default: f64) -> Result<f64, ApiError> {
+pub fn check_timeout(config: &Config, timeout_s: Option<f64>, default: f64) -> Result<f64, ServiceError> {
     let t = timeout_s.unwrap_or(default);
     if !t.is_finite() || t <= 0.0 || t > config.max_timeout_s {
-        return Err(ApiError::Invalid(format!("timeout_s must be > 0 and <= {} (got {t})", config.max_timeout_s)));
+        return Err(ServiceError::Invalid(format!("timeout_s must be > 0 and <= {} (got {t})", config.max_timeout_s)));
     }
     Ok(t)
 }
 
 /// Checks environment variable names and values (they become a process environment).
-pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     for (k, v) in env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
-            return Err(ApiError::Invalid(format!(
+            return Err(ServiceError::Invalid(format!(
                 "invalid environment variable {k:?}: names must be non-empty without '=' or NUL, values without NUL"
             )));
         }
@@ -66,7 +66,7 @@ pub fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
 }
 
 /// Resolves requested limits against defaults and maxima.
-pub fn resolve_limits(config: &Config, req: Option<&LimitsRequest>) -> Result<Limits, ApiError> {
+pub fn resolve_limits(config: &Config, req: Option<&LimitsRequest>) -> Result<Limits, ServiceError> {
     let r = req.cloned().unwrap_or_default();
     let l = Limits {
         memory_mb: r.memory_mb.unwrap_or(config.default_memory_mb),
@@ -74,13 +74,13 @@ pub fn resolve_limits(config: &Config, req: Option<&LimitsRequest>) -> Result<Li
         cpu: r.cpu.unwrap_or(config.default_cpu),
     };
     if l.memory_mb < 32 || l.memory_mb > config.max_memory_mb {
-        return Err(ApiError::Invalid(format!("limits.memory_mb must be between 32 and {}", config.max_memory_mb)));
+        return Err(ServiceError::Invalid(format!("limits.memory_mb must be between 32 and {}", config.max_memory_mb)));
     }
     if l.pids < 8 || l.pids > config.max_pids {
-        return Err(ApiError::Invalid(format!("limits.pids must be between 8 and {}", config.max_pids)));
+        return Err(ServiceError::Invalid(format!("limits.pids must be between 8 and {}", config.max_pids)));
     }
     if !l.cpu.is_finite() || l.cpu < 0.01 || l.cpu > config.max_cpu {
-        return Err(ApiError::Invalid(format!("limits.cpu must be between 0.01 and {}", config.max_cpu)));
+        return Err(ServiceError::Invalid(format!("limits.cpu must be between 0.01 and {}", config.max_cpu)));
     }
     Ok(l)
 }
@@ -99,9 +99,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn validate(&self) -> Result<(), ApiError> {
+    pub fn validate(&self) -> Result<(), ServiceError> {
         if self.code.contains('\0') {
-            return Err(ApiError::Invalid("code must not contain NUL characters".into()));
+            return Err(ServiceError::Invalid("code must not contain NUL characters".into()));
         }
         check_env(&self.env)
     }
@@ -209,6 +209,107 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
     e
 }
 
+impl crate::Service {
+    /// Execution `id`, whole.
+    pub fn execution(&self, id: &str) -> Result<Execution, ServiceError> {
+        self.store.get_execution(id)?.ok_or_else(|| crate::session::not_found("execution", id))
+    }
+
+    /// Session `session_id`'s executions, oldest first: summaries (no stdout, stderr or
+    /// outputs) unless `with_outputs`.
+    pub fn executions(&self, session_id: &str, with_outputs: bool) -> Result<Vec<Execution>, ServiceError> {
+        self.session(session_id)?;
+        Ok(self.store.list_executions(session_id, with_outputs)?)
+    }
+
+    /// Runs code once in a sandbox of its own (a warm one from the run pool when the limits
+    /// match), and destroys the sandbox after answering.
+    pub async fn run_once(
+        self: &std::sync::Arc<Self>,
+        req: sandbox_api::RunRequest,
+    ) -> Result<Execution, ServiceError> {
+        let config = &self.config;
+        let limits = resolve_limits(config, req.limits.as_ref())?;
+        let plan = Plan {
+            id: new_id("exe"),
+            session_id: None,
+            language: req.language,
+            code: req.code,
+            stdin: req.stdin,
+            env: sandbox_env(&limits, &req.env.unwrap_or_default()),
+            timeout_s: check_timeout(config, req.timeout_s, config.default_timeout_s)?,
+            kernel: false,
+        };
+        plan.validate()?;
+        let limits = crate::live::limits_from(&limits);
+        let warm = if limits == self.run_pool.limits() { self.run_pool.take(&self.dirs) } else { None };
+        let (name, sandbox) = match warm {
+            Some(w) => {
+                self.run_pool.refill(&self.runtime, &self.dirs);
+                (w.name, w.sandbox)
+            }
+            None => {
+                crate::admission::check_memory(self, limits.memory_bytes)?;
+                let name = format!("run-{}", plan.id);
+                let workspace = self.dirs.workspaces.ensure(&name)?;
+                let spec = sandbox_runtime::SandboxSpec { name: name.clone(), workspace, limits, mounts: Vec::new() };
+                match self.runtime.create(spec).await {
+                    Ok(sb) => (name, sb),
+                    Err(e) => {
+                        self.dirs.remove(&name);
+                        return Err(e.into());
+                    }
+                }
+            }
+        };
+        let record = plan.running_record();
+        let stored = self.store.insert_execution(&record, &plan.code);
+        // Nothing runs unless its record exists; either way tear-down is not the caller's wait.
+        let outcome = match &stored {
+            Ok(()) => Some(sandbox.exec(plan.request(config), None).await),
+            Err(_) => None,
+        };
+        let this = std::sync::Arc::clone(self);
+        tokio::spawn(async move {
+            sandbox.destroy().await;
+            this.dirs.remove(&name);
+        });
+        stored?;
+        let Some(outcome) = outcome else { return Err(ServiceError::Internal("execution not stored".into())) };
+        let done = finish(record, outcome, false);
+        self.store.finish_execution(&done)?;
+        Ok(done)
+    }
+
+    /// Interrupts the running kernel cell (it ends with KeyboardInterrupt; variables are
+    /// kept); true if there was a live sandbox to interrupt. Does not wait for the session's
+    /// turn: that is the cell being interrupted.
+    pub async fn interrupt(&self, session_id: &str) -> Result<bool, ServiceError> {
+        self.active_session(session_id)?;
+        match self.sessions.live(session_id).current() {
+            Some(sandbox) if sandbox.is_alive() => {
+                sandbox.interrupt().await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Replaces the session's kernel with a fresh one (a running cell ends as kernel_died)
+    /// and answers when the new kernel is ready. Files in the workspace are untouched.
+    pub async fn restart_kernel(&self, session_id: &str) -> Result<sandbox_api::Session, ServiceError> {
+        let session = self.active_session(session_id)?;
+        if session.kernel.is_none() {
+            return Err(ServiceError::Conflict(format!("session {session_id} has no kernel")));
+        }
+        if let Some(sandbox) = self.sessions.live(session_id).current().filter(|sb| sb.is_alive()) {
+            sandbox.restart_kernel().await?;
+        }
+        // With no live sandbox the next execution starts one, and with it a fresh kernel.
+        self.session(session_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +381,7 @@ mod tests {
     fn bad_env_and_limits_are_invalid() {
         let mut p = plan();
         p.env.insert("A=B".into(), "1".into());
-        assert!(matches!(p.validate(), Err(ApiError::Invalid(_))));
+        assert!(matches!(p.validate(), Err(ServiceError::Invalid(_))));
         let config = Config::default();
         let too_big = LimitsRequest { memory_mb: Some(1 << 30), ..Default::default() };
         assert!(resolve_limits(&config, Some(&too_big)).is_err());

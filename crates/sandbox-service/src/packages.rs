@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use sandbox_api::{InstallStatus, InstalledPackage, PackageInstallResult};
 use sandbox_runtime::{PackageInstall, ResourceLimits, Runtime};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 
 /// Where a session's own packages appear inside its sandbox.
 pub const SESSION_MOUNT: &str = "/opt/sandbox/packages";
@@ -38,19 +38,22 @@ pub fn python_path(user: Option<&str>) -> String {
 /// Checks requirement specifiers: a name with optional extras and version constraints
 /// (`pandas`, `six==1.17.0`, `requests[socks]>=2,<3`). Options, URLs, paths and environment
 /// markers are refused: what pip is given can only ever name packages on the index.
-pub fn check_specs(specs: &[String]) -> Result<(), ApiError> {
+pub fn check_specs(specs: &[String]) -> Result<(), ServiceError> {
     if specs.is_empty() {
-        return Err(ApiError::Invalid("packages must name at least one package".into()));
+        return Err(ServiceError::Invalid("packages must name at least one package".into()));
     }
     if specs.len() > MAX_PACKAGES {
-        return Err(ApiError::Invalid(format!("at most {MAX_PACKAGES} packages per request (got {})", specs.len())));
+        return Err(ServiceError::Invalid(format!(
+            "at most {MAX_PACKAGES} packages per request (got {})",
+            specs.len()
+        )));
     }
     for spec in specs {
         let ok = (1..=MAX_SPEC_LEN).contains(&spec.len())
             && spec.starts_with(|c: char| c.is_ascii_alphanumeric())
             && spec.chars().all(|c| c.is_ascii_alphanumeric() || "._-[],<>=!~*+ ".contains(c));
         if !ok {
-            return Err(ApiError::Invalid(format!(
+            return Err(ServiceError::Invalid(format!(
                 "invalid package {spec:?}: give a name with optional extras and versions, such as \"pandas\" or \
                  \"six==1.17.0\" (options, URLs, paths and markers are not accepted)"
             )));
@@ -82,7 +85,7 @@ pub async fn install(
     cache: PathBuf,
     index_url: Option<String>,
     timeout: Duration,
-) -> Result<PackageInstallResult, ApiError> {
+) -> Result<PackageInstallResult, ServiceError> {
     let started = Instant::now();
     let before = installed(&target);
     let req = PackageInstall {
@@ -117,6 +120,29 @@ fn pip_error(log: &str, timed_out: bool) -> String {
         log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("pip failed").trim().to_string()
     } else {
         errors.join("\n")
+    }
+}
+
+impl crate::Service {
+    /// Installs Python packages for session `session_id` alone. pip runs with network access in
+    /// a sandbox of its own (the session stays offline) into the session's package directory,
+    /// which its kernel and processes have on `PYTHONPATH`: a new `import` finds them at once.
+    pub async fn install_packages(
+        &self,
+        session_id: &str,
+        packages: &[String],
+    ) -> Result<PackageInstallResult, ServiceError> {
+        self.active_session(session_id)?;
+        check_specs(packages)?;
+        let live = self.sessions.live(session_id);
+        // One installation per session at a time: two pips in one directory would trip on each other.
+        let _installing = live.installing.lock().await;
+        let target = self.dirs.packages.ensure(session_id)?;
+        let timeout = Duration::from_secs(self.config.package_timeout_s);
+        let (cache, index) = (self.dirs.pip_cache.clone(), self.config.pip_index_url.clone());
+        let result = install(self.runtime.as_ref(), session_id, packages, target, cache, index, timeout).await?;
+        tracing::info!(session = %session_id, status = ?result.status, installed = result.installed.len(), "packages installed");
+        Ok(result)
     }
 }
 

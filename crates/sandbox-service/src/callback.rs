@@ -8,26 +8,26 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbox_api::{CallbackAttempt, Execution};
 
-use crate::error::ApiError;
+use crate::error::ServiceError;
 use crate::outbound::{self, OutboundPolicy};
-use crate::AppState;
+use crate::Service;
 
 /// Waits before each attempt: at once, then backing off. Five attempts over ~7.5 s.
 const BACKOFF_MS: [u64; 5] = [0, 500, 1000, 2000, 4000];
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts http(s) URLs only, and refuses at once an address the policy refuses.
-pub fn check_url(policy: &OutboundPolicy, url: String) -> Result<String, ApiError> {
+pub fn check_url(policy: &OutboundPolicy, url: String) -> Result<String, ServiceError> {
     let parsed = match reqwest::Url::parse(&url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
-        _ => return Err(ApiError::Invalid(format!("callback_url must be an http(s) URL (got {url:?})"))),
+        _ => return Err(ServiceError::Invalid(format!("callback_url must be an http(s) URL (got {url:?})"))),
     };
-    policy.check_url(&parsed).map_err(|refused| ApiError::Invalid(format!("callback_url: {refused}")))?;
+    policy.check_url(&parsed).map_err(|refused| ServiceError::Invalid(format!("callback_url: {refused}")))?;
     Ok(url)
 }
 
 /// Delivers `execution` to `url`; runs in a task of its own.
-pub async fn deliver(state: std::sync::Arc<AppState>, url: String, execution: Execution) {
+pub async fn deliver(state: std::sync::Arc<Service>, url: String, execution: Execution) {
     // Checked again here: the client never resolves an address written in the URL, and the
     // policy may have changed since the URL was accepted (a restart with other settings).
     if let Ok(parsed) = reqwest::Url::parse(&url) {
@@ -56,7 +56,7 @@ pub async fn deliver(state: std::sync::Arc<AppState>, url: String, execution: Ex
     tracing::warn!(execution = %execution.id, %url, "callback not delivered after every attempt");
 }
 
-fn record(state: &AppState, id: &str, status: Option<u16>, error: Option<String>) {
+fn record(state: &Service, id: &str, status: Option<u16>, error: Option<String>) {
     let attempt = CallbackAttempt { at: Utc::now(), status, error };
     if let Err(e) = state.store.add_callback_attempt(id, &attempt) {
         tracing::warn!(execution = %id, error = %e, "cannot record a callback attempt");

@@ -17,18 +17,18 @@ use std::path::Path;
 
 use sandbox_api::SessionStatus;
 
-use crate::error::ApiError;
-use crate::AppState;
+use crate::error::ServiceError;
+use crate::Service;
 
 /// Refuses when a sandbox of `memory_bytes` more would over-commit the host's memory.
-pub fn check_memory(state: &AppState, memory_bytes: u64) -> Result<(), ApiError> {
+pub fn check_memory(state: &Service, memory_bytes: u64) -> Result<(), ServiceError> {
     let Some(host) = host_memory_bytes() else { return Ok(()) };
     let running = state.store.running_memory_mb()? << 20;
     let pooled = state.pooled_memory_bytes();
     let committed = running + pooled + memory_bytes;
     let allowed = (host as f64 * state.config.memory_overcommit) as u64;
     if committed > allowed {
-        return Err(ApiError::Overloaded(format!(
+        return Err(ServiceError::Overloaded(format!(
             "not enough memory: sandboxes here may use {} MiB already and this one {} MiB more, \
              past the {} MiB allowed ({} MiB of host memory × --memory-overcommit {})",
             (running + pooled) >> 20,
@@ -42,11 +42,11 @@ pub fn check_memory(state: &AppState, memory_bytes: u64) -> Result<(), ApiError>
 }
 
 /// Refuses when one more workspace would over-commit the data dir's disk.
-pub fn check_disk(state: &AppState) -> Result<(), ApiError> {
+pub fn check_disk(state: &Service) -> Result<(), ServiceError> {
     let c = &state.config;
     let free = sandbox_sys::fs::free_bytes(&c.data_dir).unwrap_or(u64::MAX);
     if free < c.min_free_disk_mb << 20 {
-        return Err(ApiError::Overloaded(format!(
+        return Err(ServiceError::Overloaded(format!(
             "not enough free disk: {} MiB free in the data dir, below --min-free-disk-mb {}",
             free >> 20,
             c.min_free_disk_mb
@@ -62,7 +62,7 @@ pub fn check_disk(state: &AppState) -> Result<(), ApiError> {
     let usable = free.saturating_add(allocated_bytes(&c.data_dir.join("volumes")));
     let allowed = (usable as f64 * c.disk_overcommit) as u64;
     if promised > allowed {
-        return Err(ApiError::Overloaded(format!(
+        return Err(ServiceError::Overloaded(format!(
             "not enough disk: {workspaces} workspaces of {} MiB would promise {} MiB, past the {} MiB \
              allowed ({} MiB usable × --disk-overcommit {})",
             c.workspace_quota_bytes >> 20,

@@ -1,0 +1,105 @@
+//! What can go wrong in the service, in the domain's words. Each door maps these to its own
+//! statuses in one place (the REST door: `sandbox-server/src/error.rs`).
+
+use sandbox_runtime::RuntimeError;
+use sandbox_store::StoreError;
+use sandbox_workspace::WorkspaceError;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    /// No such session, execution, template or file.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing is in a state that forbids it: deleted, running, in use, already there.
+    #[error("{0}")]
+    Conflict(String),
+    /// A request that is well formed but asks for something not allowed (a limit out of
+    /// range, a bad name, a refused callback address).
+    #[error("{0}")]
+    Invalid(String),
+    /// A request that is not well formed (a path that is not one).
+    #[error("{0}")]
+    Malformed(String),
+    /// Larger than a limit allows (a file, a request part).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A workspace quota would be exceeded, or the workspace's disk is full.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A file of a type its template does not accept.
+    #[error("{0}")]
+    UnsupportedType(String),
+    /// A queue is full (a session's executions, sandbox starts): try again shortly.
+    #[error("{0}")]
+    Busy(String),
+    /// The host is at a bound (memory, disk): try again later. The message names the resource.
+    #[error("{0}")]
+    Overloaded(String),
+    /// Sandboxes cannot start here now, or storage is out of reach.
+    #[error("{0}")]
+    NotReady(String),
+    /// A sandbox died or stopped answering while it was being started or driven (killed, out of
+    /// memory, a host under load): nothing was lost, and trying again starts another.
+    #[error("{0}")]
+    SandboxFailed(String),
+    /// A bug or a host failure. Details are logged, never shown: they may name host paths.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// What may be shown to a caller: everything but an internal error's details.
+    pub fn public_message(&self) -> String {
+        match self {
+            ServiceError::Internal(_) => "internal error; see the server log".to_string(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Open { .. }
+            | StoreError::Migrate { .. }
+            | StoreError::Query(_)
+            | StoreError::Corrupt { .. } => ServiceError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<WorkspaceError> for ServiceError {
+    fn from(e: WorkspaceError) -> Self {
+        let message = e.to_string();
+        match e {
+            WorkspaceError::InvalidPath { .. } => ServiceError::Malformed(message),
+            WorkspaceError::NotFound(_) => ServiceError::NotFound(message),
+            WorkspaceError::IsDir(_)
+            | WorkspaceError::NotDir(_)
+            | WorkspaceError::NotRegular(_)
+            | WorkspaceError::Exists(_)
+            | WorkspaceError::NotEmpty(_) => ServiceError::Conflict(message),
+            WorkspaceError::TooLarge { .. } => ServiceError::TooLarge(message),
+            WorkspaceError::QuotaExceeded { .. } | WorkspaceError::Full => ServiceError::QuotaExceeded(message),
+            WorkspaceError::Io { .. } => ServiceError::Internal(message),
+            WorkspaceError::Remote(_) => ServiceError::NotReady(message),
+        }
+    }
+}
+
+impl From<RuntimeError> for ServiceError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::NotReady(_) | RuntimeError::Start(_) => ServiceError::NotReady(e.to_string()),
+            RuntimeError::Busy(why) => {
+                ServiceError::Busy(format!("too many sandboxes are starting: {why}; retry shortly"))
+            }
+            // The sandbox's end went away (killed, out of memory), or it stopped answering.
+            RuntimeError::Kernel(_)
+            | RuntimeError::SandboxDied(_)
+            | RuntimeError::Unresponsive(_)
+            | RuntimeError::Protocol(_) => ServiceError::SandboxFailed(format!("{e}; try again")),
+            RuntimeError::Cgroup { .. } | RuntimeError::Io { .. } => ServiceError::Internal(e.to_string()),
+        }
+    }
+}

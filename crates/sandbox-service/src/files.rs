@@ -1,0 +1,275 @@
+//! The file service: a session's workspace opened for file operations (list, read, upload,
+//! delete, move, archive), with the rules a door must not be able to skip: the session must
+//! be active and its workspace kept, uploads are held to the file limit, the quota and the
+//! template's accepted types, and every change is written back to storage before it is
+//! acknowledged.
+//!
+//! Paths are validated and resolved by `sandbox-workspace`, never through a link. Uploads
+//! stream through a bounded channel to a blocking thread, so a 1 GiB upload is never held in
+//! memory, and a file becomes visible (atomically, by a rename) only once it is complete.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use sandbox_api::{FileInfo, FileType, Session, UploadedFile};
+use sandbox_workspace::{Entry, Kind, RelPath, Staged, Workspace, WorkspaceError};
+
+use crate::error::ServiceError;
+use crate::Service;
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// Most entries one listing returns.
+pub const MAX_LISTING: usize = 10_000;
+/// Chunks in flight between an upload's body and the thread that writes the file.
+const CHANNEL_CHUNKS: usize = 8;
+
+pub fn info(e: &Entry) -> FileInfo {
+    let kind = match e.kind {
+        Kind::File => FileType::File,
+        Kind::Dir => FileType::Dir,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Other => FileType::Other,
+    };
+    FileInfo { path: e.path.as_str().to_string(), kind, size: e.size, modified_at: e.modified_at }
+}
+
+/// A session's workspace, open.
+pub struct SessionFiles {
+    service: Arc<Service>,
+    session: Session,
+    ws: Arc<Workspace>,
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("file task failed: {e}")))?
+}
+
+impl Service {
+    /// Opens session `id`'s workspace; the session must exist, not be deleted, and still have
+    /// its workspace. With S3 storage, a session whose sandbox runs here has the current files
+    /// in its directory (code writes there); any other is brought up to date first.
+    pub async fn files(self: &Arc<Self>, id: &str) -> Result<SessionFiles> {
+        let session = self.active_session(id)?;
+        if let Some(at) = session.workspace_removed_at {
+            return Err(ServiceError::Conflict(format!(
+                "the workspace of session {id} was removed at {} (retention over, or moved to another session)",
+                at.to_rfc3339()
+            )));
+        }
+        // Mounted from here until the workspace's root is open, which keeps it mounted.
+        let _pin = self.dirs.workspaces.pin(id);
+        let dir = match self.sessions.live(id).current() {
+            Some(_) => self.dirs.workspaces.ensure(id)?,
+            None => self.dirs.prepare(id).await?,
+        };
+        let ws = Workspace::open(&dir, self.runtime.workspace_owner())?;
+        Ok(SessionFiles { service: Arc::clone(self), session, ws: Arc::new(ws) })
+    }
+}
+
+/// What an upload's body delivers to the writing thread.
+enum Chunk {
+    Data(Bytes),
+    /// The body ended normally: the file may be committed.
+    End,
+}
+
+impl SessionFiles {
+    /// The entries of `dir` (its whole tree with `recursive`), and whether there were more
+    /// than [`MAX_LISTING`].
+    pub async fn list(&self, dir: RelPath, recursive: bool) -> Result<(Vec<FileInfo>, bool)> {
+        let ws = Arc::clone(&self.ws);
+        let entries = blocking(move || Ok(ws.list(&dir, recursive, MAX_LISTING + 1)?)).await?;
+        let truncated = entries.len() > MAX_LISTING;
+        Ok((entries.iter().take(MAX_LISTING).map(info).collect(), truncated))
+    }
+
+    /// What `path` is (a link is reported as a link).
+    pub async fn stat(&self, path: RelPath) -> Result<Entry> {
+        let ws = Arc::clone(&self.ws);
+        blocking(move || Ok(ws.stat(&path)?)).await
+    }
+
+    /// Regular file `path`, open for reading, with what it is.
+    pub async fn open(&self, path: RelPath) -> Result<(std::fs::File, Entry)> {
+        let ws = Arc::clone(&self.ws);
+        blocking(move || Ok(ws.open_file(&path)?)).await
+    }
+
+    /// Removes `path` (a directory only if empty, unless `recursive`).
+    pub async fn remove(&self, path: RelPath, recursive: bool) -> Result<()> {
+        let ws = Arc::clone(&self.ws);
+        blocking(move || Ok(ws.remove(&path, recursive)?)).await?;
+        self.service.dirs.write_back(&self.session.id).await
+    }
+
+    /// Moves `from` to `to`, which must not exist.
+    pub async fn rename(&self, from: RelPath, to: RelPath) -> Result<FileInfo> {
+        let ws = Arc::clone(&self.ws);
+        let entry = blocking(move || Ok(ws.rename(&from, &to)?)).await?;
+        self.service.dirs.write_back(&self.session.id).await?;
+        Ok(info(&entry))
+    }
+
+    /// Writes directory `dir` as a `.tar.gz` to `out` (blocking: call it on a thread of its
+    /// own). Fails at once if `dir` is not a directory.
+    pub fn archive(&self, dir: &RelPath, out: &mut impl std::io::Write) -> Result<()> {
+        let entry = self.ws.stat(dir)?;
+        if entry.kind != Kind::Dir {
+            return Err(WorkspaceError::NotDir(dir.to_string()).into());
+        }
+        Ok(sandbox_workspace::write_tar_gz(&self.ws, dir, out)?)
+    }
+
+    /// The upload allowlist of the session's template (empty: anything goes).
+    fn allowed_uploads(&self) -> Result<Vec<String>> {
+        let template = crate::template::find(&self.service, &self.session.template)?;
+        Ok(template.map(|t| t.allowed_uploads).unwrap_or_default())
+    }
+
+    /// Streams `body` into a staged file and, once it is complete and within the limits,
+    /// renames it into place at `path` and writes it back to storage. `declared` is the size
+    /// the client announced, if any: refused at once when over a limit. On an error the rest of
+    /// `body` is left unread (a door that wants the client to see the answer drains it).
+    pub async fn upload<E: std::fmt::Display>(
+        &self,
+        path: RelPath,
+        declared: Option<u64>,
+        body: &mut (impl Stream<Item = std::result::Result<Bytes, E>> + Unpin),
+    ) -> Result<UploadedFile> {
+        let config = &self.service.config;
+        let (max, quota) = (config.max_file_bytes, config.workspace_quota_bytes);
+        if declared.is_some_and(|n| n > max) {
+            return Err(WorkspaceError::TooLarge { limit: max }.into());
+        }
+        let allowed = self.allowed_uploads()?;
+        let sniff_as = match allowed.is_empty() {
+            true => None,
+            false => match sandbox_workspace::sniff::extension(path.as_str()) {
+                Some(ext) if allowed.contains(&ext) => Some(ext),
+                _ => return Err(refused_type(&path, &allowed, "its extension is not accepted")),
+            },
+        };
+        let shown_path = path.clone();
+        let ws = Arc::clone(&self.ws);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
+        let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
+            // `staged` holds `adding` already, on a volume.
+            let within_quota = |adding: u64, staged: Option<&Staged>| -> Result<()> {
+                let used = match staged {
+                    Some(staged) => ws.usage_besides(staged)?,
+                    None => ws.usage()?,
+                };
+                let replaced = ws.stat(&path).ok().filter(|e| e.kind == Kind::File).map_or(0, |e| e.size);
+                if used.saturating_sub(replaced) + adding > quota {
+                    return Err(WorkspaceError::QuotaExceeded { quota, used, adding }.into());
+                }
+                Ok(())
+            };
+            if let Some(n) = declared {
+                within_quota(n, None)?;
+            }
+            // SHA-256 runs at ~1.5 GB/s at best: on a thread of its own, it overlaps the writes.
+            let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_CHUNKS);
+            let hasher = std::thread::spawn(move || {
+                use sha2::Digest;
+                let mut hash = sha2::Sha256::new();
+                for bytes in hash_rx {
+                    hash.update(&bytes);
+                }
+                sandbox_workspace::hex(&hash.finalize())
+            });
+            let mut staged = ws.stage()?;
+            loop {
+                match rx.blocking_recv() {
+                    Some(Chunk::Data(bytes)) => {
+                        let _ = hash_tx.send(bytes.clone());
+                        staged.write(&bytes, max)?;
+                    }
+                    Some(Chunk::End) => break,
+                    None => {
+                        return Err(ServiceError::Malformed("the upload ended before its body was complete".into()))
+                    }
+                }
+            }
+            drop(hash_tx);
+            let sha256 =
+                hasher.join().map_err(|_| ServiceError::Internal("the upload's hashing thread failed".into()))?;
+            within_quota(staged.size(), Some(&staged))?;
+            let entry = ws.commit(staged, &path)?;
+            Ok(UploadedFile {
+                path: entry.path.as_str().to_string(),
+                size: entry.size,
+                modified_at: entry.modified_at,
+                sha256,
+            })
+        });
+        let mut failed = None;
+        // With an allowlist, the first bytes are held back until they show the content matches.
+        let mut head: Option<Vec<Bytes>> = sniff_as.as_ref().map(|_| Vec::new());
+        loop {
+            let next = body.next().await;
+            if let (Some(held), Some(ext)) = (&mut head, &sniff_as) {
+                let held_len: usize = held.iter().map(Bytes::len).sum();
+                match &next {
+                    Some(Ok(bytes)) if held_len + bytes.len() < sandbox_workspace::sniff::SNIFF_BYTES => {
+                        held.push(bytes.clone());
+                        continue;
+                    }
+                    Some(Err(_)) => {}
+                    _ => {
+                        let mut sample: Vec<u8> = held.concat();
+                        if let Some(Ok(bytes)) = &next {
+                            sample.extend_from_slice(bytes);
+                        }
+                        sample.truncate(sandbox_workspace::sniff::SNIFF_BYTES);
+                        if !sandbox_workspace::sniff::content_matches(ext, &sample) {
+                            let why = format!("its content is not a .{ext} file");
+                            failed = Some(refused_type(&shown_path, &allowed, &why));
+                            break;
+                        }
+                        let mut stopped = false;
+                        for bytes in head.take().unwrap_or_default() {
+                            stopped |= tx.send(Chunk::Data(bytes)).await.is_err();
+                        }
+                        if stopped {
+                            break;
+                        }
+                    }
+                }
+            }
+            let Some(next) = next else { break };
+            match next {
+                // A send fails when the writer stopped (a limit): its error says why.
+                Ok(bytes) => {
+                    if tx.send(Chunk::Data(bytes)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failed = Some(ServiceError::Malformed(format!("cannot read the upload: {e}")));
+                    break;
+                }
+            }
+        }
+        if failed.is_none() {
+            let _ = tx.send(Chunk::End).await;
+        }
+        drop(tx);
+        let written = writer.await.map_err(|e| ServiceError::Internal(format!("upload task failed: {e}")))?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let file = written?;
+        // Written through: once answered, the file is in storage for every replica.
+        self.service.dirs.write_back(&self.session.id).await?;
+        Ok(file)
+    }
+}
+
+fn refused_type(path: &RelPath, allowed: &[String], why: &str) -> ServiceError {
+    let list: Vec<String> = allowed.iter().map(|e| format!(".{e}")).collect();
+    ServiceError::UnsupportedType(format!("{path}: {why}; this session's template accepts {}", list.join(" ")))
+}

@@ -1,0 +1,290 @@
+//! The sandboxd core, with no HTTP in it: sessions, executions, workspaces, templates,
+//! packages, pools and their lifecycle, over a [`sandbox_runtime::Runtime`], the
+//! [`sandbox_store::Store`] and workspace storage. Each door (the REST API in `sandbox-server`,
+//! and later MCP and the E2B-compatible API) is a thin adapter over [`Service`].
+//!
+//! Errors are [`ServiceError`]: what went wrong in the domain's words. Each door maps it to
+//! its own statuses in one place.
+
+pub mod admission;
+pub mod callback;
+pub mod config;
+pub mod error;
+pub mod execution;
+pub mod files;
+pub mod invoke;
+pub mod lifecycle;
+pub mod live;
+pub mod metrics;
+pub mod outbound;
+pub mod packages;
+pub mod pool;
+pub mod queue;
+pub mod readiness;
+pub mod session;
+pub mod storage;
+pub mod system_dir;
+pub mod template;
+pub mod workspace;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandbox_runtime::local::{LocalConfig, LocalRuntime, RunAs};
+use sandbox_runtime::Runtime;
+use sandbox_store::Store;
+
+pub use config::{Cli, Config};
+pub use error::ServiceError;
+
+/// The core every door calls.
+pub struct Service {
+    pub config: Config,
+    pub store: Store,
+    pub runtime: Arc<dyn Runtime>,
+    pub sessions: live::Sessions,
+    pub dirs: Arc<workspace::Dirs>,
+    pub run_pool: Arc<pool::Pool>,
+    /// Warm session sandboxes, by template.
+    session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
+    /// Where callers may point the server (callbacks).
+    pub outbound: Arc<outbound::OutboundPolicy>,
+    /// For execution callbacks: resolves through `outbound`, follows no redirects.
+    pub http: reqwest::Client,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// What the idle sweep did since start (for /metrics).
+    pub sweeps: lifecycle::SweepCounts,
+    /// Why workspaces are not volumes, if they are not (code writes then escape the quota).
+    pub volume_note: Option<String>,
+}
+
+impl Service {
+    /// State over any runtime (tests use the fake one); workspaces go under the data dir.
+    pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<Service, SetupError> {
+        let system = system_dir::SystemDir::open(&config)?;
+        Self::with_system_dir(config, store, runtime, system)
+    }
+
+    /// [`Self::new`] with the system dir opened already (the local runtime keeps files in it).
+    pub fn with_system_dir(
+        config: Config,
+        store: Store,
+        runtime: Arc<dyn Runtime>,
+        system: system_dir::SystemDir,
+    ) -> Result<Service, SetupError> {
+        let runtime: Arc<dyn Runtime> =
+            Arc::new(sandbox_runtime::StartQueue::new(runtime, config.max_concurrent_starts, config.max_queued_starts));
+        let storage = match config.s3() {
+            Some(opts) => storage::Storage::s3(&opts, &config.data_dir.join("sync"))
+                .map_err(|e| SetupError::Config(e.to_string()))?,
+            None => storage::Storage::local(),
+        };
+        let (volumes, volume_note) = workspace_volumes(&config, runtime.workspace_owner())?;
+        let dirs =
+            workspace::Dirs::new(&config.data_dir, system, runtime.workspace_owner(), Arc::new(storage), volumes)
+                .map_err(|source| SetupError::DataDir { path: config.data_dir.clone(), source })?;
+        let default_limits = execution::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
+        let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(SetupError::Config)?);
+        let run_pool = Arc::new(pool::Pool::new(config.run_pool, live::limits_from(&default_limits), None));
+        let state = Service {
+            config,
+            store,
+            runtime,
+            sessions: Default::default(),
+            dirs: Arc::new(dirs),
+            run_pool,
+            session_pools: Mutex::new(BTreeMap::new()),
+            http: outbound::client(Arc::clone(&outbound)),
+            outbound,
+            started_at: chrono::Utc::now(),
+            sweeps: Default::default(),
+            volume_note,
+        };
+        let builtin = template::builtin(&state).map_err(|e| SetupError::Config(e.to_string()))?;
+        state.add_pool(&builtin);
+        Ok(state)
+    }
+
+    /// Gives template `t` a pool of warm session sandboxes, if it asks for one.
+    pub fn add_pool(&self, t: &sandbox_api::Template) {
+        if t.pool_size == 0 || t.kernel.is_none() {
+            return;
+        }
+        let env = execution::sandbox_env(&t.limits, &t.env);
+        let pool = pool::Pool::new(t.pool_size, live::limits_from(&t.limits), Some((t.name.clone(), env)));
+        self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::new(pool));
+    }
+
+    /// Drops template `name`'s pool and destroys its sandboxes.
+    pub async fn remove_pool(&self, name: &str) {
+        let pool = self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        if let Some(pool) = pool {
+            pool.drain(&self.dirs).await;
+        }
+    }
+
+    pub fn session_pool(&self, template: &str) -> Option<Arc<pool::Pool>> {
+        self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).get(template).cloned()
+    }
+
+    fn all_pools(&self) -> Vec<Arc<pool::Pool>> {
+        let sessions = self.session_pools.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::once(Arc::clone(&self.run_pool)).chain(sessions.values().cloned()).collect()
+    }
+
+    /// Starts sandboxes in the background until every pool is full.
+    pub fn refill_pools(&self) {
+        for pool in self.all_pools() {
+            pool.refill(&self.runtime, &self.dirs);
+        }
+    }
+
+    /// The memory limits of every sandbox the pools keep, or will keep once refilled.
+    pub fn pooled_memory_bytes(&self) -> u64 {
+        self.all_pools().iter().map(|p| p.limits().memory_bytes * p.size() as u64).sum()
+    }
+
+    /// Warm sandboxes in each pool now.
+    pub fn pool_counts(&self) -> sandbox_api::Pools {
+        let sessions = self.session_pools.lock().unwrap_or_else(|p| p.into_inner());
+        let templates: BTreeMap<String, usize> = sessions.iter().map(|(k, p)| (k.clone(), p.len())).collect();
+        sandbox_api::Pools { run: self.run_pool.len(), session: templates.values().sum(), templates }
+    }
+
+    /// Destroys every pooled sandbox (server shutdown).
+    pub async fn drain_pools(&self) {
+        for pool in self.all_pools() {
+            pool.drain(&self.dirs).await;
+        }
+    }
+}
+
+/// Volumes for workspaces, as `--workspace-volumes` says and the host allows; else why not.
+fn workspace_volumes(
+    config: &Config,
+    owner: Option<(u32, u32)>,
+) -> Result<(Option<sandbox_workspace::Volumes>, Option<String>), SetupError> {
+    use config::VolumeMode;
+    if config.workspace_volumes == VolumeMode::Off {
+        return Ok((None, Some("--workspace-volumes off".into())));
+    }
+    let images = config.data_dir.join("volumes");
+    let probed = if sandbox_sys::real_uid() != 0 {
+        Err("mounting volumes needs root".to_string())
+    } else {
+        let mounts = config.data_dir.join("workspaces");
+        sandbox_workspace::Volumes::new(images.clone(), mounts, config.workspace_quota_bytes, owner)
+            .map_err(|e| format!("{}: {e}", images.display()))
+            .and_then(|v| v.probe().map(|()| v))
+    };
+    match probed {
+        Ok(v) => Ok((Some(v), None)),
+        Err(why) if config.workspace_volumes == VolumeMode::On => {
+            Err(SetupError::Config(format!("--workspace-volumes on, but volumes do not work here: {why}")))
+        }
+        Err(why) => {
+            tracing::warn!(cause = %why, "workspaces are plain directories: code can write past the quota");
+            Ok((None, Some(why)))
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] sandbox_store::StoreError),
+}
+
+/// Which host user sandboxes run as: a dedicated one when we are root, else our own.
+fn run_as(config: &Config) -> RunAs {
+    if sandbox_sys::real_uid() != 0 {
+        return RunAs::Current;
+    }
+    match sandbox_sys::lookup_user(&config.sandbox_user) {
+        Ok(Some((uid, gid))) if uid != 0 => RunAs::User { uid, gid },
+        Ok(Some(_)) => {
+            RunAs::Unavailable(format!("sandbox user {:?} is root; pick an unprivileged user", config.sandbox_user))
+        }
+        Ok(None) => RunAs::Unavailable(format!(
+            "sandbox user {:?} does not exist; create it (useradd --system --no-create-home {}) or pass --sandbox-user",
+            config.sandbox_user, config.sandbox_user
+        )),
+        Err(e) => RunAs::Unavailable(format!("cannot look up sandbox user {:?}: {e}", config.sandbox_user)),
+    }
+}
+
+fn default_executor() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("sandbox-executor")))
+        .unwrap_or_else(|| PathBuf::from("sandbox-executor"))
+}
+
+/// Builds the state for `config` with the local runtime: creates the data dir, opens the store.
+pub fn local_service(config: Config) -> Result<Service, SetupError> {
+    config.validate().map_err(SetupError::Config)?;
+    let dir_err = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| SetupError::DataDir { path, source }
+    };
+    let db_dir = config.data_dir.join("db");
+    std::fs::create_dir_all(&db_dir).map_err(dir_err(&db_dir))?;
+    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711))
+        .map_err(dir_err(&config.data_dir))?;
+    std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
+    let (store, recovered) = Store::open(&config.db_path())?;
+    if recovered != sandbox_store::Recovered::default() {
+        tracing::warn!(
+            executions = recovered.executions,
+            sessions = recovered.sessions,
+            "a previous run left work open: executions marked interrupted, sessions stopped (server_restart)"
+        );
+    }
+    let run_as = run_as(&config);
+    let system = system_dir::SystemDir::open(&config)?;
+    let runtime = LocalRuntime::new(LocalConfig {
+        bwrap: config.bwrap.clone(),
+        executor: config.executor.clone().unwrap_or_else(default_executor),
+        state_dir: system.runtime_dir(),
+        run_as,
+        cgroups: config.cgroups,
+        tmp_size_bytes: config.tmp_size_mb << 20,
+        ready_timeout: Duration::from_secs(10),
+    });
+    Service::with_system_dir(config, store, Arc::new(runtime), system)
+}
+
+impl Service {
+    /// Starts what runs in the background: template builds cut off by a restart, the idle
+    /// sweep, and (S3 storage) the syncer and the write-back of what a crash left unsynced.
+    pub fn start_background(self: &Arc<Self>) {
+        template::resume(self);
+        lifecycle::spawn_idle_sweep(self);
+        lifecycle::spawn_syncer(self);
+        lifecycle::recover_unsynced(self);
+    }
+
+    /// Kills every sandbox (in-flight executions end as killed), writes their workspaces
+    /// back, and unmounts the workspace volumes; no sandbox starts after it begins.
+    pub async fn shut_down_sandboxes(&self) {
+        let running = self.sessions.with_sandbox();
+        self.sessions.destroy_all().await;
+        for id in running {
+            lifecycle::write_back(self, &id).await;
+        }
+        self.dirs.workspaces.unmount_all();
+        self.drain_pools().await;
+    }
+
+    /// The last step of a shutdown, once no request is in flight: the system volume goes.
+    pub fn unmount_system_dir(&self) {
+        self.dirs.system.unmount();
+    }
+}

@@ -1,0 +1,161 @@
+//! The session service: create (from a template, a warm pool, or another session's
+//! workspace), look up, stop, resume and delete sessions.
+
+use chrono::Utc;
+use sandbox_api::{CreateSession, Session, SessionStatus};
+
+use crate::error::ServiceError;
+use crate::{admission, execution, lifecycle, template, Service};
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+pub(crate) fn not_found(what: &str, id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("{what} {id} not found"))
+}
+
+impl Service {
+    /// Session `id`, whatever its status.
+    pub fn session(&self, id: &str) -> Result<Session> {
+        self.store.get_session(id)?.ok_or_else(|| not_found("session", id))
+    }
+
+    /// Every session, deleted ones included, oldest first.
+    pub fn sessions(&self) -> Result<Vec<Session>> {
+        Ok(self.store.list_sessions()?)
+    }
+
+    /// A session that may still be worked in: not found if unknown, a conflict if deleted.
+    /// Counts as a use of it (an idle session is one nobody asked anything of for a while).
+    pub fn active_session(&self, id: &str) -> Result<Session> {
+        let session = self.session(id)?;
+        if session.status == SessionStatus::Deleted {
+            return Err(ServiceError::Conflict(format!("session {id} is deleted")));
+        }
+        self.sessions.live(id).touch();
+        Ok(session)
+    }
+
+    /// Creates a session and starts its sandbox: a warm one from its template's pool when the
+    /// session is like the pool's, else a new one. With `workspace_from`, it takes over a
+    /// stopped or deleted session's files. Nothing is left behind if the start fails.
+    pub async fn create_session(&self, req: CreateSession) -> Result<Session> {
+        let config = &self.config;
+        let template = template::for_session(self, req.template.as_deref().unwrap_or(template::DEFAULT))?;
+        let mut env = template.env.clone();
+        env.extend(req.env.unwrap_or_default());
+        execution::check_env(&env)?;
+        let kernel = match req.kernel.as_deref() {
+            None => template.kernel.clone(),
+            given => template::check_kernel(given)?,
+        };
+        let idle_timeout_s = template::check_seconds("idle_timeout_s", req.idle_timeout_s, template.idle_timeout_s)?;
+        let max_lifetime_s = template::check_seconds("max_lifetime_s", req.max_lifetime_s, template.max_lifetime_s)?;
+        let source = req.workspace_from.as_deref().map(|from| lifecycle::workspace_source(self, from)).transpose()?;
+        let session = Session {
+            id: execution::new_id("ses"),
+            status: SessionStatus::Running,
+            template: template.name.clone(),
+            env,
+            limits: template::session_limits(self, &template, req.limits.as_ref())?,
+            timeout_s: execution::check_timeout(config, req.timeout_s, template.timeout_s)?,
+            metadata: req.metadata.unwrap_or_default(),
+            kernel,
+            kernel_restarts: 0,
+            last_kernel_death: None,
+            from_pool: false,
+            idle_timeout_s,
+            max_lifetime_s,
+            auto_resume: req.auto_resume.unwrap_or(true),
+            stop_reason: None,
+            stopped_at: None,
+            workspace_removed_at: None,
+            created_at: Utc::now(),
+            deleted_at: None,
+        };
+        admission::check_memory(self, session.limits.memory_mb << 20)?;
+        if source.is_none() {
+            admission::check_disk(self)?;
+        }
+        if let Some(source) = &source {
+            // Its files become this session's before the sandbox starts on them.
+            lifecycle::take_workspace(self, source, &session.id).await?;
+        }
+        // A session like its template's pool (same limits and env, a Python kernel) takes a warm sandbox.
+        let pool = self
+            .session_pool(&template.name)
+            .filter(|_| template::poolable(&template, &session) && req.workspace_from.is_none());
+        if let Some((pool, warm)) = pool.and_then(|p| p.take(&self.dirs).map(|w| (p, w))) {
+            pool.refill(&self.runtime, &self.dirs);
+            if self.dirs.rename(&warm.name, &session.id).is_ok() {
+                let session = Session { from_pool: true, ..session };
+                self.store.insert_session(&session)?;
+                self.sessions.adopt(&session, warm.sandbox);
+                tracing::info!(session = %session.id, template = %session.template, "session created from the warm pool");
+                return Ok(session);
+            }
+            warm.sandbox.destroy().await;
+            self.dirs.remove(&warm.name);
+        }
+        let started = match self.store.insert_session(&session) {
+            Ok(()) => self.sessions.start(&session, self.runtime.as_ref(), &self.dirs).await,
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = started {
+            self.sessions.destroy(&session.id).await;
+            if let Some(source) = &source {
+                lifecycle::return_workspace(self, source, &session.id);
+            }
+            self.dirs.remove(&session.id);
+            self.store.delete_session_record(&session.id)?;
+            return Err(e);
+        }
+        if let Some(source) = &source {
+            lifecycle::workspace_taken(self, source, &session.id).await?;
+            tracing::info!(session = %session.id, from = %source.id, "session created on another's workspace");
+        }
+        tracing::info!(session = %session.id, "session created");
+        Ok(session)
+    }
+
+    /// Deletes a session: its sandbox and packages go at once; its record stays (as `deleted`)
+    /// and its workspace stays for the retention period (for `workspace_from`). Deleting a
+    /// deleted session does nothing.
+    pub async fn delete_session(&self, id: &str) -> Result<()> {
+        let session = self.session(id)?;
+        if session.status == SessionStatus::Deleted {
+            return Ok(());
+        }
+        self.store.mark_session_deleted(id, Utc::now())?;
+        self.sessions.destroy(id).await;
+        lifecycle::write_back(self, id).await;
+        self.dirs.packages.remove(id);
+        lifecycle::unmount_if_idle(self, id);
+        tracing::info!(session = %id, "session deleted");
+        Ok(())
+    }
+
+    /// Starts a new sandbox on a stopped session's workspace (a fresh kernel; the files are
+    /// there). A running session is left as it is.
+    pub async fn resume_session(&self, id: &str) -> Result<Session> {
+        let session = self.active_session(id)?;
+        if session.status == SessionStatus::Stopped {
+            admission::check_memory(self, session.limits.memory_mb << 20)?;
+        }
+        self.sessions.resume(&session, self.runtime.as_ref(), &self.dirs, &self.store).await?;
+        tracing::info!(session = %id, "session resumed");
+        self.session(id)
+    }
+
+    /// Stops the session's sandbox now (a running execution ends as killed); the workspace
+    /// stays and the session resumes on demand.
+    pub async fn stop_session(&self, id: &str) -> Result<Session> {
+        self.active_session(id)?;
+        if self.store.mark_session_stopped(id, "user", Utc::now())? {
+            self.sessions.live(id).suspend().await;
+            lifecycle::write_back(self, id).await;
+            lifecycle::unmount_if_idle(self, id);
+            tracing::info!(session = %id, "session stopped by request");
+        }
+        self.session(id)
+    }
+}
