@@ -135,7 +135,7 @@ pub struct Config {
 
     /// How often the idle sweep looks for idle and expired sessions (and prunes, unmounts and
     /// removes what is due), seconds.
-    #[arg(long, env = "SANDBOXD_SWEEP_INTERVAL_S", default_value_t = 30.0)]
+    #[arg(long, alias = "reaper-interval-s", env = "SANDBOXD_SWEEP_INTERVAL_S", default_value_t = 30.0)]
     pub sweep_interval_s: f64,
 
     /// Largest file one upload may write to a workspace (413 above it).

@@ -1,0 +1,95 @@
+//! The service API in-process, with no socket and no HTTP: a whole session driven through
+//! [`Service`] over the real local runtime, as a door other than REST would drive it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, SessionStatus};
+use sandbox_service::queue::Submission;
+use sandbox_service::{Service, ServiceError};
+use sandbox_workspace::RelPath;
+
+async fn run(service: &Arc<Service>, session: &str, code: &str) -> anyhow::Result<sandbox_api::Execution> {
+    match service.submit_execution(session, CreateExecution::new(Language::Python, code), false).await? {
+        Submission::Finished(e) => Ok(e),
+        _ => anyhow::bail!("a waiting submission must answer with the finished execution"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_session_through_the_service_api() -> anyhow::Result<()> {
+    let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
+    let config = sandbox_test_support::test_config(data.path())?;
+    let service = Arc::new(sandbox_service::local_service(config)?);
+    let result = drive(&service).await;
+    service.shut_down_sandboxes().await;
+    service.unmount_system_dir();
+    result
+}
+
+async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
+    let readiness = service.readiness().await;
+    anyhow::ensure!(readiness.ready, "not ready: {}", readiness.sandbox.message);
+    let session = service.create_session(CreateSession::default()).await?;
+    let id = session.id.as_str();
+
+    // State carries over between executions in the kernel.
+    assert_eq!(run(service, id, "x = 20").await?.status, ExecutionStatus::Succeeded);
+    let e = run(service, id, "print(x + 22)").await?;
+    assert_eq!((e.status, e.stdout.as_str()), (ExecutionStatus::Succeeded, "42\n"), "{e:?}");
+
+    // Files: uploaded through the service, read by code, written by code, listed, read back.
+    let files = service.files(id).await?;
+    let body = Bytes::from_static(b"from the service");
+    let mut stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body.clone())]);
+    let uploaded = files.upload(RelPath::parse("in/a.txt")?, Some(body.len() as u64), &mut stream).await?;
+    assert_eq!(uploaded.size, body.len() as u64);
+    let e = run(service, id, "print(open('in/a.txt').read()); open('out.txt', 'w').write('from code')").await?;
+    assert_eq!(e.stdout, "from the service\n", "{e:?}");
+    let (listed, truncated) = files.list(RelPath::root(), true).await?;
+    let paths: Vec<&str> = listed.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!((paths.as_slice(), truncated), (["in", "in/a.txt", "out.txt"].as_slice(), false));
+    let (mut file, entry) = files.open(RelPath::parse("out.txt")?).await?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)?;
+    assert_eq!((text.as_str(), entry.size), ("from code", 9));
+    drop(files);
+
+    // Interrupt: a long cell ends with KeyboardInterrupt and the kernel keeps its variables.
+    let code = "import time\nopen('started', 'w').close()\ntime.sleep(60)";
+    let mut sleeper = CreateExecution::new(Language::Python, code);
+    sleeper.wait = Some(false);
+    let Submission::Accepted(queued) = service.submit_execution(id, sleeper, false).await? else {
+        anyhow::bail!("wait: false must be accepted");
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while service.files(id).await?.stat(RelPath::parse("started")?).await.is_err() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the cell never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(service.interrupt(id).await?, "a live sandbox to interrupt");
+    let e = run(service, id, "print(x)").await?;
+    assert_eq!(e.stdout, "20\n", "{e:?}");
+    let interrupted = service.execution(&queued.id)?;
+    let ended_by = interrupted.outputs.last().and_then(|o| match o {
+        sandbox_api::Output::Error { ename, .. } => Some(ename.as_str()),
+        _ => None,
+    });
+    assert_eq!((interrupted.status, ended_by), (ExecutionStatus::Failed, Some("KeyboardInterrupt")));
+
+    // Stop and resume: the files stay, the kernel is new.
+    assert_eq!(service.stop_session(id).await?.status, SessionStatus::Stopped);
+    assert_eq!(service.resume_session(id).await?.status, SessionStatus::Running);
+    let e = run(service, id, "import os; print(os.path.exists('out.txt'), 'x' in globals())").await?;
+    assert_eq!(e.stdout, "True False\n", "{e:?}");
+    assert_eq!(service.executions(id, false)?.len(), 6);
+
+    // Delete: the session is gone for work, with domain errors, not statuses.
+    service.delete_session(id).await?;
+    assert_eq!(service.session(id)?.status, SessionStatus::Deleted);
+    let refused = service.submit_execution(id, CreateExecution::new(Language::Python, "1"), false).await;
+    assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a deleted session takes no code");
+    assert!(matches!(service.session("ses_none"), Err(ServiceError::NotFound(_))));
+    Ok(())
+}
