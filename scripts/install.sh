@@ -2,8 +2,9 @@
 # Installs what sandboxd needs on a Debian/Ubuntu host, skipping whatever is already there:
 # bubblewrap (the local runtime), mkfs.ext4 and mount (workspace volumes), the interpreters
 # sandboxes run (python3, node under /usr, the only tree they see), the Python packages of the
-# session kernel (IPython, matplotlib with its inline backend, pandas), pip for template and
-# session package installs, and, when run as root, the unprivileged `sandbox` user that
+# session kernel (IPython, matplotlib with its inline backend), the data stack users of
+# code-interpreter sandboxes expect (numpy, pandas, scipy, seaborn, scikit-learn, openpyxl,
+# requests, Pillow), pip for template and session package installs, and, when run as root, the unprivileged `sandbox` user that
 # sandboxes run as on the host.
 set -euo pipefail
 
@@ -17,7 +18,9 @@ PATH="$PATH:/usr/sbin:/sbin" command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e
 PATH="$PATH:/usr/sbin:/sbin" command -v mount >/dev/null 2>&1 || missing+=(mount)
 # Sandboxes see the host's /usr only, so kernel packages come from the distribution.
 # pip installs template and session packages (for the same interpreter the kernels run).
-for pkg in IPython:python3-ipython matplotlib:python3-matplotlib matplotlib_inline:python3-matplotlib-inline pandas:python3-pandas pip:python3-pip; do
+for pkg in IPython:python3-ipython matplotlib:python3-matplotlib matplotlib_inline:python3-matplotlib-inline \
+  numpy:python3-numpy pandas:python3-pandas scipy:python3-scipy seaborn:python3-seaborn sklearn:python3-sklearn \
+  openpyxl:python3-openpyxl requests:python3-requests PIL:python3-pil pip:python3-pip; do
   /usr/bin/python3 -c "import ${pkg%%:*}" >/dev/null 2>&1 || missing+=("${pkg#*:}")
 done
 

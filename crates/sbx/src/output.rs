@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sandbox_api::{Execution, ExecutionStatus, Output};
@@ -37,25 +38,47 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints an execution and returns the exit code `sbx` should end with.
-pub fn print_execution(e: &Execution, json: bool) -> anyhow::Result<i32> {
+/// Prints an execution and returns the exit code `sbx` should end with. With `images`, PNG
+/// outputs are written there (`<execution id>-<n>.png`) and their paths printed.
+pub fn print_execution(e: &Execution, json: bool, images: Option<&Path>) -> anyhow::Result<i32> {
+    let saved = match images {
+        Some(dir) => save_images(e, dir)?,
+        None => Vec::new(),
+    };
     if json {
         print_json(e)?;
     } else {
         std::io::stdout().write_all(e.stdout.as_bytes())?;
         std::io::stderr().write_all(e.stderr.as_bytes())?;
         // Streams are in stdout/stderr already; show what a notebook would show besides.
+        let mut pngs = saved.iter();
         for output in &e.outputs {
             match output {
                 Output::Stream { .. } => {}
-                Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => match data.get("text/plain") {
-                    Some(serde_json::Value::String(text)) if data.len() == 1 => outln!("{text}")?,
-                    _ => {
-                        let kinds: Vec<&str> = data.keys().map(String::as_str).collect();
-                        outln!("[{}]", kinds.join(", "))?;
+                Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. } => {
+                    if data.contains_key("image/png") {
+                        match pngs.next() {
+                            Some(path) => outln!("[image/png saved to {}]", path.display())?,
+                            None if images.is_none() => outln!("[image/png: keep it with --save-images DIR]")?,
+                            None => {}
+                        }
                     }
-                },
-                Output::Error { traceback, .. } => eprintln!("{}", traceback.join("\n")),
+                    match data.get("text/plain") {
+                        Some(serde_json::Value::String(text)) if !data.contains_key("image/png") => outln!("{text}")?,
+                        Some(_) => {}
+                        None => {
+                            let kinds: Vec<&str> = data.keys().map(String::as_str).collect();
+                            outln!("[{}]", kinds.join(", "))?;
+                        }
+                    }
+                }
+                // The executor puts a traceback in stderr too: shown once.
+                Output::Error { traceback, .. } => {
+                    let text = traceback.join("\n");
+                    if !e.stderr.contains(&text) {
+                        eprintln!("{text}");
+                    }
+                }
             }
         }
         if e.stdout_truncated || e.stderr_truncated || e.outputs_truncated {
@@ -70,6 +93,24 @@ pub fn print_execution(e: &Execution, json: bool) -> anyhow::Result<i32> {
         }
     }
     Ok(exit_code(e))
+}
+
+/// Writes every PNG output of `e` into `dir` (made if missing); returns their paths in order.
+fn save_images(e: &Execution, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use base64::Engine;
+    let mut saved = Vec::new();
+    for output in &e.outputs {
+        let (Output::ExecuteResult { data, .. } | Output::DisplayData { data, .. }) = output else { continue };
+        let Some(serde_json::Value::String(b64)) = data.get("image/png") else { continue };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim().replace(['\n', '\r'], ""))
+            .map_err(|err| anyhow::anyhow!("an image/png output of {} is not base64: {err}", e.id))?;
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(format!("{}-{}.png", e.id, saved.len() + 1));
+        std::fs::write(&path, bytes)?;
+        saved.push(path);
+    }
+    Ok(saved)
 }
 
 pub fn exit_code(e: &Execution) -> i32 {

@@ -194,3 +194,40 @@ async fn names_made_by_code_are_escaped_and_a_closed_pipe_is_no_panic() -> anyho
     t.shutdown().await;
     Ok(())
 }
+
+/// What a notebook user expects of `sbx exec`: a DataFrame as its text table, a traceback
+/// once, charts saved as PNG files, and the data stack (openpyxl for `read_excel`) at hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_shows_results_as_a_notebook_would() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let id = t.session().await?.id;
+    let frame = "import pandas as pd\npd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})";
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", frame]);
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "   a  b\n0  1  x\n1  2  y\n"));
+
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", "def f():\n    return 1/0\nf()"]);
+    let stderr = text(&out.stderr);
+    assert_eq!((out.status.code(), stderr.matches("most recent call last").count()), (Some(1), 1), "{stderr}");
+
+    let dir = tempfile::tempdir()?;
+    let images = dir.path().join("charts");
+    let chart = "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.show()";
+    let out =
+        sbx(&t, &["exec", &id, "-l", "python", "-c", chart, "--save-images", images.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    let path = shown.trim().strip_prefix("[image/png saved to ").and_then(|p| p.strip_suffix(']')).unwrap_or_default();
+    let png = std::fs::read(path).map_err(|e| anyhow::anyhow!("{shown:?}: {e}"))?;
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 1000, "{} bytes", png.len());
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", chart]);
+    assert_eq!(text(&out.stdout), "[image/png: keep it with --save-images DIR]\n");
+
+    // An uploaded spreadsheet reads with pandas, as users of code interpreters expect.
+    let made = "import pandas as pd\npd.DataFrame({'n': [1, 2, 3]}).to_excel('t.xlsx', index=False)\nprint(pd.read_excel('t.xlsx')['n'].sum())";
+    let out = sbx(&t, &["exec", &id, "-l", "python", "-c", made]);
+    assert_eq!(text(&out.stdout), "6\n", "{}", text(&out.stderr));
+    let stack = "import numpy, scipy, seaborn, sklearn, openpyxl, requests, PIL; print('ok')";
+    assert_eq!(text(&sbx(&t, &["exec", &id, "-l", "python", "-c", stack]).stdout), "ok\n");
+    t.shutdown().await;
+    Ok(())
+}

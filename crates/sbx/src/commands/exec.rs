@@ -15,6 +15,9 @@ pub struct Args {
     /// Print output as it is produced rather than at the end.
     #[arg(long)]
     pub stream: bool,
+    /// Write the PNG outputs (charts) to this directory and print their paths.
+    #[arg(long, value_name = "DIR")]
+    pub save_images: Option<std::path::PathBuf>,
 }
 
 pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<i32> {
@@ -34,8 +37,8 @@ pub async fn run(client: &Client, args: Args, json: bool) -> anyhow::Result<i32>
             .await?;
         // Streams were printed live; show the rest (results, displays, errors) as usual.
         let rest = sandbox_api::Execution { stdout: String::new(), stderr: String::new(), ..e };
-        return output::print_execution(&rest, false);
+        return output::print_execution(&rest, false, args.save_images.as_deref());
     }
     let e = output::with_progress("running", client.execute(&args.session, &req)).await?;
-    output::print_execution(&e, json)
+    output::print_execution(&e, json, args.save_images.as_deref())
 }
