@@ -145,7 +145,8 @@ async fn main() -> anyhow::Result<()> {
     if !status.is_success() {
         bail!("sandboxd not ready: {}", r.sandbox.message);
     }
-    println!("sandboxd {} (cgroup {}), n={} per side, calls interleaved", daemon.url, r.cgroup, args.n);
+    let cgroup = r.runtime_detail.get("cgroup").cloned().unwrap_or_default();
+    println!("sandboxd {} (cgroup {cgroup}), n={} per side, calls interleaved", daemon.url, args.n);
 
     let session = client.create_session(&CreateSession::default()).await?;
     let exec = CreateExecution { fresh: Some(true), ..CreateExecution::new(Language::Python, "print(1)") };

@@ -420,10 +420,12 @@ pub struct Check {
 pub struct Readiness {
     pub ready: bool,
     pub runtime: String,
-    /// Can sandboxes be created (bubblewrap, namespaces, cgroups, executor)?
+    /// Can sandboxes be created (for the local runtime: bubblewrap, namespaces, cgroups, the
+    /// executor)?
     pub sandbox: Check,
-    /// Which cgroup version enforces limits: "v2", "v1", "off" or "none".
-    pub cgroup: String,
+    /// Facts of the runtime alone (local: `cgroup`, the version that enforces limits: "v2",
+    /// "v1", "off" or "none").
+    pub runtime_detail: std::collections::BTreeMap<String, String>,
     pub store: Check,
     /// Free space where workspaces live (not ready below 64 MiB).
     pub disk: Check,

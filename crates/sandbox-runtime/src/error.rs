@@ -18,13 +18,6 @@ pub enum RuntimeError {
     Kernel(String),
     #[error("the sandbox did not answer within {0} s and was destroyed")]
     Unresponsive(u64),
-    #[error("cgroup {op} at {path}: {source}")]
-    Cgroup {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,

@@ -30,7 +30,7 @@ impl Runtime for FakeRuntime {
         Readiness {
             ready: problem.is_none(),
             message: problem.unwrap_or_else(|| "ok".into()),
-            cgroup: "off".into(),
+            detail: Default::default(),
             runtime: "fake",
         }
     }

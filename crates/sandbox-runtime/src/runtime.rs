@@ -97,9 +97,10 @@ pub struct Readiness {
     pub ready: bool,
     /// Human-readable cause when not ready.
     pub message: String,
-    /// "v2", "v1" or "off".
-    pub cgroup: String,
     pub runtime: &'static str,
+    /// Facts of this runtime alone, as name and value (the local runtime: which cgroup
+    /// version enforces limits).
+    pub detail: std::collections::BTreeMap<String, String>,
 }
 
 #[async_trait]

@@ -122,7 +122,7 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and serves with the local runtime.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
-        let state = Arc::new(sandbox_service::local_service(config)?);
+        let state = Arc::new(sandbox_service::Service::open(config)?);
         Self::serve(state).await
     }
 
@@ -144,7 +144,7 @@ impl Server {
         let readiness = state.runtime.readiness().await;
         if readiness.ready {
             state.refill_pools();
-            tracing::info!(%addr, cgroup = %readiness.cgroup, "sandboxd ready");
+            tracing::info!(%addr, runtime = readiness.runtime, detail = ?readiness.detail, "sandboxd ready");
         } else {
             tracing::warn!(%addr, cause = %readiness.message, "sandboxd serving but NOT ready");
         }

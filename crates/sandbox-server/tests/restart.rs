@@ -37,7 +37,7 @@ async fn sessions_executions_and_files_survive_a_restart() -> anyhow::Result<()>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_bubblewrap_means_not_ready_never_unsandboxed() -> anyhow::Result<()> {
-    let t = TestServer::start_unchecked(|c| c.bwrap = "/nonexistent/bwrap".into()).await?;
+    let t = TestServer::start_unchecked(|c| c.local.bwrap = "/nonexistent/bwrap".into()).await?;
     let (status, _) = t.client.raw(Method::GET, "/healthz", None).await?;
     assert_eq!(status, 200, "the process still serves");
     let (status, r) = t.client.readiness().await?;
@@ -58,7 +58,8 @@ async fn readiness_reports_the_checks() -> anyhow::Result<()> {
     let (status, r) = t.client.readiness().await?;
     assert_eq!(status, 200);
     assert!(r.ready && r.sandbox.ok && r.store.ok);
-    assert!(["v1", "v2"].contains(&r.cgroup.as_str()), "limits must be enforced: {r:?}");
+    let cgroup = r.runtime_detail.get("cgroup").map(String::as_str).unwrap_or_default();
+    assert!(["v1", "v2"].contains(&cgroup), "limits must be enforced: {r:?}");
     t.shutdown().await;
     Ok(())
 }

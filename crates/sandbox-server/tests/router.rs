@@ -11,8 +11,8 @@ use tower::ServiceExt;
 
 fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<Service>> {
     // The fake runtime never mounts a workspace, and nothing here shuts the state down.
-    let workspace_volumes = sandbox_server::config::VolumeMode::Off;
-    let config = Config { data_dir: data.to_path_buf(), workspace_volumes, ..Config::default() };
+    let mut config = Config { data_dir: data.to_path_buf(), ..Config::default() };
+    config.local.workspace_volumes = sandbox_server::config::VolumeMode::Off;
     Ok(Arc::new(Service::new(config, Store::open_in_memory()?, runtime)?))
 }
 

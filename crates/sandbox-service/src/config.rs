@@ -16,21 +16,9 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_DATA_DIR", default_value = "./sandbox-data")]
     pub data_dir: PathBuf,
 
-    /// The bubblewrap binary (a path, or a name looked up on PATH).
-    #[arg(long, env = "SANDBOXD_BWRAP", default_value = "bwrap")]
-    pub bwrap: PathBuf,
-
-    /// The sandbox-executor binary; by default the one next to sandboxd.
-    #[arg(long, env = "SANDBOXD_EXECUTOR")]
-    pub executor: Option<PathBuf>,
-
-    /// Host user sandboxes run as when sandboxd runs as root.
-    #[arg(long, env = "SANDBOXD_SANDBOX_USER", default_value = "sandbox")]
-    pub sandbox_user: String,
-
-    /// cgroup version for limits: auto (v2, else v1), v2, v1, or off (no limits).
-    #[arg(long, env = "SANDBOXD_CGROUPS", default_value = "auto")]
-    pub cgroups: CgroupMode,
+    /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host).
+    #[arg(long, env = "SANDBOXD_RUNTIME", default_value = "local")]
+    pub runtime: RuntimeKind,
 
     /// Default memory limit of a sandbox, MiB.
     #[arg(long, env = "SANDBOXD_DEFAULT_MEMORY_MB", default_value_t = 512)]
@@ -146,18 +134,6 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_WORKSPACE_QUOTA_BYTES", default_value_t = 10 << 30)]
     pub workspace_quota_bytes: u64,
 
-    /// Workspaces as volumes of their own, so the quota holds for what code writes (ENOSPC in
-    /// the sandbox): `auto` (when the host allows: root, loop devices, mkfs.ext4), `on`
-    /// (refuse to start without), `off`. The system volume follows the same setting.
-    #[arg(long, env = "SANDBOXD_WORKSPACE_VOLUMES", default_value = "auto")]
-    pub workspace_volumes: VolumeMode,
-
-    /// Size of the system volume, which holds what sandboxes mount besides their workspace:
-    /// template environments, session packages, pip's cache and the runtime's files. Sparse:
-    /// it takes only what is written. Installs past it fail with "no space left".
-    #[arg(long, env = "SANDBOXD_SYSTEM_VOLUME_BYTES", default_value_t = 64 << 30)]
-    pub system_volume_bytes: u64,
-
     /// Package index for template and session package installs (default: PyPI, or pip's own
     /// configuration).
     #[arg(long, env = "SANDBOXD_PIP_INDEX_URL")]
@@ -194,9 +170,51 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_OUTBOUND_ALLOW", value_delimiter = ',')]
     pub outbound_allow: Vec<String>,
 
+    /// Settings of the local runtime (last: its help heading applies to what follows).
+    #[command(flatten, next_help_heading = "Local runtime")]
+    pub local: LocalSection,
+}
+
+/// Settings of the local runtime (`--runtime local`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocalSection {
+    /// The bubblewrap binary (a path, or a name looked up on PATH).
+    #[arg(long, env = "SANDBOXD_BWRAP", default_value = "bwrap")]
+    pub bwrap: PathBuf,
+
+    /// The sandbox-executor binary; by default the one next to sandboxd.
+    #[arg(long, env = "SANDBOXD_EXECUTOR")]
+    pub executor: Option<PathBuf>,
+
+    /// Host user sandboxes run as when sandboxd runs as root.
+    #[arg(long, env = "SANDBOXD_SANDBOX_USER", default_value = "sandbox")]
+    pub sandbox_user: String,
+
+    /// cgroup version for limits: auto (v2, else v1), v2, v1, or off (no limits).
+    #[arg(long, env = "SANDBOXD_CGROUPS", default_value = "auto")]
+    pub cgroups: CgroupMode,
+
     /// Size of each sandbox's private /tmp, MiB.
     #[arg(long, env = "SANDBOXD_TMP_SIZE_MB", default_value_t = 256)]
     pub tmp_size_mb: u64,
+
+    /// Workspaces as volumes of their own, so the quota holds for what code writes (ENOSPC in
+    /// the sandbox): `auto` (when the host allows: root, loop devices, mkfs.ext4), `on`
+    /// (refuse to start without), `off`. The system volume follows the same setting.
+    #[arg(long, env = "SANDBOXD_WORKSPACE_VOLUMES", default_value = "auto")]
+    pub workspace_volumes: VolumeMode,
+
+    /// Size of the system volume, which holds what sandboxes mount besides their workspace:
+    /// template environments, session packages, pip's cache and the runtime's files. Sparse:
+    /// it takes only what is written. Installs past it fail with "no space left".
+    #[arg(long, env = "SANDBOXD_SYSTEM_VOLUME_BYTES", default_value_t = 64 << 30)]
+    pub system_volume_bytes: u64,
+}
+
+/// The runtimes sandboxd can run sandboxes with (see `runtimes.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeKind {
+    Local,
 }
 
 fn default_concurrent_starts() -> usize {

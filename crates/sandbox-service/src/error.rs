@@ -99,7 +99,7 @@ impl From<RuntimeError> for ServiceError {
             | RuntimeError::SandboxDied(_)
             | RuntimeError::Unresponsive(_)
             | RuntimeError::Protocol(_) => ServiceError::SandboxFailed(format!("{e}; try again")),
-            RuntimeError::Cgroup { .. } | RuntimeError::Io { .. } => ServiceError::Internal(e.to_string()),
+            RuntimeError::Io { .. } => ServiceError::Internal(e.to_string()),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod packages;
 pub mod pool;
 pub mod queue;
 pub mod readiness;
+pub mod runtimes;
 pub mod session;
 pub mod storage;
 pub mod system_dir;
@@ -31,9 +32,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use sandbox_runtime::local::{LocalConfig, LocalRuntime, RunAs};
 use sandbox_runtime::Runtime;
 use sandbox_store::Store;
 
@@ -168,7 +167,7 @@ fn workspace_volumes(
     owner: Option<(u32, u32)>,
 ) -> Result<(Option<sandbox_workspace::Volumes>, Option<String>), SetupError> {
     use config::VolumeMode;
-    if config.workspace_volumes == VolumeMode::Off {
+    if config.local.workspace_volumes == VolumeMode::Off {
         return Ok((None, Some("--workspace-volumes off".into())));
     }
     let images = config.data_dir.join("volumes");
@@ -182,7 +181,7 @@ fn workspace_volumes(
     };
     match probed {
         Ok(v) => Ok((Some(v), None)),
-        Err(why) if config.workspace_volumes == VolumeMode::On => {
+        Err(why) if config.local.workspace_volumes == VolumeMode::On => {
             Err(SetupError::Config(format!("--workspace-volumes on, but volumes do not work here: {why}")))
         }
         Err(why) => {
@@ -202,66 +201,33 @@ pub enum SetupError {
     Store(#[from] sandbox_store::StoreError),
 }
 
-/// Which host user sandboxes run as: a dedicated one when we are root, else our own.
-fn run_as(config: &Config) -> RunAs {
-    if sandbox_sys::real_uid() != 0 {
-        return RunAs::Current;
-    }
-    match sandbox_sys::lookup_user(&config.sandbox_user) {
-        Ok(Some((uid, gid))) if uid != 0 => RunAs::User { uid, gid },
-        Ok(Some(_)) => {
-            RunAs::Unavailable(format!("sandbox user {:?} is root; pick an unprivileged user", config.sandbox_user))
-        }
-        Ok(None) => RunAs::Unavailable(format!(
-            "sandbox user {:?} does not exist; create it (useradd --system --no-create-home {}) or pass --sandbox-user",
-            config.sandbox_user, config.sandbox_user
-        )),
-        Err(e) => RunAs::Unavailable(format!("cannot look up sandbox user {:?}: {e}", config.sandbox_user)),
-    }
-}
-
-fn default_executor() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("sandbox-executor")))
-        .unwrap_or_else(|| PathBuf::from("sandbox-executor"))
-}
-
-/// Builds the state for `config` with the local runtime: creates the data dir, opens the store.
-pub fn local_service(config: Config) -> Result<Service, SetupError> {
-    config.validate().map_err(SetupError::Config)?;
-    let dir_err = |path: &PathBuf| {
-        let path = path.clone();
-        move |source| SetupError::DataDir { path, source }
-    };
-    let db_dir = config.data_dir.join("db");
-    std::fs::create_dir_all(&db_dir).map_err(dir_err(&db_dir))?;
-    std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711))
-        .map_err(dir_err(&config.data_dir))?;
-    std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
-    let (store, recovered) = Store::open(&config.db_path())?;
-    if recovered != sandbox_store::Recovered::default() {
-        tracing::warn!(
-            executions = recovered.executions,
-            sessions = recovered.sessions,
-            "a previous run left work open: executions marked interrupted, sessions stopped (server_restart)"
-        );
-    }
-    let run_as = run_as(&config);
-    let system = system_dir::SystemDir::open(&config)?;
-    let runtime = LocalRuntime::new(LocalConfig {
-        bwrap: config.bwrap.clone(),
-        executor: config.executor.clone().unwrap_or_else(default_executor),
-        state_dir: system.runtime_dir(),
-        run_as,
-        cgroups: config.cgroups,
-        tmp_size_bytes: config.tmp_size_mb << 20,
-        ready_timeout: Duration::from_secs(10),
-    });
-    Service::with_system_dir(config, store, Arc::new(runtime), system)
-}
-
 impl Service {
+    /// Builds the service for `config` with the runtime it names: creates the data dir, opens
+    /// the store, mounts the system dir.
+    pub fn open(config: Config) -> Result<Service, SetupError> {
+        config.validate().map_err(SetupError::Config)?;
+        let dir_err = |path: &PathBuf| {
+            let path = path.clone();
+            move |source| SetupError::DataDir { path, source }
+        };
+        let db_dir = config.data_dir.join("db");
+        std::fs::create_dir_all(&db_dir).map_err(dir_err(&db_dir))?;
+        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711))
+            .map_err(dir_err(&config.data_dir))?;
+        std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
+        let (store, recovered) = Store::open(&config.db_path())?;
+        if recovered != sandbox_store::Recovered::default() {
+            tracing::warn!(
+                executions = recovered.executions,
+                sessions = recovered.sessions,
+                "a previous run left work open: executions marked interrupted, sessions stopped (server_restart)"
+            );
+        }
+        let system = system_dir::SystemDir::open(&config)?;
+        let runtime = runtimes::build(&config, &system);
+        Service::with_system_dir(config, store, runtime, system)
+    }
+
     /// Starts what runs in the background: template builds cut off by a restart, the idle
     /// sweep, and (S3 storage) the syncer and the write-back of what a crash left unsynced.
     pub fn start_background(self: &Arc<Self>) {

@@ -48,7 +48,7 @@ impl Service {
             ready,
             runtime: runtime.runtime.to_string(),
             sandbox: Check { ok: runtime.ready, message: runtime.message },
-            cgroup: runtime.cgroup,
+            runtime_detail: runtime.detail,
             store,
             disk,
             data_dir_free_bytes: free,

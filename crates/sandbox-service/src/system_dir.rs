@@ -59,24 +59,24 @@ impl SystemDir {
     }
 
     fn mount(config: &Config) -> Result<(Option<Volumes>, Option<String>), SetupError> {
-        if config.workspace_volumes == VolumeMode::Off {
+        if config.local.workspace_volumes == VolumeMode::Off {
             return Ok((None, Some("--workspace-volumes off".into())));
         }
         if sandbox_sys::real_uid() != 0 {
-            return match config.workspace_volumes {
+            return match config.local.workspace_volumes {
                 VolumeMode::On => Err(SetupError::Config("--workspace-volumes on, but mounting needs root".into())),
                 _ => Ok((None, Some("mounting volumes needs root".into()))),
             };
         }
         let images = config.data_dir.join("volumes").join(NAME);
-        let volumes = Volumes::new(images.clone(), config.data_dir.clone(), config.system_volume_bytes, None)
+        let volumes = Volumes::new(images.clone(), config.data_dir.clone(), config.local.system_volume_bytes, None)
             .map_err(|source| SetupError::DataDir { path: images, source })?;
         // Made once; an image that exists must mount, or what is in it would be hidden
         // under a plain directory that takes its place.
         let existed = volumes.has(NAME);
         match volumes.create(NAME) {
             Ok(()) => Ok((Some(volumes), None)),
-            Err(e) if existed || config.workspace_volumes == VolumeMode::On => {
+            Err(e) if existed || config.local.workspace_volumes == VolumeMode::On => {
                 Err(SetupError::Config(format!("cannot mount the system volume: {e}")))
             }
             Err(e) => {
@@ -169,7 +169,8 @@ mod tests {
         write(&data.path().join("packages/sessions/ses_a/mod.py"), "x = 1");
         write(&data.path().join("templates/t1/lib.py"), "y = 2");
         write(&data.path().join("runtime/etc/passwd"), "");
-        let config = Config { data_dir: data.path().to_path_buf(), system_volume_bytes: 64 << 20, ..Config::default() };
+        let mut config = Config { data_dir: data.path().to_path_buf(), ..Config::default() };
+        config.local.system_volume_bytes = 64 << 20;
         let system = Unmounted(SystemDir::open(&config).expect("open"));
         let system = &system.0;
         assert_eq!(system.note, None, "a volume");

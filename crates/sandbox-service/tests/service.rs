@@ -21,7 +21,7 @@ async fn run(service: &Arc<Service>, session: &str, code: &str) -> anyhow::Resul
 async fn a_whole_session_through_the_service_api() -> anyhow::Result<()> {
     let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
     let config = sandbox_test_support::test_config(data.path())?;
-    let service = Arc::new(sandbox_service::local_service(config)?);
+    let service = Arc::new(sandbox_service::Service::open(config)?);
     let result = drive(&service).await;
     service.shut_down_sandboxes().await;
     service.unmount_system_dir();

@@ -39,14 +39,15 @@ pub struct TestServer {
 /// traverse), the built executor, and no warm pools (tests that are about pools turn them on),
 /// so that every test starts only the sandboxes it asks for.
 pub fn test_config(data_dir: &Path) -> anyhow::Result<Config> {
-    Ok(Config {
+    let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
         data_dir: data_dir.to_path_buf(),
-        executor: Some(binary("sandbox-executor")?),
         run_pool: 0,
         session_pool: 0,
         ..Config::default()
-    })
+    };
+    config.local.executor = Some(binary("sandbox-executor")?);
+    Ok(config)
 }
 
 impl TestServer {

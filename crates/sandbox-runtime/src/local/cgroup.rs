@@ -91,7 +91,7 @@ impl Counters {
 }
 
 fn cg_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Cgroup { op, path: path.to_path_buf(), source }
+    move |source| RuntimeError::Io { op, path: path.to_path_buf(), source }
 }
 
 fn write(path: &Path, value: &str) -> Result<(), RuntimeError> {

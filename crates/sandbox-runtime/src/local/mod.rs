@@ -458,7 +458,8 @@ impl Runtime for LocalRuntime {
             Ok(()) => (true, "ok".to_string()),
             Err(e) => (false, e.to_string()),
         };
-        let r = Readiness { ready, message, cgroup: self.cgroup_version(), runtime: "local" };
+        let detail = [("cgroup".to_string(), self.cgroup_version())].into();
+        let r = Readiness { ready, message, runtime: "local", detail };
         *cached = Some((Instant::now(), r.clone()));
         r
     }

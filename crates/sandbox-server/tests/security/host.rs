@@ -113,7 +113,7 @@ async fn a_burst_of_creates_is_served_in_turn_or_refused_at_once_never_timed_out
         c.max_concurrent_starts = 1;
         c.max_queued_starts = 2;
         // Making volumes is serialized, and would space the starts out.
-        c.workspace_volumes = sandbox_server::config::VolumeMode::Off;
+        c.local.workspace_volumes = sandbox_server::config::VolumeMode::Off;
     })
     .await?;
     // Slow starts (a tenth of a core each), sent from a runtime of their own so that they

@@ -1,0 +1,55 @@
+//! The runtime factory: `--runtime` names one, and this builds it from its config section.
+//! A new runtime is a module of its own (in `sandbox-runtime`) plus one arm here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandbox_runtime::local::{LocalConfig, LocalRuntime, RunAs};
+use sandbox_runtime::Runtime;
+
+use crate::config::{Config, LocalSection, RuntimeKind};
+use crate::system_dir::SystemDir;
+
+/// The runtime `config` names. Never fails: what is wrong is reported by its readiness.
+pub fn build(config: &Config, system: &SystemDir) -> Arc<dyn Runtime> {
+    match config.runtime {
+        RuntimeKind::Local => Arc::new(local(&config.local, system)),
+    }
+}
+
+fn local(section: &LocalSection, system: &SystemDir) -> LocalRuntime {
+    LocalRuntime::new(LocalConfig {
+        bwrap: section.bwrap.clone(),
+        executor: section.executor.clone().unwrap_or_else(default_executor),
+        state_dir: system.runtime_dir(),
+        run_as: run_as(section),
+        cgroups: section.cgroups,
+        tmp_size_bytes: section.tmp_size_mb << 20,
+        ready_timeout: Duration::from_secs(10),
+    })
+}
+
+/// Which host user sandboxes run as: a dedicated one when we are root, else our own.
+fn run_as(section: &LocalSection) -> RunAs {
+    if sandbox_sys::real_uid() != 0 {
+        return RunAs::Current;
+    }
+    let user = &section.sandbox_user;
+    match sandbox_sys::lookup_user(user) {
+        Ok(Some((uid, gid))) if uid != 0 => RunAs::User { uid, gid },
+        Ok(Some(_)) => RunAs::Unavailable(format!("sandbox user {user:?} is root; pick an unprivileged user")),
+        Ok(None) => RunAs::Unavailable(format!(
+            "sandbox user {user:?} does not exist; create it (useradd --system --no-create-home {user}) or pass --sandbox-user"
+        )),
+        Err(e) => RunAs::Unavailable(format!("cannot look up sandbox user {user:?}: {e}")),
+    }
+}
+
+/// The executor next to the running binary (sandboxd's, in a release).
+fn default_executor() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("sandbox-executor")))
+        .unwrap_or_else(|| PathBuf::from("sandbox-executor"))
+}
