@@ -172,14 +172,21 @@ impl Kernel {
             return Err(format!("cannot start the kernel's reader: {e}"));
         }
         let proc = Proc { pid, requests: std::fs::File::from(req_w), rx, exit, _child: child };
-        match proc.rx.recv_timeout(READY_TIMEOUT) {
-            Ok(Msg::Event(v)) if v["type"] == "ready" => Ok(proc),
-            _ => {
-                self.pid.store(0, Ordering::SeqCst);
-                let _ = sandbox_sys::kill(-pid, libc::SIGKILL);
-                Err("the kernel did not start".into())
+        // What it writes before it is ready (warnings, or why it fails) is kept for the error.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut said = Vec::new();
+        let why = loop {
+            match proc.rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Msg::Event(v)) if v["type"] == "ready" => return Ok(proc),
+                Ok(Msg::Bytes(_, bytes)) => said.extend_from_slice(&bytes),
+                Ok(Msg::Event(_) | Msg::Oversized) => {}
+                Ok(Msg::Closed) | Err(mpsc::RecvTimeoutError::Disconnected) => break "it exited",
+                Err(mpsc::RecvTimeoutError::Timeout) => break "it was not ready in time",
             }
-        }
+        };
+        self.pid.store(0, Ordering::SeqCst);
+        let _ = sandbox_sys::kill(-pid, libc::SIGKILL);
+        Err(format!("the kernel did not start: {why}{}", last_words(&said)))
     }
 
     /// Kills `proc`'s kernel and everything it started, and says why it ended (its exit
@@ -287,6 +294,24 @@ impl Kernel {
 }
 
 /// Forwards the kernel's event lines and its raw stdout/stderr until the event pipe closes.
+/// The end of what a failed kernel wrote, as `: <text>` (nothing if it wrote nothing).
+fn last_words(said: &[u8]) -> String {
+    const KEEP: usize = 600;
+    let cut = said.len().saturating_sub(KEEP);
+    let text = String::from_utf8_lossy(&said[cut..]);
+    // Cut at a line's start, not inside a word.
+    let text = match text.find('\n') {
+        Some(end) if cut > 0 => &text[end + 1..],
+        _ => &text[..],
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {text}")
+    }
+}
+
 fn read_kernel(
     mut events: std::fs::File,
     mut stdout: std::process::ChildStdout,
@@ -295,20 +320,38 @@ fn read_kernel(
 ) {
     let mut line = Vec::new();
     let mut skipping = false;
-    let (mut out_open, mut err_open) = (true, true);
+    let (mut events_open, mut out_open, mut err_open) = (true, true, true);
+    // Once the events end (the kernel exited), what is left in its pipes is read for a moment
+    // more: it is often why it exited. Its children may hold them open, so not for long.
+    let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let mut fds = vec![events.as_fd()];
+        let mut fds = Vec::new();
+        if events_open {
+            fds.push(events.as_fd());
+        }
         if out_open {
             fds.push(stdout.as_fd());
         }
         if err_open {
             fds.push(stderr.as_fd());
         }
-        let Ok(ready) = sandbox_sys::poll_readable(&fds, Duration::from_secs(3600)) else { break };
-        if ready.first() == Some(&true) {
+        let wait = match drain_until {
+            None => Duration::from_secs(3600),
+            Some(until) => until.saturating_duration_since(Instant::now()),
+        };
+        if fds.is_empty() || wait.is_zero() {
+            break;
+        }
+        let Ok(ready) = sandbox_sys::poll_readable(&fds, wait) else { break };
+        // The events' fd, when polled, is the first: the streams' indices follow it.
+        let events_polled = events_open;
+        if events_polled && ready.first() == Some(&true) {
             match events.read(&mut buf) {
-                Ok(0) | Err(_) => break,
+                Ok(0) | Err(_) => {
+                    events_open = false;
+                    drain_until = Some(Instant::now() + Duration::from_millis(200));
+                }
                 Ok(n) => {
                     let mut chunk = &buf[..n];
                     if skipping {
@@ -344,7 +387,7 @@ fn read_kernel(
                 }
             }
         }
-        let mut i = 1;
+        let mut i = usize::from(events_polled);
         for (open, name) in [(&mut out_open, StreamName::Stdout), (&mut err_open, StreamName::Stderr)] {
             if !*open {
                 continue;

@@ -39,6 +39,9 @@ pub enum ApiError {
     /// A workspace quota would be exceeded (507).
     #[error("{0}")]
     InsufficientStorage(String),
+    /// The session's kernel did not start (503, with the cause).
+    #[error("{0}")]
+    KernelUnavailable(String),
     /// A sandbox died or stopped answering while it was being started or driven (killed, out of
     /// memory, a host under load): nothing was lost, and trying again starts another (503).
     #[error("{0}")]
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::SandboxFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "sandbox_failed"),
+            ApiError::KernelUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kernel_unavailable"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RangeNotSatisfiable(_) => (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
@@ -85,7 +89,13 @@ impl IntoResponse for ApiError {
         }
         let (status, _) = self.status_and_code();
         let mut resp = (status, Json(self.body())).into_response();
-        if matches!(self, ApiError::Overloaded(_) | ApiError::RateLimited(_) | ApiError::SandboxFailed(_)) {
+        if matches!(
+            self,
+            ApiError::Overloaded(_)
+                | ApiError::RateLimited(_)
+                | ApiError::SandboxFailed(_)
+                | ApiError::KernelUnavailable(_)
+        ) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
         resp
@@ -107,6 +117,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Overloaded(m) => ApiError::Overloaded(m),
             ServiceError::NotReady(m) => ApiError::NotReady(m),
             ServiceError::SandboxFailed(m) => ApiError::SandboxFailed(m),
+            ServiceError::KernelUnavailable(m) => ApiError::KernelUnavailable(m),
             ServiceError::Internal(m) => ApiError::Internal(m),
         }
     }

@@ -358,3 +358,26 @@ async fn a_one_shot_run_while_the_kernel_starts_does_not_kill_it() -> anyhow::Re
     t.shutdown().await;
     Ok(())
 }
+
+/// A kernel that cannot start (here an environment that breaks Python) is a clear 503
+/// `kernel_unavailable` naming the cause, on restart and on the next cell alike; never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_that_cannot_start_says_why() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let env = [("PYTHONHOME".to_string(), "/nonexistent".to_string())].into();
+    let s = t.client.create_session(&CreateSession { env: Some(env), ..Default::default() }).await?;
+    let (status, body) =
+        t.client.raw(reqwest::Method::POST, &format!("/v1/sessions/{}/restart", s.id), Some(Vec::new())).await?;
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(v["error"]["code"], "kernel_unavailable", "{body}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("the kernel did not start") && message.contains("No module named 'encodings'"), "{body}");
+    let e = t.exec(&s.id, Language::Python, "print(1)").await?;
+    assert_eq!(e.status, ExecutionStatus::Failed, "{e:?}");
+    assert!(e.stderr.contains("No module named 'encodings'"), "the cell says why too: {e:?}");
+    // Bash in the same session is unaffected.
+    assert_eq!(t.exec(&s.id, Language::Bash, "echo ok").await?.stdout, "ok\n");
+    t.shutdown().await;
+    Ok(())
+}

@@ -38,6 +38,10 @@ pub enum ServiceError {
     /// Sandboxes cannot start here now, or storage is out of reach.
     #[error("{0}")]
     NotReady(String),
+    /// The session's kernel did not start (the cause says why: an environment that breaks
+    /// Python, a memory limit too small for it, ...). The session's files are untouched.
+    #[error("{0}")]
+    KernelUnavailable(String),
     /// A sandbox died or stopped answering while it was being started or driven (killed, out of
     /// memory, a host under load): nothing was lost, and trying again starts another.
     #[error("{0}")]
@@ -95,10 +99,10 @@ impl From<RuntimeError> for ServiceError {
                 ServiceError::Busy(format!("too many sandboxes are starting: {why}; retry shortly"))
             }
             // The sandbox's end went away (killed, out of memory), or it stopped answering.
-            RuntimeError::Kernel(_)
-            | RuntimeError::SandboxDied(_)
-            | RuntimeError::Unresponsive(_)
-            | RuntimeError::Protocol(_) => ServiceError::SandboxFailed(format!("{e}; try again")),
+            RuntimeError::Kernel(why) => ServiceError::KernelUnavailable(why),
+            RuntimeError::SandboxDied(_) | RuntimeError::Unresponsive(_) | RuntimeError::Protocol(_) => {
+                ServiceError::SandboxFailed(format!("{e}; try again"))
+            }
             RuntimeError::Io { .. } => ServiceError::Internal(e.to_string()),
         }
     }
