@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod files;
 pub mod metrics;
+pub mod openapi;
 pub mod query;
 pub mod routes;
 pub mod serve;
@@ -69,7 +70,9 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::metrics))
-        .route("/openapi.json", get(|| async { axum::Json(ApiDoc::openapi()) }))
+        .route("/openapi.json", get(routes::openapi_json))
+        .route("/openapi.yaml", get(routes::openapi_yaml))
+        .route("/docs", get(routes::docs))
         .route("/v1/sessions", post(routes::create_session).get(routes::list_sessions))
         .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
         .route("/v1/sessions/{id}/executions", post(routes::create_execution).get(routes::list_executions))

@@ -258,6 +258,31 @@ pub async fn delete_template(State(state): State<Arc<Service>>, Path(name): Path
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The OpenAPI document ([`crate::openapi::document`]).
+pub async fn openapi_json(State(state): State<Arc<Service>>) -> Json<serde_json::Value> {
+    Json(crate::openapi::document(&state.config))
+}
+
+/// The same document as YAML.
+pub async fn openapi_yaml(State(state): State<Arc<Service>>) -> Result<Response> {
+    let yaml = serde_yaml::to_string(&crate::openapi::document(&state.config))
+        .map_err(|e| ApiError::Internal(format!("the OpenAPI document as YAML: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], yaml).into_response())
+}
+
+/// A page that renders the document: no script or style from anywhere else, so it works
+/// offline and behind any firewall.
+pub async fn docs() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CONTENT_SECURITY_POLICY, DOCS_CSP)],
+        include_str!("docs.html"),
+    )
+        .into_response()
+}
+
+const DOCS_CSP: &str =
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'";
+
 pub async fn not_found_fallback() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
