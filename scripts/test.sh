@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs what is missing, checks formatting
 # and lints, builds every binary (the tests start the real executor in real sandboxes), runs
-# the fuzz targets for a bounded time, and runs every test of the workspace.
+# the fuzz targets and the API fuzzer (schemathesis) for a bounded time, and runs every test
+# of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh clone (CI) gains nothing from incremental build data, which is a third of target/.
@@ -10,12 +11,15 @@ if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 df -h . | tail -n 1 | awk '{print "disk free for the build: " $4}'
 scripts/install.sh
 scripts/install-test-s3.sh
+scripts/install-test-clients.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 # The fuzz targets (fuzz/), 45 s each from the committed corpus; before the tests, so that the
 # test runner's summary is the last thing printed.
 scripts/fuzz.sh
+# The REST API fuzzed from its own OpenAPI document against the real server (2 minutes).
+scripts/api-fuzz.sh
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

@@ -42,8 +42,10 @@ pub struct ErrorDetail {
 #[serde(deny_unknown_fields)]
 pub struct LimitsRequest {
     /// Memory of the whole sandbox, in MiB.
+    #[serde(default, deserialize_with = "whole::optional")]
     pub memory_mb: Option<u64>,
     /// Processes and threads in the sandbox.
+    #[serde(default, deserialize_with = "whole::optional")]
     pub pids: Option<u32>,
     /// CPU cores' worth of time (0.5 = half a core).
     pub cpu: Option<f64>,
@@ -70,15 +72,17 @@ pub struct CreateSession {
     /// Default per-execution timeout, in seconds.
     pub timeout_s: Option<f64>,
     /// Free-form labels, stored and returned as given.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
     /// "python" (the default): Python executions run in a stateful kernel, variables and
     /// imports persist between them. "none": every execution is a fresh process.
     pub kernel: Option<String>,
     /// Stop the sandbox after this many seconds without use (the workspace stays); the
     /// template's, else the server's default (15 min).
+    #[serde(default, deserialize_with = "whole::optional")]
     pub idle_timeout_s: Option<u64>,
     /// Stop the sandbox this many seconds after it started, used or not (default 24 h).
+    #[serde(default, deserialize_with = "whole::optional")]
     pub max_lifetime_s: Option<u64>,
     /// Whether an execution on a stopped session starts a new sandbox on its workspace
     /// (default true); otherwise it is refused until `POST .../resume`.
@@ -384,7 +388,7 @@ pub struct InvokeRequest {
     /// "module.func" (imported from /workspace, reloaded so edits count) or "path/file.py:func".
     pub handler: String,
     /// The event, passed to the handler as parsed JSON.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub event: Option<serde_json::Value>,
     pub timeout_s: Option<f64>,
 }
@@ -393,7 +397,7 @@ pub struct InvokeRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct InvokeResult {
     /// The handler's return value, when it returned JSON.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub return_value: Option<serde_json::Value>,
     /// Set when the handler ran but returned something that is not JSON (`invalid_return`).
     pub error: Option<ErrorDetail>,
@@ -523,9 +527,12 @@ pub struct CreateTemplate {
     /// once, into an environment its sessions see read-only. Wheels only.
     pub packages: Option<Vec<String>>,
     /// Sandboxes with a warm kernel kept ready for its sessions (default 0).
+    #[serde(default, deserialize_with = "whole::optional")]
     pub pool_size: Option<usize>,
     /// Defaults of its sessions' idle timeout and lifetime, in seconds.
+    #[serde(default, deserialize_with = "whole::optional")]
     pub idle_timeout_s: Option<u64>,
+    #[serde(default, deserialize_with = "whole::optional")]
     pub max_lifetime_s: Option<u64>,
     /// File types its sessions accept as uploads, by extension (`[".xlsx", ".csv"]`); the
     /// content must match the extension too. Omitted or empty: any file.
@@ -657,6 +664,52 @@ mod tests {
             "interrupted",
         ] {
             assert_eq!(ExecutionStatus::parse(s).map(|v| v.as_str()), Some(s));
+        }
+    }
+}
+
+/// Whole numbers as JSON has them: `8` and `8.0` are the same number, and clients in languages
+/// that compute in floats (Python's `512 * 1.0`) send the second. Anything with a fraction, or
+/// out of the field's range, is refused.
+mod whole {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn optional<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else { return Ok(None) };
+        let whole = match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => Some(u),
+            (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Some(f as u64),
+            _ => None,
+        };
+        let value = whole.and_then(|u| T::try_from(u).ok());
+        value.map(Some).ok_or_else(|| serde::de::Error::custom(format!("expected a whole number in range, not {n}")))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(serde::Deserialize)]
+        struct T {
+            #[serde(default, deserialize_with = "super::optional")]
+            n: Option<u32>,
+        }
+
+        fn n(json: &str) -> Result<Option<u32>, serde_json::Error> {
+            serde_json::from_str::<T>(json).map(|t| t.n)
+        }
+
+        #[test]
+        fn integral_floats_are_whole_numbers_and_fractions_are_not() {
+            assert_eq!(n(r#"{"n": 8}"#).ok(), Some(Some(8)));
+            assert_eq!(n(r#"{"n": 8.0}"#).ok(), Some(Some(8)));
+            assert_eq!(n(r#"{"n": null}"#).ok(), Some(None));
+            assert_eq!(n("{}").ok(), Some(None));
+            for bad in [r#"{"n": 8.5}"#, r#"{"n": -1}"#, r#"{"n": 4294967296}"#, r#"{"n": "8"}"#, r#"{"n": 1e300}"#] {
+                assert!(n(bad).is_err(), "{bad}");
+            }
         }
     }
 }

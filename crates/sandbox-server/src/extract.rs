@@ -20,14 +20,26 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let ApiBytes(bytes) = ApiBytes::from_request(req, state).await?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// The body, whole, for a handler that must look at the route before parsing it; over the
+/// limit is 413, in the API's error shape.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state).await.map(ApiBytes).map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge("request body is larger than the server accepts".into())
             } else {
                 ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
             }
-        })?;
-        parse(&bytes).map(ApiJson)
+        })
     }
 }
 

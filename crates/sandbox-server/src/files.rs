@@ -22,7 +22,6 @@ use sandbox_service::{Service, ServiceError};
 use sandbox_workspace::{Entry, RelPath, WorkspaceError};
 
 use crate::error::ApiError;
-use crate::extract::ApiJson;
 use crate::query::{flag, params};
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -351,13 +350,16 @@ pub async fn delete(
 pub async fn move_file(
     State(state): State<Arc<Service>>,
     Path((id, path)): Path<(String, String)>,
-    ApiJson(req): ApiJson<MoveFile>,
-) -> Result<Json<FileInfo>> {
+    crate::extract::ApiBytes(body): crate::extract::ApiBytes,
+) -> Result<Response> {
+    // The route is known before the body is read: a POST that is not a move is 405 whatever it sends.
     let Some(from) = path.strip_suffix(":move") else {
-        return Err(ApiError::MethodNotAllowed("POST on a file is only `{path}:move`; upload with PUT".into()));
+        let refused = ApiError::MethodNotAllowed("POST on a file is only `{path}:move`; upload with PUT".into());
+        return Ok(([(header::ALLOW, "GET, HEAD, PUT, DELETE")], refused).into_response());
     };
+    let req: MoveFile = crate::extract::parse(&body)?;
     let (from, to) = (RelPath::parse(from)?, RelPath::parse(&req.to)?);
-    Ok(Json(state.files(&id).await?.rename(from, to).await?))
+    Ok(Json(state.files(&id).await?.rename(from, to).await?).into_response())
 }
 
 /// Hands what the archive writer produces to the response body, in chunks.

@@ -75,30 +75,36 @@ fn path_parameter(name: &str, path: &str) -> Value {
         }
         "id" => ("A session's id (`ses_...`)", json!({"type": "string", "minLength": 1, "maxLength": 128})),
         "name" => ("A template's name", json!({"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"})),
-        _ => (
-            "A path in the workspace, relative, `/`-separated: no `.` or `..` parts, no control, bidirectional or \
-             invisible characters, NFC",
-            json!({"type": "string", "minLength": 1, "maxLength": sandbox_workspace::MAX_PATH_BYTES,
-                   "pattern": format!("^{SEGMENT}(?:/{SEGMENT})*/?$")}),
-        ),
+        _ => ("A path in the workspace", workspace_path(false)),
     };
     json!({"name": name, "in": "path", "required": true, "description": description, "schema": schema})
 }
 
-/// A name of a path: what [`sandbox_workspace::RelPath`] accepts, as far as a regular expression without
-/// look-ahead can say it: `/`-separated names, none `.` or `..`, none with control,
-/// bidirectional or invisible characters. It leaves out `%` (the server refuses only an
-/// encoded `.`, `/`, `\\` or NUL), and cannot say NFC or 255 bytes a name: the baseline of
-/// the API fuzzing lists those.
-const SEGMENT: &str = "(?:\\.{0,2}[^./%\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b-\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufeff][^/%\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b-\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*|\\.{3,}[^/%\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b-\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufeff]*)";
+/// A path in the workspace; with `root`, also empty for the workspace itself. The pattern says
+/// what a simple regular expression can: relative, names of 1 to 255 characters without `%`,
+/// control, bidirectional or invisible characters. The rest is said in words, and a path that
+/// breaks only that is refused with 400 (the fuzzing baseline lists it): no `.` or `..` names,
+/// NFC, at most 255 bytes a name. (A pattern that said it all made schemathesis itself fail.)
+fn workspace_path(root: bool) -> Value {
+    let names = format!("[^/%{X}]{{1,255}}(?:/[^/%{X}]{{1,255}})*/?");
+    let pattern = if root { format!("^(?:{names})?$") } else { format!("^{names}$") };
+    let min = if root { 0 } else { 1 };
+    json!({"type": "string", "minLength": min, "maxLength": sandbox_workspace::MAX_PATH_BYTES, "pattern": pattern,
+           "description": "Relative, `/`-separated: no `.`, `..` or empty names, no control, bidirectional or \
+                           invisible characters, NFC, names of at most 255 bytes"})
+}
+
+/// Characters no workspace path may hold, for a character class.
+const X: &str = "\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b-\\u200f\\u202a-\\u202e\\u2066-\\u2069\\ufeff";
 
 /// Constraints on request fields, as JSON pointers into `components/schemas` and what to
 /// merge there. Bounds that are settings come from `config`.
 fn constraints(config: &Config) -> Vec<(&'static str, Value)> {
     let timeout = json!({"exclusiveMinimum": 0, "maximum": config.max_timeout_s});
-    let seconds = json!({"minimum": 1});
+    let seconds = json!({"minimum": 1, "maximum": sandbox_service::template::MAX_SECONDS});
     let env = json!({"propertyNames": {"pattern": "^[^=\\u0000]+$"}, "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"}});
     let code = json!({"pattern": "^[^\\u0000]*$"});
+    let package = json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-\\[\\],<>=!~*+ ]{0,199}$"});
     vec![
         ("/CreateExecution/properties/timeout_s", timeout.clone()),
         ("/RunRequest/properties/timeout_s", timeout.clone()),
@@ -112,6 +118,22 @@ fn constraints(config: &Config) -> Vec<(&'static str, Value)> {
         ("/CreateSession/properties/env", env.clone()),
         ("/CreateTemplate/properties/env", env),
         ("/CreateExecution/properties/execution_id", json!({"pattern": "^[A-Za-z0-9_.:-]{1,128}$"})),
+        (
+            "/CreateExecution/properties/callback_url",
+            json!({"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+"}),
+        ),
+        ("/MoveFile/properties/to", workspace_path(false)),
+        ("/CreateTemplate/properties/rootfs", json!({"enum": ["host", null]})),
+        (
+            "/CreateTemplate/properties/allowed_uploads",
+            json!({"items": {"type": "string", "pattern": "^\\.?[A-Za-z0-9]{1,16}$"}}),
+        ),
+        ("/CreateTemplate/properties/pool_size", json!({"maximum": 16})),
+        // Any JSON value (or none): the handler gets it parsed, whatever it is.
+        (
+            "/InvokeRequest/properties/event",
+            json!({"type": ["object", "array", "string", "number", "boolean", "null"]}),
+        ),
         ("/CreateSession/properties/idle_timeout_s", seconds.clone()),
         ("/CreateSession/properties/max_lifetime_s", seconds.clone()),
         ("/CreateTemplate/properties/idle_timeout_s", seconds.clone()),
@@ -122,11 +144,8 @@ fn constraints(config: &Config) -> Vec<(&'static str, Value)> {
         ("/LimitsRequest/properties/memory_mb", json!({"minimum": 32, "maximum": config.max_memory_mb})),
         ("/LimitsRequest/properties/pids", json!({"minimum": 8, "maximum": config.max_pids})),
         ("/LimitsRequest/properties/cpu", json!({"minimum": 0.01, "maximum": config.max_cpu})),
-        (
-            "/InstallPackages/properties/packages",
-            json!({"minItems": 1, "maxItems": 64,
-                   "items": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-\\[\\],<>=!~*+ ]{0,199}$"}}),
-        ),
+        ("/InstallPackages/properties/packages", json!({"minItems": 1, "maxItems": 64, "items": package.clone()})),
+        ("/CreateTemplate/properties/packages", json!({"maxItems": 64, "items": package})),
         (
             "/InvokeRequest/properties/handler",
             json!({"pattern": "^([A-Za-z_][A-Za-z0-9_]*\\.)+[A-Za-z_][A-Za-z0-9_]*$|^([^/:]+/)*[^/:]+\\.py:[A-Za-z_][A-Za-z0-9_]*$"}),
@@ -170,6 +189,9 @@ pub fn document(config: &Config) -> Value {
             }
             params.insert(0, p);
         }
+        for p in params.iter_mut().filter(|p| p["in"] == "query" && p["name"] == "path") {
+            p["schema"] = workspace_path(true);
+        }
         params.sort_by_key(|p| (p["in"] != "path", p["in"].as_str().map(String::from)));
         op["parameters"] = Value::Array(params);
         let all = errors.iter().chain(if *json_body { JSON_BODY } else { &[] });
@@ -180,6 +202,19 @@ pub fn document(config: &Config) -> Value {
                 op["responses"][&key] = json!({"description": description, "content": error_body});
             }
         }
+    }
+    // An empty body is an empty file.
+    if let Some(body) = doc.pointer_mut("/paths/~1v1~1sessions~1{id}~1files~1{path}/put/requestBody") {
+        body["required"] = json!(false);
+    }
+    // A form: file parts (any name, with a file name) and an optional `path` field first.
+    if let Some(body) =
+        doc.pointer_mut("/paths/~1v1~1sessions~1{id}~1files/post/requestBody/content/multipart~1form-data")
+    {
+        body["schema"] = json!({"type": "object", "required": ["file"], "properties": {
+            "path": workspace_path(true),
+            "file": {"type": "string", "format": "binary", "description": "A file; its file name is its path under `path`"},
+        }});
     }
     for (pointer, extra) in constraints(config) {
         merge(&mut doc, &format!("/components/schemas{pointer}"), &extra);

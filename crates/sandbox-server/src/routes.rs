@@ -62,6 +62,7 @@ pub async fn delete_session(State(state): State<Arc<Service>>, Path(id): Path<St
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/executions", request_body = CreateExecution, responses(
+    (status = 202, body = Execution, description = "Queued (`wait: false`): poll `GET /v1/executions/{id}`"),
     (status = 200, body = Execution, description = "The finished execution; with `Accept: text/event-stream`, \
         Server-Sent Events as it runs: `stdout`/`stderr` (text), `display`, `result`, `error` (the output as JSON), \
         then `done` (the execution as JSON)"),

@@ -82,7 +82,8 @@ impl From<WorkspaceError> for ServiceError {
             | WorkspaceError::NotDir(_)
             | WorkspaceError::NotRegular(_)
             | WorkspaceError::Exists(_)
-            | WorkspaceError::NotEmpty(_) => ServiceError::Conflict(message),
+            | WorkspaceError::NotEmpty(_)
+            | WorkspaceError::IntoItself { .. } => ServiceError::Conflict(message),
             WorkspaceError::TooLarge { .. } => ServiceError::TooLarge(message),
             WorkspaceError::QuotaExceeded { .. } | WorkspaceError::Full => ServiceError::QuotaExceeded(message),
             WorkspaceError::Io { .. } => ServiceError::Internal(message),

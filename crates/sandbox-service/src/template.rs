@@ -183,11 +183,14 @@ fn check_extension(given: &str) -> Result<String, ServiceError> {
     }
 }
 
-/// A positive number of seconds (`None`: `default`).
+/// The longest idle timeout or lifetime: ten years (longer ones overflowed the store's integers).
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+/// A number of seconds from 1 to [`MAX_SECONDS`] (`None`: `default`).
 pub fn check_seconds(field: &str, given: Option<u64>, default: u64) -> Result<u64, ServiceError> {
     match given.unwrap_or(default) {
-        0 => Err(ServiceError::Invalid(format!("{field} must be at least 1 second"))),
-        n => Ok(n),
+        n @ 1..=MAX_SECONDS => Ok(n),
+        _ => Err(ServiceError::Invalid(format!("{field} must be from 1 to {MAX_SECONDS} seconds"))),
     }
 }
 

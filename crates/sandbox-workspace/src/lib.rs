@@ -43,6 +43,8 @@ pub enum WorkspaceError {
     Exists(String),
     #[error("{0} is not empty; pass recursive=true to remove it with its contents")]
     NotEmpty(String),
+    #[error("cannot move {from} to {to}: that is itself or inside it")]
+    IntoItself { from: String, to: String },
     #[error("the file is larger than the limit of {limit} bytes per file")]
     TooLarge { limit: u64 },
     #[error("the workspace quota of {quota} bytes would be exceeded ({used} used, {adding} more needed)")]

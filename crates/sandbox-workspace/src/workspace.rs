@@ -201,11 +201,11 @@ impl Workspace {
 
     /// Renames `from` to `to` (creating `to`'s directory); refuses to replace anything.
     pub fn rename(&self, from: &RelPath, to: &RelPath) -> Result<Entry> {
-        if to.starts_with(from) {
-            return Err(WorkspaceError::InvalidPath { path: to.to_string(), why: "inside what is being moved".into() });
-        }
         let (from_dir, from_name) = self.parent_of(from, false)?;
         sfs::stat_at(from_dir.as_fd(), from_name).map_err(|e| io_error("stat", from, e))?;
+        if to.starts_with(from) {
+            return Err(WorkspaceError::IntoItself { from: from.to_string(), to: to.to_string() });
+        }
         let (to_dir, to_name) = self.parent_of(to, true)?;
         sfs::rename_at(from_dir.as_fd(), from_name, to_dir.as_fd(), to_name, true)
             .map_err(|e| io_error("move", to, e))?;
@@ -382,7 +382,7 @@ mod tests {
         assert!(matches!(ws.stat(&p("reports/q1/销售数据.csv")), Err(WorkspaceError::NotFound(_))));
         upload(&ws, "x.txt", b"x").expect("upload");
         assert!(matches!(ws.rename(&p("x.txt"), &p("archive/sales.csv")), Err(WorkspaceError::Exists(_))));
-        assert!(matches!(ws.rename(&p("archive"), &p("archive/inner")), Err(WorkspaceError::InvalidPath { .. })));
+        assert!(matches!(ws.rename(&p("archive"), &p("archive/inner")), Err(WorkspaceError::IntoItself { .. })));
         assert!(matches!(ws.remove(&p("archive"), false), Err(WorkspaceError::NotEmpty(_))));
         ws.remove(&p("archive"), true).expect("remove tree");
         assert!(matches!(ws.open_file(&p("archive/sales.csv")), Err(WorkspaceError::NotFound(_))));
