@@ -153,6 +153,9 @@ pub struct Session {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SessionList {
     pub sessions: Vec<Session>,
+    /// Where the next page starts (pass it as `cursor`); `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/sessions/{id}/executions`.
@@ -379,6 +382,9 @@ pub struct Metrics {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionList {
     pub executions: Vec<Execution>,
+    /// Where the next page starts (pass it as `cursor`); `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/sessions/{id}/invoke`: call `func(event, context)` in the session's kernel.
@@ -590,6 +596,9 @@ pub fn default_max_lifetime_s() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TemplateList {
     pub templates: Vec<Template>,
+    /// Where the next page starts (pass it as `cursor`); `null` on the last page.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
 }
 
 /// `POST /v1/sessions/{id}/packages`.

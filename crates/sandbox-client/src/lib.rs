@@ -122,8 +122,18 @@ impl Client {
         self.call(Method::POST, "/v1/sessions", Some(req)).await
     }
 
+    /// Every session: the pages one after another.
     pub async fn list_sessions(&self) -> Result<SessionList, ClientError> {
-        self.call(Method::GET, "/v1/sessions", None::<&()>).await
+        let mut all = SessionList { sessions: Vec::new(), next_cursor: None };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: SessionList = self.call(Method::GET, &paged("/v1/sessions", &cursor), None::<&()>).await?;
+            all.sessions.extend(page.sessions);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn get_session(&self, id: &str) -> Result<Session, ClientError> {
@@ -213,13 +223,27 @@ impl Client {
     }
 
     /// A session's executions as summaries (no stdout, stderr or outputs).
+    /// Every execution of a session, as summaries: the pages one after another.
     pub async fn list_executions(&self, session: &str) -> Result<ExecutionList, ClientError> {
-        self.call(Method::GET, &format!("/v1/sessions/{session}/executions"), None::<&()>).await
+        self.all_executions(&format!("/v1/sessions/{session}/executions?outputs=false")).await
     }
 
     /// A session's executions with their stdout, stderr and outputs.
     pub async fn list_executions_with_outputs(&self, session: &str) -> Result<ExecutionList, ClientError> {
-        self.call(Method::GET, &format!("/v1/sessions/{session}/executions?outputs=true"), None::<&()>).await
+        self.all_executions(&format!("/v1/sessions/{session}/executions?outputs=true")).await
+    }
+
+    async fn all_executions(&self, url: &str) -> Result<ExecutionList, ClientError> {
+        let mut all = ExecutionList { executions: Vec::new(), next_cursor: None };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: ExecutionList = self.call(Method::GET, &paged(url, &cursor), None::<&()>).await?;
+            all.executions.extend(page.executions);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn get_execution(&self, id: &str) -> Result<Execution, ClientError> {
@@ -304,8 +328,19 @@ impl Client {
         self.call(Method::POST, "/v1/templates", Some(req)).await
     }
 
+    /// Every template: the pages one after another.
     pub async fn list_templates(&self) -> Result<sandbox_api::TemplateList, ClientError> {
-        self.call(Method::GET, "/v1/templates", None::<&()>).await
+        let mut all = sandbox_api::TemplateList { templates: Vec::new(), next_cursor: None };
+        let mut cursor: Option<String> = None;
+        loop {
+            let page: sandbox_api::TemplateList =
+                self.call(Method::GET, &paged("/v1/templates", &cursor), None::<&()>).await?;
+            all.templates.extend(page.templates);
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     pub async fn get_template(&self, name: &str) -> Result<Template, ClientError> {
@@ -326,5 +361,14 @@ impl Client {
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// `url` with the largest page and, after the first, the cursor of the next (cursors are hex).
+fn paged(url: &str, cursor: &Option<String>) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    match cursor {
+        Some(c) => format!("{url}{sep}limit=1000&cursor={c}"),
+        None => format!("{url}{sep}limit=1000"),
     }
 }

@@ -18,3 +18,16 @@ pub fn flag(params: &HashMap<String, String>, name: &str) -> Result<bool, ApiErr
         Some(other) => Err(ApiError::BadRequest(format!("{name} must be true or false, not {other:?}"))),
     }
 }
+
+/// A listing's page: `limit` (1 to [`sandbox_service::Page::MAX`]) and `cursor`.
+pub fn page(params: &HashMap<String, String>) -> Result<sandbox_service::Page, ApiError> {
+    let max = sandbox_service::Page::MAX;
+    let limit = match params.get("limit") {
+        None => None,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            _ => return Err(ApiError::BadRequest(format!("limit must be a whole number from 1 to {max}, not {v:?}"))),
+        },
+    };
+    Ok(sandbox_service::Page { limit, cursor: params.get("cursor").cloned() })
+}

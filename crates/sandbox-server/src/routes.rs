@@ -45,9 +45,14 @@ pub async fn create_session(
     Ok((StatusCode::CREATED, Json(state.create_session(req).await?)))
 }
 
-#[utoipa::path(get, path = "/v1/sessions", responses((status = 200, body = SessionList)))]
-pub async fn list_sessions(State(state): State<Arc<Service>>) -> Result<Json<SessionList>> {
-    Ok(Json(SessionList { sessions: state.sessions()? }))
+#[utoipa::path(get, path = "/v1/sessions", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+    ("cursor" = Option<String>, Query, pattern = "^(?:[0-9a-f]{2}){1,1024}$", description = "The `next_cursor` of the page before")),
+    responses((status = 200, body = SessionList)))]
+/// Sessions, deleted ones included, oldest first, a page at a time.
+pub async fn list_sessions(State(state): State<Arc<Service>>, RawQuery(query): RawQuery) -> Result<Json<SessionList>> {
+    let page = crate::query::page(&crate::query::params(query))?;
+    let (sessions, next_cursor) = state.sessions(page)?;
+    Ok(Json(SessionList { sessions, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", responses((status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody)))]
@@ -129,7 +134,9 @@ impl futures_core::Stream for ChannelStream {
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}/executions",
-    params(("id" = String, Path), ("outputs" = Option<bool>, Query, description = "Include stdout, stderr and outputs (summaries leave them empty)")),
+    params(("id" = String, Path), ("outputs" = Option<bool>, Query, description = "Include stdout, stderr and outputs (summaries leave them empty)"),
+    ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+    ("cursor" = Option<String>, Query, pattern = "^(?:[0-9a-f]{2}){1,1024}$", description = "The `next_cursor` of the page before")),
     responses((status = 200, body = ExecutionList), (status = 400, body = sandbox_api::ErrorBody), (status = 404, body = sandbox_api::ErrorBody)))]
 /// A session's executions, oldest first, as summaries: `stdout`, `stderr` and `outputs` are
 /// empty unless `?outputs=true` (each execution has them whole at `GET /v1/executions/{id}`).
@@ -138,8 +145,10 @@ pub async fn list_executions(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ExecutionList>> {
-    let with_outputs = crate::query::flag(&crate::query::params(query), "outputs")?;
-    Ok(Json(ExecutionList { executions: state.executions(&id, with_outputs)? }))
+    let params = crate::query::params(query);
+    let with_outputs = crate::query::flag(&params, "outputs")?;
+    let (executions, next_cursor) = state.executions(&id, with_outputs, crate::query::page(&params)?)?;
+    Ok(Json(ExecutionList { executions, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/executions/{id}", responses((status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody)))]
@@ -224,9 +233,15 @@ pub async fn install_packages(
     Ok(Json(state.install_packages(&id, &req.packages).await?))
 }
 
-#[utoipa::path(get, path = "/v1/templates", responses((status = 200, body = sandbox_api::TemplateList)))]
-pub async fn list_templates(State(state): State<Arc<Service>>) -> Result<Json<sandbox_api::TemplateList>> {
-    Ok(Json(sandbox_api::TemplateList { templates: state.templates()? }))
+#[utoipa::path(get, path = "/v1/templates", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
+    ("cursor" = Option<String>, Query, pattern = "^(?:[0-9a-f]{2}){1,1024}$", description = "The `next_cursor` of the page before")),
+    responses((status = 200, body = sandbox_api::TemplateList)))]
+pub async fn list_templates(
+    State(state): State<Arc<Service>>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<sandbox_api::TemplateList>> {
+    let (templates, next_cursor) = state.templates(crate::query::page(&crate::query::params(query))?)?;
+    Ok(Json(sandbox_api::TemplateList { templates, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/templates/{name}", responses(

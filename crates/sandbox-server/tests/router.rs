@@ -75,3 +75,45 @@ async fn a_runtime_that_is_not_ready_gives_503_with_its_cause() -> anyhow::Resul
     assert_eq!((status, body["ready"].as_bool()), (StatusCode::SERVICE_UNAVAILABLE, Some(false)));
     Ok(())
 }
+
+/// Lists come a page at a time: `limit`, and `cursor` from the page before, until
+/// `next_cursor` is null. A cursor no page gave, or a limit out of range, is 400.
+#[tokio::test]
+async fn lists_are_paged_with_cursors() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let st = state(dir.path(), Arc::new(FakeRuntime::default()))?;
+    let mut made = Vec::new();
+    for _ in 0..5 {
+        let (status, s) = send(&st, "POST", "/v1/sessions", "{}").await?;
+        assert_eq!(status, StatusCode::CREATED);
+        made.push(s["id"].as_str().unwrap_or_default().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/sessions?limit=2".to_string();
+    let mut pages = 0;
+    loop {
+        let (status, page) = send(&st, "GET", &uri, "").await?;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        pages += 1;
+        seen.extend(
+            page["sessions"].as_array().into_iter().flatten().filter_map(|s| s["id"].as_str().map(String::from)),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/sessions?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen), (3, made), "in creation order, each once");
+    let (_, all) = send(&st, "GET", "/v1/sessions", "").await?;
+    assert_eq!((all["sessions"].as_array().map(Vec::len), all["next_cursor"].is_null()), (Some(5), true));
+
+    // Templates: the built-in one heads the first page.
+    let (_, t) = send(&st, "GET", "/v1/templates?limit=1", "").await?;
+    assert_eq!((t["templates"][0]["name"].as_str(), t["next_cursor"].is_null()), (Some("default"), true));
+
+    for bad in ["/v1/sessions?limit=0", "/v1/sessions?limit=1001", "/v1/sessions?limit=x", "/v1/sessions?cursor=zz"] {
+        let (status, body) = send(&st, "GET", bad, "").await?;
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{bad}");
+    }
+    Ok(())
+}

@@ -215,11 +215,17 @@ impl crate::Service {
         self.store.get_execution(id)?.ok_or_else(|| crate::session::not_found("execution", id))
     }
 
-    /// Session `session_id`'s executions, oldest first: summaries (no stdout, stderr or
-    /// outputs) unless `with_outputs`.
-    pub fn executions(&self, session_id: &str, with_outputs: bool) -> Result<Vec<Execution>, ServiceError> {
+    /// A page of session `session_id`'s executions, oldest first: summaries (no stdout, stderr
+    /// or outputs) unless `with_outputs`; and the next page's cursor.
+    pub fn executions(
+        &self,
+        session_id: &str,
+        with_outputs: bool,
+        page: crate::Page,
+    ) -> Result<(Vec<Execution>, Option<String>), ServiceError> {
         self.session(session_id)?;
-        Ok(self.store.list_executions(session_id, with_outputs)?)
+        let p = self.store.page_executions(session_id, with_outputs, page.limit(), page.cursor.as_deref())?;
+        Ok((p.items, p.next))
     }
 
     /// Runs code once in a sandbox of its own (a warm one from the run pool when the limits

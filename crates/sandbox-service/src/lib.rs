@@ -37,6 +37,23 @@ use sandbox_runtime::Runtime;
 use sandbox_store::Store;
 
 pub use config::{Cli, Config};
+
+/// Which page of a listing: at most `limit` items (default [`Page::DEFAULT`], at most
+/// [`Page::MAX`]) after `cursor`, the `next_cursor` of the page before.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+impl Page {
+    pub const DEFAULT: usize = 100;
+    pub const MAX: usize = 1000;
+
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(Self::DEFAULT).clamp(1, Self::MAX)
+    }
+}
 pub use error::ServiceError;
 
 /// The core every door calls.

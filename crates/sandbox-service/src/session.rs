@@ -19,9 +19,10 @@ impl Service {
         self.store.get_session(id)?.ok_or_else(|| not_found("session", id))
     }
 
-    /// Every session, deleted ones included, oldest first.
-    pub fn sessions(&self) -> Result<Vec<Session>> {
-        Ok(self.store.list_sessions()?)
+    /// A page of sessions, deleted ones included, oldest first, and the next page's cursor.
+    pub fn sessions(&self, page: crate::Page) -> Result<(Vec<Session>, Option<String>)> {
+        let p = self.store.page_sessions(page.limit(), page.cursor.as_deref())?;
+        Ok((p.items, p.next))
     }
 
     /// A session that may still be worked in: not found if unknown, a conflict if deleted.

@@ -281,9 +281,21 @@ pub fn poolable(t: &Template, session: &sandbox_api::Session) -> bool {
 }
 
 impl Service {
-    /// Every template, the built-in `default` first.
-    pub fn templates(&self) -> Result<Vec<Template>, ServiceError> {
-        list(self)
+    /// A page of templates, the built-in `default` first, and the next page's cursor.
+    pub fn templates(&self, page: crate::Page) -> Result<(Vec<Template>, Option<String>), ServiceError> {
+        let limit = page.limit();
+        // The built-in one is not stored: it heads the first page.
+        let Some(cursor) = page.cursor else {
+            let rest = self.store.page_templates(limit - 1, Some(&sandbox_store::cursor::start()))?;
+            let next = match rest.next {
+                None if limit == 1 && self.store.page_templates(1, None)?.items.is_empty() => None,
+                None if limit == 1 => Some(sandbox_store::cursor::start()),
+                next => next,
+            };
+            return Ok((std::iter::once(builtin(self)?).chain(rest.items).collect(), next));
+        };
+        let p = self.store.page_templates(limit, Some(&cursor))?;
+        Ok((p.items, p.next))
     }
 
     /// Template `name`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, SessionStatus};
 use sandbox_service::queue::Submission;
-use sandbox_service::{Service, ServiceError};
+use sandbox_service::{Page, Service, ServiceError};
 use sandbox_workspace::RelPath;
 
 async fn run(service: &Arc<Service>, session: &str, code: &str) -> anyhow::Result<sandbox_api::Execution> {
@@ -83,7 +83,12 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     assert_eq!(service.resume_session(id).await?.status, SessionStatus::Running);
     let e = run(service, id, "import os; print(os.path.exists('out.txt'), 'x' in globals())").await?;
     assert_eq!(e.stdout, "True False\n", "{e:?}");
-    assert_eq!(service.executions(id, false)?.len(), 6);
+    // Listed a page at a time: the cursor carries on where the page ended.
+    let (first, next) = service.executions(id, false, Page { limit: Some(4), cursor: None })?;
+    let (rest, end) = service.executions(id, false, Page { limit: Some(4), cursor: next.clone() })?;
+    assert_eq!((first.len(), next.is_some(), rest.len(), end), (4, true, 2, None));
+    let ids: Vec<&str> = first.iter().chain(&rest).map(|e| e.id.as_str()).collect();
+    assert!(ids.contains(&queued.id.as_str()) && ids.windows(2).all(|w| w[0] != w[1]), "{ids:?}");
 
     // Delete: the session is gone for work, with domain errors, not statuses.
     service.delete_session(id).await?;

@@ -27,6 +27,47 @@ pub enum StoreError {
     Query(#[from] rusqlite::Error),
     #[error("corrupt record {id}: {detail}")]
     Corrupt { id: String, detail: String },
+    /// A listing's cursor that no listing gave.
+    #[error("invalid cursor {0:?}")]
+    BadCursor(String),
+}
+
+/// One page of a listing, and the cursor of the next if there is more.
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Listings are in the order of a sort key (a time) and then a unique name; a cursor is where
+/// one page ended: both, hex-encoded so that it is opaque and URL-safe.
+pub mod cursor {
+    use super::StoreError;
+
+    /// A cursor before every row: for a listing that shows something else first.
+    pub fn start() -> String {
+        encode("", "")
+    }
+
+    pub fn encode(key: &str, name: &str) -> String {
+        format!("{key}\n{name}").bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn decode(cursor: &str) -> Result<(String, String), StoreError> {
+        let bad = || StoreError::BadCursor(cursor.chars().take(64).collect());
+        if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
+            return Err(bad());
+        }
+        let bytes: Vec<u8> = (0..cursor.len())
+            .step_by(2)
+            .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        // Any well-formed cursor is a place in the order, even one no page gave: the listing
+        // goes on after it, which is all a cursor can do.
+        let text = String::from_utf8_lossy(&bytes);
+        let (key, name) = text.split_once('\n').unwrap_or((&text, ""));
+        Ok((key.to_string(), name.to_string()))
+    }
 }
 
 /// Numbered schema changes; index + 1 is the version after applying it. Append only.
@@ -245,6 +286,29 @@ impl Store {
         raws.into_iter().map(RawSession::into_session).collect()
     }
 
+    /// At most `limit` sessions, oldest first, after `cursor` (from the page before).
+    pub fn page_sessions(&self, limit: usize, cursor: Option<&str>) -> Result<Page<Session>, StoreError> {
+        let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3"
+        ))?;
+        let raws = stmt
+            .query_map(params![key, name, limit as i64 + 1], RawSession::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = raws.into_iter().map(RawSession::into_session).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            let last = items.last().map(|s| s.id.clone()).unwrap_or_default();
+            let at: String =
+                conn.query_row("SELECT created_at FROM sessions WHERE id = ?1", params![last], |r| r.get(0))?;
+            Some(cursor::encode(&at, &last))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
     /// Sessions with status `status`.
     pub fn sessions_with_status(&self, status: SessionStatus) -> Result<Vec<Session>, StoreError> {
         let conn = self.conn();
@@ -349,15 +413,41 @@ impl Store {
     }
 
     pub fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT name, record FROM templates ORDER BY created_at, name")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, record) = row?;
-            out.push(serde_json::from_str(&record).map_err(|e| corrupt_json(&name, e))?);
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.page_templates(1000, cursor.as_deref())?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
         }
-        Ok(out)
+    }
+
+    /// At most `limit` templates, oldest first, after `cursor` (from the page before).
+    pub fn page_templates(&self, limit: usize, cursor: Option<&str>) -> Result<Page<Template>, StoreError> {
+        let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, record, created_at FROM templates WHERE (created_at, name) > (?1, ?2)
+             ORDER BY created_at, name LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![key, name, limit as i64 + 1], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        })?;
+        let mut items = Vec::new();
+        let mut next = None;
+        for row in rows {
+            let (name, record, at) = row?;
+            if items.len() == limit {
+                next = items.last().map(|(n, a, _): &(String, String, Template)| cursor::encode(a, n));
+                break;
+            }
+            let t: Template = serde_json::from_str(&record).map_err(|e| corrupt_json(&name, e))?;
+            items.push((name, at, t));
+        }
+        Ok(Page { items: items.into_iter().map(|(_, _, t)| t).collect(), next })
     }
 
     /// Removes a template; false if there was none of that name.
@@ -481,11 +571,37 @@ impl Store {
     /// A session's executions, oldest first. Summaries (`with_outputs` false) leave `stdout`,
     /// `stderr` and `outputs` empty and never read them: a session's outputs can be large.
     pub fn list_executions(&self, session_id: &str, with_outputs: bool) -> Result<Vec<Execution>, StoreError> {
+        Ok(self.page_executions(session_id, with_outputs, usize::MAX >> 1, None)?.items)
+    }
+
+    /// At most `limit` of a session's executions, oldest first, after `cursor`.
+    pub fn page_executions(
+        &self,
+        session_id: &str,
+        with_outputs: bool,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<Execution>, StoreError> {
+        let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
         let conn = self.conn();
         let columns = if with_outputs { EXECUTION_COLUMNS } else { EXECUTION_SUMMARY_COLUMNS };
-        let mut stmt = conn.prepare_cached(&format!("{columns} WHERE session_id = ?1 ORDER BY started_at, id"))?;
-        let raws = stmt.query_map(params![session_id], RawExecution::from_row)?.collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(RawExecution::into_execution).collect()
+        let mut stmt = conn.prepare_cached(&format!(
+            "{columns} WHERE session_id = ?1 AND (started_at, id) > (?2, ?3) ORDER BY started_at, id LIMIT ?4"
+        ))?;
+        let raws = stmt
+            .query_map(params![session_id, key, name, (limit as i64).saturating_add(1)], RawExecution::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut items = raws.into_iter().map(RawExecution::into_execution).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            let last = items.last().map(|e| e.id.clone()).unwrap_or_default();
+            let at: String =
+                conn.query_row("SELECT started_at FROM executions WHERE id = ?1", params![last], |r| r.get(0))?;
+            Some(cursor::encode(&at, &last))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
 
     /// Deletes finished executions that finished before `finished_before`, and those older than
