@@ -232,6 +232,82 @@ impl RunRequest {
     }
 }
 
+/// Why an execution ended as it did, when its status alone does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionReason {
+    /// Killed by the memory limit (OOM).
+    Memory,
+    /// Killed by the process limit (a fork bomb).
+    Pids,
+    /// Past its timeout.
+    Timeout,
+    /// Past its timeout and would not stop: the kernel was replaced.
+    TimeoutKernelRestarted,
+    /// The kernel exited or was killed by something other than a limit.
+    KernelExited,
+    /// Ended by a signal (`signal` says which).
+    Signal,
+    /// It could not be started.
+    SpawnError,
+    /// It ended without an exit code, a signal or a limit to explain it.
+    Unknown,
+    /// Its session was deleted while it was queued or ran.
+    SessionDeleted,
+    /// Its sandbox died under it (killed from outside, or the host failed it).
+    SandboxDied,
+    /// No sandbox could be started for it.
+    NotStarted,
+    /// `on_error: "cancel_pending"` and an earlier execution failed.
+    EarlierFailure,
+    /// sandboxd restarted while it was queued or ran.
+    ServerRestart,
+}
+
+impl ExecutionReason {
+    pub const ALL: [ExecutionReason; 13] = [
+        Self::Memory,
+        Self::Pids,
+        Self::Timeout,
+        Self::TimeoutKernelRestarted,
+        Self::KernelExited,
+        Self::Signal,
+        Self::SpawnError,
+        Self::Unknown,
+        Self::SessionDeleted,
+        Self::SandboxDied,
+        Self::NotStarted,
+        Self::EarlierFailure,
+        Self::ServerRestart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Pids => "pids",
+            Self::Timeout => "timeout",
+            Self::TimeoutKernelRestarted => "timeout_kernel_restarted",
+            Self::KernelExited => "kernel_exited",
+            Self::Signal => "signal",
+            Self::SpawnError => "spawn_error",
+            Self::Unknown => "unknown",
+            Self::SessionDeleted => "session_deleted",
+            Self::SandboxDied => "sandbox_died",
+            Self::NotStarted => "not_started",
+            Self::EarlierFailure => "earlier_failure",
+            Self::ServerRestart => "server_restart",
+        }
+    }
+
+    /// The reason stored as `s` (records from before it was typed said `signal 9`).
+    pub fn parse(s: &str) -> Option<ExecutionReason> {
+        if s.starts_with("signal") {
+            return Some(Self::Signal);
+        }
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
@@ -303,9 +379,11 @@ pub struct Execution {
     pub language: Language,
     pub status: ExecutionStatus,
     pub exit_code: Option<i32>,
-    /// Why it was killed or failed without an exit code: "memory", "pids", "signal 9",
-    /// "server_restart", "sandbox_died", ...
-    pub reason: Option<String>,
+    /// Why it ended as it did, when the status alone does not say.
+    pub reason: Option<ExecutionReason>,
+    /// The signal that ended it (`reason: "signal"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
     pub stdout: String,
     pub stderr: String,
     pub stdout_truncated: bool,
@@ -337,6 +415,7 @@ impl Execution {
             status,
             exit_code: None,
             reason: None,
+            signal: None,
             stdout: String::new(),
             stderr: String::new(),
             stdout_truncated: false,

@@ -104,8 +104,8 @@ async fn deleting_a_session_kills_its_running_execution() -> anyhow::Result<()> 
     deleted?;
     let e = e?;
     assert_eq!(
-        (e.status, e.reason.as_deref()),
-        (sandbox_api::ExecutionStatus::Killed, Some("session_deleted")),
+        (e.status, e.reason),
+        (sandbox_api::ExecutionStatus::Killed, Some(sandbox_api::ExecutionReason::SessionDeleted)),
         "{e:?}"
     );
     t.shutdown().await;

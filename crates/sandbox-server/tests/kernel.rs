@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, LimitsRequest, Output};
+use sandbox_api::{CreateExecution, CreateSession, ExecutionReason, ExecutionStatus, Language, LimitsRequest, Output};
 use sandbox_test_support::TestServer;
 
 fn results(outputs: &[Output]) -> Vec<String> {
@@ -150,7 +150,7 @@ async fn interrupt_stops_a_cell_and_keeps_state() -> anyhow::Result<()> {
     // A cell past its timeout is interrupted the same way: state survives.
     let slow = CreateExecution { timeout_s: Some(1.0), ..CreateExecution::new(Language::Python, "while True: pass") };
     let e = t.client.execute(&s.id, &slow).await?;
-    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::TimedOut, Some("timeout")), "{e:?}");
+    assert_eq!((e.status, e.reason), (ExecutionStatus::TimedOut, Some(sandbox_api::ExecutionReason::Timeout)), "{e:?}");
     assert_eq!(t.exec(&s.id, Language::Python, "print(kept)").await?.stdout, "yes\n");
     t.shutdown().await;
     Ok(())
@@ -162,10 +162,10 @@ async fn every_way_of_killing_the_kernel_is_survived() -> anyhow::Result<()> {
     let limits = LimitsRequest { memory_mb: Some(300), pids: None, cpu: None };
     let s = t.client.create_session(&CreateSession { limits: Some(limits), ..Default::default() }).await?;
     let deaths = [
-        ("import os\nos._exit(1)", "kernel_exited"),
-        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "kernel_exited"),
-        ("import ctypes\nctypes.string_at(0)", "kernel_exited"),
-        ("x = []\nwhile True:\n    x.append(bytearray(32 * 1024 * 1024))", "memory"),
+        ("import os\nos._exit(1)", ExecutionReason::KernelExited),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", ExecutionReason::KernelExited),
+        ("import ctypes\nctypes.string_at(0)", ExecutionReason::KernelExited),
+        ("x = []\nwhile True:\n    x.append(bytearray(32 * 1024 * 1024))", ExecutionReason::Memory),
     ];
     for (n, (code, reason)) in deaths.iter().enumerate() {
         t.exec(&s.id, Language::Python, "alive = True").await?;
@@ -173,7 +173,7 @@ async fn every_way_of_killing_the_kernel_is_survived() -> anyhow::Result<()> {
             .client
             .execute(&s.id, &CreateExecution { timeout_s: Some(60.0), ..CreateExecution::new(Language::Python, *code) })
             .await?;
-        assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::KernelDied, Some(*reason)), "{code}: {e:?}");
+        assert_eq!((e.status, e.reason), (ExecutionStatus::KernelDied, Some(*reason)), "{code}: {e:?}");
         assert!(e.stderr.contains("fresh kernel"), "{e:?}");
         // The next cell runs in a fresh kernel: the old variables are gone.
         let after = t.exec(&s.id, Language::Python, "print('alive' in dir())").await?;
@@ -210,7 +210,7 @@ async fn a_fork_bomb_in_a_cell_costs_the_kernel_not_the_session() -> anyhow::Res
         .client
         .execute(&s.id, &CreateExecution { timeout_s: Some(2.0), ..CreateExecution::new(Language::Python, bomb) })
         .await?;
-    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("pids")), "{e:?}");
+    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(sandbox_api::ExecutionReason::Pids)), "{e:?}");
     let after = t
         .exec(&s.id, Language::Python, "import os\nprint(len([p for p in os.listdir('/proc') if p.isdigit()]) < 10)")
         .await?;

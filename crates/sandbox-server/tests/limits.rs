@@ -31,7 +31,7 @@ async fn timeout_kills_the_whole_tree_within_two_seconds() -> anyhow::Result<()>
     let started = Instant::now();
     let e = t.client.execute(&s.id, &req(Language::Python, "while True: pass", 1.0)).await?;
     let took = started.elapsed();
-    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::TimedOut, Some("timeout")));
+    assert_eq!((e.status, e.reason), (ExecutionStatus::TimedOut, Some(sandbox_api::ExecutionReason::Timeout)));
     assert!(took < Duration::from_secs(2), "took {took:?}");
 
     // Children, grandchildren and a child that left the session with setsid all go too.
@@ -62,7 +62,7 @@ async fn memory_bomb_is_killed_for_memory_and_the_session_goes_on() -> anyhow::R
     let s = limited_session(&t, 128, 64).await?;
     let code = "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024))";
     let e = t.client.execute(&s, &req(Language::Python, code, 20.0)).await?;
-    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("memory")), "{e:?}");
+    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(sandbox_api::ExecutionReason::Memory)), "{e:?}");
     let e = t.exec(&s, Language::Python, "print('still here')").await?;
     assert_eq!(e.stdout, "still here\n");
     t.shutdown().await;
@@ -75,7 +75,7 @@ async fn fork_bombs_are_contained_and_the_server_stays_healthy() -> anyhow::Resu
     let s = limited_session(&t, 256, 32).await?;
     let python_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
     let e = t.client.execute(&s, &req(Language::Python, python_bomb, 2.0)).await?;
-    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("pids")), "{e:?}");
+    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(sandbox_api::ExecutionReason::Pids)), "{e:?}");
     let (status, _) = t.client.raw(reqwest::Method::GET, "/healthz", None).await?;
     assert_eq!(status, 200);
 
@@ -127,6 +127,23 @@ async fn the_cpu_limit_caps_cpu_time() -> anyhow::Result<()> {
     // At most a quarter of a core, give or take scheduling granularity (unlimited would be
     // ~1.0). The lower bound only rejects a broken measurement: a loaded CI may give less.
     assert!((0.02..=0.40).contains(&share), "CPU share {share} with a 0.25 limit");
+    t.shutdown().await;
+    Ok(())
+}
+
+/// A process ended by a signal says which, typed: `reason: "signal"` and `signal: 9`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_is_named_with_its_number() -> anyhow::Result<()> {
+    let t = TestServer::start().await?;
+    let s = t.session().await?;
+    let e = t.exec(&s.id, Language::Bash, "kill -9 $$").await?;
+    assert_eq!(
+        (e.status, e.reason, e.signal, e.exit_code),
+        (ExecutionStatus::Failed, Some(sandbox_api::ExecutionReason::Signal), Some(9), None),
+        "{e:?}"
+    );
+    let stored = t.client.get_execution(&e.id).await?;
+    assert_eq!((stored.reason, stored.signal), (e.reason, e.signal), "the store keeps both");
     t.shutdown().await;
     Ok(())
 }

@@ -80,7 +80,10 @@ async fn cancel_pending_skips_what_was_queued_behind_a_failure() -> anyhow::Resu
     let (_, kept) = submit(&t, &s.id, &nowait("echo continued >> log")).await?;
     assert_eq!(wait_done(&t, &id_of(&failing)).await?.status, ExecutionStatus::Failed);
     let skipped = wait_done(&t, &id_of(&skipped)).await?;
-    assert_eq!((skipped.status, skipped.reason.as_deref()), (ExecutionStatus::Cancelled, Some("earlier_failure")));
+    assert_eq!(
+        (skipped.status, skipped.reason),
+        (ExecutionStatus::Cancelled, Some(sandbox_api::ExecutionReason::EarlierFailure))
+    );
     assert_eq!(wait_done(&t, &id_of(&kept)).await?.status, ExecutionStatus::Succeeded);
     assert_eq!(t.exec(&s.id, Language::Bash, "cat log").await?.stdout, "continued\n", "the cancelled one never ran");
     // With nothing failed since it was submitted, cancel_pending runs as usual.

@@ -40,7 +40,11 @@ async fn a_killed_sandbox_fails_its_execution_and_the_session_recovers() -> anyh
     let (e, crashed) = tokio::join!(running, crash);
     crashed?;
     let e = e?;
-    assert_eq!((e.status, e.reason.as_deref()), (ExecutionStatus::Killed, Some("sandbox_died")), "{e:?}");
+    assert_eq!(
+        (e.status, e.reason),
+        (ExecutionStatus::Killed, Some(sandbox_api::ExecutionReason::SandboxDied)),
+        "{e:?}"
+    );
 
     let (status, _) = t.client.raw(reqwest::Method::GET, "/healthz", None).await?;
     assert_eq!(status, 200);

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use sandbox_api::{Execution, ExecutionStatus, Language, Limits, LimitsRequest, Metrics};
+use sandbox_api::{Execution, ExecutionReason, ExecutionStatus, Language, Limits, LimitsRequest, Metrics};
 use sandbox_protocol::{ExecRequest, ExecResult};
 use sandbox_runtime::{ExecOutcome, LimitKind, RuntimeError};
 
@@ -132,7 +132,37 @@ impl Plan {
     }
 }
 
-/// Fills a running record in from how the execution ended.
+fn limit_reason(kind: LimitKind) -> ExecutionReason {
+    match kind {
+        LimitKind::Memory => ExecutionReason::Memory,
+        LimitKind::Pids => ExecutionReason::Pids,
+    }
+}
+
+/// The record of a queued execution that never ran: its session was deleted meanwhile (a
+/// conflict), or no sandbox could start for it.
+pub fn never_ran(record: Execution, why: &ServiceError) -> Execution {
+    let (status, reason) = match why {
+        ServiceError::Conflict(_) => (ExecutionStatus::Killed, ExecutionReason::SessionDeleted),
+        _ => (ExecutionStatus::Failed, ExecutionReason::NotStarted),
+    };
+    Execution { status, reason: Some(reason), stderr: why.to_string(), finished_at: Some(Utc::now()), ..record }
+}
+
+/// The record of a queued execution skipped because an earlier one failed
+/// (`on_error: "cancel_pending"`).
+pub fn cancelled(record: Execution) -> Execution {
+    Execution {
+        status: ExecutionStatus::Cancelled,
+        reason: Some(ExecutionReason::EarlierFailure),
+        duration_ms: Some(0),
+        finished_at: Some(Utc::now()),
+        ..record
+    }
+}
+
+/// Fills a running record in from how the execution ended. With [`never_ran`], [`cancelled`]
+/// and the store's recovery (`server_restart`), the one place an execution's end is decided.
 pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, deleted: bool) -> Execution {
     e.finished_at = Some(Utc::now());
     match outcome {
@@ -164,7 +194,7 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
             (e.status, e.reason) = match (spawn_error, limit, timed_out, exit_code, signal) {
                 (Some(msg), ..) => {
                     e.stderr = msg;
-                    (ExecutionStatus::Failed, Some("spawn_error".into()))
+                    (ExecutionStatus::Failed, Some(ExecutionReason::SpawnError))
                 }
                 // A fork bomb: the pid limit explains the rest (a kernel is restarted for it).
                 (None, Some(LimitKind::Pids), _, code, _) if code != Some(0) => {
@@ -173,11 +203,11 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
                             "the pid limit was hit; a fresh kernel was started and earlier variables are gone\n",
                         );
                     }
-                    (ExecutionStatus::Killed, Some("pids".into()))
+                    (ExecutionStatus::Killed, Some(ExecutionReason::Pids))
                 }
                 // A cell that outran its timeout and would not stop cost the kernel its life.
                 (None, _, true, ..) if kernel_died => {
-                    (ExecutionStatus::TimedOut, Some("timeout_kernel_restarted".into()))
+                    (ExecutionStatus::TimedOut, Some(ExecutionReason::TimeoutKernelRestarted))
                 }
                 (None, limit, false, ..) if kernel_died => {
                     let why = match limit {
@@ -185,24 +215,27 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
                         None => "the kernel exited or was killed".to_string(),
                     };
                     e.stderr.push_str(&format!("{why}; a fresh kernel was started and earlier variables are gone\n"));
-                    (ExecutionStatus::KernelDied, Some(limit.map_or("kernel_exited", |k| k.as_str()).to_string()))
+                    (ExecutionStatus::KernelDied, Some(limit.map_or(ExecutionReason::KernelExited, limit_reason)))
                 }
                 // A limit explains a timeout too (a fork bomb runs until the clock stops it), but
                 // not a clean exit: code may catch a failed fork and carry on.
                 (None, Some(kind), _, code, _) if code != Some(0) => {
-                    (ExecutionStatus::Killed, Some(kind.as_str().into()))
+                    (ExecutionStatus::Killed, Some(limit_reason(kind)))
                 }
-                (None, _, true, ..) => (ExecutionStatus::TimedOut, Some("timeout".into())),
+                (None, _, true, ..) => (ExecutionStatus::TimedOut, Some(ExecutionReason::Timeout)),
                 (None, _, false, Some(0), _) => (ExecutionStatus::Succeeded, None),
                 (None, _, false, Some(_), _) => (ExecutionStatus::Failed, None),
-                (None, _, false, None, Some(sig)) => (ExecutionStatus::Failed, Some(format!("signal {sig}"))),
-                (None, _, false, None, None) => (ExecutionStatus::Failed, Some("unknown".into())),
+                (None, _, false, None, Some(sig)) => {
+                    e.signal = Some(sig);
+                    (ExecutionStatus::Failed, Some(ExecutionReason::Signal))
+                }
+                (None, _, false, None, None) => (ExecutionStatus::Failed, Some(ExecutionReason::Unknown)),
             };
         }
         Err(err) => {
             e.status = ExecutionStatus::Killed;
             e.duration_ms = Some((Utc::now() - e.started_at).num_milliseconds().max(0) as u64);
-            e.reason = Some(if deleted { "session_deleted".into() } else { "sandbox_died".into() });
+            e.reason = Some(if deleted { ExecutionReason::SessionDeleted } else { ExecutionReason::SandboxDied });
             e.stderr = err.to_string();
         }
     }
@@ -355,7 +388,7 @@ mod tests {
             outcome(ExecResult { signal: Some(9), ..Default::default() }, Some(LimitKind::Memory)),
             false,
         );
-        assert_eq!((oom.status, oom.reason.as_deref()), (ExecutionStatus::Killed, Some("memory")));
+        assert_eq!((oom.status, oom.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Memory)));
         let caught = finish(
             rec.clone(),
             outcome(ExecResult { exit_code: Some(0), ..Default::default() }, Some(LimitKind::Pids)),
@@ -364,10 +397,10 @@ mod tests {
         assert_eq!(caught.status, ExecutionStatus::Succeeded);
         let dead_kernel = ExecResult { kernel_died: true, ..Default::default() };
         let k = finish(rec.clone(), outcome(dead_kernel, Some(LimitKind::Memory)), false);
-        assert_eq!((k.status, k.reason.as_deref()), (ExecutionStatus::KernelDied, Some("memory")));
+        assert_eq!((k.status, k.reason), (ExecutionStatus::KernelDied, Some(ExecutionReason::Memory)));
         assert!(k.stderr.contains("fresh kernel"));
         let died = finish(rec, Err(RuntimeError::SandboxDied("x".into())), true);
-        assert_eq!((died.status, died.reason.as_deref()), (ExecutionStatus::Killed, Some("session_deleted")));
+        assert_eq!((died.status, died.reason), (ExecutionStatus::Killed, Some(ExecutionReason::SessionDeleted)));
     }
 
     #[test]

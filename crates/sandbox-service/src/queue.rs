@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chrono::Utc;
 use sandbox_api::{Callback, CreateExecution, Execution, ExecutionStatus, Language, OnError, Output, Session};
 use sandbox_runtime::{LimitKind, OutputSink};
 use tokio::sync::{mpsc, watch};
@@ -256,30 +255,12 @@ impl Job {
         let turn = match turn {
             Ok(turn) => turn,
             Err(e) => {
-                // Never run (deleted meanwhile, or no sandbox could start): say so in its record.
-                let (status, reason) = match &e {
-                    ServiceError::Conflict(_) => (ExecutionStatus::Killed, "session_deleted"),
-                    _ => (ExecutionStatus::Failed, "not_started"),
-                };
-                let failed = Execution {
-                    status,
-                    reason: Some(reason.into()),
-                    stderr: e.to_string(),
-                    finished_at: Some(Utc::now()),
-                    ..record
-                };
-                state.store.finish_execution(&failed)?;
+                state.store.finish_execution(&execution::never_ran(record, &e))?;
                 return Err(e);
             }
         };
         if cancel_pending && live.failures.load(Ordering::SeqCst) > seen_failures {
-            let cancelled = Execution {
-                status: ExecutionStatus::Cancelled,
-                reason: Some("earlier_failure".into()),
-                duration_ms: Some(0),
-                finished_at: Some(Utc::now()),
-                ..record
-            };
+            let cancelled = execution::cancelled(record);
             state.store.finish_execution(&cancelled)?;
             return Ok(cancelled);
         }

@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use sandbox_api::{
-    Callback, CallbackAttempt, Execution, ExecutionStatus, Language, Limits, Session, SessionStatus, Template,
-    Timestamp,
+    Callback, CallbackAttempt, Execution, ExecutionReason, ExecutionStatus, Language, Limits, Session, SessionStatus,
+    Template, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -194,10 +194,16 @@ impl Store {
             tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
         }
         let now = Utc::now().to_rfc3339();
+        // What was queued or running when the last run ended will never finish.
         let executions = conn.execute(
-            "UPDATE executions SET status = 'interrupted', reason = 'server_restart', finished_at = ?1
-             WHERE status IN ('running', 'queued')",
-            params![now],
+            "UPDATE executions SET status = ?2, reason = ?3, finished_at = ?1 WHERE status IN (?4, ?5)",
+            params![
+                now,
+                ExecutionStatus::Interrupted.as_str(),
+                ExecutionReason::ServerRestart.as_str(),
+                ExecutionStatus::Running.as_str(),
+                ExecutionStatus::Queued.as_str()
+            ],
         )?;
         let sessions = conn.execute(
             "UPDATE sessions SET status = 'stopped', stop_reason = 'server_restart', stopped_at = ?1
@@ -478,7 +484,7 @@ impl Store {
                 code,
                 e.status.as_str(),
                 e.exit_code,
-                e.reason,
+                stored_reason(e),
                 e.stdout,
                 e.stderr,
                 e.stdout_truncated,
@@ -540,7 +546,7 @@ impl Store {
                 e.id,
                 e.status.as_str(),
                 e.exit_code,
-                e.reason,
+                stored_reason(e),
                 e.stdout,
                 e.stderr,
                 e.stdout_truncated,
@@ -642,6 +648,14 @@ impl Store {
             conn.execute("DELETE FROM callback_attempts WHERE execution_id NOT IN (SELECT id FROM executions)", [])?;
         }
         Ok(removed)
+    }
+}
+
+/// An execution's reason as stored: its name, and for a signal, which (`signal 9`).
+fn stored_reason(e: &Execution) -> Option<String> {
+    match (e.reason, e.signal) {
+        (Some(ExecutionReason::Signal), Some(n)) => Some(format!("signal {n}")),
+        (reason, _) => reason.map(|r| r.as_str().to_string()),
     }
 }
 
@@ -787,7 +801,8 @@ impl RawExecution {
             language,
             status,
             exit_code: self.exit_code,
-            reason: self.reason,
+            reason: self.reason.as_deref().and_then(ExecutionReason::parse),
+            signal: self.reason.as_deref().and_then(|r| r.strip_prefix("signal ")).and_then(|n| n.parse().ok()),
             stdout: self.stdout,
             stderr: self.stderr,
             stdout_truncated: self.stdout_truncated,
@@ -924,7 +939,10 @@ mod tests {
         let s1 = store.get_session("s1").expect("get").expect("exists");
         assert_eq!((s1.kernel_restarts, s1.last_kernel_death.as_deref()), (2, Some("exited with code 3")));
         let e2 = store.get_execution("e2").expect("get").expect("exists");
-        assert_eq!((e2.status, e2.reason.as_deref()), (ExecutionStatus::Interrupted, Some("server_restart")));
+        assert_eq!(
+            (e2.status, e2.reason),
+            (ExecutionStatus::Interrupted, Some(sandbox_api::ExecutionReason::ServerRestart))
+        );
         assert!(e2.finished_at.is_some());
     }
 

@@ -66,7 +66,10 @@ async fn a_crash_loses_no_file_and_leaves_nothing_running() -> anyhow::Result<()
     let d2 = Daemon::start(data.path(), &quiet)?;
     let c = d2.client();
     let cut = c.get_execution("cut-off").await?;
-    assert_eq!((cut.status, cut.reason.as_deref()), (ExecutionStatus::Interrupted, Some("server_restart")));
+    assert_eq!(
+        (cut.status, cut.reason),
+        (ExecutionStatus::Interrupted, Some(sandbox_api::ExecutionReason::ServerRestart))
+    );
     assert!(cut.finished_at.is_some());
     let all = c.list_executions(&s.id).await?.executions;
     assert!(all.iter().all(|e| !e.status.is_pending()), "nothing stays queued or running: {all:?}");

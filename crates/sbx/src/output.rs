@@ -87,7 +87,7 @@ pub fn print_execution(e: &Execution, json: bool, images: Option<&Path>) -> anyh
         match e.status {
             ExecutionStatus::TimedOut => eprintln!("sbx: timed out"),
             ExecutionStatus::Killed => {
-                eprintln!("sbx: killed ({})", e.reason.as_deref().unwrap_or("unknown"))
+                eprintln!("sbx: killed ({})", e.reason.map_or("unknown", |r| r.as_str()))
             }
             _ => {}
         }
