@@ -14,6 +14,7 @@
 //!   these run block-wise in the same invocation, not call by call.
 
 mod load;
+mod sustained;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -40,8 +41,9 @@ struct Args {
     /// (bench/run.sh makes one); without it the stateful anchors are skipped.
     #[arg(long)]
     python: Option<PathBuf>,
-    /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files, and load
-    /// (not by default: minutes of 200 sessions under faults; see `load.rs`).
+    /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files, and, not by
+    /// default, load (minutes of 200 sessions under faults; `load.rs`) and sustained (50
+    /// sessions' stateful executions at once; `sustained.rs`).
     #[arg(long, value_delimiter = ',', default_value = "stateless,run,stateful,cold,files")]
     only: Vec<String>,
     /// `load`: sessions created at once.
@@ -50,6 +52,12 @@ struct Args {
     /// `load`: stateful executions (each with a file written and read back) per session.
     #[arg(long, default_value_t = 20)]
     load_executions: usize,
+    /// `sustained`: sessions running at once.
+    #[arg(long, default_value_t = 50)]
+    sustained_sessions: usize,
+    /// `sustained`: how long, seconds.
+    #[arg(long, default_value_t = 20)]
+    sustained_seconds: u64,
     /// `load`: kill kernels, sandboxes and sandboxd at random moments.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     load_faults: bool,
@@ -177,6 +185,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("stateful") {
         stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
+    }
+    if wants("sustained") {
+        sustained::run(&client, args.sustained_sessions, args.sustained_seconds).await?;
     }
     if wants("files") {
         println!("files: workspace storage: {}", r.storage.message);
