@@ -514,6 +514,7 @@ pub struct Readiness {
     pub sandbox: Check,
     /// Facts of the runtime alone (local: `cgroup`, the version that enforces limits: "v2",
     /// "v1", "off" or "none").
+    #[serde(default)]
     pub runtime_detail: std::collections::BTreeMap<String, String>,
     pub store: Check,
     /// Free space where workspaces live (not ready below 64 MiB).

@@ -62,7 +62,7 @@ pub struct Service {
     pub store: Store,
     pub runtime: Arc<dyn Runtime>,
     pub sessions: live::Sessions,
-    pub dirs: Arc<workspace::Dirs>,
+    pub dirs: Arc<workspace::HostDirs>,
     pub run_pool: Arc<pool::Pool>,
     /// Warm session sandboxes, by template.
     session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
@@ -100,7 +100,7 @@ impl Service {
         };
         let (volumes, volume_note) = workspace_volumes(&config, runtime.workspace_owner())?;
         let dirs =
-            workspace::Dirs::new(&config.data_dir, system, runtime.workspace_owner(), Arc::new(storage), volumes)
+            workspace::HostDirs::new(&config.data_dir, system, runtime.workspace_owner(), Arc::new(storage), volumes)
                 .map_err(|source| SetupError::DataDir { path: config.data_dir.clone(), source })?;
         let default_limits = execution::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
         let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(SetupError::Config)?);

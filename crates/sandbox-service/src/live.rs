@@ -15,7 +15,7 @@ use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
 use sandbox_store::Store;
 
 use crate::error::ServiceError;
-use crate::workspace::Dirs;
+use crate::workspace::HostDirs;
 
 /// The live part of a session.
 pub struct LiveSession {
@@ -178,7 +178,7 @@ impl Sessions {
         live: &LiveSession,
         session: &Session,
         runtime: &dyn Runtime,
-        dirs: &Dirs,
+        dirs: &HostDirs,
     ) -> Result<Arc<dyn Sandbox>, ServiceError> {
         if let Some(sb) = live.current() {
             if sb.is_alive() {
@@ -228,7 +228,7 @@ impl Sessions {
     }
 
     /// Starts the first sandbox of a new session.
-    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &Dirs) -> Result<(), ServiceError> {
+    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &HostDirs) -> Result<(), ServiceError> {
         let live = self.live(&session.id);
         Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
     }
@@ -240,7 +240,7 @@ impl Sessions {
         ticket: Ticket,
         session: &Session,
         runtime: &dyn Runtime,
-        dirs: &Dirs,
+        dirs: &HostDirs,
         store: &Store,
     ) -> Result<Turn<'a>, ServiceError> {
         let guard = Self::exclusive(live, ticket).await;
@@ -296,7 +296,7 @@ impl Sessions {
         &self,
         session: &Session,
         runtime: &dyn Runtime,
-        dirs: &Dirs,
+        dirs: &HostDirs,
         store: &Store,
     ) -> Result<(), ServiceError> {
         let live = self.live(&session.id);

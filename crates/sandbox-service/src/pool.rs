@@ -17,7 +17,7 @@ use sandbox_protocol::{ExecRequest, Language};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
 
 use crate::execution::new_id;
-use crate::workspace::Dirs;
+use crate::workspace::HostDirs;
 
 /// A started sandbox waiting for work, with the workspace it was started on.
 pub struct Warm {
@@ -70,7 +70,7 @@ impl Pool {
     }
 
     /// A live warm sandbox, if there is one. Dead ones met on the way are cleaned up.
-    pub fn take(&self, dirs: &Arc<Dirs>) -> Option<Warm> {
+    pub fn take(&self, dirs: &Arc<HostDirs>) -> Option<Warm> {
         let mut ready = self.ready.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(w) = ready.pop_front() {
             if w.sandbox.is_alive() {
@@ -87,7 +87,7 @@ impl Pool {
 
     /// Starts sandboxes in the background until the pool is full again. Holds the runtime and
     /// directories only weakly: a pool never keeps a stopped server alive.
-    pub fn refill(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, dirs: &Arc<Dirs>) {
+    pub fn refill(self: &Arc<Self>, runtime: &Arc<dyn Runtime>, dirs: &Arc<HostDirs>) {
         loop {
             if self.closed.load(Ordering::SeqCst) {
                 return;
@@ -106,7 +106,7 @@ impl Pool {
 
     /// Destroys every waiting sandbox (server shutdown) and removes their workspaces, after the
     /// starts in flight have finished (so that none is left behind with a workspace mounted).
-    pub async fn drain(&self, dirs: &Dirs) {
+    pub async fn drain(&self, dirs: &HostDirs) {
         self.closed.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         while self.starting.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
@@ -120,7 +120,7 @@ impl Pool {
     }
 }
 
-async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Dirs>) {
+async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<HostDirs>) {
     let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), dirs.upgrade()) else { return };
     let name = format!("run-{}", new_id("pool"));
     // The workspace first, off the async threads (it may be a new volume).

@@ -2,9 +2,9 @@
 //! live under the data dir and outlive sandboxes (a restarted sandbox finds its files again).
 //!
 //! With S3 storage these directories are a cache of the bucket ([`crate::storage`]): a
-//! workspace is brought up to date before a sandbox starts on it ([`Dirs::prepare`]).
+//! workspace is brought up to date before a sandbox starts on it ([`HostDirs::prepare`]).
 //!
-//! Beside them, [`Dirs`] keeps the other per-session and per-template directories a sandbox
+//! Beside them, [`HostDirs`] keeps the other per-session and per-template directories a sandbox
 //! mounts: the session's installed packages and its template's environment (both read-only
 //! inside), and the pip cache that installations share. They live in the system dir
 //! ([`SystemDir`]), so that no host path shows inside a sandbox.
@@ -22,12 +22,12 @@ use crate::storage::Storage;
 use crate::system_dir::SystemDir;
 
 /// The directories sandboxes get from the data dir.
-pub struct Dirs {
-    pub workspaces: Workspaces,
+pub struct HostDirs {
+    pub workspaces: NamedDirs,
     /// Per session (by the same name as its workspace): packages installed for it alone.
-    pub packages: Workspaces,
+    pub packages: NamedDirs,
     /// Per template: the environment its packages were installed into.
-    pub templates: Workspaces,
+    pub templates: NamedDirs,
     /// pip's cache, shared by every installation.
     pub pip_cache: PathBuf,
     /// Where workspaces are kept for good (local: these directories themselves).
@@ -36,7 +36,7 @@ pub struct Dirs {
     pub system: SystemDir,
 }
 
-impl Dirs {
+impl HostDirs {
     /// With `volumes`, new workspaces are volumes of their own (the quota holds for code).
     pub fn new(
         data_dir: &Path,
@@ -44,16 +44,16 @@ impl Dirs {
         owner: Option<(u32, u32)>,
         storage: Arc<Storage>,
         volumes: Option<Volumes>,
-    ) -> std::io::Result<Dirs> {
-        let packages = Workspaces::new(system.path().join("packages"), owner)?;
+    ) -> std::io::Result<HostDirs> {
+        let packages = NamedDirs::new(system.path().join("packages"), owner)?;
         let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut workspaces = Workspaces::new(data_dir.join("workspaces"), owner)?;
+        let mut workspaces = NamedDirs::new(data_dir.join("workspaces"), owner)?;
         workspaces.volumes = volumes.map(Arc::new);
         workspaces.refill_spares_soon();
-        Ok(Dirs {
+        Ok(HostDirs {
             workspaces,
-            packages: Workspaces::new(system.path().join("packages").join("sessions"), owner)?,
-            templates: Workspaces::new(system.path().join("templates"), owner)?,
+            packages: NamedDirs::new(system.path().join("packages").join("sessions"), owner)?,
+            templates: NamedDirs::new(system.path().join("templates"), owner)?,
             pip_cache,
             storage,
             system,
@@ -79,7 +79,7 @@ impl Dirs {
     }
 
     /// What a session sandbox named `name` (a session id, or a pool name) of `template` mounts:
-    /// its workspace (made ready by the caller: [`Self::prepare`], or [`Workspaces::ensure_soon`]),
+    /// its workspace (made ready by the caller: [`Self::prepare`], or [`NamedDirs::ensure_soon`]),
     /// its package directory and, if the template has packages, their environment.
     pub fn session_spec(
         &self,
@@ -96,7 +96,7 @@ impl Dirs {
         Ok(SandboxSpec { name: name.to_string(), workspace, limits, mounts })
     }
 
-    /// Renames a warm sandbox's directories to the session's (see [`Workspaces::rename`]).
+    /// Renames a warm sandbox's directories to the session's (see [`NamedDirs::rename`]).
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
         self.workspaces.rename(from, to)?;
         match self.packages.rename(from, to) {
@@ -112,9 +112,10 @@ impl Dirs {
     }
 }
 
-/// Directories by name under one root, owned by the sandbox user.
+/// Directories by name under one root, owned by the sandbox user: the workspaces, and the
+/// package and template directories, each a set of these.
 #[derive(Clone)]
-pub struct Workspaces {
+pub struct NamedDirs {
     root: PathBuf,
     /// Host uid/gid that must own them (the sandbox user), if not sandboxd's own.
     owner: Option<(u32, u32)>,
@@ -123,13 +124,13 @@ pub struct Workspaces {
     volumes: Option<Arc<Volumes>>,
 }
 
-impl Workspaces {
+impl NamedDirs {
     /// `root` is traversable but not listable by others: the sandbox user reaches its own
     /// directory by name and nothing else.
-    pub fn new(root: PathBuf, owner: Option<(u32, u32)>) -> std::io::Result<Workspaces> {
+    pub fn new(root: PathBuf, owner: Option<(u32, u32)>) -> std::io::Result<NamedDirs> {
         std::fs::create_dir_all(&root)?;
         std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711))?;
-        Ok(Workspaces { root, owner, volumes: None })
+        Ok(NamedDirs { root, owner, volumes: None })
     }
 
     pub fn path(&self, id: &str) -> PathBuf {
@@ -203,7 +204,7 @@ impl Workspaces {
         self.volumes.as_ref().is_some_and(|v| v.unmount_if_idle(id, in_use))
     }
 
-    /// Workspaces whose volumes are mounted now.
+    /// The directories whose volumes are mounted now.
     pub fn mounted(&self) -> Vec<String> {
         self.volumes.as_ref().map(|v| v.mounted()).unwrap_or_default()
     }
