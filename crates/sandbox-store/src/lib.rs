@@ -38,6 +38,25 @@ pub struct Page<T> {
     pub next: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The page of `rows` (fetched `limit + 1`, the one past saying there is more): its
+    /// cursor is the last row's sort key (`key_of` its name) and name.
+    fn of(
+        mut rows: Vec<T>,
+        limit: usize,
+        name_of: impl Fn(&T) -> String,
+        key_of: impl FnOnce(&str) -> rusqlite::Result<String>,
+    ) -> Result<Page<T>, StoreError> {
+        if rows.len() <= limit {
+            return Ok(Page { items: rows, next: None });
+        }
+        rows.truncate(limit);
+        let name = rows.last().map(name_of).unwrap_or_default();
+        let next = Some(cursor::encode(&key_of(&name)?, &name));
+        Ok(Page { items: rows, next })
+    }
+}
+
 /// Listings are in the order of a sort key (a time) and then a unique name; a cursor is where
 /// one page ended: both, hex-encoded so that it is opaque and URL-safe.
 pub mod cursor {
@@ -302,17 +321,13 @@ impl Store {
         let raws = stmt
             .query_map(params![key, name, limit as i64 + 1], RawSession::from_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut items = raws.into_iter().map(RawSession::into_session).collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            let last = items.last().map(|s| s.id.clone()).unwrap_or_default();
-            let at: String =
-                conn.query_row("SELECT created_at FROM sessions WHERE id = ?1", params![last], |r| r.get(0))?;
-            Some(cursor::encode(&at, &last))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = raws.into_iter().map(RawSession::into_session).collect::<Result<Vec<_>, _>>()?;
+        Page::of(
+            items,
+            limit,
+            |s| s.id.clone(),
+            |id| conn.query_row("SELECT created_at FROM sessions WHERE id = ?1", params![id], |r| r.get(0)),
+        )
     }
 
     /// Sessions with status `status`.
@@ -597,17 +612,13 @@ impl Store {
         let raws = stmt
             .query_map(params![session_id, key, name, (limit as i64).saturating_add(1)], RawExecution::from_row)?
             .collect::<Result<Vec<_>, _>>()?;
-        let mut items = raws.into_iter().map(RawExecution::into_execution).collect::<Result<Vec<_>, _>>()?;
-        let next = if items.len() > limit {
-            items.truncate(limit);
-            let last = items.last().map(|e| e.id.clone()).unwrap_or_default();
-            let at: String =
-                conn.query_row("SELECT started_at FROM executions WHERE id = ?1", params![last], |r| r.get(0))?;
-            Some(cursor::encode(&at, &last))
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        let items = raws.into_iter().map(RawExecution::into_execution).collect::<Result<Vec<_>, _>>()?;
+        Page::of(
+            items,
+            limit,
+            |e| e.id.clone(),
+            |id| conn.query_row("SELECT started_at FROM executions WHERE id = ?1", params![id], |r| r.get(0)),
+        )
     }
 
     /// Deletes finished executions that finished before `finished_before`, and those older than
