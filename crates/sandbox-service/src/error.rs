@@ -52,6 +52,11 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
+    /// `what` `id` is not there.
+    pub fn not_found(what: &str, id: &str) -> ServiceError {
+        ServiceError::NotFound(format!("{what} {id} not found"))
+    }
+
     /// What may be shown to a caller: everything but an internal error's details.
     pub fn public_message(&self) -> String {
         match self {

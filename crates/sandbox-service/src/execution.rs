@@ -85,6 +85,11 @@ pub fn resolve_limits(config: &Config, req: Option<&LimitsRequest>) -> Result<Li
     Ok(l)
 }
 
+/// What the runtime is given for `l`.
+pub fn limits_from(l: &Limits) -> sandbox_runtime::ResourceLimits {
+    sandbox_runtime::ResourceLimits { memory_bytes: l.memory_mb << 20, pids: l.pids, cpus: l.cpu }
+}
+
 /// What every execution needs, whichever endpoint it came from.
 pub struct Plan {
     pub id: String,
@@ -245,7 +250,7 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
 impl crate::Service {
     /// Execution `id`, whole.
     pub fn execution(&self, id: &str) -> Result<Execution, ServiceError> {
-        self.store.get_execution(id)?.ok_or_else(|| crate::session::not_found("execution", id))
+        self.store.get_execution(id)?.ok_or_else(|| ServiceError::not_found("execution", id))
     }
 
     /// A page of session `session_id`'s executions, oldest first: summaries (no stdout, stderr
@@ -280,7 +285,7 @@ impl crate::Service {
             kernel: false,
         };
         plan.validate()?;
-        let limits = crate::live::limits_from(&limits);
+        let limits = limits_from(&limits);
         let warm = if limits == self.run_pool.limits() { self.run_pool.take(&self.dirs) } else { None };
         let (name, sandbox) = match warm {
             Some(w) => {

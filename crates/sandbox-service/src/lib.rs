@@ -104,7 +104,7 @@ impl Service {
                 .map_err(|source| SetupError::DataDir { path: config.data_dir.clone(), source })?;
         let default_limits = execution::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
         let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(SetupError::Config)?);
-        let run_pool = Arc::new(pool::Pool::new(config.run_pool, live::limits_from(&default_limits), None));
+        let run_pool = Arc::new(pool::Pool::new(config.run_pool, execution::limits_from(&default_limits), None));
         let state = Service {
             config,
             store,
@@ -130,7 +130,7 @@ impl Service {
             return;
         }
         let env = execution::sandbox_env(&t.limits, &t.env);
-        let pool = pool::Pool::new(t.pool_size, live::limits_from(&t.limits), Some((t.name.clone(), env)));
+        let pool = pool::Pool::new(t.pool_size, execution::limits_from(&t.limits), Some((t.name.clone(), env)));
         self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::new(pool));
     }
 

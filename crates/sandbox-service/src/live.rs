@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sandbox_api::{Limits, Session, SessionStatus};
-use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
+use sandbox_api::{Session, SessionStatus};
+use sandbox_runtime::{Runtime, Sandbox};
 use sandbox_store::Store;
 
 use crate::error::ServiceError;
@@ -121,14 +121,6 @@ pub struct Turn<'a> {
     pub live: &'a LiveSession,
 }
 
-pub fn limits_of(session: &Session) -> ResourceLimits {
-    limits_from(&session.limits)
-}
-
-pub fn limits_from(l: &Limits) -> ResourceLimits {
-    ResourceLimits { memory_bytes: l.memory_mb << 20, pids: l.pids, cpus: l.cpu }
-}
-
 /// How an execution ended, as waiters on it see it.
 pub type Finished = Option<Result<sandbox_api::Execution, ServiceError>>;
 
@@ -193,7 +185,12 @@ impl Sessions {
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
         let pin = dirs.workspaces.pin(&session.id);
         let workspace = dirs.prepare(&session.id).await?;
-        let spec = dirs.session_spec(&session.id, workspace, &session.template, limits_of(session))?;
+        let spec = dirs.session_spec(
+            &session.id,
+            workspace,
+            &session.template,
+            crate::execution::limits_from(&session.limits),
+        )?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.

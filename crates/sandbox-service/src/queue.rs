@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, watch};
 use crate::error::ServiceError;
 use crate::execution::{self, Plan};
 use crate::live::{Claim, Finished, LiveSession, Ticket};
-use crate::session::not_found;
 use crate::Service;
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -186,14 +185,15 @@ impl Service {
         match finished.wait_for(Option::is_some).await.map(|v| v.clone()) {
             Ok(Some(result)) => result,
             // The task ended without a word (it cannot, short of a panic): the store knows.
-            _ => self.store.get_execution(exec_id)?.ok_or_else(|| not_found("execution", exec_id)),
+            _ => self.store.get_execution(exec_id)?.ok_or_else(|| ServiceError::not_found("execution", exec_id)),
         }
     }
 
     /// A repeat of an id whose execution is still queued or running.
     async fn joined(&self, exec_id: &str, mut finished: watch::Receiver<Finished>, wait: bool) -> Result<Submission> {
         if !wait {
-            let current = self.store.get_execution(exec_id)?.ok_or_else(|| not_found("execution", exec_id))?;
+            let current =
+                self.store.get_execution(exec_id)?.ok_or_else(|| ServiceError::not_found("execution", exec_id))?;
             return Ok(Submission::Accepted(current));
         }
         self.finished(exec_id, &mut finished).await.map(Submission::Finished)

@@ -9,14 +9,10 @@ use crate::{admission, execution, lifecycle, template, Service};
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
-pub(crate) fn not_found(what: &str, id: &str) -> ServiceError {
-    ServiceError::NotFound(format!("{what} {id} not found"))
-}
-
 impl Service {
     /// Session `id`, whatever its status.
     pub fn session(&self, id: &str) -> Result<Session> {
-        self.store.get_session(id)?.ok_or_else(|| not_found("session", id))
+        self.store.get_session(id)?.ok_or_else(|| ServiceError::not_found("session", id))
     }
 
     /// A page of sessions, deleted ones included, oldest first, and the next page's cursor.

@@ -14,7 +14,7 @@ use sandbox_api::{CreateTemplate, InstallStatus, LimitsRequest, Template, Templa
 
 use crate::error::ServiceError;
 use crate::execution;
-use crate::live::limits_from;
+use crate::execution::limits_from;
 use crate::Service;
 
 pub const DEFAULT: &str = "default";
@@ -300,7 +300,7 @@ impl Service {
 
     /// Template `name`.
     pub fn template(&self, name: &str) -> Result<Template, ServiceError> {
-        find(self, name)?.ok_or_else(|| crate::session::not_found("template", name))
+        find(self, name)?.ok_or_else(|| ServiceError::not_found("template", name))
     }
 
     /// Creates a template; with packages it is `building` until they are installed.
