@@ -34,5 +34,18 @@ for _ in $(seq 100); do
 done
 [ -n "$url" ] || { echo "api-fuzz.sh: sandboxd did not start"; cat "$log"; exit 1; }
 echo "api-fuzz.sh: schemathesis against $url for ${seconds} s"
+out="$data.st"
+status=0
 target/test-venv/bin/st --config-file tests/api/schemathesis.toml run "$url/openapi.json" \
-  --max-time "$seconds" --workers 2 --seed 1 --no-color
+  --max-time "$seconds" --workers 2 --seed "${API_FUZZ_SEED:-1}" --no-color | tee "$out" || status=$?
+# schemathesis 4.32.5 sometimes fails inside its own generator ("AST constructor recursion
+# depth mismatch", a Python SystemError) and counts it as an error of the run. That is the
+# tool's bug, not the server's: a run whose only errors are those, with no failure, passes.
+if [ "$status" -ne 0 ] && ! grep -q "^Failures:" "$out" \
+  && [ "$(grep -c "^Runtime Error$" "$out")" -gt 0 ] \
+  && [ "$(grep -c "^Runtime Error$" "$out")" -eq "$(grep -c "^AST constructor recursion depth mismatch" "$out")" ]; then
+  echo "api-fuzz.sh: no failures; the only errors were schemathesis' own (AST recursion), ignored"
+  status=0
+fi
+rm -f "$out"
+exit "$status"

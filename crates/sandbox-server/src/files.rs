@@ -166,6 +166,7 @@ async fn receive_parts(
     let bad =
         |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("malformed multipart body: {e}"));
     let mut parts = 0usize;
+    let mut path_given = false;
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
         parts += 1;
         if parts > MAX_FORM_PARTS {
@@ -175,6 +176,10 @@ async fn receive_parts(
             // Read whatever the field is, but never more than a small one.
             let value = small_field(field).await?;
             if value.0.as_deref() == Some("path") {
+                if path_given {
+                    return Err(ApiError::BadRequest("the form gives the path field twice".into()));
+                }
+                path_given = true;
                 dir = RelPath::parse_or_root(&value.1)?;
             }
             continue;

@@ -46,7 +46,7 @@ pub async fn create_session(
 }
 
 #[utoipa::path(get, path = "/v1/sessions", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
-    ("cursor" = Option<String>, Query, pattern = "^(?:[0-9a-f]{2}){1,1024}$", description = "The `next_cursor` of the page before")),
+    ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before")),
     responses((status = 200, body = SessionList)))]
 /// Sessions, deleted ones included, oldest first, a page at a time.
 pub async fn list_sessions(State(state): State<Arc<Service>>, RawQuery(query): RawQuery) -> Result<Json<SessionList>> {
@@ -136,7 +136,7 @@ impl futures_core::Stream for ChannelStream {
 #[utoipa::path(get, path = "/v1/sessions/{id}/executions",
     params(("id" = String, Path), ("outputs" = Option<bool>, Query, description = "Include stdout, stderr and outputs (summaries leave them empty)"),
     ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
-    ("cursor" = Option<String>, Query, pattern = "^(?:[0-9a-f]{2}){1,1024}$", description = "The `next_cursor` of the page before")),
+    ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before")),
     responses((status = 200, body = ExecutionList), (status = 400, body = sandbox_api::ErrorBody), (status = 404, body = sandbox_api::ErrorBody)))]
 /// A session's executions, oldest first, as summaries: `stdout`, `stderr` and `outputs` are
 /// empty unless `?outputs=true` (each execution has them whole at `GET /v1/executions/{id}`).
@@ -234,7 +234,7 @@ pub async fn install_packages(
 }
 
 #[utoipa::path(get, path = "/v1/templates", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
-    ("cursor" = Option<String>, Query, pattern = "^(?:[0-9a-f]{2}){1,1024}$", description = "The `next_cursor` of the page before")),
+    ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before")),
     responses((status = 200, body = sandbox_api::TemplateList)))]
 pub async fn list_templates(
     State(state): State<Arc<Service>>,

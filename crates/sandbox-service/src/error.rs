@@ -73,7 +73,6 @@ impl From<StoreError> for ServiceError {
             | StoreError::Migrate { .. }
             | StoreError::Query(_)
             | StoreError::Corrupt { .. } => ServiceError::Internal(e.to_string()),
-            StoreError::BadCursor(_) => ServiceError::Malformed(e.to_string()),
         }
     }
 }

@@ -27,9 +27,6 @@ pub enum StoreError {
     Query(#[from] rusqlite::Error),
     #[error("corrupt record {id}: {detail}")]
     Corrupt { id: String, detail: String },
-    /// A listing's cursor that no listing gave.
-    #[error("invalid cursor {0:?}")]
-    BadCursor(String),
 }
 
 /// One page of a listing, and the cursor of the next if there is more.
@@ -72,18 +69,15 @@ pub mod cursor {
     }
 
     pub fn decode(cursor: &str) -> Result<(String, String), StoreError> {
-        let bad = || StoreError::BadCursor(cursor.chars().take(64).collect());
-        if cursor.is_empty() || !cursor.len().is_multiple_of(2) || cursor.len() > 2048 {
-            return Err(bad());
-        }
-        let bytes: Vec<u8> = (0..cursor.len())
-            .step_by(2)
-            .map(|i| cursor.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect::<Option<_>>()
-            .ok_or_else(bad)?;
-        // Any well-formed cursor is a place in the order, even one no page gave: the listing
-        // goes on after it, which is all a cursor can do.
-        let text = String::from_utf8_lossy(&bytes);
+        // Any cursor is a place in the order, even one no page gave: the listing goes on after
+        // it, which is all a cursor can do. One that is not ours is taken as a key itself.
+        let bytes: Option<Vec<u8>> = (cursor.len().is_multiple_of(2) && cursor.len() <= 2048)
+            .then(|| (0..cursor.len()).step_by(2).map(|i| u8::from_str_radix(cursor.get(i..i + 2)?, 16).ok()).collect())
+            .flatten();
+        let text = match bytes {
+            Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            None => cursor.to_string(),
+        };
         let (key, name) = text.split_once('\n').unwrap_or((&text, ""));
         Ok((key.to_string(), name.to_string()))
     }
