@@ -90,7 +90,8 @@ pub fn limits_from(l: &Limits) -> sandbox_runtime::ResourceLimits {
     sandbox_runtime::ResourceLimits { memory_bytes: l.memory_mb << 20, pids: l.pids, cpus: l.cpu }
 }
 
-/// What every execution needs, whichever endpoint it came from.
+/// What every execution needs, whichever endpoint it came from; made only by
+/// [`Plan::in_session`] and [`Plan::one_shot`], which check it.
 pub struct Plan {
     pub id: String,
     pub session_id: Option<String>,
@@ -103,12 +104,48 @@ pub struct Plan {
     pub kernel: bool,
 }
 
+/// What a caller asks to run, before it is checked.
+pub struct Code {
+    pub language: Language,
+    pub code: String,
+    pub stdin: Option<String>,
+    /// Environment on top of the sandbox's own (and the session's).
+    pub env: BTreeMap<String, String>,
+    pub timeout_s: Option<f64>,
+}
+
 impl Plan {
-    pub fn validate(&self) -> Result<(), ServiceError> {
+    /// The checked plan of execution `id` in `session` (its environment and timeout apply),
+    /// in its kernel when `kernel`.
+    pub fn in_session(
+        config: &Config,
+        session: &sandbox_api::Session,
+        id: String,
+        code: Code,
+        kernel: bool,
+    ) -> Result<Plan, ServiceError> {
+        let mut env = sandbox_env(&session.limits, &session.env);
+        env.extend(code.env);
+        let timeout_s = check_timeout(config, code.timeout_s, session.timeout_s)?;
+        let (language, stdin, code) = (code.language, code.stdin, code.code);
+        Plan { id, session_id: Some(session.id.clone()), language, code, stdin, env, timeout_s, kernel }.checked()
+    }
+
+    /// The checked plan of a one-shot execution in a sandbox of `limits` (`POST /v1/run`).
+    pub fn one_shot(config: &Config, limits: &Limits, code: Code) -> Result<Plan, ServiceError> {
+        let env = sandbox_env(limits, &code.env);
+        let timeout_s = check_timeout(config, code.timeout_s, config.default_timeout_s)?;
+        let (language, stdin, code) = (code.language, code.stdin, code.code);
+        let id = new_id("exe");
+        Plan { id, session_id: None, language, code, stdin, env, timeout_s, kernel: false }.checked()
+    }
+
+    fn checked(self) -> Result<Plan, ServiceError> {
         if self.code.contains('\0') {
             return Err(ServiceError::Invalid("code must not contain NUL characters".into()));
         }
-        check_env(&self.env)
+        check_env(&self.env)?;
+        Ok(self)
     }
 
     /// The record of a submission still waiting for its turn.
@@ -274,17 +311,14 @@ impl crate::Service {
     ) -> Result<Execution, ServiceError> {
         let config = &self.config;
         let limits = resolve_limits(config, req.limits.as_ref())?;
-        let plan = Plan {
-            id: new_id("exe"),
-            session_id: None,
+        let code = Code {
             language: req.language,
             code: req.code,
             stdin: req.stdin,
-            env: sandbox_env(&limits, &req.env.unwrap_or_default()),
-            timeout_s: check_timeout(config, req.timeout_s, config.default_timeout_s)?,
-            kernel: false,
+            env: req.env.unwrap_or_default(),
+            timeout_s: req.timeout_s,
         };
-        plan.validate()?;
+        let plan = Plan::one_shot(config, &limits, code)?;
         let limits = limits_from(&limits);
         let warm = if limits == self.run_pool.limits() { self.run_pool.take(&self.dirs) } else { None };
         let (name, sandbox) = match warm {
@@ -423,10 +457,21 @@ mod tests {
 
     #[test]
     fn bad_env_and_limits_are_invalid() {
-        let mut p = plan();
-        p.env.insert("A=B".into(), "1".into());
-        assert!(matches!(p.validate(), Err(ServiceError::Invalid(_))));
         let config = Config::default();
+        let limits = Limits { memory_mb: 64, pids: 16, cpu: 1.0 };
+        let code = |env: &[(&str, &str)], code: &str| Code {
+            language: Language::Python,
+            code: code.into(),
+            stdin: None,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            timeout_s: None,
+        };
+        for (env, text) in [(&[("A=B", "1")][..], "1"), (&[][..], "a\0b")] {
+            let refused = Plan::one_shot(&config, &limits, code(env, text));
+            assert!(matches!(refused, Err(ServiceError::Invalid(_))), "{env:?} {text:?}");
+        }
+        let ok = Plan::one_shot(&config, &limits, code(&[("A", "1")], "print(1)")).expect("a plan");
+        assert_eq!((ok.env["A"].as_str(), ok.timeout_s), ("1", config.default_timeout_s));
         let too_big = LimitsRequest { memory_mb: Some(1 << 30), ..Default::default() };
         assert!(resolve_limits(&config, Some(&too_big)).is_err());
         assert!(resolve_limits(&config, None).is_ok());

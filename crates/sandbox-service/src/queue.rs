@@ -2,6 +2,7 @@
 //! with the same id), queued behind the session's earlier ones, and run in a task of their
 //! own that stores the result whoever is still waiting for it.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use sandbox_runtime::{LimitKind, OutputSink};
 use tokio::sync::{mpsc, watch};
 
 use crate::error::ServiceError;
-use crate::execution::{self, Plan};
+use crate::execution::{self, Code, Plan};
 use crate::live::{Claim, Finished, LiveSession, Ticket};
 use crate::Service;
 
@@ -61,19 +62,15 @@ impl Service {
             Some(given) => execution::check_execution_id(given)?,
             None => execution::new_id("exe"),
         };
-        let mut env = execution::sandbox_env(&session.limits, &session.env);
-        env.extend(req.env.unwrap_or_default());
-        let plan = Plan {
-            id: exec_id.clone(),
-            session_id: Some(session_id.to_string()),
+        let kernel = session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false);
+        let code = Code {
             language: req.language,
             code: req.code,
             stdin: req.stdin,
-            env,
-            timeout_s: execution::check_timeout(&self.config, req.timeout_s, session.timeout_s)?,
-            kernel: session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false),
+            env: req.env.unwrap_or_default(),
+            timeout_s: req.timeout_s,
         };
-        plan.validate()?;
+        let plan = Plan::in_session(&self.config, &session, exec_id.clone(), code, kernel)?;
         let callback_url = req.callback_url.map(|u| crate::callback::check_url(&self.outbound, u)).transpose()?;
         let wait = req.wait.unwrap_or(true);
 
@@ -127,16 +124,14 @@ impl Service {
         crate::invoke::check_handler(&req.handler)?;
         let exec_id = execution::new_id("exe");
         let event = req.event.unwrap_or(serde_json::Value::Null);
-        let plan = Plan {
-            id: exec_id.clone(),
-            session_id: Some(session_id.to_string()),
+        let code = Code {
             language: Language::Python,
             code: crate::invoke::cell(&req.handler, &event, session_id, &exec_id),
             stdin: None,
-            env: execution::sandbox_env(&session.limits, &session.env),
-            timeout_s: execution::check_timeout(&self.config, req.timeout_s, session.timeout_s)?,
-            kernel: true,
+            env: BTreeMap::new(),
+            timeout_s: req.timeout_s,
         };
+        let plan = Plan::in_session(&self.config, &session, exec_id.clone(), code, true)?;
         let (done, mut finished) = watch::channel(None);
         let record = plan.queued_record();
         self.enqueue(session, plan, &record, false, None, done)?;
