@@ -22,10 +22,22 @@ async fn a_whole_session_through_the_service_api() -> anyhow::Result<()> {
     let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
     let config = sandbox_test_support::test_config(data.path())?;
     let service = Arc::new(sandbox_service::Service::open(config)?);
-    let result = drive(&service).await;
-    service.shut_down_sandboxes().await;
-    service.unmount_system_dir();
-    result
+    let _down = ShutDown(Arc::clone(&service));
+    drive(&service).await
+}
+
+/// Shuts the service down when the test ends, passed or failed: a failed assertion must not
+/// leave sandboxes running or volumes mounted under a removed data dir.
+struct ShutDown(Arc<Service>);
+
+impl Drop for ShutDown {
+    fn drop(&mut self) {
+        let service = Arc::clone(&self.0);
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(service.shut_down_sandboxes());
+        });
+        self.0.unmount_system_dir();
+    }
 }
 
 async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
