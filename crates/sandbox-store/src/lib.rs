@@ -297,14 +297,6 @@ impl Store {
         raw.map(RawSession::into_session).transpose()
     }
 
-    pub fn list_sessions(&self) -> Result<Vec<Session>, StoreError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("SELECT {SESSION_COLUMNS} FROM sessions ORDER BY created_at, id"))?;
-        let raws = stmt.query_map([], RawSession::from_row)?.collect::<Result<Vec<_>, _>>()?;
-        raws.into_iter().map(RawSession::into_session).collect()
-    }
-
     /// At most `limit` sessions, oldest first, after `cursor` (from the page before).
     pub fn page_sessions(&self, limit: usize, cursor: Option<&str>) -> Result<Page<Session>, StoreError> {
         let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
