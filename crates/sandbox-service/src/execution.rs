@@ -329,8 +329,7 @@ impl crate::Service {
             None => {
                 crate::admission::check_memory(self, limits.memory_bytes)?;
                 let name = format!("run-{}", plan.id);
-                let workspace = self.dirs.workspaces.ensure(&name)?;
-                let spec = sandbox_runtime::SandboxSpec { name: name.clone(), workspace, limits, mounts: Vec::new() };
+                let spec = self.dirs.bare_spec(&name, limits).await?;
                 match self.runtime.create(spec).await {
                     Ok(sb) => (name, sb),
                     Err(e) => {

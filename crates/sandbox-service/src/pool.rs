@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::collections::BTreeMap;
 
 use sandbox_protocol::{ExecRequest, Language};
-use sandbox_runtime::{ResourceLimits, Runtime, Sandbox, SandboxSpec};
+use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
 
 use crate::execution::new_id;
 use crate::workspace::HostDirs;
@@ -124,10 +124,12 @@ async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Host
     let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), dirs.upgrade()) else { return };
     let name = format!("run-{}", new_id("pool"));
     // The workspace first, off the async threads (it may be a new volume).
-    let spec = ws.workspaces.ensure_soon(&name).await.and_then(|workspace| match &p.session {
-        Some((template, _)) => ws.session_spec(&name, workspace, template, p.limits),
-        None => Ok(SandboxSpec { name: name.clone(), workspace, limits: p.limits, mounts: Vec::new() }),
-    });
+    let spec = match &p.session {
+        Some((template, _)) => {
+            ws.workspaces.ensure_soon(&name).await.and_then(|dir| ws.session_spec(&name, dir, template, p.limits))
+        }
+        None => ws.bare_spec(&name, p.limits).await,
+    };
     let started = match spec {
         Ok(spec) => rt.create(spec).await.ok(),
         Err(_) => None,

@@ -96,6 +96,13 @@ impl HostDirs {
         Ok(SandboxSpec { name: name.to_string(), workspace, limits, mounts })
     }
 
+    /// What a bare sandbox named `name` mounts (`/v1/run` and its pool): a workspace of its
+    /// own, nothing else.
+    pub async fn bare_spec(&self, name: &str, limits: ResourceLimits) -> Result<SandboxSpec, ServiceError> {
+        let workspace = self.workspaces.ensure_soon(name).await?;
+        Ok(SandboxSpec { name: name.to_string(), workspace, limits, mounts: Vec::new() })
+    }
+
     /// Renames a warm sandbox's directories to the session's (see [`NamedDirs::rename`]).
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
         self.workspaces.rename(from, to)?;

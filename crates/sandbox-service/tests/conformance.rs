@@ -1,0 +1,375 @@
+//! The runtime conformance suite: what every runtime must do, written against the
+//! [`Runtime`]/[`Sandbox`] traits and the service API, never against one implementation.
+//!
+//! Each runtime is one line of [`conformance!`] at the end of this file: its name, how to
+//! point a config at it, and how to count what it left running. The macro gives it every test
+//! below as a module of its own (`cargo nextest run -E 'test(/^local::/)'` runs one runtime's).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sandbox_api::{
+    CreateExecution, CreateSession, Execution, ExecutionReason, ExecutionStatus, Language, LimitsRequest, Output,
+    SessionStatus,
+};
+use sandbox_protocol::ExecRequest;
+use sandbox_runtime::{ResourceLimits, Sandbox};
+use sandbox_service::config::Config;
+use sandbox_service::queue::Submission;
+use sandbox_service::{Service, ServiceError};
+use sandbox_workspace::RelPath;
+
+/// What a runtime brings to the suite.
+pub struct Target {
+    /// Points a test config at the runtime.
+    pub configure: fn(&mut Config),
+    /// The same as `SANDBOXD_*` variables, for the tests that run the real `sandboxd` binary.
+    pub env: &'static [(&'static str, &'static str)],
+    /// How many sandboxes (processes, containers, pods) of the data dir's server still run.
+    pub leftovers: fn(&Path) -> usize,
+}
+
+/// A service in-process over the runtime, on a data dir of its own; shut down when dropped,
+/// passed or failed (no sandbox left running, no volume left mounted).
+struct Harness {
+    service: Arc<Service>,
+    target: &'static Target,
+    data: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn start(target: &'static Target) -> anyhow::Result<Harness> {
+        let data = tempfile::Builder::new().prefix("sandbox-conformance-").tempdir_in("/tmp")?;
+        let mut config = sandbox_test_support::test_config(data.path())?;
+        (target.configure)(&mut config);
+        let service = Arc::new(Service::open(config)?);
+        let readiness = service.readiness().await;
+        anyhow::ensure!(readiness.ready, "runtime not ready: {}", readiness.sandbox.message);
+        Ok(Harness { service, target, data })
+    }
+
+    async fn session(&self, limits: Option<LimitsRequest>) -> anyhow::Result<String> {
+        Ok(self.service.create_session(CreateSession { limits, ..Default::default() }).await?.id)
+    }
+
+    async fn run(&self, session: &str, req: CreateExecution) -> anyhow::Result<Execution> {
+        match self.service.submit_execution(session, req, false).await? {
+            Submission::Finished(e) => Ok(e),
+            _ => anyhow::bail!("a waiting submission must answer with the finished execution"),
+        }
+    }
+
+    async fn python(&self, session: &str, code: &str) -> anyhow::Result<Execution> {
+        self.run(session, CreateExecution::new(Language::Python, code)).await
+    }
+
+    /// A bare sandbox straight from the runtime, on a workspace of its own.
+    async fn sandbox(&self, name: &str) -> anyhow::Result<Box<dyn Sandbox>> {
+        let limits = ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 };
+        let spec = self.service.dirs.bare_spec(name, limits).await?;
+        Ok(self.service.runtime.create(spec).await?)
+    }
+
+    fn leftovers(&self) -> usize {
+        (self.target.leftovers)(self.data.path())
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let service = Arc::clone(&self.service);
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(service.shut_down_sandboxes());
+        });
+        self.service.unmount_system_dir();
+    }
+}
+
+fn request(language: Language, code: &str, kernel: bool) -> ExecRequest {
+    ExecRequest {
+        id: format!("conformance-{}", rand_suffix()),
+        language,
+        code: code.into(),
+        stdin: None,
+        env: Default::default(),
+        timeout_ms: 30_000,
+        output_limit: 1 << 20,
+        outputs_limit: 1 << 20,
+        kernel,
+        stream: false,
+    }
+}
+
+fn rand_suffix() -> String {
+    sandbox_service::execution::new_id("x")
+}
+
+fn last_error(e: &Execution) -> Option<&str> {
+    e.outputs.iter().rev().find_map(|o| match o {
+        Output::Error { ename, .. } => Some(ename.as_str()),
+        _ => None,
+    })
+}
+
+async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Python, Node.js and shell one-shot, and Python in the kernel, straight through the traits.
+pub async fn runs_each_language(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let sandbox = h.sandbox("conformance-languages").await?;
+    let cases = [
+        (Language::Python, "import sys; print(sys.version_info[0])", "3\n"),
+        (Language::Node, "console.log(6 * 7)", "42\n"),
+        (Language::Bash, "echo $((40 + 2))", "42\n"),
+    ];
+    for (language, code, stdout) in cases {
+        let out = sandbox.exec(request(language, code, false), None).await?;
+        assert_eq!((out.result.exit_code, out.result.stdout.as_str()), (Some(0), stdout), "{language:?}: {out:?}");
+    }
+    sandbox.start_kernel(Default::default()).await?;
+    sandbox.exec(request(Language::Python, "kept = 21", true), None).await?;
+    let out = sandbox.exec(request(Language::Python, "print(kept * 2)", true), None).await?;
+    assert_eq!(out.result.stdout, "42\n", "{out:?}");
+    sandbox.destroy().await;
+    Ok(())
+}
+
+/// The kernel keeps state, an interrupt ends a cell and keeps it, and a kernel that dies is
+/// replaced by a fresh one.
+pub async fn kernel_keeps_state_and_survives_interrupt_and_death(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let s = h.session(None).await?;
+    h.python(&s, "x = 20").await?;
+    assert_eq!(h.python(&s, "print(x + 22)").await?.stdout, "42\n");
+
+    let mut long = CreateExecution::new(Language::Python, "import time\nopen('started', 'w').close()\ntime.sleep(60)");
+    long.wait = Some(false);
+    let Submission::Accepted(queued) = h.service.submit_execution(&s, long, false).await? else {
+        anyhow::bail!("wait: false must be accepted");
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.service.files(&s).await?.stat(RelPath::parse("started")?).await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "the cell never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(h.service.interrupt(&s).await?, "a running cell to interrupt");
+    assert_eq!(h.python(&s, "print(x)").await?.stdout, "20\n", "the state outlives an interrupt");
+    let interrupted = h.service.execution(&queued.id)?;
+    assert_eq!(last_error(&interrupted), Some("KeyboardInterrupt"), "{interrupted:?}");
+
+    let died = h.python(&s, "import os\nos._exit(3)").await?;
+    assert_eq!((died.status, died.reason), (ExecutionStatus::KernelDied, Some(ExecutionReason::KernelExited)));
+    assert_eq!(h.python(&s, "print('x' in globals())").await?.stdout, "False\n", "a fresh kernel");
+    assert_eq!(h.service.session(&s)?.kernel_restarts, 1);
+    Ok(())
+}
+
+/// Memory, process count, time and output are each held to their limit, and the session
+/// goes on after each.
+pub async fn each_limit_ends_what_passes_it(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let limits = LimitsRequest { memory_mb: Some(128), pids: Some(32), cpu: None };
+    let s = h.session(Some(limits)).await?;
+    let fresh = |language, code: &str, timeout_s| CreateExecution {
+        timeout_s: Some(timeout_s),
+        fresh: Some(true),
+        ..CreateExecution::new(language, code)
+    };
+
+    let memory = "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024))";
+    let e = h.run(&s, fresh(Language::Python, memory, 20.0)).await?;
+    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Memory)), "{e:?}");
+
+    let fork_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
+    let e = h.run(&s, fresh(Language::Python, fork_bomb, 20.0)).await?;
+    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Pids)), "{e:?}");
+
+    let started = Instant::now();
+    let e = h.run(&s, fresh(Language::Bash, "sleep 60", 1.0)).await?;
+    assert_eq!((e.status, e.reason), (ExecutionStatus::TimedOut, Some(ExecutionReason::Timeout)), "{e:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the timeout ended it in time");
+
+    let e = h.python(&s, "import sys\nsys.stdout.write('a' * 3_000_000)").await?;
+    assert_eq!((e.status, e.stdout_truncated, e.stdout.len()), (ExecutionStatus::Succeeded, true, 1 << 20));
+
+    assert_eq!(h.python(&s, "print('still here')").await?.stdout, "still here\n");
+    Ok(())
+}
+
+/// No network, no host file, no root.
+pub async fn code_reaches_no_network_no_host_file_and_no_root(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let s = h.session(None).await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let secret = h.data.path().join("host-secret.txt");
+    std::fs::write(&secret, "host only")?;
+    let code = format!(
+        "import os, socket\n\
+         def reach(addr):\n    try:\n        socket.create_connection(addr, timeout=2).close()\n        return 'reached'\n    except OSError:\n        return 'refused'\n\
+         print(reach(('127.0.0.1', {port})), reach(('1.1.1.1', 53)))\n\
+         print([l.split(':')[0].strip() for l in open('/proc/net/dev').readlines()[2:]])\n\
+         print(os.path.exists({secret:?}), os.path.exists({data:?}))\n\
+         print(os.getuid() != 0, os.geteuid() != 0)\n\
+         try:\n    open('/etc/conformance', 'w')\n    print('wrote /etc')\nexcept OSError:\n    print('read-only /etc')",
+        secret = secret.display().to_string(),
+        data = h.data.path().display().to_string(),
+    );
+    let e = h.python(&s, &code).await?;
+    assert_eq!(e.stdout, "refused refused\n['lo']\nFalse False\nTrue True\nread-only /etc\n", "{e:?}");
+    Ok(())
+}
+
+/// A file written by code is read through the file API, and a file uploaded through the file
+/// API is read by code, both at once.
+pub async fn files_cross_between_code_and_the_file_api(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let s = h.session(None).await?;
+    let files = h.service.files(&s).await?;
+    let body = Bytes::from_static(b"uploaded,1\n");
+    let mut stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body.clone())]);
+    files.upload(RelPath::parse("in/data.csv")?, Some(body.len() as u64), &mut stream).await?;
+    let e = h.python(&s, "print(open('in/data.csv').read(), end='')").await?;
+    assert_eq!(e.stdout, "uploaded,1\n", "{e:?}");
+    let e = h.python(&s, "import os\nos.makedirs('out')\nopen('out/result.txt', 'w').write('from code')").await?;
+    assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
+    let (mut file, entry) = files.open(RelPath::parse("out/result.txt")?).await?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text)?;
+    assert_eq!((text.as_str(), entry.size), ("from code", 9));
+    let (listed, _) = files.list(RelPath::root(), true).await?;
+    let paths: Vec<&str> = listed.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["in", "in/data.csv", "out", "out/result.txt"]);
+    files.remove(RelPath::parse("in/data.csv")?, false).await?;
+    let e = h.python(&s, "import os\nprint(os.path.exists('in/data.csv'))").await?;
+    assert_eq!(e.stdout, "False\n", "a removal is seen by code at once");
+    Ok(())
+}
+
+/// A stopped session keeps its files; resumed, it has them and a fresh kernel.
+pub async fn stop_and_resume_keep_files(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let s = h.session(None).await?;
+    h.python(&s, "open('kept.txt', 'w').write('kept'); x = 1").await?;
+    assert_eq!(h.service.stop_session(&s).await?.status, SessionStatus::Stopped);
+    eventually("a stopped session to run nothing", Duration::from_secs(10), || h.leftovers() == 0).await?;
+    let (listed, _) = h.service.files(&s).await?.list(RelPath::root(), false).await?;
+    assert_eq!(listed.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["kept.txt"], "files of a stopped session");
+    assert_eq!(h.service.resume_session(&s).await?.status, SessionStatus::Running);
+    let e = h.python(&s, "print(open('kept.txt').read(), 'x' in globals())").await?;
+    assert_eq!(e.stdout, "kept False\n", "{e:?}");
+    Ok(())
+}
+
+/// A destroyed sandbox runs nothing and takes no work; a deleted session takes no code.
+pub async fn destroy_leaves_nothing_running(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let sandbox = h.sandbox("conformance-destroy").await?;
+    let out = sandbox.exec(request(Language::Bash, "(sleep 300 &) ; echo started", false), None).await?;
+    assert_eq!(out.result.stdout, "started\n");
+    assert!(sandbox.is_alive() && h.leftovers() > 0);
+    sandbox.destroy().await;
+    assert!(!sandbox.is_alive());
+    assert!(sandbox.exec(request(Language::Bash, "true", false), None).await.is_err(), "no work after destroy");
+    eventually("the sandbox's processes to end", Duration::from_secs(10), || h.leftovers() == 0).await?;
+
+    let s = h.session(None).await?;
+    h.python(&s, "1").await?;
+    h.service.delete_session(&s).await?;
+    eventually("the session's sandbox to end", Duration::from_secs(10), || h.leftovers() == 0).await?;
+    let refused = h.service.submit_execution(&s, CreateExecution::new(Language::Python, "1"), false).await;
+    assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a deleted session takes no code");
+    Ok(())
+}
+
+/// The real `sandboxd`, killed with SIGKILL mid-execution and started again: the execution is
+/// `interrupted`, the session stopped and resumable with its files, nothing left running.
+pub async fn a_restarted_server_recovers_what_it_finds(target: &'static Target) -> anyhow::Result<()> {
+    let data = tempfile::Builder::new().prefix("sandbox-conformance-").tempdir_in("/tmp")?;
+    let mut env = vec![("SANDBOXD_SESSION_POOL", "0"), ("SANDBOXD_RUN_POOL", "0")];
+    env.extend_from_slice(target.env);
+    let mut d = sandbox_test_support::Daemon::start(data.path(), &env)?;
+    let c = d.client();
+    let s = c.create_session(&CreateSession::default()).await?;
+    c.execute(&s.id, &CreateExecution::new(Language::Bash, "echo kept > kept.txt")).await?;
+    let running =
+        CreateExecution { execution_id: Some("cut-off".into()), ..CreateExecution::new(Language::Bash, "sleep 60") };
+    let (c1, sid) = (c.clone(), s.id.clone());
+    let in_flight = tokio::spawn(async move { c1.execute(&sid, &running).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(c.get_execution("cut-off").await.map(|e| e.status), Ok(ExecutionStatus::Running)) {
+        anyhow::ensure!(Instant::now() < deadline, "the execution never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.signal(9)?;
+    d.wait_exit(Duration::from_secs(5))?;
+    let _ = in_flight.await;
+    eventually("the killed server's sandboxes to end", Duration::from_secs(10), || {
+        (target.leftovers)(data.path()) == 0
+    })
+    .await?;
+
+    let d2 = sandbox_test_support::Daemon::start(data.path(), &env)?;
+    let c = d2.client();
+    let cut = c.get_execution("cut-off").await?;
+    assert_eq!((cut.status, cut.reason), (ExecutionStatus::Interrupted, Some(ExecutionReason::ServerRestart)));
+    let session = c.get_session(&s.id).await?;
+    assert_eq!((session.status, session.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
+    let again = c.execute(&s.id, &CreateExecution::new(Language::Bash, "cat kept.txt")).await?;
+    assert_eq!(again.stdout, "kept\n", "{again:?}");
+    drop(d2);
+    assert_eq!((target.leftovers)(data.path()), 0, "nothing runs after a clean stop");
+    Ok(())
+}
+
+/// Every test above, as a module named after the runtime.
+macro_rules! conformance {
+    ($runtime:ident, $target:expr) => {
+        mod $runtime {
+            use super::*;
+            static TARGET: Target = $target;
+            conformance!(@tests
+                runs_each_language,
+                kernel_keeps_state_and_survives_interrupt_and_death,
+                each_limit_ends_what_passes_it,
+                code_reaches_no_network_no_host_file_and_no_root,
+                files_cross_between_code_and_the_file_api,
+                stop_and_resume_keep_files,
+                destroy_leaves_nothing_running,
+                a_restarted_server_recovers_what_it_finds,
+            );
+        }
+    };
+    (@tests $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() -> anyhow::Result<()> {
+                super::$test(&TARGET).await
+            }
+        )*
+    };
+}
+
+/// The local runtime's sandboxes are bubblewrap processes whose command line names their
+/// workspace, under the data dir.
+fn local_leftovers(data_dir: &Path) -> usize {
+    sandbox_test_support::processes_mentioning(&data_dir.to_string_lossy())
+}
+
+conformance!(
+    local,
+    Target {
+        configure: |c| c.runtime = sandbox_service::config::RuntimeKind::Local,
+        env: &[("SANDBOXD_RUNTIME", "local")],
+        leftovers: local_leftovers,
+    }
+);
