@@ -48,15 +48,14 @@ impl Runtime for FakeRuntime {
         Ok(Box::new(FakeSandbox { name, alive: AtomicBool::new(true) }))
     }
 
-    /// Writes a `<name>.py` module and a `<name>-0.dist-info` directory per package, as pip would.
+    /// Says each package was installed at version 0, writing nothing.
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
-        for p in &req.packages {
-            let name: String = p.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-            let io = |source| RuntimeError::Io { op: "write", path: req.target.clone(), source };
-            std::fs::write(req.target.join(format!("{name}.py")), "").map_err(io)?;
-            std::fs::create_dir_all(req.target.join(format!("{name}-0.dist-info"))).map_err(io)?;
-        }
-        Ok(InstallOutcome { success: true, log: String::new(), timed_out: false })
+        let installed = req
+            .packages
+            .iter()
+            .map(|p| (p.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect(), "0".into()))
+            .collect();
+        Ok(InstallOutcome { success: true, log: String::new(), timed_out: false, installed })
     }
 }
 

@@ -7,14 +7,16 @@
 pub mod error;
 pub mod executor_client;
 pub mod fake;
+pub mod layout;
 pub mod local;
 pub mod runtime;
 pub mod start_queue;
 
 pub use error::RuntimeError;
 pub use executor_client::OutputSink;
+pub use layout::HostLayout;
 pub use runtime::{
-    ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime, Sandbox,
-    SandboxSpec,
+    Dir, ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime,
+    Sandbox, SandboxSpec,
 };
 pub use start_queue::StartQueue;

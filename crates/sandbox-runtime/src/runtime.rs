@@ -1,7 +1,5 @@
 //! The runtime trait and the types that cross it.
 
-use std::path::PathBuf;
-
 use async_trait::async_trait;
 use sandbox_protocol::{ExecRequest, ExecResult};
 
@@ -17,37 +15,49 @@ pub struct ResourceLimits {
     pub cpus: f64,
 }
 
+/// A directory sandboxes use, by what it holds and whose it is. Where it lives is the
+/// runtime's business: the trait carries no host path, so a runtime whose sandboxes do not
+/// share sandboxd's disk keeps them where its sandboxes are (runtimes that share it find them
+/// with a [`crate::HostLayout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dir {
+    /// A session's (or a warm sandbox's) files, read-write at `/workspace`.
+    Workspace(String),
+    /// The Python packages installed for one session alone.
+    SessionPackages(String),
+    /// The environment a template's packages were installed into.
+    Template(String),
+}
+
 /// What to create.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     /// Unique among live sandboxes of this runtime (used for cgroup names and logs).
     pub name: String,
-    /// Host directory mounted read-write at `/workspace`.
-    pub workspace: PathBuf,
+    /// The workspace ([`Dir::Workspace`]) mounted read-write at `/workspace`.
+    pub workspace: String,
     pub limits: ResourceLimits,
-    /// Host directories shown read-only inside (template and per-session package environments).
+    /// Directories shown read-only inside (template and per-session package environments).
     pub mounts: Vec<ReadOnlyMount>,
 }
 
-/// A host directory mounted read-only at `target` (an absolute path inside the sandbox).
+/// A directory mounted read-only at `target` (an absolute path inside the sandbox).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReadOnlyMount {
-    pub source: PathBuf,
+    pub dir: Dir,
     pub target: String,
 }
 
-/// A package installation: `pip install` of `packages` into the host directory `target`,
-/// run with network access outside any session's sandbox.
+/// A package installation: `pip install` of `packages` into `into`, run with network access
+/// outside any session's sandbox, with a pip cache the runtime keeps for all installations.
 #[derive(Debug, Clone)]
 pub struct PackageInstall {
     /// Used for cgroup names and logs.
     pub name: String,
     /// Requirement specifiers, already validated (no options, no URLs).
     pub packages: Vec<String>,
-    /// Host directory the packages go into (owned by the sandbox user).
-    pub target: PathBuf,
-    /// Host directory of pip's cache, shared by all installs (owned by the sandbox user).
-    pub cache: PathBuf,
+    /// Where the packages go (a session's packages, or a template's environment).
+    pub into: Dir,
     /// Another package index than PyPI, if configured.
     pub index_url: Option<String>,
     pub limits: ResourceLimits,
@@ -61,6 +71,8 @@ pub struct InstallOutcome {
     /// The end of pip's output (its error, when it failed).
     pub log: String,
     pub timed_out: bool,
+    /// The distributions it added or changed, by name and version.
+    pub installed: Vec<(String, String)>,
 }
 
 /// Which limit ended an execution, when one did.
@@ -110,13 +122,14 @@ pub trait Runtime: Send + Sync {
     /// Probes (or returns a recent probe of) whether sandboxes can be created.
     async fn readiness(&self) -> Readiness;
 
-    /// Host uid/gid that must own workspace directories, if any.
+    /// Host uid/gid that code in a sandbox runs as, which must own the directories it writes
+    /// (workspaces, package directories), if not sandboxd's own.
     fn workspace_owner(&self) -> Option<(u32, u32)>;
 
     /// Creates a sandbox and waits until its executor is ready.
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError>;
 
-    /// Installs Python packages into a host directory in a throwaway network-enabled sandbox
+    /// Installs Python packages into a directory in a throwaway network-enabled sandbox
     /// (sessions themselves stay offline). Errors mean the installer could not run at all;
     /// a failed `pip` is an outcome with `success: false`.
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError>;

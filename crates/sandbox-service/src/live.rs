@@ -184,13 +184,8 @@ impl Sessions {
         }
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
         let pin = dirs.workspaces.pin(&session.id);
-        let workspace = dirs.prepare(&session.id).await?;
-        let spec = dirs.session_spec(
-            &session.id,
-            workspace,
-            &session.template,
-            crate::execution::limits_from(&session.limits),
-        )?;
+        dirs.prepare(&session.id).await?;
+        let spec = dirs.session_spec(&session.id, &session.template, crate::execution::limits_from(&session.limits))?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.

@@ -2,16 +2,14 @@
 //!
 //! Sessions have no network, so packages are installed by the runtime in a separate,
 //! network-enabled sandbox that runs only `pip` (wheels only: no package code runs during the
-//! install) into a host directory. A session's sandbox mounts its own package directory and its
+//! install) into a directory the runtime keeps (see `sandbox_runtime::Dir`). A session's sandbox mounts its own package directory and its
 //! template's environment read-only, both on `PYTHONPATH` (the session's first). The pip cache
 //! is shared, so a wheel is downloaded once per host.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sandbox_api::{InstallStatus, InstalledPackage, PackageInstallResult};
-use sandbox_runtime::{PackageInstall, ResourceLimits, Runtime};
+use sandbox_runtime::{Dir, PackageInstall, ResourceLimits, Runtime};
 
 use crate::error::ServiceError;
 
@@ -62,43 +60,26 @@ pub fn check_specs(specs: &[String]) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// The distributions installed in `dir` (from their `*.dist-info` directories).
-pub fn installed(dir: &Path) -> BTreeSet<InstalledPackage> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return BTreeSet::new() };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            // The name part never contains '-' (pip writes it as '_'), so the first '-' splits.
-            let (name, version) = name.strip_suffix(".dist-info")?.split_once('-')?;
-            Some(InstalledPackage { name: name.to_string(), version: version.to_string() })
-        })
-        .collect()
-}
-
-/// Installs `packages` into `target` through `runtime` and says what changed.
+/// Installs `packages` into `into` through `runtime` and says what changed.
 pub async fn install(
     runtime: &dyn Runtime,
     name: &str,
     packages: &[String],
-    target: PathBuf,
-    cache: PathBuf,
+    into: Dir,
     index_url: Option<String>,
     timeout: Duration,
 ) -> Result<PackageInstallResult, ServiceError> {
     let started = Instant::now();
-    let before = installed(&target);
     let req = PackageInstall {
         name: name.to_string(),
         packages: packages.to_vec(),
-        target: target.clone(),
-        cache,
+        into,
         index_url,
         limits: INSTALL_LIMITS,
         timeout,
     };
     let outcome = runtime.install_packages(req).await?;
-    let changed: Vec<InstalledPackage> = installed(&target).difference(&before).cloned().collect();
+    let changed = outcome.installed.into_iter().map(|(name, version)| InstalledPackage { name, version }).collect();
     let error = (!outcome.success).then(|| pip_error(&outcome.log, outcome.timed_out));
     Ok(PackageInstallResult {
         status: if outcome.success { InstallStatus::Succeeded } else { InstallStatus::Failed },
@@ -137,10 +118,11 @@ impl crate::Service {
         let live = self.sessions.live(session_id);
         // One installation per session at a time: two pips in one directory would trip on each other.
         let _installing = live.installing.lock().await;
-        let target = self.dirs.packages.ensure(session_id)?;
+        self.dirs.packages.ensure(session_id)?;
+        let into = Dir::SessionPackages(session_id.to_string());
         let timeout = Duration::from_secs(self.config.package_timeout_s);
-        let (cache, index) = (self.dirs.pip_cache.clone(), self.config.pip_index_url.clone());
-        let result = install(self.runtime.as_ref(), session_id, packages, target, cache, index, timeout).await?;
+        let index = self.config.pip_index_url.clone();
+        let result = install(self.runtime.as_ref(), session_id, packages, into, index, timeout).await?;
         tracing::info!(session = %session_id, status = ?result.status, installed = result.installed.len(), "packages installed");
         Ok(result)
     }
@@ -174,18 +156,6 @@ mod tests {
         }
         assert!(check_specs(&[]).is_err());
         assert!(check_specs(&vec!["six".to_string(); MAX_PACKAGES + 1]).is_err());
-    }
-
-    #[test]
-    fn installed_reads_dist_info_directories() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for d in ["six-1.17.0.dist-info", "typing_extensions-4.12.2.dist-info", "six.py", "__pycache__"] {
-            std::fs::create_dir(dir.path().join(d)).expect("mkdir");
-        }
-        let names: Vec<String> =
-            installed(dir.path()).into_iter().map(|p| format!("{}={}", p.name, p.version)).collect();
-        assert_eq!(names, ["six=1.17.0", "typing_extensions=4.12.2"]);
-        assert!(installed(&dir.path().join("missing")).is_empty());
     }
 
     #[test]

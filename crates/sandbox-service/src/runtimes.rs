@@ -14,15 +14,16 @@ use crate::system_dir::SystemDir;
 /// The runtime `config` names. Never fails: what is wrong is reported by its readiness.
 pub fn build(config: &Config, system: &SystemDir) -> Arc<dyn Runtime> {
     match config.runtime {
-        RuntimeKind::Local => Arc::new(local(&config.local, system)),
+        RuntimeKind::Local => Arc::new(local(config, &config.local, system)),
     }
 }
 
-fn local(section: &LocalSection, system: &SystemDir) -> LocalRuntime {
+fn local(config: &Config, section: &LocalSection, system: &SystemDir) -> LocalRuntime {
     LocalRuntime::new(LocalConfig {
         bwrap: section.bwrap.clone(),
         executor: section.executor.clone().unwrap_or_else(default_executor),
         state_dir: system.runtime_dir(),
+        dirs: crate::workspace::host_layout(&config.data_dir, system),
         run_as: run_as(section),
         cgroups: section.cgroups,
         tmp_size_bytes: section.tmp_size_mb << 20,

@@ -220,12 +220,11 @@ async fn build(state: Arc<Service>, t: Template) {
     // Start from nothing: a build cut off by a restart may have left half an environment.
     dirs.templates.remove(&t.name);
     let result = match dirs.templates.ensure(&t.name) {
-        Ok(target) => {
+        Ok(_) => {
             let timeout = Duration::from_secs(state.config.package_timeout_s);
-            let cache = dirs.pip_cache.clone();
             let index = state.config.pip_index_url.clone();
-            let name = format!("template-{}", t.name);
-            crate::packages::install(state.runtime.as_ref(), &name, &t.packages, target, cache, index, timeout).await
+            let (name, into) = (format!("template-{}", t.name), sandbox_runtime::Dir::Template(t.name.clone()));
+            crate::packages::install(state.runtime.as_ref(), &name, &t.packages, into, index, timeout).await
         }
         Err(e) => Err(e),
     };

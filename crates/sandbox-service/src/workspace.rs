@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sandbox_runtime::{ReadOnlyMount, ResourceLimits, SandboxSpec};
+use sandbox_runtime::{Dir, HostLayout, ReadOnlyMount, ResourceLimits, SandboxSpec};
 use sandbox_workspace::Volumes;
 
 use crate::error::ServiceError;
@@ -28,13 +28,24 @@ pub struct HostDirs {
     pub packages: NamedDirs,
     /// Per template: the environment its packages were installed into.
     pub templates: NamedDirs,
-    /// pip's cache, shared by every installation.
-    pub pip_cache: PathBuf,
     /// Where workspaces are kept for good (local: these directories themselves).
     pub storage: Arc<Storage>,
     /// Holds the package and template directories.
     pub system: SystemDir,
 }
+
+/// Where these directories are, for a runtime whose sandboxes share this disk.
+pub fn host_layout(data_dir: &Path, system: &SystemDir) -> HostLayout {
+    let packages = system.path().join("packages");
+    HostLayout {
+        workspaces: data_dir.join("workspaces"),
+        session_packages: packages.join("sessions"),
+        templates: system.path().join("templates"),
+        pip_cache: packages.join(PIP_CACHE),
+    }
+}
+
+const PIP_CACHE: &str = "pip-cache";
 
 impl HostDirs {
     /// With `volumes`, new workspaces are volumes of their own (the quota holds for code).
@@ -45,16 +56,16 @@ impl HostDirs {
         storage: Arc<Storage>,
         volumes: Option<Volumes>,
     ) -> std::io::Result<HostDirs> {
+        let layout = host_layout(data_dir, &system);
         let packages = NamedDirs::new(system.path().join("packages"), owner)?;
-        let pip_cache = packages.ensure("pip-cache").map_err(|e| std::io::Error::other(e.to_string()))?;
-        let mut workspaces = NamedDirs::new(data_dir.join("workspaces"), owner)?;
+        packages.ensure(PIP_CACHE).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut workspaces = NamedDirs::new(layout.workspaces, owner)?;
         workspaces.volumes = volumes.map(Arc::new);
         workspaces.refill_spares_soon();
         Ok(HostDirs {
             workspaces,
-            packages: NamedDirs::new(system.path().join("packages").join("sessions"), owner)?,
-            templates: NamedDirs::new(system.path().join("templates"), owner)?,
-            pip_cache,
+            packages: NamedDirs::new(layout.session_packages, owner)?,
+            templates: NamedDirs::new(layout.templates, owner)?,
             storage,
             system,
         })
@@ -84,23 +95,22 @@ impl HostDirs {
     pub fn session_spec(
         &self,
         name: &str,
-        workspace: PathBuf,
         template: &str,
         limits: ResourceLimits,
     ) -> Result<SandboxSpec, ServiceError> {
-        let mut mounts = vec![ReadOnlyMount { source: self.packages.ensure(name)?, target: SESSION_MOUNT.into() }];
-        let env = self.templates.path(template);
-        if env.is_dir() {
-            mounts.push(ReadOnlyMount { source: env, target: TEMPLATE_MOUNT.into() });
+        self.packages.ensure(name)?;
+        let mut mounts = vec![ReadOnlyMount { dir: Dir::SessionPackages(name.into()), target: SESSION_MOUNT.into() }];
+        if self.templates.path(template).is_dir() {
+            mounts.push(ReadOnlyMount { dir: Dir::Template(template.into()), target: TEMPLATE_MOUNT.into() });
         }
-        Ok(SandboxSpec { name: name.to_string(), workspace, limits, mounts })
+        Ok(SandboxSpec { name: name.to_string(), workspace: name.to_string(), limits, mounts })
     }
 
     /// What a bare sandbox named `name` mounts (`/v1/run` and its pool): a workspace of its
     /// own, nothing else.
     pub async fn bare_spec(&self, name: &str, limits: ResourceLimits) -> Result<SandboxSpec, ServiceError> {
-        let workspace = self.workspaces.ensure_soon(name).await?;
-        Ok(SandboxSpec { name: name.to_string(), workspace, limits, mounts: Vec::new() })
+        self.workspaces.ensure_soon(name).await?;
+        Ok(SandboxSpec { name: name.to_string(), workspace: name.to_string(), limits, mounts: Vec::new() })
     }
 
     /// Renames a warm sandbox's directories to the session's (see [`NamedDirs::rename`]).

@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::runtime::{PackageInstall, ReadOnlyMount};
+use crate::runtime::PackageInstall;
 
 /// Where the executor binary appears inside the sandbox.
 pub const EXECUTOR_PATH: &str = "/.sandbox/executor";
@@ -143,8 +143,15 @@ fn bind(a: &mut Vec<OsString>, flag: &str, source: &Path, target: &str) {
     a.push(target.into());
 }
 
+/// A host directory bound read-only at `target` inside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoBind {
+    pub source: PathBuf,
+    pub target: String,
+}
+
 /// The full bwrap argument list for a sandbox on `workspace`, with `mounts` read-only.
-pub fn args(layout: &Layout, workspace: &Path, mounts: &[ReadOnlyMount], memory_bytes: u64) -> Vec<OsString> {
+pub fn args(layout: &Layout, workspace: &Path, mounts: &[RoBind], memory_bytes: u64) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     system_view(&mut a, layout, false, memory_bytes);
     a.push("--as-pid-1".into());
@@ -167,14 +174,14 @@ pub const INSTALL_CACHE: &str = "/cache";
 /// `pip` as the only process. `--only-binary :all:` means wheels only: no package code (no
 /// `setup.py`) runs at install time, so nothing untrusted ever runs with network access or can
 /// reach the cache other sessions' installs share.
-pub fn install_args(layout: &Layout, req: &PackageInstall) -> Vec<OsString> {
+pub fn install_args(layout: &Layout, target: &Path, cache: &Path, req: &PackageInstall) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     system_view(&mut a, layout, true, req.limits.memory_bytes);
     if Path::new(RESOLV_CONF).exists() {
         push(&mut a, &["--ro-bind", RESOLV_CONF, RESOLV_CONF]);
     }
-    bind(&mut a, "--bind", &req.target, INSTALL_TARGET);
-    bind(&mut a, "--bind", &req.cache, INSTALL_CACHE);
+    bind(&mut a, "--bind", target, INSTALL_TARGET);
+    bind(&mut a, "--bind", cache, INSTALL_CACHE);
     seal(&mut a);
     push(&mut a, &["--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]);
     push(&mut a, &["--setenv", "PATH", sandbox_protocol::SANDBOX_PATH, "--setenv", "LANG", "C.UTF-8"]);
@@ -280,8 +287,8 @@ mod tests {
         }
     }
 
-    fn mounts() -> Vec<ReadOnlyMount> {
-        vec![ReadOnlyMount { source: "/data/packages/s1".into(), target: "/opt/packages".into() }]
+    fn mounts() -> Vec<RoBind> {
+        vec![RoBind { source: "/data/packages/s1".into(), target: "/opt/packages".into() }]
     }
 
     fn joined() -> String {
@@ -370,8 +377,7 @@ mod tests {
         PackageInstall {
             name: "s1".into(),
             packages: vec!["six==1.17.0".into(), "attrs".into()],
-            target: "/data/packages/s1".into(),
-            cache: "/data/pip-cache".into(),
+            into: crate::Dir::SessionPackages("s1".into()),
             index_url: None,
             limits: crate::ResourceLimits { memory_bytes: 1 << 30, pids: 64, cpus: 1.0 },
             timeout: std::time::Duration::from_secs(60),
@@ -380,7 +386,8 @@ mod tests {
 
     #[test]
     fn installs_get_the_network_wheels_only_and_nothing_but_target_and_cache_writable() {
-        let v = install_args(&layout(), &install());
+        let (target, cache) = (Path::new("/data/packages/s1"), Path::new("/data/pip-cache"));
+        let v = install_args(&layout(), target, cache, &install());
         let a = v.iter().map(|s| s.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
         assert!(a.contains("--share-net") && a.contains("--unshare-user") && a.contains("--disable-userns"));
         assert!(a.contains("--uid 1000 --gid 1000"), "{a}");
@@ -389,8 +396,12 @@ mod tests {
         assert!(a.contains("--only-binary :all:"), "no sdist may run setup.py: {a}");
         // Package names come after `--`, so none can be read as an option of pip.
         assert!(a.ends_with("--target /target --upgrade --cache-dir /cache --only-binary :all: --break-system-packages --no-input --disable-pip-version-check --progress-bar off --no-warn-script-location -- six==1.17.0 attrs"), "{a}");
-        let with_index =
-            install_args(&layout(), &PackageInstall { index_url: Some("https://mirror/simple".into()), ..install() });
+        let with_index = install_args(
+            &layout(),
+            target,
+            cache,
+            &PackageInstall { index_url: Some("https://mirror/simple".into()), ..install() },
+        );
         assert!(with_index.iter().any(|s| s == "https://mirror/simple"));
     }
 

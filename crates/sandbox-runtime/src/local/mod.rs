@@ -22,8 +22,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::executor_client::{ExecutorClient, OutputSink};
+use crate::layout::HostLayout;
 use crate::runtime::{
-    ExecOutcome, InstallOutcome, PackageInstall, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
+    Dir, ExecOutcome, InstallOutcome, PackageInstall, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
 };
 use crate::RuntimeError;
 use cgroup::{CgroupMode, Cgroups, SandboxCgroup};
@@ -37,6 +38,8 @@ pub struct LocalConfig {
     pub executor: PathBuf,
     /// Where the runtime keeps its files (executor copy, etc files, probe workspace).
     pub state_dir: PathBuf,
+    /// Where sandboxd keeps workspaces, package and template directories, by name.
+    pub dirs: HostLayout,
     /// Host uid/gid that sandboxes run as.
     pub run_as: RunAs,
     pub cgroups: CgroupMode,
@@ -153,7 +156,10 @@ impl LocalRuntime {
             cg.remove_stale();
         }
         let reachable = match config.run_as.ids() {
-            Some(_) => unreachable_ancestor(&config.state_dir).map_or(Ok(()), Err),
+            Some(_) => [&config.state_dir, &config.dirs.workspaces]
+                .into_iter()
+                .find_map(|d| unreachable_ancestor(d))
+                .map_or(Ok(()), Err),
             None => Ok(()),
         };
         let problems = [
@@ -202,26 +208,29 @@ impl LocalRuntime {
             })?;
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let spec = SandboxSpec {
-            name: format!("probe-{}-{n}", std::process::id()),
-            workspace,
-            limits: ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 },
-            mounts: Vec::new(),
-        };
-        let sandbox = self.start(spec).await?;
+        let name = format!("probe-{}-{n}", std::process::id());
+        let limits = ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 };
+        let sandbox = self.start(name, &workspace, &[], limits).await?;
         sandbox.destroy().await;
         Ok(())
     }
 
-    async fn start(&self, spec: SandboxSpec) -> Result<LocalSandbox, RuntimeError> {
+    /// Starts a sandbox named `name` on the host directory `workspace`.
+    async fn start(
+        &self,
+        name: String,
+        workspace: &Path,
+        mounts: &[bwrap::RoBind],
+        limits: ResourceLimits,
+    ) -> Result<LocalSandbox, RuntimeError> {
         if let Some(problem) = self.static_problem() {
             return Err(RuntimeError::NotReady(problem));
         }
         let (Ok(bwrap_path), Ok(layout), Ok(cgroups)) = (&self.bwrap, &self.layout, &self.cgroups) else {
             return Err(RuntimeError::NotReady("runtime misconfigured".into()));
         };
-        let cgroup = cgroups.create(&spec.name, &spec.limits)?;
-        let args = bwrap::args(layout, &spec.workspace, &spec.mounts, spec.limits.memory_bytes);
+        let cgroup = cgroups.create(&name, &limits)?;
+        let args = bwrap::args(layout, workspace, mounts, limits.memory_bytes);
         let (mut child, info_r, block_w) = match self.spawn_held(bwrap_path, args, Stdio::piped()) {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -235,9 +244,9 @@ impl LocalRuntime {
             return Err(RuntimeError::Start("bwrap has no stdio pipes".into()));
         };
         let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        tokio::spawn(log_stderr(spec.name.clone(), stderr, Arc::clone(&stderr_tail)));
+        tokio::spawn(log_stderr(name.clone(), stderr, Arc::clone(&stderr_tail)));
         let sandbox = LocalSandbox {
-            name: spec.name,
+            name,
             client: ExecutorClient::new(stdout, stdin),
             child: AsyncMutex::new(Some(child)),
             cgroup,
@@ -315,7 +324,10 @@ impl LocalRuntime {
         let layout = bwrap::Layout { tmp_size_bytes: layout.tmp_size_bytes.max(INSTALL_TMP_BYTES), ..layout.clone() };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let cgroup = cgroups.create(&format!("install-{}-{n}", req.name), &req.limits)?;
-        let spawned = self.spawn_held(bwrap_path, bwrap::install_args(&layout, &req), Stdio::null());
+        let target = self.config.dirs.path(&req.into);
+        let before = crate::layout::installed(&target);
+        let args = bwrap::install_args(&layout, &target, &self.config.dirs.pip_cache, &req);
+        let spawned = self.spawn_held(bwrap_path, args, Stdio::null());
         let (child, info_r, block_w) = match spawned {
             Ok(s) => s,
             Err(e) => {
@@ -350,6 +362,7 @@ impl LocalRuntime {
                     success: out.status.success(),
                     log: tail_of(&log, INSTALL_LOG_BYTES),
                     timed_out: false,
+                    installed: crate::layout::installed(&target).difference(&before).cloned().collect(),
                 }
             }
             Ok(Err(e)) => {
@@ -361,6 +374,7 @@ impl LocalRuntime {
                 success: false,
                 log: format!("pip did not finish within {} s and was killed", req.timeout.as_secs()),
                 timed_out: true,
+                installed: Vec::new(),
             },
         };
         cleanup(&cgroup);
@@ -469,7 +483,11 @@ impl Runtime for LocalRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
-        Ok(Box::new(self.start(spec).await?))
+        let dirs = &self.config.dirs;
+        let workspace = dirs.path(&Dir::Workspace(spec.workspace));
+        let mounts: Vec<bwrap::RoBind> =
+            spec.mounts.into_iter().map(|m| bwrap::RoBind { source: dirs.path(&m.dir), target: m.target }).collect();
+        Ok(Box::new(self.start(spec.name, &workspace, &mounts, spec.limits).await?))
     }
 
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
