@@ -7,6 +7,7 @@
 //! orphan ([`reaper`]), like tini.
 
 pub mod exec;
+pub mod files;
 pub mod kernel;
 pub mod outputs;
 pub mod proctree;
@@ -40,6 +41,7 @@ pub fn run() -> i32 {
     }
 
     let kernel = Arc::new(kernel::Kernel::new(Arc::clone(&children)));
+    let files = Arc::new(files::FileServer::new(std::path::Path::new(sandbox_protocol::WORKSPACE_DIR)));
     let mut input = io::stdin().lock();
     loop {
         match sandbox_protocol::read_frame::<_, Request>(&mut input) {
@@ -76,6 +78,15 @@ pub fn run() -> i32 {
                 spawn_or_inline(move || {
                     let error = kernel.restart().err();
                     let _ = send(&out, &Event::Ack { id, error });
+                });
+            }
+            Ok(Some(Request::File { id, op })) => {
+                let (out, files) = (Arc::clone(&out), Arc::clone(&files));
+                spawn_or_inline(move || {
+                    let result = files.handle(op);
+                    if let Err(e) = send(&out, &Event::FileDone { id, result }) {
+                        eprintln!("sandbox-executor: cannot answer a file operation: {e}");
+                    }
                 });
             }
             Ok(Some(Request::Shutdown)) | Ok(None) => break,

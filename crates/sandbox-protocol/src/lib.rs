@@ -6,7 +6,10 @@
 //! results echo it, so several requests may be in flight on one stream.
 //!
 //! The executor answers with [`Event::Ready`] as soon as it starts, then one
-//! [`Event::ExecDone`] per [`Request::Exec`].
+//! [`Event::ExecDone`] per [`Request::Exec`] and one [`Event::FileDone`] per [`Request::File`]
+//! (the file API of runtimes whose sandboxes do not share sandboxd's disk: see [`files`]).
+
+pub mod files;
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -73,6 +76,8 @@ pub enum Request {
     Interrupt,
     /// Kill the kernel and start a fresh one; answered by [`Event::Ack`] with the same id.
     RestartKernel { id: String },
+    /// An operation on the workspace's files, answered by [`Event::FileDone`] with the same id.
+    File { id: String, op: files::FileOp },
     /// Kill every user process and exit.
     Shutdown,
 }
@@ -120,6 +125,10 @@ pub enum Event {
     Ack {
         id: String,
         error: Option<String>,
+    },
+    FileDone {
+        id: String,
+        result: files::FileResult,
     },
 }
 

@@ -8,14 +8,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sandbox_protocol::files::{FileOp, FileResult};
 use sandbox_protocol::{Event, ExecRequest, ExecResult, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, Mutex as AsyncMutex};
 
 use crate::RuntimeError;
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ExecResult>>>>;
-type Acks = Arc<Mutex<HashMap<String, oneshot::Sender<Option<String>>>>>;
+/// Callers waiting for an answer of type `T`, by request id.
+type Waiting<T> = Arc<Mutex<HashMap<String, oneshot::Sender<T>>>>;
+type Pending = Waiting<ExecResult>;
+type Acks = Waiting<Option<String>>;
+type FileCalls = Waiting<FileResult>;
 type Streams = Arc<Mutex<HashMap<String, OutputSink>>>;
 
 /// Where a streaming execution's outputs go as they happen.
@@ -25,9 +29,19 @@ pub struct ExecutorClient {
     writer: AsyncMutex<Box<dyn AsyncWrite + Send + Unpin>>,
     pending: Pending,
     acks: Acks,
+    files: FileCalls,
     streams: Streams,
     alive: Arc<AtomicBool>,
     ready: AsyncMutex<Option<oneshot::Receiver<u32>>>,
+    next_file: std::sync::atomic::AtomicU64,
+}
+
+/// Where the reader delivers what it reads.
+struct Maps {
+    pending: Pending,
+    acks: Acks,
+    files: FileCalls,
+    streams: Streams,
 }
 
 impl ExecutorClient {
@@ -38,18 +52,26 @@ impl ExecutorClient {
     ) -> Self {
         let pending: Pending = Arc::default();
         let acks: Acks = Arc::default();
+        let files: FileCalls = Arc::default();
         let streams: Streams = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let (ready_tx, ready_rx) = oneshot::channel();
-        let maps = (Arc::clone(&pending), Arc::clone(&acks), Arc::clone(&streams));
+        let maps = Maps {
+            pending: Arc::clone(&pending),
+            acks: Arc::clone(&acks),
+            files: Arc::clone(&files),
+            streams: Arc::clone(&streams),
+        };
         tokio::spawn(read_events(reader, maps, Arc::clone(&alive), ready_tx));
         ExecutorClient {
             writer: AsyncMutex::new(Box::new(writer)),
             pending,
             acks,
+            files,
             streams,
             alive,
             ready: AsyncMutex::new(Some(ready_rx)),
+            next_file: Default::default(),
         }
     }
 
@@ -69,45 +91,45 @@ impl ExecutorClient {
         }
     }
 
+    /// Sends `req` (whose id is `id`) and waits for the answer that `waiting` receives.
+    async fn call<T>(&self, waiting: &Waiting<T>, id: String, req: &Request) -> Result<T, RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        lock(waiting).insert(id.clone(), tx);
+        // The reader clears the maps after it marks the client dead: checking after the
+        // insert means a sender can never be left behind with nobody to drop it.
+        if !self.is_alive() {
+            lock(waiting).remove(&id);
+            return Err(RuntimeError::SandboxDied("the executor is gone".into()));
+        }
+        if let Err(e) = self.send(req).await {
+            lock(waiting).remove(&id);
+            return Err(e);
+        }
+        rx.await.map_err(|_| RuntimeError::SandboxDied("the executor exited before answering".into()))
+    }
+
     /// Runs `req`; with a `sink`, its outputs also go there as they happen.
     pub async fn exec(&self, mut req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecResult, RuntimeError> {
-        let (tx, rx) = oneshot::channel();
         let id = req.id.clone();
         if let Some(sink) = sink {
             req.stream = true;
             lock(&self.streams).insert(id.clone(), sink);
         }
-        lock(&self.pending).insert(id.clone(), tx);
-        // The reader clears `pending` after it marks the client dead: checking after the
-        // insert means a sender can never be left behind with nobody to drop it.
-        if !self.is_alive() {
-            lock(&self.pending).remove(&id);
-            return Err(RuntimeError::SandboxDied("the executor is gone".into()));
-        }
-        if let Err(e) = self.send(&Request::Exec(req)).await {
-            lock(&self.pending).remove(&id);
-            return Err(e);
-        }
-        rx.await.map_err(|_| RuntimeError::SandboxDied("the executor exited during the execution".into()))
+        self.call(&self.pending, id, &Request::Exec(req)).await
     }
 
     /// Sends a request that is answered by an `Ack` with `id`, and waits for it.
     pub async fn call_acked(&self, id: String, req: Request) -> Result<(), RuntimeError> {
-        let (tx, rx) = oneshot::channel();
-        lock(&self.acks).insert(id.clone(), tx);
-        if !self.is_alive() {
-            lock(&self.acks).remove(&id);
-            return Err(RuntimeError::SandboxDied("the executor is gone".into()));
+        match self.call(&self.acks, id, &req).await? {
+            None => Ok(()),
+            Some(error) => Err(RuntimeError::Kernel(error)),
         }
-        if let Err(e) = self.send(&req).await {
-            lock(&self.acks).remove(&id);
-            return Err(e);
-        }
-        match rx.await {
-            Ok(None) => Ok(()),
-            Ok(Some(error)) => Err(RuntimeError::Kernel(error)),
-            Err(_) => Err(RuntimeError::SandboxDied("the executor exited before answering".into())),
-        }
+    }
+
+    /// Runs a file operation on the workspace, inside the sandbox.
+    pub async fn file(&self, op: FileOp) -> Result<FileResult, RuntimeError> {
+        let id = format!("file-{}", self.next_file.fetch_add(1, Ordering::Relaxed));
+        self.call(&self.files, id.clone(), &Request::File { id, op }).await
     }
 
     /// Sends a request that has no answer.
@@ -130,7 +152,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 async fn read_events(
     mut reader: impl AsyncRead + Unpin,
-    (pending, acks, streams): (Pending, Acks, Streams),
+    Maps { pending, acks, files, streams }: Maps,
     alive: Arc<AtomicBool>,
     ready_tx: oneshot::Sender<u32>,
 ) {
@@ -159,6 +181,11 @@ async fn read_events(
                     let _ = tx.send(error);
                 }
             }
+            Ok(Some(Event::FileDone { id, result })) => {
+                if let Some(tx) = lock(&files).remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(error = %e, "executor stream broken");
@@ -169,6 +196,7 @@ async fn read_events(
     alive.store(false, Ordering::SeqCst);
     lock(&pending).clear();
     lock(&acks).clear();
+    lock(&files).clear();
     lock(&streams).clear();
 }
 

@@ -25,6 +25,10 @@ impl Runtime for FakeRuntime {
         "fake"
     }
 
+    fn workspace_access(&self) -> crate::WorkspaceAccess {
+        crate::WorkspaceAccess::Host
+    }
+
     async fn readiness(&self) -> Readiness {
         let problem = self.not_ready.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Readiness {
@@ -88,6 +92,14 @@ impl Sandbox for FakeSandbox {
 
     async fn restart_kernel(&self) -> Result<(), RuntimeError> {
         Ok(())
+    }
+
+    async fn file(
+        &self,
+        _op: sandbox_protocol::files::FileOp,
+    ) -> Result<sandbox_protocol::files::FileResult, RuntimeError> {
+        let message = "the fake runtime's sandboxes keep no files".into();
+        Ok(sandbox_protocol::files::FileResult::Failed { fault: sandbox_protocol::files::FileFault::Other { message } })
     }
 
     fn is_alive(&self) -> bool {

@@ -17,6 +17,6 @@ pub use executor_client::OutputSink;
 pub use layout::HostLayout;
 pub use runtime::{
     Dir, ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime,
-    Sandbox, SandboxSpec,
+    Sandbox, SandboxSpec, WorkspaceAccess,
 };
 pub use start_queue::StartQueue;

@@ -115,9 +115,23 @@ pub struct Readiness {
     pub detail: std::collections::BTreeMap<String, String>,
 }
 
+/// How sandboxd reaches a workspace's files (the file API, uploads, archives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkspaceAccess {
+    /// On its own disk: the sandbox mounts the directory sandboxd keeps ([`crate::HostLayout`]).
+    /// The fast way, for runtimes on sandboxd's host.
+    Host,
+    /// Through the executor inside the sandbox ([`Sandbox::file`]), for runtimes whose
+    /// sandboxes do not share sandboxd's disk; the session's sandbox is started for it.
+    Executor,
+}
+
 #[async_trait]
 pub trait Runtime: Send + Sync {
     fn name(&self) -> &'static str;
+
+    /// How sandboxd reaches the files of this runtime's workspaces.
+    fn workspace_access(&self) -> WorkspaceAccess;
 
     /// Probes (or returns a recent probe of) whether sandboxes can be created.
     async fn readiness(&self) -> Readiness;
@@ -151,6 +165,14 @@ pub trait Sandbox: Send + Sync {
 
     /// Kills the kernel and waits until a fresh one is ready.
     async fn restart_kernel(&self) -> Result<(), RuntimeError>;
+
+    /// Runs a file operation on the workspace, inside the sandbox (see
+    /// [`WorkspaceAccess::Executor`]). Errors mean the sandbox failed; a failed operation is a
+    /// [`FileResult::Failed`](sandbox_protocol::files::FileResult::Failed).
+    async fn file(
+        &self,
+        op: sandbox_protocol::files::FileOp,
+    ) -> Result<sandbox_protocol::files::FileResult, RuntimeError>;
 
     /// False once the sandbox has died or been destroyed.
     fn is_alive(&self) -> bool;

@@ -54,6 +54,10 @@ impl Runtime for StartQueue {
         self.inner.readiness().await
     }
 
+    fn workspace_access(&self) -> crate::WorkspaceAccess {
+        self.inner.workspace_access()
+    }
+
     fn workspace_owner(&self) -> Option<(u32, u32)> {
         self.inner.workspace_owner()
     }

@@ -6,7 +6,6 @@
 //! nor a download is ever held in memory, and an upload becomes visible (atomically, by a
 //! rename) only once it is complete.
 
-use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -18,6 +17,7 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sandbox_api::{FileInfo, FileList, MoveFile, UploadedFile, UploadedFiles};
+use sandbox_service::files::READ_CHUNK;
 use sandbox_service::{Service, ServiceError};
 use sandbox_workspace::{Entry, RelPath, WorkspaceError};
 
@@ -28,7 +28,6 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 /// Chunks in flight between the thread that writes an archive and the response body.
 const CHANNEL_CHUNKS: usize = 8;
-const READ_CHUNK: usize = 1 << 20;
 
 /// How much of a refused upload's body is still read (and dropped) before the answer, so that
 /// a client that sends its whole body before it reads gets the answer instead of a reset.
@@ -269,7 +268,7 @@ pub async fn download(
     headers: HeaderMap,
 ) -> Result<Response> {
     let rel = RelPath::parse(&path)?;
-    let (file, entry) = state.files(&id).await?.open(rel).await?;
+    let (opened, entry) = state.files(&id).await?.open(rel).await?;
     let tag = etag(&entry);
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
@@ -296,12 +295,7 @@ pub async fn download(
         Some((first, last)) => (StatusCode::PARTIAL_CONTENT, first, last - first + 1),
         None => (StatusCode::OK, 0, size),
     };
-    let mut file = file;
-    if first > 0 {
-        file.seek(SeekFrom::Start(first)).map_err(|e| ApiError::Internal(format!("seek: {e}")))?;
-    }
-    let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
-    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, READ_CHUNK));
+    let body = Body::from_stream(opened.into_stream(first, len, READ_CHUNK));
     let mime = mime_guess::from_path(entry.path.as_path()).first_or_octet_stream();
     let modified = entry.modified_at.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let mut resp = Response::builder()

@@ -209,6 +209,19 @@ pub struct LocalSection {
     /// it takes only what is written. Installs past it fail with "no space left".
     #[arg(long, env = "SANDBOXD_SYSTEM_VOLUME_BYTES", default_value_t = 64 << 30)]
     pub system_volume_bytes: u64,
+
+    /// How the file API reaches workspaces: `host` (on this disk, the fast way) or `executor`
+    /// (through the executor inside the session's sandbox, as a runtime whose sandboxes do not
+    /// share this disk must: to try that path on one host).
+    #[arg(long, env = "SANDBOXD_FILE_ACCESS", default_value = "host")]
+    pub file_access: FileAccess,
+}
+
+/// See `--file-access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileAccess {
+    Host,
+    Executor,
 }
 
 /// The runtimes sandboxd can run sandboxes with (see `runtimes.rs`).

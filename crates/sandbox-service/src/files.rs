@@ -4,24 +4,29 @@
 //! template's accepted types, and every change is written back to storage before it is
 //! acknowledged.
 //!
-//! Paths are validated and resolved by `sandbox-workspace`, never through a link. Uploads
-//! stream through a bounded channel to a blocking thread, so a 1 GiB upload is never held in
-//! memory, and a file becomes visible (atomically, by a rename) only once it is complete.
+//! Paths are validated and resolved by `sandbox-workspace`, never through a link, on this disk
+//! or by the executor in the sandbox, as the runtime says ([`WorkspaceFiles`]). Uploads stream
+//! through a bounded channel to a blocking thread, so a 1 GiB upload is never held in memory,
+//! and a file becomes visible (atomically, by a rename) only once it is complete.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use sandbox_api::{FileInfo, FileType, Session, UploadedFile};
-use sandbox_workspace::{Entry, Kind, RelPath, Staged, Workspace, WorkspaceError};
+use sandbox_api::{FileInfo, FileType, Session, SessionStatus, UploadedFile};
+use sandbox_runtime::WorkspaceAccess;
+use sandbox_workspace::{Entry, Kind, RelPath, Workspace, WorkspaceError};
 
 use crate::error::ServiceError;
+use crate::workspace_files::{Opened, Upload, WorkspaceFiles};
 use crate::Service;
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
 /// Most entries one listing returns.
 pub const MAX_LISTING: usize = 10_000;
+/// Bytes a read takes from a file at a time.
+pub const READ_CHUNK: usize = 1 << 20;
 /// Chunks in flight between an upload's body and the thread that writes the file.
 const CHANNEL_CHUNKS: usize = 8;
 
@@ -39,7 +44,7 @@ pub fn info(e: &Entry) -> FileInfo {
 pub struct SessionFiles {
     service: Arc<Service>,
     session: Session,
-    ws: Arc<Workspace>,
+    ws: Arc<WorkspaceFiles>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -49,7 +54,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 impl Service {
     /// Opens session `id`'s workspace; the session must exist, not be deleted, and still have
     /// its workspace. With S3 storage, a session whose sandbox runs here has the current files
-    /// in its directory (code writes there); any other is brought up to date first.
+    /// in its directory (code writes there); any other is brought up to date first. Reached
+    /// through the executor, the workspace is where the session's sandbox is: a stopped
+    /// session is resumed for it, as for an execution.
     pub async fn files(self: &Arc<Self>, id: &str) -> Result<SessionFiles> {
         let session = self.active_session(id)?;
         if let Some(at) = session.workspace_removed_at {
@@ -58,14 +65,35 @@ impl Service {
                 at.to_rfc3339()
             )));
         }
-        // Mounted from here until the workspace's root is open, which keeps it mounted.
-        let _pin = self.dirs.workspaces.pin(id);
-        let dir = match self.sessions.live(id).current() {
-            Some(_) => self.dirs.workspaces.ensure(id)?,
-            None => self.dirs.prepare(id).await?,
+        let ws = match self.runtime.workspace_access() {
+            WorkspaceAccess::Host => {
+                // Mounted from here until the workspace's root is open, which keeps it mounted.
+                let _pin = self.dirs.workspaces.pin(id);
+                let dir = match self.sessions.live(id).current() {
+                    Some(_) => self.dirs.workspaces.ensure(id)?,
+                    None => self.dirs.prepare(id).await?,
+                };
+                WorkspaceFiles::Host(Workspace::open(&dir, self.runtime.workspace_owner())?)
+            }
+            WorkspaceAccess::Executor => WorkspaceFiles::through(self.sandbox_for_files(&session).await?),
         };
-        let ws = Workspace::open(&dir, self.runtime.workspace_owner())?;
         Ok(SessionFiles { service: Arc::clone(self), session, ws: Arc::new(ws) })
+    }
+
+    /// The live sandbox of `session`, resumed if it is stopped and may resume on demand.
+    async fn sandbox_for_files(&self, session: &Session) -> Result<Arc<dyn sandbox_runtime::Sandbox>> {
+        let live = || self.sessions.live(&session.id).current().filter(|sb| sb.is_alive());
+        if let Some(sandbox) = live() {
+            return Ok(sandbox);
+        }
+        if session.status == SessionStatus::Stopped && !session.auto_resume {
+            return Err(ServiceError::Conflict(format!(
+                "session {} is stopped and its files are in its sandbox; resume it with POST /v1/sessions/{}/resume",
+                session.id, session.id
+            )));
+        }
+        self.resume_session(&session.id).await?;
+        live().ok_or_else(|| ServiceError::SandboxFailed(format!("session {} has no sandbox to reach", session.id)))
     }
 }
 
@@ -93,9 +121,25 @@ impl SessionFiles {
     }
 
     /// Regular file `path`, open for reading, with what it is.
-    pub async fn open(&self, path: RelPath) -> Result<(std::fs::File, Entry)> {
+    pub async fn open(&self, path: RelPath) -> Result<(Opened, Entry)> {
         let ws = Arc::clone(&self.ws);
-        blocking(move || Ok(ws.open_file(&path)?)).await
+        blocking(move || Ok(ws.open(&path)?)).await
+    }
+
+    /// Regular file `path` whole, if it has at most `max` bytes (for doors that answer with
+    /// the content itself rather than a stream).
+    pub async fn read_all(&self, path: RelPath, max: u64) -> Result<(Vec<u8>, Entry)> {
+        let (opened, entry) = self.open(path).await?;
+        if entry.size > max {
+            return Err(WorkspaceError::TooLarge { limit: max }.into());
+        }
+        let mut data = Vec::with_capacity(entry.size as usize);
+        let mut chunks = opened.into_stream(0, entry.size, READ_CHUNK);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| ServiceError::Internal(format!("read {}: {e}", entry.path)))?;
+            data.extend_from_slice(&chunk);
+        }
+        Ok((data, entry))
     }
 
     /// Removes `path` (a directory only if empty, unless `recursive`).
@@ -120,7 +164,7 @@ impl SessionFiles {
         if entry.kind != Kind::Dir {
             return Err(WorkspaceError::NotDir(dir.to_string()).into());
         }
-        Ok(sandbox_workspace::write_tar_gz(&self.ws, dir, out)?)
+        Ok(sandbox_workspace::write_tar_gz(self.ws.as_ref(), dir, out)?)
     }
 
     /// The upload allowlist of the session's template (empty: anything goes).
@@ -157,11 +201,8 @@ impl SessionFiles {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
         let writer = tokio::task::spawn_blocking(move || -> Result<UploadedFile> {
             // `staged` holds `adding` already, on a volume.
-            let within_quota = |adding: u64, staged: Option<&Staged>| -> Result<()> {
-                let used = match staged {
-                    Some(staged) => ws.usage_besides(staged)?,
-                    None => ws.usage()?,
-                };
+            let within_quota = |adding: u64, staged: Option<&mut Upload>| -> Result<()> {
+                let used = ws.usage(staged)?;
                 let replaced = ws.stat(&path).ok().filter(|e| e.kind == Kind::File).map_or(0, |e| e.size);
                 if used.saturating_sub(replaced) + adding > quota {
                     return Err(WorkspaceError::QuotaExceeded { quota, used, adding }.into());
@@ -197,7 +238,7 @@ impl SessionFiles {
             drop(hash_tx);
             let sha256 =
                 hasher.join().map_err(|_| ServiceError::Internal("the upload's hashing thread failed".into()))?;
-            within_quota(staged.size(), Some(&staged))?;
+            within_quota(staged.size(), Some(&mut staged))?;
             let entry = ws.commit(staged, &path)?;
             Ok(UploadedFile {
                 path: entry.path.as_str().to_string(),

@@ -27,6 +27,7 @@ pub mod storage;
 pub mod system_dir;
 pub mod template;
 pub mod workspace;
+pub mod workspace_files;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;

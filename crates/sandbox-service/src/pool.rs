@@ -21,6 +21,7 @@ use crate::workspace::HostDirs;
 
 /// A started sandbox waiting for work, with the workspace it was started on.
 pub struct Warm {
+    /// Its name, and its workspace's; in a session pool, the id of the session that takes it.
     pub name: String,
     pub sandbox: Box<dyn Sandbox>,
 }
@@ -122,7 +123,13 @@ impl Pool {
 
 async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<HostDirs>) {
     let (Some(p), Some(rt), Some(ws)) = (pool.upgrade(), runtime.upgrade(), dirs.upgrade()) else { return };
-    let name = format!("run-{}", new_id("pool"));
+    // A session sandbox is named (and its workspace and packages made) under the id its
+    // session will have: taking it needs no rename, which only a shared disk could do under a
+    // live mount.
+    let name = match &p.session {
+        Some(_) => new_id("ses"),
+        None => format!("run-{}", new_id("pool")),
+    };
     // The workspace first, off the async threads (it may be a new volume).
     let spec = match &p.session {
         Some((template, _)) => {

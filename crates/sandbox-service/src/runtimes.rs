@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sandbox_runtime::local::{LocalConfig, LocalRuntime, RunAs};
-use sandbox_runtime::Runtime;
+use sandbox_runtime::{Runtime, WorkspaceAccess};
 
-use crate::config::{Config, LocalSection, RuntimeKind};
+use crate::config::{Config, FileAccess, LocalSection, RuntimeKind};
 use crate::system_dir::SystemDir;
 
 /// The runtime `config` names. Never fails: what is wrong is reported by its readiness.
@@ -24,6 +24,10 @@ fn local(config: &Config, section: &LocalSection, system: &SystemDir) -> LocalRu
         executor: section.executor.clone().unwrap_or_else(default_executor),
         state_dir: system.runtime_dir(),
         dirs: crate::workspace::host_layout(&config.data_dir, system),
+        file_access: match section.file_access {
+            FileAccess::Host => WorkspaceAccess::Host,
+            FileAccess::Executor => WorkspaceAccess::Executor,
+        },
         run_as: run_as(section),
         cgroups: section.cgroups,
         tmp_size_bytes: section.tmp_size_mb << 20,

@@ -83,15 +83,16 @@ impl Service {
             .filter(|_| template::poolable(&template, &session) && req.workspace_from.is_none());
         if let Some((pool, warm)) = pool.and_then(|p| p.take(&self.dirs).map(|w| (p, w))) {
             pool.refill(&self.runtime, &self.dirs);
-            if self.dirs.rename(&warm.name, &session.id).is_ok() {
-                let session = Session { from_pool: true, ..session };
-                self.store.insert_session(&session)?;
-                self.sessions.adopt(&session, warm.sandbox);
-                tracing::info!(session = %session.id, template = %session.template, "session created from the warm pool");
-                return Ok(session);
+            // The warm sandbox was started under this session's id (see `pool.rs`).
+            let session = Session { id: warm.name.clone(), from_pool: true, ..session };
+            if let Err(e) = self.store.insert_session(&session) {
+                warm.sandbox.destroy().await;
+                self.dirs.remove(&warm.name);
+                return Err(e.into());
             }
-            warm.sandbox.destroy().await;
-            self.dirs.remove(&warm.name);
+            self.sessions.adopt(&session, warm.sandbox);
+            tracing::info!(session = %session.id, template = %session.template, "session created from the warm pool");
+            return Ok(session);
         }
         let started = match self.store.insert_session(&session) {
             Ok(()) => self.sessions.start(&session, self.runtime.as_ref(), &self.dirs).await,

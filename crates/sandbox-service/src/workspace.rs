@@ -113,15 +113,6 @@ impl HostDirs {
         Ok(SandboxSpec { name: name.to_string(), workspace: name.to_string(), limits, mounts: Vec::new() })
     }
 
-    /// Renames a warm sandbox's directories to the session's (see [`NamedDirs::rename`]).
-    pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
-        self.workspaces.rename(from, to)?;
-        match self.packages.rename(from, to) {
-            Err(_) if !self.packages.path(from).exists() => Ok(()),
-            other => other,
-        }
-    }
-
     /// Removes a session's (or warm sandbox's) directories.
     pub fn remove(&self, name: &str) {
         self.workspaces.remove(name);
@@ -193,8 +184,7 @@ impl NamedDirs {
             .map_err(|e| ServiceError::Internal(format!("workspace task failed: {e}")))?
     }
 
-    /// Gives workspace `from` the name `to`. A sandbox that has it mounted keeps it: the bind
-    /// mount follows the directory, not its name.
+    /// Gives workspace `from` (of a stopped session: nothing has it mounted) the name `to`.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
         let renamed = match &self.volumes {
             Some(volumes) if volumes.has(from) => volumes.rename(from, to),

@@ -242,10 +242,8 @@ pub async fn files_cross_between_code_and_the_file_api(target: &'static Target) 
     assert_eq!(e.stdout, "uploaded,1\n", "{e:?}");
     let e = h.python(&s, "import os\nos.makedirs('out')\nopen('out/result.txt', 'w').write('from code')").await?;
     assert_eq!(e.status, ExecutionStatus::Succeeded, "{e:?}");
-    let (mut file, entry) = files.open(RelPath::parse("out/result.txt")?).await?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text)?;
-    assert_eq!((text.as_str(), entry.size), ("from code", 9));
+    let (text, entry) = files.read_all(RelPath::parse("out/result.txt")?, 1 << 20).await?;
+    assert_eq!((text.as_slice(), entry.size), (&b"from code"[..], 9));
     let (listed, _) = files.list(RelPath::root(), true).await?;
     let paths: Vec<&str> = listed.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, ["in", "in/data.csv", "out", "out/result.txt"]);
@@ -370,6 +368,20 @@ conformance!(
     Target {
         configure: |c| c.runtime = sandbox_service::config::RuntimeKind::Local,
         env: &[("SANDBOXD_RUNTIME", "local")],
+        leftovers: local_leftovers,
+    }
+);
+
+// The local runtime again, with the file API through the executor inside each sandbox: the
+// way a runtime whose sandboxes do not share sandboxd's disk reaches workspaces.
+conformance!(
+    local_files_through_executor,
+    Target {
+        configure: |c| {
+            c.runtime = sandbox_service::config::RuntimeKind::Local;
+            c.local.file_access = sandbox_service::config::FileAccess::Executor;
+        },
+        env: &[("SANDBOXD_RUNTIME", "local"), ("SANDBOXD_FILE_ACCESS", "executor")],
         leftovers: local_leftovers,
     }
 );

@@ -62,10 +62,8 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     let (listed, truncated) = files.list(RelPath::root(), true).await?;
     let paths: Vec<&str> = listed.iter().map(|f| f.path.as_str()).collect();
     assert_eq!((paths.as_slice(), truncated), (["in", "in/a.txt", "out.txt"].as_slice(), false));
-    let (mut file, entry) = files.open(RelPath::parse("out.txt")?).await?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut file, &mut text)?;
-    assert_eq!((text.as_str(), entry.size), ("from code", 9));
+    let (text, entry) = files.read_all(RelPath::parse("out.txt")?, 1 << 20).await?;
+    assert_eq!((text.as_slice(), entry.size), (&b"from code"[..], 9));
     drop(files);
 
     // Interrupt: a long cell ends with KeyboardInterrupt and the kernel keeps its variables.

@@ -1,12 +1,32 @@
 //! A directory of a workspace as a `.tar.gz`, written as it is read (nothing is buffered whole).
 
-use std::io::Write;
+use std::io::{Read, Write};
 
-use crate::{Kind, RelPath, Workspace, WorkspaceError};
+use crate::{Entry, Kind, RelPath, Workspace, WorkspaceError};
+
+/// What an archive is written from: a workspace on this disk, or one reached through a
+/// sandbox's executor.
+pub trait Tree {
+    /// The entries of `dir`, its whole tree with `recursive`, at most `limit`.
+    fn list(&self, dir: &RelPath, recursive: bool, limit: usize) -> Result<Vec<Entry>, WorkspaceError>;
+    /// Regular file `path`, open for reading, with what it is.
+    fn open_file(&self, path: &RelPath) -> Result<(Box<dyn Read + Send>, Entry), WorkspaceError>;
+}
+
+impl Tree for Workspace {
+    fn list(&self, dir: &RelPath, recursive: bool, limit: usize) -> Result<Vec<Entry>, WorkspaceError> {
+        Workspace::list(self, dir, recursive, limit)
+    }
+
+    fn open_file(&self, path: &RelPath) -> Result<(Box<dyn Read + Send>, Entry), WorkspaceError> {
+        let (file, entry) = Workspace::open_file(self, path)?;
+        Ok((Box::new(file), entry))
+    }
+}
 
 /// Writes `dir` (its files and directories; links and special files are left out, never
 /// followed) as a gzip-compressed tar to `out`. Names in the archive are relative to `dir`.
-pub fn write_tar_gz(ws: &Workspace, dir: &RelPath, out: impl Write) -> Result<(), WorkspaceError> {
+pub fn write_tar_gz(ws: &dyn Tree, dir: &RelPath, out: impl Write) -> Result<(), WorkspaceError> {
     let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     let entries = ws.list(dir, true, usize::MAX)?;
@@ -31,7 +51,7 @@ pub fn write_tar_gz(ws: &Workspace, dir: &RelPath, out: impl Write) -> Result<()
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(0o644);
                 header.set_size(now.size);
-                tar.append_data(&mut header, &name, std::io::Read::take(file, now.size)).map_err(io)?;
+                tar.append_data(&mut header, &name, file.take(now.size)).map_err(io)?;
             }
             Kind::Symlink | Kind::Other => {}
         }

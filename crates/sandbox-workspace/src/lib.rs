@@ -15,11 +15,12 @@ mod archive;
 #[cfg(feature = "s3")]
 pub mod mirror;
 mod path;
+pub mod protocol;
 pub mod sniff;
 pub mod volume;
 mod workspace;
 
-pub use archive::write_tar_gz;
+pub use archive::{write_tar_gz, Tree};
 #[cfg(feature = "s3")]
 pub use mirror::{Mirror, S3Options, SyncReport};
 pub use path::{RelPath, MAX_NAME_BYTES, MAX_PATH_BYTES};

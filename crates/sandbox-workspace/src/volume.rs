@@ -8,8 +8,9 @@
 //! `mkfs.ext4`; [`Volumes::probe`] tries them once, at start.
 //!
 //! A mounted directory cannot be renamed, and `mount --move` refuses under shared mounts, so a
-//! rename (a warm sandbox's workspace becoming a session's) bind-mounts the volume at the new
-//! name and unmounts the old one: the same filesystem, never a second loop device on one image.
+//! rename (a spare becoming a new workspace, or a stopped session's moving to another session)
+//! bind-mounts the volume at the new name and unmounts the old one: the same filesystem, never
+//! a second loop device on one image.
 
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -316,8 +317,7 @@ impl Volumes {
         run("mount", &["-t", "ext4", "-o", "loop,nosuid,nodev,noatime,discard", path_str(&image)?, path_str(&dir)?])
     }
 
-    /// Gives volume `from` the name `to` (see the module doc). A sandbox that has it mounted
-    /// keeps it.
+    /// Gives volume `from` the name `to` (see the module doc).
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.rename_unlocked(from, to)

@@ -40,6 +40,9 @@ pub struct LocalConfig {
     pub state_dir: PathBuf,
     /// Where sandboxd keeps workspaces, package and template directories, by name.
     pub dirs: HostLayout,
+    /// How sandboxd reaches workspace files: on its disk (the default), or through the
+    /// executor as a remote runtime must (to test that path for real on one host).
+    pub file_access: crate::WorkspaceAccess,
     /// Host uid/gid that sandboxes run as.
     pub run_as: RunAs,
     pub cgroups: CgroupMode,
@@ -478,6 +481,10 @@ impl Runtime for LocalRuntime {
         r
     }
 
+    fn workspace_access(&self) -> crate::WorkspaceAccess {
+        self.config.file_access
+    }
+
     fn workspace_owner(&self) -> Option<(u32, u32)> {
         self.config.run_as.ids()
     }
@@ -561,6 +568,13 @@ impl Sandbox for LocalSandbox {
         let id = format!("restart-{}", self.counter.fetch_add(1, Ordering::Relaxed));
         let call = self.client.call_acked(id.clone(), sandbox_protocol::Request::RestartKernel { id });
         tokio::time::timeout(Duration::from_secs(120), call).await.map_err(|_| RuntimeError::Unresponsive(120))?
+    }
+
+    async fn file(
+        &self,
+        op: sandbox_protocol::files::FileOp,
+    ) -> Result<sandbox_protocol::files::FileResult, RuntimeError> {
+        self.client.file(op).await
     }
 
     fn is_alive(&self) -> bool {
