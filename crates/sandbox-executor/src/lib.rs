@@ -17,6 +17,7 @@ pub mod seccomp;
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use sandbox_protocol::files::{FileFault, FileResult};
 use sandbox_protocol::{Event, Language, Request, PROTOCOL_VERSION};
 
 /// Runs the executor until its input closes or it is told to shut down; returns the exit code.
@@ -84,8 +85,14 @@ pub fn run() -> i32 {
                 let (out, files) = (Arc::clone(&out), Arc::clone(&files));
                 spawn_or_inline(move || {
                     let result = files.handle(op);
-                    if let Err(e) = send(&out, &Event::FileDone { id, result }) {
-                        eprintln!("sandbox-executor: cannot answer a file operation: {e}");
+                    if let Err(e) = send(&out, &Event::FileDone { id: id.clone(), result }) {
+                        // sandboxd waits for an answer: say why there is none (a listing too
+                        // large for one frame, say).
+                        let message = format!("cannot send the answer: {e}");
+                        let failed = FileResult::Failed { fault: FileFault::Other { message } };
+                        if let Err(e) = send(&out, &Event::FileDone { id, result: failed }) {
+                            eprintln!("sandbox-executor: cannot answer a file operation: {e}");
+                        }
                     }
                 });
             }

@@ -22,6 +22,8 @@ use sandbox_workspace::{Entry, RelPath, Staged, Tree, Workspace, WorkspaceError}
 
 type Result<T> = std::result::Result<T, WorkspaceError>;
 
+/// How long one file operation in the sandbox may take (a chunk of at most 4 MiB, a listing).
+const OP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Bytes an upload through the executor gathers before it sends them: fewer, larger appends.
 const APPEND_BYTES: usize = CHUNK_BYTES;
 
@@ -34,7 +36,13 @@ pub struct Remote {
 
 impl Remote {
     async fn call_async(&self, op: FileOp) -> Result<FileResult> {
-        let answer = self.sandbox.file(op).await.map_err(|e| WorkspaceError::Remote(format!("the sandbox: {e}")))?;
+        let answer = match tokio::time::timeout(OP_TIMEOUT, self.sandbox.file(op)).await {
+            Ok(answer) => answer.map_err(|e| WorkspaceError::Remote(format!("the sandbox: {e}")))?,
+            Err(_) => {
+                let why = format!("the sandbox did not answer a file operation within {} s", OP_TIMEOUT.as_secs());
+                return Err(WorkspaceError::Remote(why));
+            }
+        };
         match answer {
             FileResult::Failed { fault } => Err(error(fault)),
             answer => Ok(answer),

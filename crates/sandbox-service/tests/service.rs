@@ -108,3 +108,38 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     assert!(matches!(service.session("ses_none"), Err(ServiceError::NotFound(_))));
     Ok(())
 }
+
+/// With the file API through the executor (as for a runtime whose sandboxes do not share this
+/// disk), files are reached where the sandbox is: a stopped session is started for them, large
+/// files go in several chunks each way, and a session that may not resume on demand says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Result<()> {
+    let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
+    let mut config = sandbox_test_support::test_config(data.path())?;
+    config.local.file_access = sandbox_service::config::FileAccess::Executor;
+    let service = Arc::new(sandbox_service::Service::open(config)?);
+    let _down = ShutDown(Arc::clone(&service));
+    let id = service.create_session(CreateSession::default()).await?.id;
+    run(&service, &id, "open('a.txt', 'w').write('x' * 5_000_000)").await?;
+    service.stop_session(&id).await?;
+
+    let files = service.files(&id).await?;
+    assert_eq!(service.session(&id)?.status, SessionStatus::Running, "reaching the files started the sandbox");
+    let (read, entry) = files.read_all(RelPath::parse("a.txt")?, 10 << 20).await?;
+    assert_eq!((read.len(), entry.size), (5_000_000, 5_000_000));
+    assert!(read.iter().all(|b| *b == b'x'), "every chunk in its place");
+    let chunk = Bytes::from(vec![b'y'; 64 << 10]);
+    let mut body = futures_util::stream::iter((0..100).map(|_| Ok::<Bytes, std::io::Error>(chunk.clone())));
+    let uploaded = files.upload(RelPath::parse("in/b.bin")?, None, &mut body).await?;
+    assert_eq!(uploaded.size, 100 * 64 << 10);
+    let e =
+        run(&service, &id, "import os\nprint(os.path.getsize('in/b.bin'), set(open('in/b.bin','rb').read()))").await?;
+    assert_eq!(e.stdout, "6553600 {121}\n", "{e:?}");
+
+    let fixed = CreateSession { auto_resume: Some(false), ..Default::default() };
+    let pinned = service.create_session(fixed).await?.id;
+    service.stop_session(&pinned).await?;
+    let refused = service.files(&pinned).await;
+    assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a session that does not resume on demand");
+    Ok(())
+}
