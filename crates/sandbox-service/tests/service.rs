@@ -131,7 +131,7 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
     let chunk = Bytes::from(vec![b'y'; 64 << 10]);
     let mut body = futures_util::stream::iter((0..100).map(|_| Ok::<Bytes, std::io::Error>(chunk.clone())));
     let uploaded = files.upload(RelPath::parse("in/b.bin")?, None, &mut body).await?;
-    assert_eq!(uploaded.size, 100 * 64 << 10);
+    assert_eq!(uploaded.size, 100 * (64 << 10));
     let e =
         run(&service, &id, "import os\nprint(os.path.getsize('in/b.bin'), set(open('in/b.bin','rb').read()))").await?;
     assert_eq!(e.stdout, "6553600 {121}\n", "{e:?}");
