@@ -198,6 +198,11 @@ async fn main() -> anyhow::Result<()> {
         // The same against plain directories: what a workspace volume (loop-mounted ext4) costs.
         let plain = start_sandboxd(&sandboxd, &[("SANDBOXD_WORKSPACE_VOLUMES", "off")])?;
         files(&Client::new(&plain.url), 5, " [plain dirs]").await?;
+        drop(plain);
+        // Through the executor inside the sandbox: what a runtime whose sandboxes do not share
+        // sandboxd's disk pays for the file API.
+        let remote = start_sandboxd(&sandboxd, &[("SANDBOXD_FILE_ACCESS", "executor")])?;
+        files(&Client::new(&remote.url), 5, " [through the executor]").await?;
     }
 
     if wants("cold") {
