@@ -303,11 +303,7 @@ pub async fn a_restarted_server_recovers_what_it_finds(target: &'static Target) 
         CreateExecution { execution_id: Some("cut-off".into()), ..CreateExecution::new(Language::Bash, "sleep 60") };
     let (c1, sid) = (c.clone(), s.id.clone());
     let in_flight = tokio::spawn(async move { c1.execute(&sid, &running).await });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(c.get_execution("cut-off").await.map(|e| e.status), Ok(ExecutionStatus::Running)) {
-        anyhow::ensure!(Instant::now() < deadline, "the execution never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sandbox_test_support::until_running(&c, "cut-off").await?;
     d.signal(9)?;
     d.wait_exit(Duration::from_secs(5))?;
     let _ = in_flight.await;

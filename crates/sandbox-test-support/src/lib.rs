@@ -222,6 +222,16 @@ impl Drop for Daemon {
     }
 }
 
+/// Waits (at most 10 s) until execution `id` is running.
+pub async fn until_running(client: &Client, id: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !matches!(client.get_execution(id).await.map(|e| e.status), Ok(sandbox_api::ExecutionStatus::Running)) {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "execution {id} never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Host processes whose command line mentions `needle` (bwrap's names a sandbox's workspace).
 pub fn processes_mentioning(needle: &str) -> usize {
     std::fs::read_dir("/proc")

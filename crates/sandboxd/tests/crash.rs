@@ -49,11 +49,7 @@ async fn a_crash_loses_no_file_and_leaves_nothing_running() -> anyhow::Result<()
         })
     };
     eventually("the upload to be written", unnamed_upload).await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !matches!(c.get_execution("cut-off").await.map(|e| e.status), Ok(ExecutionStatus::Running)) {
-        anyhow::ensure!(Instant::now() < deadline, "the execution never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sandbox_test_support::until_running(&c, "cut-off").await?;
 
     d.signal(9)?;
     d.wait_exit(Duration::from_secs(5))?;
