@@ -243,7 +243,9 @@ impl Service {
         }
         let system = system_dir::SystemDir::open(&config)?;
         let runtime = runtimes::build(&config, &system);
-        Service::with_system_dir(config, store, runtime, system)
+        let service = Service::with_system_dir(config, store, runtime, system)?;
+        lifecycle::remove_orphans(&service);
+        Ok(service)
     }
 
     /// Starts what runs in the background: template builds cut off by a restart, the idle

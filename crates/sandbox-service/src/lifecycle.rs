@@ -256,3 +256,28 @@ pub fn counts(state: &Service) -> [(&'static str, u64); 5] {
         ("volume_unmounted", r.volumes_unmounted.load(Ordering::Relaxed)),
     ]
 }
+
+/// Removes the directories a crash left behind with no session to own them: the workspaces
+/// (and package directories) of warm sandboxes and one-shot runs. Called once at start, before
+/// any pool fills; a workspace named by a session record, of any status, is never touched.
+pub fn remove_orphans(state: &Service) -> usize {
+    let Ok(entries) = std::fs::read_dir(state.dirs.workspaces.path("")) else { return 0 };
+    let mut removed = 0;
+    for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+        let orphan = match name.split_once(['_', '-']) {
+            // One-shot runs and the run pool: never kept past their sandbox.
+            Some(("run", _)) => true,
+            // A session pool's sandbox is started under its session's future id.
+            Some(("ses", _)) => matches!(state.store.get_session(&name), Ok(None)),
+            _ => false,
+        };
+        if orphan {
+            state.dirs.remove(&name);
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed the workspaces of sandboxes a crash left without a session");
+    }
+    removed
+}

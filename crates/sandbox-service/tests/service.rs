@@ -143,3 +143,39 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
     assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a session that does not resume on demand");
     Ok(())
 }
+
+/// What a crash leaves of warm sandboxes and one-shot runs (workspaces no session owns) is
+/// removed at the next start; the workspace of a session of any status stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_removes_workspaces_no_session_owns() -> anyhow::Result<()> {
+    let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
+    let (running, deleted) = {
+        let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?)?);
+        let _down = ShutDown(Arc::clone(&service));
+        let running = service.create_session(CreateSession::default()).await?.id;
+        run(&service, &running, "open('mine.txt', 'w').write('kept')").await?;
+        let deleted = service.create_session(CreateSession::default()).await?.id;
+        run(&service, &deleted, "open('old.txt', 'w').write('retained')").await?;
+        service.delete_session(&deleted).await?;
+        (running, deleted)
+    };
+    let workspaces = data.path().join("workspaces");
+    let strays = ["ses_00000000000000000000000000000000", "run-exe_0000", "run-pool_0000"];
+    for stray in strays {
+        std::fs::create_dir_all(workspaces.join(stray).join("sub"))?;
+        std::fs::write(workspaces.join(stray).join("sub/file"), "left by a crash")?;
+    }
+
+    let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?)?);
+    let _down = ShutDown(Arc::clone(&service));
+    for stray in strays {
+        assert!(!workspaces.join(stray).exists(), "{stray} is removed");
+    }
+    let (mine, _) = service.files(&running).await?.read_all(RelPath::parse("mine.txt")?, 100).await?;
+    assert_eq!(mine, b"kept");
+    let heir = CreateSession { workspace_from: Some(deleted), ..Default::default() };
+    let heir = service.create_session(heir).await?.id;
+    let (old, _) = service.files(&heir).await?.read_all(RelPath::parse("old.txt")?, 100).await?;
+    assert_eq!(old, b"retained", "a deleted session's workspace stays for its retention");
+    Ok(())
+}
