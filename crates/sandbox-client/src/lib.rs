@@ -65,13 +65,25 @@ pub struct Client {
 }
 
 impl Client {
-    /// `base` like `http://127.0.0.1:8080` (a trailing slash is fine).
+    /// `base` like `http://127.0.0.1:8080` (a trailing slash is fine), with the API key in
+    /// `SANDBOX_API_KEY` if it is set.
     pub fn new(base: &str) -> Client {
+        Self::with_key(base, std::env::var("SANDBOX_API_KEY").ok().filter(|k| !k.is_empty()).as_deref())
+    }
+
+    /// A client that sends `key` (as `Authorization: Bearer`) with every request, or none.
+    pub fn with_key(base: &str, key: Option<&str>) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(Ok(mut value)) = key.map(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}"))) {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         // sandboxd closes a keep-alive connection idle for 10 s (--header-read-timeout-s); a
         // pooled connection reused just as the server closes it fails the request, so the
         // pool lets go of idle ones first.
         let http = reqwest::Client::builder()
             .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Client { base: base.trim_end_matches('/').to_string(), http }

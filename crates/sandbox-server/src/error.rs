@@ -12,6 +12,9 @@ use sandbox_workspace::WorkspaceError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
+    /// No API key, or an unknown or revoked one (401, with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -55,6 +58,7 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
@@ -98,6 +102,10 @@ impl IntoResponse for ApiError {
         ) {
             resp.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            let challenge = axum::http::HeaderValue::from_static("Bearer");
+            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+        }
         resp
     }
 }
@@ -106,6 +114,7 @@ impl IntoResponse for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
+            ServiceError::Unauthorized(m) => ApiError::Unauthorized(m),
             ServiceError::NotFound(m) => ApiError::NotFound(m),
             ServiceError::Conflict(m) => ApiError::Conflict(m),
             ServiceError::Invalid(m) => ApiError::Invalid(m),

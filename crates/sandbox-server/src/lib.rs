@@ -5,6 +5,7 @@
 //! The `sandboxd` binary parses a [`Config`] and calls [`Server::start`]; tests do the same
 //! on a free port, or call [`app`] directly.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -66,13 +67,9 @@ pub struct ApiDoc;
 pub fn app(state: Arc<Service>) -> Router {
     use axum::routing::post;
     let body_limit = state.config.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(metrics::metrics))
-        .route("/openapi.json", get(routes::openapi_json))
-        .route("/openapi.yaml", get(routes::openapi_yaml))
-        .route("/docs", get(routes::docs))
+    // Every /v1 route needs a key once one is in force (auth.rs); health, metrics and the
+    // API document stay open.
+    let api = Router::new()
         .route("/v1/sessions", post(routes::create_session).get(routes::list_sessions))
         .route("/v1/sessions/{id}", get(routes::get_session).delete(routes::delete_session))
         .route("/v1/sessions/{id}/executions", post(routes::create_execution).get(routes::list_executions))
@@ -95,6 +92,15 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/v1/templates/{name}", get(routes::get_template).delete(routes::delete_template))
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::require_key));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(routes::openapi_json))
+        .route("/openapi.yaml", get(routes::openapi_yaml))
+        .route("/docs", get(routes::docs))
+        .merge(api)
         .fallback(routes::not_found_fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -112,6 +118,8 @@ pub enum ServerError {
     Setup(#[from] sandbox_service::SetupError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Unprotected(String),
 }
 
 /// A running server.
@@ -135,6 +143,8 @@ impl Server {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let mode = state.access_mode(addr).map_err(|e| ServerError::Unprotected(e.to_string()))?;
+        tracing::info!(%addr, "{mode}");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let router = app(Arc::clone(&state));
         let limits = serve::Limits {

@@ -15,6 +15,11 @@ use crate::config::Config;
 /// What each error status means, for every operation that answers it.
 const STATUSES: &[(u16, &str)] = &[
     (400, "Malformed: not JSON, a bad query parameter, or a path that is not a safe relative path (`bad_request`)"),
+    (
+        401,
+        "This server needs an API key (it has one in force), and the request has none, or one that is unknown or \
+         revoked (`unauthorized`)",
+    ),
     (404, "No such session, execution, template or file (`not_found`)"),
     (405, "Method not allowed here (`method_not_allowed`)"),
     (409, "The session is deleted or in the wrong state, the thing is in use or exists (`conflict`)"),
@@ -194,7 +199,12 @@ pub fn document(config: &Config) -> Value {
         }
         params.sort_by_key(|p| (p["in"] != "path", p["in"].as_str().map(String::from)));
         op["parameters"] = Value::Array(params);
-        let all = errors.iter().chain(if *json_body { JSON_BODY } else { &[] });
+        // The API needs a key once one is in force; without, it is open (the empty requirement).
+        let keyed: &[u16] = if path.starts_with("/v1/") { &[401] } else { &[] };
+        if !keyed.is_empty() {
+            op["security"] = json!([{}, {"bearer": []}, {"api_key": []}]);
+        }
+        let all = errors.iter().chain(keyed).chain(if *json_body { JSON_BODY } else { &[] });
         for status in all {
             let key = status.to_string();
             let description = STATUSES.iter().find(|(s, _)| s == status).map_or("", |(_, d)| d);
@@ -219,6 +229,10 @@ pub fn document(config: &Config) -> Value {
     for (pointer, extra) in constraints(config) {
         merge(&mut doc, &format!("/components/schemas{pointer}"), &extra);
     }
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer", "description": "An API key (`sandboxd keys create`)"},
+        "api_key": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "The same key, as the E2B SDK sends it"},
+    });
     doc
 }
 
@@ -247,6 +261,20 @@ mod tests {
         for (m, p, ..) in OPERATIONS {
             assert!(seen.contains(&(m.to_string(), p.to_string())), "{m} {p} is in OPERATIONS but not served");
         }
+    }
+
+    /// Every API operation says it may need a key (401) and how to send one; health does not.
+    #[test]
+    fn the_api_declares_its_keys() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let keyed = path.starts_with("/v1/");
+                assert_eq!(op["responses"]["401"].is_object(), keyed, "{method} {path}");
+                assert_eq!(op["security"].is_array(), keyed, "{method} {path}");
+            }
+        }
+        assert_eq!(doc["components"]["securitySchemes"]["api_key"]["name"], "X-API-Key");
     }
 
     /// Every `{name}` in a path is a declared, required path parameter, once.

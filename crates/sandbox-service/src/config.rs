@@ -12,6 +12,12 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Serve without API keys on an address beyond loopback: anyone who reaches it can run
+    /// code. Without it, sandboxd refuses such an address until a key exists
+    /// (`sandboxd keys create`).
+    #[arg(long, env = "SANDBOXD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
     /// Where the database, workspaces and runtime files live.
     #[arg(long, env = "SANDBOXD_DATA_DIR", default_value = "./sandbox-data")]
     pub data_dir: PathBuf,

@@ -7,6 +7,9 @@ use sandbox_workspace::WorkspaceError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
+    /// No API key, or one that is unknown or revoked, where keys are in force.
+    #[error("{0}")]
+    Unauthorized(String),
     /// No such session, execution, template or file.
     #[error("{0}")]
     NotFound(String),

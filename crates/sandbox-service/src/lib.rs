@@ -7,6 +7,7 @@
 //! its own statuses in one place.
 
 pub mod admission;
+pub mod auth;
 pub mod callback;
 pub mod config;
 pub mod error;

@@ -56,6 +56,8 @@ impl<T> Page<T> {
 
 /// Listings are in the order of a sort key (a time) and then a unique name; a cursor is where
 /// one page ended: both, hex-encoded so that it is opaque and URL-safe.
+pub mod keys;
+
 pub mod cursor {
     use super::StoreError;
 
@@ -133,6 +135,14 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE executions ADD COLUMN outputs_truncated INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX executions_by_finish ON executions(finished_at);",
     "ALTER TABLE sessions ADD COLUMN last_kernel_death TEXT;",
+    "CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+     );",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -184,16 +194,26 @@ impl Store {
     pub fn open(path: &Path) -> Result<(Store, Recovered), StoreError> {
         let conn =
             Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
+        let store = Self::init(conn)?;
+        let recovered = store.recover()?;
+        Ok((store, recovered))
+    }
+
+    /// Opens the database at `path` beside a server that may be running on it (the `keys`
+    /// commands): migrated, but nothing of the server's work is touched.
+    pub fn open_beside(path: &Path) -> Result<Store, StoreError> {
+        let conn =
+            Connection::open(path).map_err(|source| StoreError::Open { path: path.display().to_string(), source })?;
         Self::init(conn)
     }
 
     pub fn open_in_memory() -> Result<Store, StoreError> {
         let conn =
             Connection::open_in_memory().map_err(|source| StoreError::Open { path: ":memory:".into(), source })?;
-        Ok(Self::init(conn)?.0)
+        Self::init(conn)
     }
 
-    fn init(mut conn: Connection) -> Result<(Store, Recovered), StoreError> {
+    fn init(mut conn: Connection) -> Result<Store, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -206,6 +226,12 @@ impl Store {
                 .map_err(|source| StoreError::Migrate { version, source })?;
             tx.commit().map_err(|source| StoreError::Migrate { version, source })?;
         }
+        Ok(Store { conn: Mutex::new(conn) })
+    }
+
+    /// Closes what a previous run left open (see [`Recovered`]).
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        let conn = self.conn();
         let now = Utc::now().to_rfc3339();
         // What was queued or running when the last run ended will never finish.
         let executions = conn.execute(
@@ -223,7 +249,7 @@ impl Store {
              WHERE status = 'running'",
             params![now],
         )?;
-        Ok((Store { conn: Mutex::new(conn) }, Recovered { executions, sessions }))
+        Ok(Recovered { executions, sessions })
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {

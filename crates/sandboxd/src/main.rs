@@ -1,9 +1,28 @@
-//! `sandboxd`: parses the configuration and runs the server until SIGTERM or SIGINT.
+//! `sandboxd`: parses the configuration and runs the server until SIGTERM or SIGINT; or, with
+//! `keys`, manages API keys.
+
+mod keys;
 
 use anyhow::Context;
 use clap::Parser;
-use sandbox_server::{Cli, Server};
+use sandbox_server::{Config, Server};
 use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, clap::Parser)]
+#[command(name = "sandboxd", version, about = "Code-execution sandboxes for AI agents: the control plane")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -15,8 +34,11 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
-    let server = Server::start(cli.config).await.context("cannot start sandboxd")?;
+    let args = Args::parse();
+    if let Some(Command::Keys(command)) = args.command {
+        return keys::run(&args.config, command);
+    }
+    let server = Server::start(args.config).await.context("cannot start sandboxd")?;
     println!("sandboxd listening on http://{}", server.addr);
 
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;

@@ -12,6 +12,9 @@ struct Cli {
     /// sandboxd's address.
     #[arg(long, global = true, env = "SANDBOX_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// The API key, when sandboxd has keys in force (`sandboxd keys create`).
+    #[arg(long, global = true, env = "SANDBOX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print the raw JSON response instead of the output.
     #[arg(long, global = true)]
     json: bool,
@@ -42,7 +45,7 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let cli = Cli::parse();
-    let client = sandbox_client::Client::new(&cli.url);
+    let client = sandbox_client::Client::with_key(&cli.url, cli.api_key.as_deref().filter(|k| !k.is_empty()));
     let result = match cli.command {
         Command::Run(args) => commands::run::run(&client, args, cli.json).await,
         Command::Exec(args) => commands::exec::run(&client, args, cli.json).await,

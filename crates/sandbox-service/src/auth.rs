@@ -1,0 +1,160 @@
+//! API keys: who is calling. Until the first key is made, sandboxd is open (and refuses to
+//! listen beyond loopback unless told `--insecure-no-auth`); from then on every request to the
+//! API needs a key in force.
+//!
+//! A key reads `sbx_<id>_<secret>`: the id finds its record, and the secret's SHA-256 is
+//! compared with the one kept, in constant time. The secret has 256 random bits, so a plain
+//! hash is enough (no slow KDF: there is nothing to guess); it is shown once, when made.
+
+use std::io::Read;
+
+use chrono::Utc;
+use sandbox_store::keys::ApiKey;
+use sandbox_store::Store;
+use sha2::{Digest, Sha256};
+
+use crate::error::ServiceError;
+use crate::Service;
+
+const PREFIX: &str = "sbx_";
+
+/// Who a request comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Caller {
+    /// No key is in force: sandboxd is open (on loopback, or `--insecure-no-auth`).
+    Open,
+    /// A key in force.
+    Key { id: String, tenant: String, admin: bool },
+}
+
+/// A key just made, and its one showing.
+pub struct NewKey {
+    pub key: ApiKey,
+    /// The whole key, as clients send it. Not kept anywhere.
+    pub token: String,
+}
+
+fn sha256_hex(secret: &str) -> String {
+    sandbox_workspace::hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Equal strings, in a time that depends on their length only.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `len` random bytes as hex, from the kernel.
+fn random_hex(len: usize) -> std::io::Result<String> {
+    let mut bytes = vec![0u8; len];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(sandbox_workspace::hex(&bytes))
+}
+
+/// A tenant's name: what keys, and later sessions, are grouped by.
+pub fn check_tenant(name: &str) -> Result<(), ServiceError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    match ok {
+        true => Ok(()),
+        false => Err(ServiceError::Invalid(format!(
+            "invalid tenant {name:?}: 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))),
+    }
+}
+
+/// Makes a key for `tenant` and records its hash.
+pub fn create_key(store: &Store, tenant: &str, admin: bool) -> Result<NewKey, ServiceError> {
+    check_tenant(tenant)?;
+    let random = |len| random_hex(len).map_err(|e| ServiceError::Internal(format!("cannot read /dev/urandom: {e}")));
+    let (id, secret) = (random(12)?, random(32)?);
+    let key =
+        ApiKey { id: format!("key_{id}"), tenant: tenant.to_string(), admin, created_at: Utc::now(), revoked_at: None };
+    store.insert_key(&key, &sha256_hex(&secret))?;
+    Ok(NewKey { token: format!("{PREFIX}{id}_{secret}"), key })
+}
+
+/// Revokes key `id`: requests with it are refused from now on.
+pub fn revoke_key(store: &Store, id: &str) -> Result<(), ServiceError> {
+    match store.revoke_key(id, Utc::now())? {
+        true => Ok(()),
+        false => Err(ServiceError::NotFound(format!("no key {id} in force"))),
+    }
+}
+
+impl Service {
+    /// Whether requests without a key are served while no key is in force: on loopback, or
+    /// when told `--insecure-no-auth`.
+    pub fn open_without_keys(&self) -> bool {
+        self.config.listen.ip().is_loopback() || self.config.insecure_no_auth
+    }
+
+    /// How requests are let in, in words, for the log at start; an error when the server must
+    /// not start (no key in force, an address beyond loopback, and no `--insecure-no-auth`).
+    pub fn access_mode(&self, addr: std::net::SocketAddr) -> Result<String, ServiceError> {
+        let keyed = self.store.has_keys()?;
+        if keyed {
+            return Ok("API keys in force: every /v1 request needs one".into());
+        }
+        if addr.ip().is_loopback() {
+            return Ok("no API key yet: open to this machine only (loopback)".into());
+        }
+        if self.config.insecure_no_auth {
+            return Ok(format!("no API key and --insecure-no-auth: anyone who reaches {addr} can run code"));
+        }
+        Err(ServiceError::Unauthorized(format!(
+            "{addr} is beyond loopback and no API key is in force: make one (sandboxd keys create --tenant NAME) \
+             or pass --insecure-no-auth"
+        )))
+    }
+
+    /// Who sends `token` (the key a request carries, if any).
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Caller, ServiceError> {
+        if !self.store.has_keys()? {
+            // The last key revoked while serving beyond loopback: closed, not open.
+            return match self.open_without_keys() {
+                true => Ok(Caller::Open),
+                false => Err(ServiceError::Unauthorized(
+                    "no API key is in force on a server that listens beyond loopback: make one (sandboxd keys create)"
+                        .into(),
+                )),
+            };
+        }
+        let refused =
+            |why: &str| ServiceError::Unauthorized(format!("{why}: send an API key as Authorization: Bearer <key>"));
+        let Some(token) = token else { return Err(refused("this server needs an API key")) };
+        let Some((id, secret)) = token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')) else {
+            return Err(refused("that is not an API key of this server"));
+        };
+        let found = self.store.key_with_hash(&format!("key_{id}"))?;
+        let known = found.filter(|(key, hash)| same(hash, &sha256_hex(secret)) && key.revoked_at.is_none());
+        match known {
+            Some((key, _)) => Ok(Caller::Key { id: key.id, tenant: key.tenant, admin: key.admin }),
+            None => Err(refused("unknown or revoked API key")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_made_shown_once_and_checked_by_its_hash() -> Result<(), ServiceError> {
+        let store = Store::open_in_memory()?;
+        let made = create_key(&store, "acme", true)?;
+        assert!(made.token.starts_with("sbx_") && made.token.len() > 80, "{}", made.token);
+        let (kept, hash) = store.key_with_hash(&made.key.id)?.ok_or_else(|| ServiceError::Internal("kept".into()))?;
+        assert!(!hash.contains(made.token.rsplit('_').next().unwrap_or("")), "only a hash is kept");
+        assert_eq!((kept.tenant.as_str(), kept.admin), ("acme", true));
+        assert!(create_key(&store, "../x", false).is_err());
+        assert!(create_key(&store, "", false).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd") && !same("abc", "ab") && !same("", "a"));
+    }
+}
