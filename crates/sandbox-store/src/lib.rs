@@ -54,10 +54,10 @@ impl<T> Page<T> {
     }
 }
 
-/// Listings are in the order of a sort key (a time) and then a unique name; a cursor is where
-/// one page ended: both, hex-encoded so that it is opaque and URL-safe.
 pub mod keys;
 
+/// Listings are in the order of a sort key (a time) and then a unique name; a cursor is where
+/// one page ended: both, hex-encoded so that it is opaque and URL-safe.
 pub mod cursor {
     use super::StoreError;
 
@@ -463,24 +463,22 @@ impl Store {
         let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT name, record, created_at FROM templates WHERE (created_at, name) > (?1, ?2)
-             ORDER BY created_at, name LIMIT ?3",
+            "SELECT name, record FROM templates WHERE (created_at, name) > (?1, ?2) ORDER BY created_at, name LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![key, name, limit as i64 + 1], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         let mut items = Vec::new();
-        let mut next = None;
         for row in rows {
-            let (name, record, at) = row?;
-            if items.len() == limit {
-                next = items.last().map(|(n, a, _): &(String, String, Template)| cursor::encode(a, n));
-                break;
-            }
-            let t: Template = serde_json::from_str(&record).map_err(|e| corrupt_json(&name, e))?;
-            items.push((name, at, t));
+            let (name, record) = row?;
+            items.push(serde_json::from_str::<Template>(&record).map_err(|e| corrupt_json(&name, e))?);
         }
-        Ok(Page { items: items.into_iter().map(|(_, _, t)| t).collect(), next })
+        Page::of(
+            items,
+            limit,
+            |t| t.name.clone(),
+            |name| conn.query_row("SELECT created_at FROM templates WHERE name = ?1", params![name], |r| r.get(0)),
+        )
     }
 
     /// Removes a template; false if there was none of that name.
@@ -917,6 +915,40 @@ mod tests {
         assert!(store.delete_template("data").expect("delete"));
         assert!(!store.delete_template("data").expect("delete again"));
         assert_eq!(store.get_template("data").expect("get"), None);
+    }
+
+    #[test]
+    fn templates_come_a_page_at_a_time_in_creation_order() {
+        let store = Store::open_in_memory().expect("open");
+        let names = ["c", "a", "b"];
+        for (i, name) in names.iter().enumerate() {
+            let at = Utc::now() + chrono::Duration::seconds(i as i64);
+            let t = Template {
+                name: name.to_string(),
+                description: String::new(),
+                rootfs: "host".into(),
+                limits: Limits { memory_mb: 512, pids: 64, cpu: 1.0 },
+                timeout_s: 30.0,
+                kernel: None,
+                env: Default::default(),
+                packages: vec![],
+                pool_size: 0,
+                idle_timeout_s: 60,
+                max_lifetime_s: 3600,
+                allowed_uploads: vec![],
+                status: sandbox_api::TemplateStatus::Ready,
+                error: None,
+                installed: vec![],
+                builtin: false,
+                created_at: at,
+                updated_at: at,
+            };
+            assert!(store.insert_template(&t).expect("insert"));
+        }
+        let first = store.page_templates(2, None).expect("page");
+        let rest = store.page_templates(2, first.next.as_deref()).expect("page");
+        let seen: Vec<&str> = first.items.iter().chain(&rest.items).map(|t| t.name.as_str()).collect();
+        assert_eq!((seen, first.next.is_some(), rest.next), (names.to_vec(), true, None));
     }
 
     #[test]
