@@ -136,12 +136,23 @@ impl Client {
 
     /// Every session: the pages one after another.
     pub async fn list_sessions(&self) -> Result<SessionList, ClientError> {
-        let mut all = SessionList { sessions: Vec::new(), next_cursor: None };
+        let sessions = self.all_pages("/v1/sessions", |p: SessionList| (p.sessions, p.next_cursor)).await?;
+        Ok(SessionList { sessions, next_cursor: None })
+    }
+
+    /// Every item of the paged listing at `url`, the pages one after another; `split` takes a
+    /// page apart into its items and the cursor of the next.
+    async fn all_pages<P: serde::de::DeserializeOwned, T>(
+        &self,
+        url: &str,
+        split: impl Fn(P) -> (Vec<T>, Option<String>),
+    ) -> Result<Vec<T>, ClientError> {
+        let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let page: SessionList = self.call(Method::GET, &paged("/v1/sessions", &cursor), None::<&()>).await?;
-            all.sessions.extend(page.sessions);
-            match page.next_cursor {
+            let (items, next) = split(self.call(Method::GET, &paged(url, &cursor), None::<&()>).await?);
+            all.extend(items);
+            match next {
                 Some(next) => cursor = Some(next),
                 None => return Ok(all),
             }
@@ -246,16 +257,8 @@ impl Client {
     }
 
     async fn all_executions(&self, url: &str) -> Result<ExecutionList, ClientError> {
-        let mut all = ExecutionList { executions: Vec::new(), next_cursor: None };
-        let mut cursor: Option<String> = None;
-        loop {
-            let page: ExecutionList = self.call(Method::GET, &paged(url, &cursor), None::<&()>).await?;
-            all.executions.extend(page.executions);
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
+        let executions = self.all_pages(url, |p: ExecutionList| (p.executions, p.next_cursor)).await?;
+        Ok(ExecutionList { executions, next_cursor: None })
     }
 
     pub async fn get_execution(&self, id: &str) -> Result<Execution, ClientError> {
@@ -342,17 +345,9 @@ impl Client {
 
     /// Every template: the pages one after another.
     pub async fn list_templates(&self) -> Result<sandbox_api::TemplateList, ClientError> {
-        let mut all = sandbox_api::TemplateList { templates: Vec::new(), next_cursor: None };
-        let mut cursor: Option<String> = None;
-        loop {
-            let page: sandbox_api::TemplateList =
-                self.call(Method::GET, &paged("/v1/templates", &cursor), None::<&()>).await?;
-            all.templates.extend(page.templates);
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => return Ok(all),
-            }
-        }
+        let split = |p: sandbox_api::TemplateList| (p.templates, p.next_cursor);
+        let templates = self.all_pages("/v1/templates", split).await?;
+        Ok(sandbox_api::TemplateList { templates, next_cursor: None })
     }
 
     pub async fn get_template(&self, name: &str) -> Result<Template, ClientError> {
