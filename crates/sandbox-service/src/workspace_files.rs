@@ -7,7 +7,7 @@
 //!
 //! Calls block: the file API makes them on blocking threads, where a call to the executor
 //! waits on the async runtime through a handle. Reads for a download are the exception: they
-//! stream ([`Opened::into_stream`]).
+//! stream ([`Opened::into_stream`]), and archives read that stream.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -298,36 +298,6 @@ impl Opened {
     }
 }
 
-/// A remote file read in chunks as it is consumed (blocks: for archives, on a blocking thread).
-struct RemoteReader {
-    remote: Remote,
-    path: String,
-    at: u64,
-    left: u64,
-    buf: Bytes,
-}
-
-impl Read for RemoteReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.buf.is_empty() && self.left > 0 {
-            let op = FileOp::Read { path: self.path.clone(), offset: self.at, len: self.left.min(CHUNK_BYTES as u64) };
-            match self.remote.call(op).map_err(std::io::Error::other)? {
-                FileResult::Data { data, .. } => {
-                    let n = data.len() as u64;
-                    // A file that shrank ends early; the archive's header said more: tar fails.
-                    self.left = if n == 0 { 0 } else { self.left - n.min(self.left) };
-                    self.at += n;
-                    self.buf = Bytes::from(data);
-                }
-                other => return Err(std::io::Error::other(unexpected(&other).to_string())),
-            }
-        }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf.split_to(n));
-        Ok(n)
-    }
-}
-
 impl Tree for WorkspaceFiles {
     fn list(&self, dir: &RelPath, recursive: bool, limit: usize) -> Result<Vec<Entry>> {
         WorkspaceFiles::list(self, dir, recursive, limit)
@@ -337,12 +307,15 @@ impl Tree for WorkspaceFiles {
         match self {
             WorkspaceFiles::Host(ws) => Tree::open_file(ws, path),
             WorkspaceFiles::Executor(remote) => {
-                let entry = self.stat(path)?;
-                if entry.kind != sandbox_workspace::Kind::File {
-                    return Err(WorkspaceError::NotRegular(path.to_string()));
-                }
-                let (remote, path) = (remote.clone(), wire(path));
-                Ok((Box::new(RemoteReader { remote, path, at: 0, left: entry.size, buf: Bytes::new() }), entry))
+                // The same chunked reads as a download, read as they come (archives are written
+                // on a blocking thread).
+                let (opened, entry) = self.open(path)?;
+                let chunks = opened.into_stream(0, entry.size, CHUNK_BYTES);
+                let reader = tokio_util::io::SyncIoBridge::new_with_handle(
+                    tokio_util::io::StreamReader::new(chunks),
+                    remote.handle.clone(),
+                );
+                Ok((Box::new(reader), entry))
             }
         }
     }
