@@ -96,11 +96,11 @@ impl Service {
         if keyed {
             return Ok("API keys in force: every /v1 request needs one".into());
         }
-        if addr.ip().is_loopback() {
-            return Ok("no API key yet: open to this machine only (loopback)".into());
-        }
-        if self.config.insecure_no_auth {
-            return Ok(format!("no API key and --insecure-no-auth: anyone who reaches {addr} can run code"));
+        if self.open_without_keys() {
+            return Ok(match addr.ip().is_loopback() {
+                true => "no API key yet: open to this machine only (loopback)".into(),
+                false => format!("no API key and --insecure-no-auth: anyone who reaches {addr} can run code"),
+            });
         }
         Err(ServiceError::Unauthorized(format!(
             "{addr} is beyond loopback and no API key is in force: make one (sandboxd keys create --tenant NAME) \
