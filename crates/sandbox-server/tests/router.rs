@@ -110,6 +110,14 @@ async fn lists_are_paged_with_cursors() -> anyhow::Result<()> {
     // Templates: the built-in one heads the first page.
     let (_, t) = send(&st, "GET", "/v1/templates?limit=1", "").await?;
     assert_eq!((t["templates"][0]["name"].as_str(), t["next_cursor"].is_null()), (Some("default"), true));
+    // With one stored, a page of one is the built-in one and a cursor to the rest.
+    let (status, _) = send(&st, "POST", "/v1/templates", r#"{"name": "stored"}"#).await?;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, t) = send(&st, "GET", "/v1/templates?limit=1", "").await?;
+    assert_eq!((status, t["templates"][0]["name"].as_str()), (StatusCode::OK, Some("default")), "{t}");
+    let next = t["next_cursor"].as_str().unwrap_or_default().to_string();
+    let (_, rest) = send(&st, "GET", &format!("/v1/templates?limit=1&cursor={next}"), "").await?;
+    assert_eq!((rest["templates"][0]["name"].as_str(), rest["next_cursor"].is_null()), (Some("stored"), true));
 
     // Any cursor is a place in the order: one no page gave is taken as a key (after "zz": none).
     let (status, after) = send(&st, "GET", "/v1/sessions?cursor=zz", "").await?;

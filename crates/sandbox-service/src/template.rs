@@ -285,13 +285,13 @@ impl Service {
         let limit = page.limit();
         // The built-in one is not stored: it heads the first page.
         let Some(cursor) = page.cursor else {
+            let first = builtin(self)?;
+            if limit == 1 {
+                let more = !self.store.page_templates(1, None)?.items.is_empty();
+                return Ok((vec![first], more.then(sandbox_store::cursor::start)));
+            }
             let rest = self.store.page_templates(limit - 1, Some(&sandbox_store::cursor::start()))?;
-            let next = match rest.next {
-                None if limit == 1 && self.store.page_templates(1, None)?.items.is_empty() => None,
-                None if limit == 1 => Some(sandbox_store::cursor::start()),
-                next => next,
-            };
-            return Ok((std::iter::once(builtin(self)?).chain(rest.items).collect(), next));
+            return Ok((std::iter::once(first).chain(rest.items).collect(), rest.next));
         };
         let p = self.store.page_templates(limit, Some(&cursor))?;
         Ok((p.items, p.next))
