@@ -38,12 +38,11 @@ out="$data.st"
 status=0
 target/test-venv/bin/st --config-file tests/api/schemathesis.toml run "$url/openapi.json" \
   --max-time "$seconds" --workers 2 --seed "${API_FUZZ_SEED:-1}" --no-color | tee "$out" || status=$?
-# schemathesis 4.32.5 sometimes fails inside its own generator ("AST constructor recursion
-# depth mismatch", a Python SystemError) and counts it as an error of the run. That is the
-# tool's bug, not the server's: a run whose only errors are those, with no failure, passes.
-if [ "$status" -ne 0 ] && ! grep -q "^Failures:" "$out" \
-  && [ "$(grep -c "^Runtime Error$" "$out")" -gt 0 ] \
-  && [ "$(grep -c "^Runtime Error$" "$out")" -eq "$(grep -c "^AST constructor recursion depth mismatch" "$out")" ]; then
+# schemathesis 4.32.5 sometimes fails inside its own generator (CPython 3.11's "AST constructor
+# recursion depth mismatch", bare or wrapped in a FlakyFailure) and counts it as an error of the
+# run. That is the tool's bug, not the server's: a run with no failure whose every error is that
+# one passes (tests/api/only_tool_errors.py reads the report).
+if [ "$status" -ne 0 ] && target/test-venv/bin/python tests/api/only_tool_errors.py <"$out"; then
   echo "api-fuzz.sh: no failures; the only errors were schemathesis' own (AST recursion), ignored"
   status=0
 fi
