@@ -119,6 +119,10 @@ impl SessionStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Session {
     pub id: String,
+    /// Whose it is: the tenant of the API key that made it ("default" when made with no key).
+    /// Only that tenant's keys, and admin keys, see it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     pub status: SessionStatus,
     pub template: String,
     pub env: BTreeMap<String, String>,
@@ -638,6 +642,10 @@ pub enum TemplateStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Template {
     pub name: String,
+    /// The tenant it belongs to, whose keys alone see it; `null`: shared with every tenant
+    /// (built in, or made by an admin key or with no key).
+    #[serde(default)]
+    pub tenant: Option<String>,
     pub description: String,
     pub rootfs: String,
     pub limits: Limits,
@@ -662,6 +670,13 @@ pub struct Template {
     pub builtin: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The tenant of what is made with no API key, and of what was stored before tenants existed.
+pub const DEFAULT_TENANT: &str = "default";
+
+pub fn default_tenant() -> String {
+    DEFAULT_TENANT.to_string()
 }
 
 /// The defaults that a template stored before these settings existed gets.

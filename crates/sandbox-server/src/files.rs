@@ -13,10 +13,12 @@ use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sandbox_api::{FileInfo, FileList, MoveFile, UploadedFile, UploadedFiles};
+use sandbox_service::auth::Caller;
 use sandbox_service::files::READ_CHUNK;
 use sandbox_service::{Service, ServiceError};
 use sandbox_workspace::{Entry, RelPath, WorkspaceError};
@@ -67,12 +69,13 @@ impl Linger {
 /// of the rest of the body first, so a client that sends before it reads gets the answer.
 async fn receive<E: std::fmt::Display>(
     state: &Arc<Service>,
+    caller: &Caller,
     id: &str,
     path: RelPath,
     declared: Option<u64>,
     mut body: impl Stream<Item = std::result::Result<Bytes, E>> + Unpin,
 ) -> Result<UploadedFile> {
-    let uploaded = match state.files(id).await {
+    let uploaded = match state.files(caller, id).await {
         Ok(files) => files.upload(path, declared, &mut body).await,
         Err(e) => Err(e),
     };
@@ -98,6 +101,7 @@ fn refused(e: ApiError) -> Response {
 /// `PUT /v1/sessions/{id}/files/{path}`: the body is the file.
 pub async fn upload(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -105,7 +109,7 @@ pub async fn upload(
     let received = async {
         let path = RelPath::parse(&path)?;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        receive(&state, &id, path, declared, body.into_data_stream()).await
+        receive(&state, &caller, &id, path, declared, body.into_data_stream()).await
     };
     match received.await {
         Ok(file) => {
@@ -124,11 +128,12 @@ pub async fn upload(
 /// file, written under `?path=DIR` (or a preceding `path` field); its name may contain `/`.
 pub async fn upload_multipart(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Response {
-    match receive_form(&state, &id, query, multipart).await {
+    match receive_form(&state, &caller, &id, query, multipart).await {
         Ok(files) => {
             tracing::info!(session = %id, files = files.files.len(), "files uploaded");
             (StatusCode::CREATED, Json(files)).into_response()
@@ -139,13 +144,14 @@ pub async fn upload_multipart(
 
 async fn receive_form(
     state: &Arc<Service>,
+    caller: &Caller,
     id: &str,
     query: Option<String>,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<UploadedFiles> {
     let mut multipart =
         multipart.map_err(|e| ApiError::BadRequest(format!("expected multipart/form-data with files: {e}")))?;
-    let received = receive_parts(state, id, query, &mut multipart).await;
+    let received = receive_parts(state, caller, id, query, &mut multipart).await;
     if received.is_err() {
         // Like a refused upload: read (and drop) some of the rest first, so a client that
         // sends its whole form before it reads gets the answer, not a reset.
@@ -156,6 +162,7 @@ async fn receive_form(
 
 async fn receive_parts(
     state: &Arc<Service>,
+    caller: &Caller,
     id: &str,
     query: Option<String>,
     multipart: &mut Multipart,
@@ -184,7 +191,7 @@ async fn receive_parts(
             continue;
         };
         let path = dir.join(RelPath::parse(&name)?.as_str());
-        files.push(receive(state, id, path, None, field).await?);
+        files.push(receive(state, caller, id, path, None, field).await?);
     }
     if files.is_empty() {
         return Err(ApiError::Invalid("the form has no file parts (parts with a filename)".into()));
@@ -264,11 +271,12 @@ fn range(value: &str, size: u64) -> std::result::Result<Option<(u64, u64)>, ()> 
 /// single-range support.
 pub async fn download(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let rel = RelPath::parse(&path)?;
-    let (opened, entry) = state.files(&id).await?.open(rel).await?;
+    let (opened, entry) = state.files(&caller, &id).await?.open(rel).await?;
     let tag = etag(&entry);
     let header_str = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     if header_str(header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*")) {
@@ -317,13 +325,14 @@ pub async fn download(
 /// `GET /v1/sessions/{id}/files?path=DIR&recursive=true`.
 pub async fn list(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<FileList>> {
     let params = params(query);
     let dir = RelPath::parse_or_root(params.get("path").map_or("", String::as_str))?;
     let recursive = flag(&params, "recursive")?;
-    let (files, truncated) = state.files(&id).await?.list(dir, recursive).await?;
+    let (files, truncated) = state.files(&caller, &id).await?.list(dir, recursive).await?;
     Ok(Json(FileList { files, truncated }))
 }
 
@@ -333,12 +342,13 @@ pub async fn list(
 /// `DELETE /v1/sessions/{id}/files/{path}[?recursive=true]`.
 pub async fn delete(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Result<StatusCode> {
     let rel = RelPath::parse(&path)?;
     let recursive = flag(&params(query), "recursive")?;
-    state.files(&id).await?.remove(rel, recursive).await?;
+    state.files(&caller, &id).await?.remove(rel, recursive).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -348,6 +358,7 @@ pub async fn delete(
 /// `POST /v1/sessions/{id}/files/{path}:move` `{"to": "new/path"}`.
 pub async fn move_file(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path((id, path)): Path<(String, String)>,
     crate::extract::ApiBytes(body): crate::extract::ApiBytes,
 ) -> Result<Response> {
@@ -358,7 +369,7 @@ pub async fn move_file(
     };
     let req: MoveFile = crate::extract::parse(&body)?;
     let (from, to) = (RelPath::parse(from)?, RelPath::parse(&req.to)?);
-    Ok(Json(state.files(&id).await?.rename(from, to).await?).into_response())
+    Ok(Json(state.files(&caller, &id).await?.rename(from, to).await?).into_response())
 }
 
 /// Hands what the archive writer produces to the response body, in chunks.
@@ -392,11 +403,12 @@ impl std::io::Write for ChannelWriter {
 /// `GET /v1/sessions/{id}/archive?path=DIR`: the directory as a `.tar.gz`, streamed.
 pub async fn archive(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response> {
     let dir = RelPath::parse_or_root(params(query).get("path").map_or("", String::as_str))?;
-    let files = state.files(&id).await?;
+    let files = state.files(&caller, &id).await?;
     // Checked before the answer starts: a file, or nothing, is an error status, not a broken body.
     if files.stat(dir.clone()).await?.kind != sandbox_workspace::Kind::Dir {
         return Err(ServiceError::from(WorkspaceError::NotDir(dir.to_string())).into());

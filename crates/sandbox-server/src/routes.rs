@@ -6,11 +6,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use sandbox_api::{
     CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Output, Readiness, RunRequest, Session,
     SessionList, StreamName,
 };
+use sandbox_service::auth::Caller;
 use sandbox_service::queue::{ExecutionStream, Submission};
 use sandbox_service::Service;
 
@@ -40,29 +41,42 @@ pub async fn readyz(State(state): State<Arc<Service>>) -> Response {
 ))]
 pub async fn create_session(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<CreateSession>,
 ) -> Result<(StatusCode, Json<Session>)> {
-    Ok((StatusCode::CREATED, Json(state.create_session(req).await?)))
+    Ok((StatusCode::CREATED, Json(state.create_session(&caller, req).await?)))
 }
 
 #[utoipa::path(get, path = "/v1/sessions", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
     ("cursor" = Option<String>, Query, description = "The `next_cursor` of the page before")),
     responses((status = 200, body = SessionList)))]
 /// Sessions, deleted ones included, oldest first, a page at a time.
-pub async fn list_sessions(State(state): State<Arc<Service>>, RawQuery(query): RawQuery) -> Result<Json<SessionList>> {
+pub async fn list_sessions(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<SessionList>> {
     let page = crate::query::page(&crate::query::params(query))?;
-    let (sessions, next_cursor) = state.sessions(page)?;
+    let (sessions, next_cursor) = state.sessions(&caller, page)?;
     Ok(Json(SessionList { sessions, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/sessions/{id}", responses((status = 200, body = Session), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn get_session(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<Json<Session>> {
-    Ok(Json(state.session(&id)?))
+pub async fn get_session(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Session>> {
+    Ok(Json(state.session(&caller, &id)?))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", responses((status = 204), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn delete_session(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<StatusCode> {
-    state.delete_session(&id).await?;
+pub async fn delete_session(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    state.delete_session(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -76,13 +90,14 @@ pub async fn delete_session(State(state): State<Arc<Service>>, Path(id): Path<St
 ))]
 pub async fn create_execution(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateExecution>,
 ) -> Result<Response> {
     let wants_events =
         headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("text/event-stream"));
-    Ok(match state.submit_execution(&id, req, wants_events).await? {
+    Ok(match state.submit_execution(&caller, &id, req, wants_events).await? {
         Submission::Finished(exec) => Json(exec).into_response(),
         Submission::Accepted(exec) => (StatusCode::ACCEPTED, Json(exec)).into_response(),
         Submission::Streaming(stream) => events(stream).into_response(),
@@ -142,26 +157,35 @@ impl futures_core::Stream for ChannelStream {
 /// empty unless `?outputs=true` (each execution has them whole at `GET /v1/executions/{id}`).
 pub async fn list_executions(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<ExecutionList>> {
     let params = crate::query::params(query);
     let with_outputs = crate::query::flag(&params, "outputs")?;
-    let (executions, next_cursor) = state.executions(&id, with_outputs, crate::query::page(&params)?)?;
+    let (executions, next_cursor) = state.executions(&caller, &id, with_outputs, crate::query::page(&params)?)?;
     Ok(Json(ExecutionList { executions, next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/executions/{id}", responses((status = 200, body = Execution), (status = 404, body = sandbox_api::ErrorBody)))]
-pub async fn get_execution(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<Json<Execution>> {
-    Ok(Json(state.execution(&id)?))
+pub async fn get_execution(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Execution>> {
+    Ok(Json(state.execution(&caller, &id)?))
 }
 
 #[utoipa::path(post, path = "/v1/run", request_body = RunRequest, responses(
     (status = 200, body = Execution), (status = 400, body = sandbox_api::ErrorBody),
     (status = 422, body = sandbox_api::ErrorBody), (status = 503, body = sandbox_api::ErrorBody),
 ))]
-pub async fn run(State(state): State<Arc<Service>>, ApiJson(req): ApiJson<RunRequest>) -> Result<Json<Execution>> {
-    Ok(Json(state.run_once(req).await?))
+pub async fn run(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(req): ApiJson<RunRequest>,
+) -> Result<Json<Execution>> {
+    Ok(Json(state.run_once(&caller, req).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/interrupt", responses(
@@ -169,8 +193,12 @@ pub async fn run(State(state): State<Arc<Service>>, ApiJson(req): ApiJson<RunReq
 ))]
 /// Interrupts the running kernel cell (it ends with KeyboardInterrupt; variables are kept).
 /// Does not wait for the session's turn: that is the cell being interrupted.
-pub async fn interrupt(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<Json<Interrupted>> {
-    Ok(Json(Interrupted { interrupted: state.interrupt(&id).await? }))
+pub async fn interrupt(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Interrupted>> {
+    Ok(Json(Interrupted { interrupted: state.interrupt(&caller, &id).await? }))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/restart", responses(
@@ -178,8 +206,12 @@ pub async fn interrupt(State(state): State<Arc<Service>>, Path(id): Path<String>
 ))]
 /// Replaces the session's kernel with a fresh one (a running cell ends as kernel_died) and
 /// answers when the new kernel is ready. Files in the workspace are untouched.
-pub async fn restart(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<Json<Session>> {
-    Ok(Json(state.restart_kernel(&id).await?))
+pub async fn restart(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Session>> {
+    Ok(Json(state.restart_kernel(&caller, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/resume", responses(
@@ -189,8 +221,12 @@ pub async fn restart(State(state): State<Arc<Service>>, Path(id): Path<String>) 
 ))]
 /// Starts a new sandbox on a stopped session's workspace (a fresh kernel; the files are there).
 /// A running session is left as it is.
-pub async fn resume(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<Json<Session>> {
-    Ok(Json(state.resume_session(&id).await?))
+pub async fn resume(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Session>> {
+    Ok(Json(state.resume_session(&caller, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/stop", responses(
@@ -199,8 +235,12 @@ pub async fn resume(State(state): State<Arc<Service>>, Path(id): Path<String>) -
 ))]
 /// Stops the session's sandbox now (a running execution ends as killed); the workspace stays
 /// and the session resumes on demand.
-pub async fn stop(State(state): State<Arc<Service>>, Path(id): Path<String>) -> Result<Json<Session>> {
-    Ok(Json(state.stop_session(&id).await?))
+pub async fn stop(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Session>> {
+    Ok(Json(state.stop_session(&caller, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/invoke", request_body = sandbox_api::InvokeRequest, responses(
@@ -210,10 +250,11 @@ pub async fn stop(State(state): State<Arc<Service>>, Path(id): Path<String>) -> 
 /// Calls a handler in the session's kernel and answers with its return value.
 pub async fn invoke(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<sandbox_api::InvokeRequest>,
 ) -> Result<Json<sandbox_api::InvokeResult>> {
-    Ok(Json(state.invoke(&id, req).await?))
+    Ok(Json(state.invoke(&caller, &id, req).await?))
 }
 
 #[utoipa::path(post, path = "/v1/sessions/{id}/packages", request_body = sandbox_api::InstallPackages, responses(
@@ -227,10 +268,11 @@ pub async fn invoke(
 /// kernel and processes have on `PYTHONPATH`: a new `import` finds them at once.
 pub async fn install_packages(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<sandbox_api::InstallPackages>,
 ) -> Result<Json<sandbox_api::PackageInstallResult>> {
-    Ok(Json(state.install_packages(&id, &req.packages).await?))
+    Ok(Json(state.install_packages(&caller, &id, &req.packages).await?))
 }
 
 #[utoipa::path(get, path = "/v1/templates", params(("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "At most this many (default 100)"),
@@ -238,9 +280,10 @@ pub async fn install_packages(
     responses((status = 200, body = sandbox_api::TemplateList)))]
 pub async fn list_templates(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<sandbox_api::TemplateList>> {
-    let (templates, next_cursor) = state.templates(crate::query::page(&crate::query::params(query))?)?;
+    let (templates, next_cursor) = state.templates(&caller, crate::query::page(&crate::query::params(query))?)?;
     Ok(Json(sandbox_api::TemplateList { templates, next_cursor }))
 }
 
@@ -249,9 +292,10 @@ pub async fn list_templates(
 ))]
 pub async fn get_template(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<sandbox_api::Template>> {
-    Ok(Json(state.template(&name)?))
+    Ok(Json(state.template(&caller, &name)?))
 }
 
 #[utoipa::path(post, path = "/v1/templates", request_body = sandbox_api::CreateTemplate, responses(
@@ -261,16 +305,22 @@ pub async fn get_template(
 ))]
 pub async fn create_template(
     State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<sandbox_api::CreateTemplate>,
 ) -> Result<(StatusCode, Json<sandbox_api::Template>)> {
-    Ok((StatusCode::CREATED, Json(state.create_template(req)?)))
+    Ok((StatusCode::CREATED, Json(state.create_template(&caller, req)?)))
 }
 
 #[utoipa::path(delete, path = "/v1/templates/{name}", responses(
-    (status = 204), (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
+    (status = 204), (status = 403, body = sandbox_api::ErrorBody, description = "A shared template: only an admin key may delete it"),
+    (status = 404, body = sandbox_api::ErrorBody), (status = 409, body = sandbox_api::ErrorBody),
 ))]
-pub async fn delete_template(State(state): State<Arc<Service>>, Path(name): Path<String>) -> Result<StatusCode> {
-    state.delete_template(&name).await?;
+pub async fn delete_template(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<StatusCode> {
+    state.delete_template(&caller, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -27,6 +27,39 @@ pub enum Caller {
     Key { id: String, tenant: String, admin: bool },
 }
 
+impl Caller {
+    /// The tenant whose sessions, executions and templates this caller sees; `None`: all of
+    /// them (an admin key, or no key in force).
+    pub fn scope(&self) -> Option<&str> {
+        match self {
+            Caller::Key { tenant, admin: false, .. } => Some(tenant),
+            Caller::Key { admin: true, .. } | Caller::Open => None,
+        }
+    }
+
+    /// The tenant what this caller makes belongs to.
+    pub fn tenant(&self) -> &str {
+        match self {
+            Caller::Key { tenant, .. } => tenant,
+            Caller::Open => sandbox_api::DEFAULT_TENANT,
+        }
+    }
+
+    /// Whether this caller may see what belongs to `tenant` (`None`: shared with all).
+    pub fn sees(&self, tenant: Option<&str>) -> bool {
+        match (self.scope(), tenant) {
+            (None, _) | (_, None) => true,
+            (Some(mine), Some(theirs)) => mine == theirs,
+        }
+    }
+
+    /// Whether what this caller makes is shared with every tenant (templates): it is when no
+    /// tenant key made it.
+    pub fn shares(&self) -> bool {
+        self.scope().is_none()
+    }
+}
+
 /// A key just made, and its one showing.
 pub struct NewKey {
     pub key: ApiKey,

@@ -10,6 +10,10 @@ pub enum ServiceError {
     /// No API key, or one that is unknown or revoked, where keys are in force.
     #[error("{0}")]
     Unauthorized(String),
+    /// A key that may see a thing but not do this to it (a tenant key deleting a shared
+    /// template).
+    #[error("{0}")]
+    Forbidden(String),
     /// No such session, execution, template or file.
     #[error("{0}")]
     NotFound(String),

@@ -8,6 +8,7 @@ use sandbox_api::{Execution, ExecutionReason, ExecutionStatus, Language, Limits,
 use sandbox_protocol::{ExecRequest, ExecResult};
 use sandbox_runtime::{ExecOutcome, LimitKind, RuntimeError};
 
+use crate::auth::Caller;
 use crate::config::Config;
 use crate::error::ServiceError;
 
@@ -285,28 +286,30 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
 }
 
 impl crate::Service {
-    /// Execution `id`, whole.
-    pub fn execution(&self, id: &str) -> Result<Execution, ServiceError> {
-        self.store.get_execution(id)?.ok_or_else(|| ServiceError::not_found("execution", id))
+    /// Execution `id`, whole, if `caller` may see it.
+    pub fn execution(&self, caller: &Caller, id: &str) -> Result<Execution, ServiceError> {
+        self.store.get_execution(id, caller.scope())?.ok_or_else(|| ServiceError::not_found("execution", id))
     }
 
     /// A page of session `session_id`'s executions, oldest first: summaries (no stdout, stderr
     /// or outputs) unless `with_outputs`; and the next page's cursor.
     pub fn executions(
         &self,
+        caller: &Caller,
         session_id: &str,
         with_outputs: bool,
         page: crate::Page,
     ) -> Result<(Vec<Execution>, Option<String>), ServiceError> {
-        self.session(session_id)?;
+        self.session(caller, session_id)?;
         let p = self.store.page_executions(session_id, with_outputs, page.limit(), page.cursor.as_deref())?;
         Ok((p.items, p.next))
     }
 
     /// Runs code once in a sandbox of its own (a warm one from the run pool when the limits
-    /// match), and destroys the sandbox after answering.
+    /// match), and destroys the sandbox after answering. The execution is `caller`'s tenant's.
     pub async fn run_once(
         self: &std::sync::Arc<Self>,
+        caller: &Caller,
         req: sandbox_api::RunRequest,
     ) -> Result<Execution, ServiceError> {
         let config = &self.config;
@@ -340,7 +343,7 @@ impl crate::Service {
             }
         };
         let record = plan.running_record();
-        let stored = self.store.insert_execution(&record, &plan.code);
+        let stored = self.store.insert_execution(&record, &plan.code, caller.tenant());
         // Nothing runs unless its record exists; either way tear-down is not the caller's wait.
         let outcome = match &stored {
             Ok(()) => Some(sandbox.exec(plan.request(config), None).await),
@@ -361,8 +364,8 @@ impl crate::Service {
     /// Interrupts the running kernel cell (it ends with KeyboardInterrupt; variables are
     /// kept); true if there was a live sandbox to interrupt. Does not wait for the session's
     /// turn: that is the cell being interrupted.
-    pub async fn interrupt(&self, session_id: &str) -> Result<bool, ServiceError> {
-        self.active_session(session_id)?;
+    pub async fn interrupt(&self, caller: &Caller, session_id: &str) -> Result<bool, ServiceError> {
+        self.active_session(caller, session_id)?;
         match self.sessions.live(session_id).current() {
             Some(sandbox) if sandbox.is_alive() => {
                 sandbox.interrupt().await?;
@@ -374,8 +377,12 @@ impl crate::Service {
 
     /// Replaces the session's kernel with a fresh one (a running cell ends as kernel_died)
     /// and answers when the new kernel is ready. Files in the workspace are untouched.
-    pub async fn restart_kernel(&self, session_id: &str) -> Result<sandbox_api::Session, ServiceError> {
-        let session = self.active_session(session_id)?;
+    pub async fn restart_kernel(
+        &self,
+        caller: &Caller,
+        session_id: &str,
+    ) -> Result<sandbox_api::Session, ServiceError> {
+        let session = self.active_session(caller, session_id)?;
         if session.kernel.is_none() {
             return Err(ServiceError::Conflict(format!("session {session_id} has no kernel")));
         }
@@ -383,7 +390,7 @@ impl crate::Service {
             sandbox.restart_kernel().await?;
         }
         // With no live sandbox the next execution starts one, and with it a fresh kernel.
-        self.session(session_id)
+        self.session_record(session_id)
     }
 }
 

@@ -17,6 +17,7 @@ use sandbox_api::{FileInfo, FileType, Session, SessionStatus, UploadedFile};
 use sandbox_runtime::WorkspaceAccess;
 use sandbox_workspace::{Entry, Kind, RelPath, Workspace, WorkspaceError};
 
+use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::workspace_files::{Opened, Upload, WorkspaceFiles};
 use crate::Service;
@@ -57,8 +58,8 @@ impl Service {
     /// in its directory (code writes there); any other is brought up to date first. Reached
     /// through the executor, the workspace is where the session's sandbox is: a stopped
     /// session is resumed for it, as for an execution.
-    pub async fn files(self: &Arc<Self>, id: &str) -> Result<SessionFiles> {
-        let session = self.active_session(id)?;
+    pub async fn files(self: &Arc<Self>, caller: &Caller, id: &str) -> Result<SessionFiles> {
+        let session = self.active_session(caller, id)?;
         if let Some(at) = session.workspace_removed_at {
             return Err(ServiceError::Conflict(format!(
                 "the workspace of session {id} was removed at {} (retention over, or moved to another session)",
@@ -75,13 +76,13 @@ impl Service {
                 };
                 WorkspaceFiles::Host(Workspace::open(&dir, self.runtime.workspace_owner())?)
             }
-            WorkspaceAccess::Executor => WorkspaceFiles::through(self.sandbox_for_files(&session).await?),
+            WorkspaceAccess::Executor => WorkspaceFiles::through(self.sandbox_for_files(caller, &session).await?),
         };
         Ok(SessionFiles { service: Arc::clone(self), session, ws: Arc::new(ws) })
     }
 
     /// The live sandbox of `session`, resumed if it is stopped and may resume on demand.
-    async fn sandbox_for_files(&self, session: &Session) -> Result<Arc<dyn sandbox_runtime::Sandbox>> {
+    async fn sandbox_for_files(&self, caller: &Caller, session: &Session) -> Result<Arc<dyn sandbox_runtime::Sandbox>> {
         let live = || self.sessions.live(&session.id).current().filter(|sb| sb.is_alive());
         if let Some(sandbox) = live() {
             return Ok(sandbox);
@@ -92,7 +93,7 @@ impl Service {
                 session.id, session.id
             )));
         }
-        self.resume_session(&session.id).await?;
+        self.resume_session(caller, &session.id).await?;
         live().ok_or_else(|| ServiceError::SandboxFailed(format!("session {} has no sandbox to reach", session.id)))
     }
 }
@@ -169,7 +170,7 @@ impl SessionFiles {
 
     /// The upload allowlist of the session's template (empty: anything goes).
     fn allowed_uploads(&self) -> Result<Vec<String>> {
-        let template = crate::template::find(&self.service, &self.session.template)?;
+        let template = crate::template::find_any(&self.service, &self.session.template)?;
         Ok(template.map(|t| t.allowed_uploads).unwrap_or_default())
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbox_api::{Session, SessionStatus};
 
+use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::Service;
 
@@ -192,9 +193,11 @@ pub fn recover_unsynced(state: &Arc<Service>) {
     });
 }
 
-/// The session named by `workspace_from`, if its workspace may be taken over.
-pub fn workspace_source(state: &Service, from: &str) -> Result<Session, ServiceError> {
-    let Some(source) = state.store.get_session(from)? else {
+/// The session named by `workspace_from`, if its workspace may be taken over by `caller`:
+/// another tenant's is refused in the words used for one that does not exist.
+pub fn workspace_source(state: &Service, caller: &Caller, from: &str) -> Result<Session, ServiceError> {
+    let found = state.store.get_session(from)?.filter(|s| caller.sees(Some(&s.tenant)));
+    let Some(source) = found else {
         return Err(ServiceError::Invalid(format!("workspace_from: session {from} does not exist")));
     };
     if source.status == SessionStatus::Running {

@@ -124,10 +124,12 @@ pub struct Turn<'a> {
 /// How an execution ended, as waiters on it see it.
 pub type Finished = Option<Result<sandbox_api::Execution, ServiceError>>;
 
-/// Whether a submission is new or joins one with the same id.
+/// Whether a submission is new, joins one with the same id, or names an id another session's
+/// submission holds.
 pub enum Claim {
     New(tokio::sync::watch::Sender<Finished>),
     InFlight(tokio::sync::watch::Receiver<Finished>),
+    Elsewhere,
 }
 
 #[derive(Default)]
@@ -135,7 +137,9 @@ pub struct Sessions {
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
     /// Executions submitted and not finished, by id: a repeat of an idempotent request waits
     /// on the first instead of running again.
-    inflight: Mutex<HashMap<String, tokio::sync::watch::Receiver<Finished>>>,
+    /// Each is kept with its session's id: a repeat from another session (maybe another
+    /// tenant's) must not join it.
+    inflight: Mutex<HashMap<String, (String, tokio::sync::watch::Receiver<Finished>)>>,
     /// The server is shutting down: no sandbox starts any more (a queued execution that got
     /// its turn after the sandboxes were destroyed started a new one, whose volume then stayed
     /// mounted after the server had unmounted the rest).
@@ -143,14 +147,17 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Claims execution id `id`, or returns the watch of the submission that holds it.
-    pub fn claim(&self, id: &str) -> Claim {
+    /// Claims execution id `id` for session `session_id`, or returns the watch of that
+    /// session's submission that holds it.
+    pub fn claim(&self, id: &str, session_id: &str) -> Claim {
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = inflight.get(id) {
-            return Claim::InFlight(rx.clone());
+        match inflight.get(id) {
+            Some((holder, rx)) if holder == session_id => return Claim::InFlight(rx.clone()),
+            Some(_) => return Claim::Elsewhere,
+            None => {}
         }
         let (tx, rx) = tokio::sync::watch::channel(None);
-        inflight.insert(id.to_string(), rx);
+        inflight.insert(id.to_string(), (session_id.to_string(), rx));
         Claim::New(tx)
     }
 
@@ -338,5 +345,20 @@ impl Sessions {
             destroys.spawn(async move { sb.destroy().await });
         }
         while destroys.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_execution_id_in_flight_is_joined_only_from_its_own_session() {
+        let sessions = Sessions::default();
+        let Claim::New(_first) = sessions.claim("exe_a", "ses_1") else { panic!("a new id is claimed") };
+        assert!(matches!(sessions.claim("exe_a", "ses_1"), Claim::InFlight(_)), "a repeat joins");
+        assert!(matches!(sessions.claim("exe_a", "ses_2"), Claim::Elsewhere), "another session does not");
+        sessions.release("exe_a");
+        assert!(matches!(sessions.claim("exe_a", "ses_2"), Claim::New(_)));
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use sandbox_api::{InstallStatus, InstalledPackage, PackageInstallResult};
 use sandbox_runtime::{Dir, PackageInstall, ResourceLimits, Runtime};
 
+use crate::auth::Caller;
 use crate::error::ServiceError;
 
 /// Where a session's own packages appear inside its sandbox.
@@ -110,10 +111,11 @@ impl crate::Service {
     /// which its kernel and processes have on `PYTHONPATH`: a new `import` finds them at once.
     pub async fn install_packages(
         &self,
+        caller: &Caller,
         session_id: &str,
         packages: &[String],
     ) -> Result<PackageInstallResult, ServiceError> {
-        self.active_session(session_id)?;
+        self.active_session(caller, session_id)?;
         check_specs(packages)?;
         let live = self.sessions.live(session_id);
         // One installation per session at a time: two pips in one directory would trip on each other.

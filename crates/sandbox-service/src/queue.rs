@@ -10,6 +10,7 @@ use sandbox_api::{Callback, CreateExecution, Execution, ExecutionStatus, Languag
 use sandbox_runtime::{LimitKind, OutputSink};
 use tokio::sync::{mpsc, watch};
 
+use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::execution::{self, Code, Plan};
 use crate::live::{Claim, Finished, LiveSession, Ticket};
@@ -53,11 +54,12 @@ impl Service {
     /// first. With `stream`, the outputs come as they are made (unless `wait` is false).
     pub async fn submit_execution(
         self: &Arc<Self>,
+        caller: &Caller,
         session_id: &str,
         req: CreateExecution,
         stream: bool,
     ) -> Result<Submission> {
-        let session = self.active_session(session_id)?;
+        let session = self.active_session(caller, session_id)?;
         let exec_id = match req.execution_id {
             Some(given) => execution::check_execution_id(given)?,
             None => execution::new_id("exe"),
@@ -75,14 +77,19 @@ impl Service {
         let wait = req.wait.unwrap_or(true);
 
         // Idempotency: a repeat of an id joins the first submission, or finds its record.
-        let done = match self.sessions.claim(&exec_id) {
+        // An id of another session's (perhaps another tenant's) is refused in words that say
+        // nothing of that session.
+        let taken =
+            || ServiceError::Conflict(format!("execution id {exec_id} is taken by another session; choose another"));
+        let done = match self.sessions.claim(&exec_id, session_id) {
             Claim::InFlight(rx) => return self.joined(&exec_id, rx, wait).await,
+            Claim::Elsewhere => return Err(taken()),
             Claim::New(tx) => tx,
         };
         let claim = ClaimGuard { service: self, id: &exec_id };
-        if let Some(existing) = self.store.get_execution(&exec_id)? {
+        if let Some(existing) = self.store.get_execution(&exec_id, None)? {
             if existing.session_id.as_deref() != Some(session_id) {
-                return Err(ServiceError::Conflict(format!("execution id {exec_id} belongs to another session")));
+                return Err(taken());
             }
             return Ok(Submission::Finished(existing));
         }
@@ -114,10 +121,11 @@ impl Service {
     /// answers with the finished execution.
     pub async fn invoke(
         self: &Arc<Self>,
+        caller: &Caller,
         session_id: &str,
         req: sandbox_api::InvokeRequest,
     ) -> Result<sandbox_api::InvokeResult> {
-        let session = self.active_session(session_id)?;
+        let session = self.active_session(caller, session_id)?;
         if session.kernel.is_none() {
             return Err(ServiceError::Conflict(format!("session {session_id} has no kernel to invoke handlers in")));
         }
@@ -156,7 +164,7 @@ impl Service {
         if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
             return Err(ServiceError::Busy(format!("session {} already has {max} executions waiting", session.id)));
         }
-        if let Err(e) = self.store.insert_execution(record, &plan.code) {
+        if let Err(e) = self.store.insert_execution(record, &plan.code, &session.tenant) {
             live.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(e.into());
         }
@@ -180,15 +188,17 @@ impl Service {
         match finished.wait_for(Option::is_some).await.map(|v| v.clone()) {
             Ok(Some(result)) => result,
             // The task ended without a word (it cannot, short of a panic): the store knows.
-            _ => self.store.get_execution(exec_id)?.ok_or_else(|| ServiceError::not_found("execution", exec_id)),
+            _ => self.store.get_execution(exec_id, None)?.ok_or_else(|| ServiceError::not_found("execution", exec_id)),
         }
     }
 
     /// A repeat of an id whose execution is still queued or running.
     async fn joined(&self, exec_id: &str, mut finished: watch::Receiver<Finished>, wait: bool) -> Result<Submission> {
         if !wait {
-            let current =
-                self.store.get_execution(exec_id)?.ok_or_else(|| ServiceError::not_found("execution", exec_id))?;
+            let current = self
+                .store
+                .get_execution(exec_id, None)?
+                .ok_or_else(|| ServiceError::not_found("execution", exec_id))?;
             return Ok(Submission::Accepted(current));
         }
         self.finished(exec_id, &mut finished).await.map(Submission::Finished)

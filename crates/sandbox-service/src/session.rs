@@ -4,27 +4,40 @@
 use chrono::Utc;
 use sandbox_api::{CreateSession, Session, SessionStatus};
 
+use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::{admission, execution, lifecycle, template, Service};
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
 impl Service {
-    /// Session `id`, whatever its status.
-    pub fn session(&self, id: &str) -> Result<Session> {
+    /// Session `id`, whatever its status and whoever's it is (for the service's own work).
+    pub(crate) fn session_record(&self, id: &str) -> Result<Session> {
         self.store.get_session(id)?.ok_or_else(|| ServiceError::not_found("session", id))
     }
 
-    /// A page of sessions, deleted ones included, oldest first, and the next page's cursor.
-    pub fn sessions(&self, page: crate::Page) -> Result<(Vec<Session>, Option<String>)> {
-        let p = self.store.page_sessions(page.limit(), page.cursor.as_deref())?;
+    /// Session `id`, whatever its status, if `caller` may see it; another tenant's is not
+    /// found, in the same words as one that never was.
+    pub fn session(&self, caller: &Caller, id: &str) -> Result<Session> {
+        let session = self.session_record(id)?;
+        match caller.sees(Some(&session.tenant)) {
+            true => Ok(session),
+            false => Err(ServiceError::not_found("session", id)),
+        }
+    }
+
+    /// A page of the sessions `caller` sees, deleted ones included, oldest first, and the next
+    /// page's cursor.
+    pub fn sessions(&self, caller: &Caller, page: crate::Page) -> Result<(Vec<Session>, Option<String>)> {
+        let p = self.store.page_sessions(page.limit(), page.cursor.as_deref(), caller.scope())?;
         Ok((p.items, p.next))
     }
 
-    /// A session that may still be worked in: not found if unknown, a conflict if deleted.
-    /// Counts as a use of it (an idle session is one nobody asked anything of for a while).
-    pub fn active_session(&self, id: &str) -> Result<Session> {
-        let session = self.session(id)?;
+    /// A session that may still be worked in: not found if unknown (or not `caller`'s to see),
+    /// a conflict if deleted. Counts as a use of it (an idle session is one nobody asked
+    /// anything of for a while).
+    pub fn active_session(&self, caller: &Caller, id: &str) -> Result<Session> {
+        let session = self.session(caller, id)?;
         if session.status == SessionStatus::Deleted {
             return Err(ServiceError::Conflict(format!("session {id} is deleted")));
         }
@@ -34,10 +47,11 @@ impl Service {
 
     /// Creates a session and starts its sandbox: a warm one from its template's pool when the
     /// session is like the pool's, else a new one. With `workspace_from`, it takes over a
-    /// stopped or deleted session's files. Nothing is left behind if the start fails.
-    pub async fn create_session(&self, req: CreateSession) -> Result<Session> {
+    /// stopped or deleted session's files (one `caller` sees). It belongs to `caller`'s
+    /// tenant. Nothing is left behind if the start fails.
+    pub async fn create_session(&self, caller: &Caller, req: CreateSession) -> Result<Session> {
         let config = &self.config;
-        let template = template::for_session(self, req.template.as_deref().unwrap_or(template::DEFAULT))?;
+        let template = template::for_session(self, caller, req.template.as_deref().unwrap_or(template::DEFAULT))?;
         let mut env = template.env.clone();
         env.extend(req.env.unwrap_or_default());
         execution::check_env(&env)?;
@@ -47,9 +61,11 @@ impl Service {
         };
         let idle_timeout_s = template::check_seconds("idle_timeout_s", req.idle_timeout_s, template.idle_timeout_s)?;
         let max_lifetime_s = template::check_seconds("max_lifetime_s", req.max_lifetime_s, template.max_lifetime_s)?;
-        let source = req.workspace_from.as_deref().map(|from| lifecycle::workspace_source(self, from)).transpose()?;
+        let source =
+            req.workspace_from.as_deref().map(|from| lifecycle::workspace_source(self, caller, from)).transpose()?;
         let session = Session {
             id: execution::new_id("ses"),
+            tenant: caller.tenant().to_string(),
             status: SessionStatus::Running,
             template: template.name.clone(),
             env,
@@ -118,8 +134,8 @@ impl Service {
     /// Deletes a session: its sandbox and packages go at once; its record stays (as `deleted`)
     /// and its workspace stays for the retention period (for `workspace_from`). Deleting a
     /// deleted session does nothing.
-    pub async fn delete_session(&self, id: &str) -> Result<()> {
-        let session = self.session(id)?;
+    pub async fn delete_session(&self, caller: &Caller, id: &str) -> Result<()> {
+        let session = self.session(caller, id)?;
         if session.status == SessionStatus::Deleted {
             return Ok(());
         }
@@ -134,26 +150,26 @@ impl Service {
 
     /// Starts a new sandbox on a stopped session's workspace (a fresh kernel; the files are
     /// there). A running session is left as it is.
-    pub async fn resume_session(&self, id: &str) -> Result<Session> {
-        let session = self.active_session(id)?;
+    pub async fn resume_session(&self, caller: &Caller, id: &str) -> Result<Session> {
+        let session = self.active_session(caller, id)?;
         if session.status == SessionStatus::Stopped {
             admission::check_memory(self, session.limits.memory_mb << 20)?;
         }
         self.sessions.resume(&session, self.runtime.as_ref(), &self.dirs, &self.store).await?;
         tracing::info!(session = %id, "session resumed");
-        self.session(id)
+        self.session_record(id)
     }
 
     /// Stops the session's sandbox now (a running execution ends as killed); the workspace
     /// stays and the session resumes on demand.
-    pub async fn stop_session(&self, id: &str) -> Result<Session> {
-        self.active_session(id)?;
+    pub async fn stop_session(&self, caller: &Caller, id: &str) -> Result<Session> {
+        self.active_session(caller, id)?;
         if self.store.mark_session_stopped(id, "user", Utc::now())? {
             self.sessions.live(id).suspend().await;
             lifecycle::write_back(self, id).await;
             lifecycle::unmount_if_idle(self, id);
             tracing::info!(session = %id, "session stopped by request");
         }
-        self.session(id)
+        self.session_record(id)
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbox_api::{CreateTemplate, InstallStatus, LimitsRequest, Template, TemplateStatus};
 
+use crate::auth::Caller;
 use crate::error::ServiceError;
 use crate::execution;
 use crate::execution::limits_from;
@@ -24,6 +25,7 @@ pub fn builtin(state: &Service) -> Result<Template, ServiceError> {
     let config = &state.config;
     Ok(Template {
         name: DEFAULT.into(),
+        tenant: None,
         description: "The server's defaults: host root filesystem, a Python kernel, no extra packages".into(),
         rootfs: "host".into(),
         limits: execution::resolve_limits(config, None)?,
@@ -68,24 +70,30 @@ pub fn check_kernel(kernel: Option<&str>) -> Result<Option<String>, ServiceError
     }
 }
 
-/// A template by name, built-in or stored.
-pub fn find(state: &Service, name: &str) -> Result<Option<Template>, ServiceError> {
+/// A template by name, built-in or stored, whoever's it is (a session's own template).
+pub fn find_any(state: &Service, name: &str) -> Result<Option<Template>, ServiceError> {
     if name == DEFAULT {
         return builtin(state).map(Some);
     }
     Ok(state.store.get_template(name)?)
 }
 
-pub fn list(state: &Service) -> Result<Vec<Template>, ServiceError> {
+/// A template by name, if `caller` sees it (it is shared, or their tenant's).
+pub fn find(state: &Service, caller: &Caller, name: &str) -> Result<Option<Template>, ServiceError> {
+    Ok(find_any(state, name)?.filter(|t| caller.sees(t.tenant.as_deref())))
+}
+
+/// Every template `caller` sees.
+pub fn list(state: &Service, caller: &Caller) -> Result<Vec<Template>, ServiceError> {
     let mut all = vec![builtin(state)?];
-    all.extend(state.store.list_templates()?);
+    all.extend(state.store.list_templates()?.into_iter().filter(|t| caller.sees(t.tenant.as_deref())));
     Ok(all)
 }
 
-/// The template a new session asks for, if sessions can use it now.
-pub fn for_session(state: &Service, name: &str) -> Result<Template, ServiceError> {
-    let Some(t) = find(state, name)? else {
-        let names: Vec<String> = list(state)?.into_iter().map(|t| format!("{:?}", t.name)).collect();
+/// The template a new session of `caller`'s asks for, if sessions can use it now.
+pub fn for_session(state: &Service, caller: &Caller, name: &str) -> Result<Template, ServiceError> {
+    let Some(t) = find(state, caller, name)? else {
+        let names: Vec<String> = list(state, caller)?.into_iter().map(|t| format!("{:?}", t.name)).collect();
         return Err(ServiceError::Invalid(format!("unknown template {name:?} (available: {})", names.join(", "))));
     };
     match t.status {
@@ -115,8 +123,9 @@ pub fn session_limits(
     execution::resolve_limits(&state.config, Some(&merged))
 }
 
-/// Validates and stores a new template, and starts building it if it has packages.
-pub fn create(state: &Arc<Service>, req: CreateTemplate) -> Result<Template, ServiceError> {
+/// Validates and stores a new template, and starts building it if it has packages. A tenant
+/// key's template is its tenant's; an admin's (or one made with no key) is shared.
+pub fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) -> Result<Template, ServiceError> {
     check_name(&req.name)?;
     let rootfs = req.rootfs.unwrap_or_else(|| "host".into());
     if rootfs != "host" {
@@ -146,6 +155,7 @@ pub fn create(state: &Arc<Service>, req: CreateTemplate) -> Result<Template, Ser
     let now = Utc::now();
     let t = Template {
         name: req.name,
+        tenant: (!caller.shares()).then(|| caller.tenant().to_string()),
         description: req.description.unwrap_or_default(),
         rootfs,
         limits: execution::resolve_limits(&state.config, req.limits.as_ref())?,
@@ -257,13 +267,18 @@ async fn build(state: Arc<Service>, t: Template) {
     start(&state, &finished);
 }
 
-/// Deletes a stored template that no session uses.
-pub async fn delete(state: &Service, name: &str) -> Result<(), ServiceError> {
-    let Some(t) = find(state, name)? else {
-        return Err(ServiceError::NotFound(format!("template {name} not found")));
+/// Deletes a stored template that no session uses. A shared one only an admin key may delete.
+pub async fn delete(state: &Service, caller: &Caller, name: &str) -> Result<(), ServiceError> {
+    let Some(t) = find(state, caller, name)? else {
+        return Err(ServiceError::not_found("template", name));
     };
     if t.builtin {
         return Err(ServiceError::Conflict(format!("template {name:?} is built in and cannot be deleted")));
+    }
+    if t.tenant.is_none() && !caller.shares() {
+        return Err(ServiceError::Forbidden(format!(
+            "template {name:?} is shared with every tenant: only an admin key may delete it"
+        )));
     }
     if state.store.template_in_use(name)? {
         return Err(ServiceError::Conflict(format!("template {name:?} is used by sessions; delete them first")));
@@ -280,37 +295,43 @@ pub fn poolable(t: &Template, session: &sandbox_api::Session) -> bool {
 }
 
 impl Service {
-    /// A page of templates, the built-in `default` first, and the next page's cursor.
-    pub fn templates(&self, page: crate::Page) -> Result<(Vec<Template>, Option<String>), ServiceError> {
+    /// A page of the templates `caller` sees, the built-in `default` first, and the next
+    /// page's cursor.
+    pub fn templates(
+        &self,
+        caller: &Caller,
+        page: crate::Page,
+    ) -> Result<(Vec<Template>, Option<String>), ServiceError> {
         let limit = page.limit();
+        let scope = caller.scope();
         // The built-in one is not stored: it heads the first page.
         let Some(cursor) = page.cursor else {
             let first = builtin(self)?;
             if limit == 1 {
-                let more = !self.store.page_templates(1, None)?.items.is_empty();
+                let more = !self.store.page_templates(1, None, scope)?.items.is_empty();
                 return Ok((vec![first], more.then(sandbox_store::cursor::start)));
             }
-            let rest = self.store.page_templates(limit - 1, Some(&sandbox_store::cursor::start()))?;
+            let rest = self.store.page_templates(limit - 1, Some(&sandbox_store::cursor::start()), scope)?;
             return Ok((std::iter::once(first).chain(rest.items).collect(), rest.next));
         };
-        let p = self.store.page_templates(limit, Some(&cursor))?;
+        let p = self.store.page_templates(limit, Some(&cursor), scope)?;
         Ok((p.items, p.next))
     }
 
-    /// Template `name`.
-    pub fn template(&self, name: &str) -> Result<Template, ServiceError> {
-        find(self, name)?.ok_or_else(|| ServiceError::not_found("template", name))
+    /// Template `name`, if `caller` sees it.
+    pub fn template(&self, caller: &Caller, name: &str) -> Result<Template, ServiceError> {
+        find(self, caller, name)?.ok_or_else(|| ServiceError::not_found("template", name))
     }
 
     /// Creates a template; with packages it is `building` until they are installed.
-    pub fn create_template(self: &Arc<Self>, req: CreateTemplate) -> Result<Template, ServiceError> {
-        let t = create(self, req)?;
+    pub fn create_template(self: &Arc<Self>, caller: &Caller, req: CreateTemplate) -> Result<Template, ServiceError> {
+        let t = create(self, caller, req)?;
         tracing::info!(template = %t.name, status = ?t.status, "template created");
         Ok(t)
     }
 
     /// Deletes template `name`: refused while a session uses it, and for the built-in one.
-    pub async fn delete_template(&self, name: &str) -> Result<(), ServiceError> {
-        delete(self, name).await
+    pub async fn delete_template(&self, caller: &Caller, name: &str) -> Result<(), ServiceError> {
+        delete(self, caller, name).await
     }
 }

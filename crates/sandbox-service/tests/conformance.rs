@@ -16,6 +16,7 @@ use sandbox_api::{
 };
 use sandbox_protocol::ExecRequest;
 use sandbox_runtime::{ResourceLimits, Sandbox};
+use sandbox_service::auth::Caller;
 use sandbox_service::config::Config;
 use sandbox_service::queue::Submission;
 use sandbox_service::{Service, ServiceError};
@@ -51,11 +52,11 @@ impl Harness {
     }
 
     async fn session(&self, limits: Option<LimitsRequest>) -> anyhow::Result<String> {
-        Ok(self.service.create_session(CreateSession { limits, ..Default::default() }).await?.id)
+        Ok(self.service.create_session(&Caller::Open, CreateSession { limits, ..Default::default() }).await?.id)
     }
 
     async fn run(&self, session: &str, req: CreateExecution) -> anyhow::Result<Execution> {
-        match self.service.submit_execution(session, req, false).await? {
+        match self.service.submit_execution(&Caller::Open, session, req, false).await? {
             Submission::Finished(e) => Ok(e),
             _ => anyhow::bail!("a waiting submission must answer with the finished execution"),
         }
@@ -153,23 +154,23 @@ pub async fn kernel_keeps_state_and_survives_interrupt_and_death(target: &'stati
 
     let mut long = CreateExecution::new(Language::Python, "import time\nopen('started', 'w').close()\ntime.sleep(60)");
     long.wait = Some(false);
-    let Submission::Accepted(queued) = h.service.submit_execution(&s, long, false).await? else {
+    let Submission::Accepted(queued) = h.service.submit_execution(&Caller::Open, &s, long, false).await? else {
         anyhow::bail!("wait: false must be accepted");
     };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while h.service.files(&s).await?.stat(RelPath::parse("started")?).await.is_err() {
+    while h.service.files(&Caller::Open, &s).await?.stat(RelPath::parse("started")?).await.is_err() {
         anyhow::ensure!(Instant::now() < deadline, "the cell never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(h.service.interrupt(&s).await?, "a running cell to interrupt");
+    assert!(h.service.interrupt(&Caller::Open, &s).await?, "a running cell to interrupt");
     assert_eq!(h.python(&s, "print(x)").await?.stdout, "20\n", "the state outlives an interrupt");
-    let interrupted = h.service.execution(&queued.id)?;
+    let interrupted = h.service.execution(&Caller::Open, &queued.id)?;
     assert_eq!(last_error(&interrupted), Some("KeyboardInterrupt"), "{interrupted:?}");
 
     let died = h.python(&s, "import os\nos._exit(3)").await?;
     assert_eq!((died.status, died.reason), (ExecutionStatus::KernelDied, Some(ExecutionReason::KernelExited)));
     assert_eq!(h.python(&s, "print('x' in globals())").await?.stdout, "False\n", "a fresh kernel");
-    assert_eq!(h.service.session(&s)?.kernel_restarts, 1);
+    assert_eq!(h.service.session(&Caller::Open, &s)?.kernel_restarts, 1);
     Ok(())
 }
 
@@ -234,7 +235,7 @@ pub async fn code_reaches_no_network_no_host_file_and_no_root(target: &'static T
 pub async fn files_cross_between_code_and_the_file_api(target: &'static Target) -> anyhow::Result<()> {
     let h = Harness::start(target).await?;
     let s = h.session(None).await?;
-    let files = h.service.files(&s).await?;
+    let files = h.service.files(&Caller::Open, &s).await?;
     let body = Bytes::from_static(b"uploaded,1\n");
     let mut stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body.clone())]);
     files.upload(RelPath::parse("in/data.csv")?, Some(body.len() as u64), &mut stream).await?;
@@ -258,11 +259,11 @@ pub async fn stop_and_resume_keep_files(target: &'static Target) -> anyhow::Resu
     let h = Harness::start(target).await?;
     let s = h.session(None).await?;
     h.python(&s, "open('kept.txt', 'w').write('kept'); x = 1").await?;
-    assert_eq!(h.service.stop_session(&s).await?.status, SessionStatus::Stopped);
+    assert_eq!(h.service.stop_session(&Caller::Open, &s).await?.status, SessionStatus::Stopped);
     eventually("a stopped session to run nothing", Duration::from_secs(10), || h.leftovers() == 0).await?;
-    let (listed, _) = h.service.files(&s).await?.list(RelPath::root(), false).await?;
+    let (listed, _) = h.service.files(&Caller::Open, &s).await?.list(RelPath::root(), false).await?;
     assert_eq!(listed.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["kept.txt"], "files of a stopped session");
-    assert_eq!(h.service.resume_session(&s).await?.status, SessionStatus::Running);
+    assert_eq!(h.service.resume_session(&Caller::Open, &s).await?.status, SessionStatus::Running);
     let e = h.python(&s, "print(open('kept.txt').read(), 'x' in globals())").await?;
     assert_eq!(e.stdout, "kept False\n", "{e:?}");
     Ok(())
@@ -282,9 +283,10 @@ pub async fn destroy_leaves_nothing_running(target: &'static Target) -> anyhow::
 
     let s = h.session(None).await?;
     h.python(&s, "1").await?;
-    h.service.delete_session(&s).await?;
+    h.service.delete_session(&Caller::Open, &s).await?;
     eventually("the session's sandbox to end", Duration::from_secs(10), || h.leftovers() == 0).await?;
-    let refused = h.service.submit_execution(&s, CreateExecution::new(Language::Python, "1"), false).await;
+    let refused =
+        h.service.submit_execution(&Caller::Open, &s, CreateExecution::new(Language::Python, "1"), false).await;
     assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a deleted session takes no code");
     Ok(())
 }

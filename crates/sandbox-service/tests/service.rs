@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, SessionStatus};
+use sandbox_service::auth::Caller;
 use sandbox_service::queue::Submission;
 use sandbox_service::{Page, Service, ServiceError};
 use sandbox_workspace::RelPath;
 
 async fn run(service: &Arc<Service>, session: &str, code: &str) -> anyhow::Result<sandbox_api::Execution> {
-    match service.submit_execution(session, CreateExecution::new(Language::Python, code), false).await? {
+    match service.submit_execution(&Caller::Open, session, CreateExecution::new(Language::Python, code), false).await? {
         Submission::Finished(e) => Ok(e),
         _ => anyhow::bail!("a waiting submission must answer with the finished execution"),
     }
@@ -43,7 +44,7 @@ impl Drop for ShutDown {
 async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     let readiness = service.readiness().await;
     anyhow::ensure!(readiness.ready, "not ready: {}", readiness.sandbox.message);
-    let session = service.create_session(CreateSession::default()).await?;
+    let session = service.create_session(&Caller::Open, CreateSession::default()).await?;
     let id = session.id.as_str();
 
     // State carries over between executions in the kernel.
@@ -52,7 +53,7 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     assert_eq!((e.status, e.stdout.as_str()), (ExecutionStatus::Succeeded, "42\n"), "{e:?}");
 
     // Files: uploaded through the service, read by code, written by code, listed, read back.
-    let files = service.files(id).await?;
+    let files = service.files(&Caller::Open, id).await?;
     let body = Bytes::from_static(b"from the service");
     let mut stream = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(body.clone())]);
     let uploaded = files.upload(RelPath::parse("in/a.txt")?, Some(body.len() as u64), &mut stream).await?;
@@ -70,18 +71,18 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     let code = "import time\nopen('started', 'w').close()\ntime.sleep(60)";
     let mut sleeper = CreateExecution::new(Language::Python, code);
     sleeper.wait = Some(false);
-    let Submission::Accepted(queued) = service.submit_execution(id, sleeper, false).await? else {
+    let Submission::Accepted(queued) = service.submit_execution(&Caller::Open, id, sleeper, false).await? else {
         anyhow::bail!("wait: false must be accepted");
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while service.files(id).await?.stat(RelPath::parse("started")?).await.is_err() {
+    while service.files(&Caller::Open, id).await?.stat(RelPath::parse("started")?).await.is_err() {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "the cell never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(service.interrupt(id).await?, "a live sandbox to interrupt");
+    assert!(service.interrupt(&Caller::Open, id).await?, "a live sandbox to interrupt");
     let e = run(service, id, "print(x)").await?;
     assert_eq!(e.stdout, "20\n", "{e:?}");
-    let interrupted = service.execution(&queued.id)?;
+    let interrupted = service.execution(&Caller::Open, &queued.id)?;
     let ended_by = interrupted.outputs.last().and_then(|o| match o {
         sandbox_api::Output::Error { ename, .. } => Some(ename.as_str()),
         _ => None,
@@ -89,23 +90,23 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     assert_eq!((interrupted.status, ended_by), (ExecutionStatus::Failed, Some("KeyboardInterrupt")));
 
     // Stop and resume: the files stay, the kernel is new.
-    assert_eq!(service.stop_session(id).await?.status, SessionStatus::Stopped);
-    assert_eq!(service.resume_session(id).await?.status, SessionStatus::Running);
+    assert_eq!(service.stop_session(&Caller::Open, id).await?.status, SessionStatus::Stopped);
+    assert_eq!(service.resume_session(&Caller::Open, id).await?.status, SessionStatus::Running);
     let e = run(service, id, "import os; print(os.path.exists('out.txt'), 'x' in globals())").await?;
     assert_eq!(e.stdout, "True False\n", "{e:?}");
     // Listed a page at a time: the cursor carries on where the page ended.
-    let (first, next) = service.executions(id, false, Page { limit: Some(4), cursor: None })?;
-    let (rest, end) = service.executions(id, false, Page { limit: Some(4), cursor: next.clone() })?;
+    let (first, next) = service.executions(&Caller::Open, id, false, Page { limit: Some(4), cursor: None })?;
+    let (rest, end) = service.executions(&Caller::Open, id, false, Page { limit: Some(4), cursor: next.clone() })?;
     assert_eq!((first.len(), next.is_some(), rest.len(), end), (4, true, 2, None));
     let ids: Vec<&str> = first.iter().chain(&rest).map(|e| e.id.as_str()).collect();
     assert!(ids.contains(&queued.id.as_str()) && ids.windows(2).all(|w| w[0] != w[1]), "{ids:?}");
 
     // Delete: the session is gone for work, with domain errors, not statuses.
-    service.delete_session(id).await?;
-    assert_eq!(service.session(id)?.status, SessionStatus::Deleted);
-    let refused = service.submit_execution(id, CreateExecution::new(Language::Python, "1"), false).await;
+    service.delete_session(&Caller::Open, id).await?;
+    assert_eq!(service.session(&Caller::Open, id)?.status, SessionStatus::Deleted);
+    let refused = service.submit_execution(&Caller::Open, id, CreateExecution::new(Language::Python, "1"), false).await;
     assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a deleted session takes no code");
-    assert!(matches!(service.session("ses_none"), Err(ServiceError::NotFound(_))));
+    assert!(matches!(service.session(&Caller::Open, "ses_none"), Err(ServiceError::NotFound(_))));
     Ok(())
 }
 
@@ -119,12 +120,16 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
     config.local.file_access = sandbox_service::config::FileAccess::Executor;
     let service = Arc::new(sandbox_service::Service::open(config)?);
     let _down = ShutDown(Arc::clone(&service));
-    let id = service.create_session(CreateSession::default()).await?.id;
+    let id = service.create_session(&Caller::Open, CreateSession::default()).await?.id;
     run(&service, &id, "open('a.txt', 'w').write('x' * 5_000_000)").await?;
-    service.stop_session(&id).await?;
+    service.stop_session(&Caller::Open, &id).await?;
 
-    let files = service.files(&id).await?;
-    assert_eq!(service.session(&id)?.status, SessionStatus::Running, "reaching the files started the sandbox");
+    let files = service.files(&Caller::Open, &id).await?;
+    assert_eq!(
+        service.session(&Caller::Open, &id)?.status,
+        SessionStatus::Running,
+        "reaching the files started the sandbox"
+    );
     let (read, entry) = files.read_all(RelPath::parse("a.txt")?, 10 << 20).await?;
     assert_eq!((read.len(), entry.size), (5_000_000, 5_000_000));
     assert!(read.iter().all(|b| *b == b'x'), "every chunk in its place");
@@ -137,9 +142,9 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
     assert_eq!(e.stdout, "6553600 {121}\n", "{e:?}");
 
     let fixed = CreateSession { auto_resume: Some(false), ..Default::default() };
-    let pinned = service.create_session(fixed).await?.id;
-    service.stop_session(&pinned).await?;
-    let refused = service.files(&pinned).await;
+    let pinned = service.create_session(&Caller::Open, fixed).await?.id;
+    service.stop_session(&Caller::Open, &pinned).await?;
+    let refused = service.files(&Caller::Open, &pinned).await;
     assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a session that does not resume on demand");
     Ok(())
 }
@@ -152,11 +157,11 @@ async fn a_start_removes_workspaces_no_session_owns() -> anyhow::Result<()> {
     let (running, deleted) = {
         let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?)?);
         let _down = ShutDown(Arc::clone(&service));
-        let running = service.create_session(CreateSession::default()).await?.id;
+        let running = service.create_session(&Caller::Open, CreateSession::default()).await?.id;
         run(&service, &running, "open('mine.txt', 'w').write('kept')").await?;
-        let deleted = service.create_session(CreateSession::default()).await?.id;
+        let deleted = service.create_session(&Caller::Open, CreateSession::default()).await?.id;
         run(&service, &deleted, "open('old.txt', 'w').write('retained')").await?;
-        service.delete_session(&deleted).await?;
+        service.delete_session(&Caller::Open, &deleted).await?;
         (running, deleted)
     };
     let workspaces = data.path().join("workspaces");
@@ -171,11 +176,11 @@ async fn a_start_removes_workspaces_no_session_owns() -> anyhow::Result<()> {
     for stray in strays {
         assert!(!workspaces.join(stray).exists(), "{stray} is removed");
     }
-    let (mine, _) = service.files(&running).await?.read_all(RelPath::parse("mine.txt")?, 100).await?;
+    let (mine, _) = service.files(&Caller::Open, &running).await?.read_all(RelPath::parse("mine.txt")?, 100).await?;
     assert_eq!(mine, b"kept");
     let heir = CreateSession { workspace_from: Some(deleted), ..Default::default() };
-    let heir = service.create_session(heir).await?.id;
-    let (old, _) = service.files(&heir).await?.read_all(RelPath::parse("old.txt")?, 100).await?;
+    let heir = service.create_session(&Caller::Open, heir).await?.id;
+    let (old, _) = service.files(&Caller::Open, &heir).await?.read_all(RelPath::parse("old.txt")?, 100).await?;
     assert_eq!(old, b"retained", "a deleted session's workspace stays for its retention");
     Ok(())
 }

@@ -143,6 +143,10 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         revoked_at TEXT
      );",
+    // Rows from before tenants belong to the tenant of requests made with no key.
+    "ALTER TABLE sessions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+     ALTER TABLE executions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+     CREATE INDEX sessions_by_tenant ON sessions(tenant, created_at, id);",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -182,7 +186,7 @@ pub type StatusCounts = Vec<(String, u64)>;
 
 const SESSION_COLUMNS: &str =
     "id, status, template, spec, created_at, deleted_at, kernel_restarts, stop_reason, stopped_at, workspace_removed_at,
-     last_kernel_death";
+     last_kernel_death, tenant";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -278,14 +282,16 @@ impl Store {
         let spec = serde_json::to_string(&spec)
             .map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
         self.conn().execute(
-            "INSERT INTO sessions (id, status, template, spec, created_at, deleted_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO sessions (id, status, template, spec, created_at, deleted_at, tenant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 s.id,
                 s.status.as_str(),
                 s.template,
                 spec,
                 s.created_at.to_rfc3339(),
-                s.deleted_at.map(|t| t.to_rfc3339())
+                s.deleted_at.map(|t| t.to_rfc3339()),
+                s.tenant
             ],
         )?;
         Ok(())
@@ -323,15 +329,22 @@ impl Store {
         raw.map(RawSession::into_session).transpose()
     }
 
-    /// At most `limit` sessions, oldest first, after `cursor` (from the page before).
-    pub fn page_sessions(&self, limit: usize, cursor: Option<&str>) -> Result<Page<Session>, StoreError> {
+    /// At most `limit` sessions, oldest first, after `cursor` (from the page before); only
+    /// tenant `tenant`'s, if given.
+    pub fn page_sessions(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<Page<Session>, StoreError> {
         let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (created_at, id) > (?1, ?2) ORDER BY created_at, id LIMIT ?3"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE (created_at, id) > (?1, ?2) AND (?4 IS NULL OR tenant = ?4)
+             ORDER BY created_at, id LIMIT ?3"
         ))?;
         let raws = stmt
-            .query_map(params![key, name, limit as i64 + 1], RawSession::from_row)?
+            .query_map(params![key, name, limit as i64 + 1, tenant], RawSession::from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         let items = raws.into_iter().map(RawSession::into_session).collect::<Result<Vec<_>, _>>()?;
         Page::of(
@@ -449,7 +462,7 @@ impl Store {
         let mut all = Vec::new();
         let mut cursor = None;
         loop {
-            let page = self.page_templates(1000, cursor.as_deref())?;
+            let page = self.page_templates(1000, cursor.as_deref(), None)?;
             all.extend(page.items);
             match page.next {
                 Some(next) => cursor = Some(next),
@@ -458,14 +471,22 @@ impl Store {
         }
     }
 
-    /// At most `limit` templates, oldest first, after `cursor` (from the page before).
-    pub fn page_templates(&self, limit: usize, cursor: Option<&str>) -> Result<Page<Template>, StoreError> {
+    /// At most `limit` templates, oldest first, after `cursor` (from the page before); if
+    /// `tenant` is given, only the shared ones and that tenant's.
+    pub fn page_templates(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<Page<Template>, StoreError> {
         let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT name, record FROM templates WHERE (created_at, name) > (?1, ?2) ORDER BY created_at, name LIMIT ?3",
+            "SELECT name, record FROM templates WHERE (created_at, name) > (?1, ?2)
+                AND (?4 IS NULL OR COALESCE(json_extract(record, '$.tenant'), ?4) = ?4)
+             ORDER BY created_at, name LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![key, name, limit as i64 + 1], |r| {
+        let rows = stmt.query_map(params![key, name, limit as i64 + 1, tenant], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
         let mut items = Vec::new();
@@ -496,12 +517,13 @@ impl Store {
         Ok(n > 0)
     }
 
-    pub fn insert_execution(&self, e: &Execution, code: &str) -> Result<(), StoreError> {
+    /// Adds execution `e` of tenant `tenant` (its session's, or the caller's for `/v1/run`).
+    pub fn insert_execution(&self, e: &Execution, code: &str, tenant: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
                 stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url,
-                outputs_truncated)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                outputs_truncated, tenant)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             params![
                 e.id,
                 e.session_id,
@@ -520,7 +542,8 @@ impl Store {
                 outputs_json(e)?,
                 metrics_json(e)?,
                 e.callback.as_ref().map(|c| c.url.clone()),
-                e.outputs_truncated
+                e.outputs_truncated,
+                tenant
             ],
         )?;
         Ok(())
@@ -586,11 +609,13 @@ impl Store {
         Ok(())
     }
 
-    pub fn get_execution(&self, id: &str) -> Result<Option<Execution>, StoreError> {
+    /// Execution `id`; only if it is tenant `tenant`'s, if given.
+    pub fn get_execution(&self, id: &str, tenant: Option<&str>) -> Result<Option<Execution>, StoreError> {
         let raw = {
             let conn = self.conn();
-            let mut stmt = conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE id = ?1"))?;
-            stmt.query_row(params![id], RawExecution::from_row).optional()?
+            let mut stmt =
+                conn.prepare_cached(&format!("{EXECUTION_COLUMNS} WHERE id = ?1 AND (?2 IS NULL OR tenant = ?2)"))?;
+            stmt.query_row(params![id, tenant], RawExecution::from_row).optional()?
         };
         let Some(raw) = raw else { return Ok(None) };
         let url = raw.callback_url.clone();
@@ -720,6 +745,7 @@ struct RawSession {
     stopped_at: Option<String>,
     workspace_removed_at: Option<String>,
     last_kernel_death: Option<String>,
+    tenant: String,
 }
 
 impl RawSession {
@@ -736,6 +762,7 @@ impl RawSession {
             stopped_at: r.get(8)?,
             workspace_removed_at: r.get(9)?,
             last_kernel_death: r.get(10)?,
+            tenant: r.get(11)?,
         })
     }
 
@@ -763,6 +790,7 @@ impl RawSession {
             workspace_removed_at: time(&self.workspace_removed_at)?,
             created_at: parse_time(&self.id, &self.created_at)?,
             deleted_at: time(&self.deleted_at)?,
+            tenant: self.tenant,
             id: self.id,
         })
     }
@@ -852,6 +880,7 @@ mod tests {
     fn session(id: &str) -> Session {
         Session {
             id: id.into(),
+            tenant: "default".into(),
             status: SessionStatus::Running,
             template: "default".into(),
             env: [("A".to_string(), "1".to_string())].into(),
@@ -883,6 +912,7 @@ mod tests {
         let now = Utc::now();
         let t = Template {
             name: "data".into(),
+            tenant: Some("acme".into()),
             description: "pandas and friends".into(),
             rootfs: "host".into(),
             limits: Limits { memory_mb: 1024, pids: 128, cpu: 2.0 },
@@ -918,13 +948,15 @@ mod tests {
     }
 
     #[test]
-    fn templates_come_a_page_at_a_time_in_creation_order() {
+    fn templates_come_a_page_at_a_time_in_creation_order_shared_ones_to_every_tenant() {
         let store = Store::open_in_memory().expect("open");
         let names = ["c", "a", "b"];
-        for (i, name) in names.iter().enumerate() {
+        let tenants = [None, Some("acme"), Some("other")];
+        for (i, (name, tenant)) in names.iter().zip(tenants).enumerate() {
             let at = Utc::now() + chrono::Duration::seconds(i as i64);
             let t = Template {
                 name: name.to_string(),
+                tenant: tenant.map(String::from),
                 description: String::new(),
                 rootfs: "host".into(),
                 limits: Limits { memory_mb: 512, pids: 64, cpu: 1.0 },
@@ -945,10 +977,33 @@ mod tests {
             };
             assert!(store.insert_template(&t).expect("insert"));
         }
-        let first = store.page_templates(2, None).expect("page");
-        let rest = store.page_templates(2, first.next.as_deref()).expect("page");
+        let first = store.page_templates(2, None, None).expect("page");
+        let rest = store.page_templates(2, first.next.as_deref(), None).expect("page");
         let seen: Vec<&str> = first.items.iter().chain(&rest.items).map(|t| t.name.as_str()).collect();
         assert_eq!((seen, first.next.is_some(), rest.next), (names.to_vec(), true, None));
+        let acme = store.page_templates(10, None, Some("acme")).expect("page");
+        let seen: Vec<&str> = acme.items.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(seen, ["c", "a"], "the shared one and acme's");
+    }
+
+    #[test]
+    fn a_tenant_scope_finds_only_that_tenants_sessions_and_executions() {
+        let store = Store::open_in_memory().expect("open");
+        for (id, tenant) in [("s1", "acme"), ("s2", "other"), ("s3", "acme")] {
+            store.insert_session(&Session { tenant: tenant.into(), ..session(id) }).expect("insert");
+            store.insert_execution(&execution(&format!("e-{id}"), id), "1", tenant).expect("insert");
+        }
+        let ids = |tenant| -> Vec<String> {
+            let page = store.page_sessions(10, None, tenant).expect("page");
+            page.items.into_iter().map(|s| s.id).collect()
+        };
+        assert_eq!(ids(Some("acme")), ["s1", "s3"]);
+        assert_eq!(ids(Some("nobody")), Vec::<String>::new());
+        assert_eq!(ids(None).len(), 3);
+        assert_eq!(store.get_session("s2").expect("get").map(|s| s.tenant), Some("other".into()));
+        assert!(store.get_execution("e-s2", Some("acme")).expect("get").is_none(), "not acme's");
+        assert!(store.get_execution("e-s2", Some("other")).expect("get").is_some());
+        assert!(store.get_execution("e-s2", None).expect("get").is_some());
     }
 
     #[test]
@@ -960,7 +1015,7 @@ mod tests {
             assert_eq!(recovered, Recovered::default());
             store.insert_session(&session("s1")).expect("insert");
             let mut done = execution("e1", "s1");
-            store.insert_execution(&done, "print(1)").expect("insert");
+            store.insert_execution(&done, "print(1)", "default").expect("insert");
             done.status = ExecutionStatus::Succeeded;
             done.exit_code = Some(0);
             done.stdout = "1\n".into();
@@ -969,7 +1024,7 @@ mod tests {
                 vec![sandbox_api::Output::Stream { name: sandbox_api::StreamName::Stdout, text: "1\n".into() }];
             done.finished_at = Some(Utc::now());
             store.finish_execution(&done).expect("finish");
-            store.insert_execution(&execution("e2", "s1"), "while True: pass").expect("insert");
+            store.insert_execution(&execution("e2", "s1"), "while True: pass", "default").expect("insert");
         }
         let (store, recovered) = Store::open(&path).expect("reopen");
         assert_eq!(recovered, Recovered { executions: 1, sessions: 1 });
@@ -984,7 +1039,7 @@ mod tests {
         assert_eq!(summaries.len(), 2);
         assert!(summaries[0].outputs.is_empty() && summaries[0].stdout.is_empty(), "summaries leave outputs out");
         assert_eq!(summaries[0].metrics, list[0].metrics);
-        let e1 = store.get_execution("e1").expect("get").expect("exists");
+        let e1 = store.get_execution("e1", None).expect("get").expect("exists");
         assert_eq!((e1.status, e1.stdout.as_str()), (ExecutionStatus::Succeeded, "1\n"));
         assert_eq!(e1.outputs.len(), 1);
         assert_eq!(e1.metrics.map(|m| m.cpu_ms), Some(Some(2)));
@@ -993,7 +1048,7 @@ mod tests {
         store.bump_kernel_restarts("s1", None).expect("bump");
         let s1 = store.get_session("s1").expect("get").expect("exists");
         assert_eq!((s1.kernel_restarts, s1.last_kernel_death.as_deref()), (2, Some("exited with code 3")));
-        let e2 = store.get_execution("e2").expect("get").expect("exists");
+        let e2 = store.get_execution("e2", None).expect("get").expect("exists");
         assert_eq!(
             (e2.status, e2.reason),
             (ExecutionStatus::Interrupted, Some(sandbox_api::ExecutionReason::ServerRestart))
@@ -1012,7 +1067,7 @@ mod tests {
             let mut e = execution(&format!("e{i}"), "s1");
             e.started_at = long_ago + chrono::Duration::seconds(i);
             e.outputs_truncated = i == 5;
-            store.insert_execution(&e, "1").expect("insert");
+            store.insert_execution(&e, "1", "default").expect("insert");
             if i < 5 {
                 e.status = ExecutionStatus::Succeeded;
                 // e0 and e1 finished long ago; the others just now.
@@ -1031,7 +1086,7 @@ mod tests {
         // Keep two per session: e5 is running (kept, and counted), so e2 and e3 go.
         assert_eq!(store.prune_executions(None, Some(2)).expect("prune"), 2);
         assert_eq!(ids(&store), ["e4", "e5"]);
-        assert!(store.get_execution("e5").expect("get").expect("exists").outputs_truncated);
+        assert!(store.get_execution("e5", None).expect("get").expect("exists").outputs_truncated);
         let orphans: i64 =
             store.conn().query_row("SELECT COUNT(*) FROM callback_attempts", [], |r| r.get(0)).expect("count");
         assert_eq!(orphans, 0, "attempts of pruned executions go too");

@@ -24,7 +24,11 @@ fn sandboxd(data: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<
 
 /// A new key for `tenant`, as `sandboxd keys create` prints it.
 fn create_key(data: &Path, tenant: &str) -> anyhow::Result<String> {
-    let out = sandboxd(data, &["keys", "create", "--tenant", tenant], &[])?;
+    create_key_with(data, &["--tenant", tenant])
+}
+
+fn create_key_with(data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = sandboxd(data, &[&["keys", "create"], args].concat(), &[])?;
     anyhow::ensure!(out.status.success(), "keys create: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
@@ -118,5 +122,149 @@ async fn no_listening_beyond_loopback_without_a_key() -> anyhow::Result<()> {
     let url = d.url.replace("0.0.0.0", "127.0.0.1");
     assert_eq!(status(&url, "/v1/sessions", None).await?.status(), 401);
     assert_eq!(status(&url, "/v1/sessions", Some(("x-api-key", &key))).await?.status(), 200);
+    Ok(())
+}
+
+/// `method path` with `key` and a JSON body: the status and the body as JSON (null if none).
+async fn call(
+    url: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut req = reqwest::Client::new().request(method, format!("{url}{path}")).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await?;
+    let status = res.status().as_u16();
+    let text = res.text().await?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_only_its_own() -> anyhow::Result<()> {
+    use reqwest::Method;
+    use serde_json::json;
+    let data = tempfile::Builder::new().prefix("sandboxd-tenants-").tempdir_in("/tmp")?;
+    let d = Daemon::start(data.path(), &QUIET)?;
+    let acme = create_key(data.path(), "acme")?;
+    let rival = create_key(data.path(), "rival")?;
+    let admin = create_key_with(data.path(), &["--tenant", "ops", "--admin"])?;
+    let url = d.url.as_str();
+
+    // Acme's session, with a file, an execution and a private template.
+    let (_, session) = call(url, &acme, Method::POST, "/v1/sessions", Some(json!({}))).await?;
+    let id = session["id"].as_str().unwrap_or_default().to_string();
+    assert_eq!(session["tenant"], "acme", "{session}");
+    let put = reqwest::Client::new()
+        .put(format!("{url}/v1/sessions/{id}/files/secret.txt"))
+        .bearer_auth(&acme)
+        .body("acme's secret")
+        .send()
+        .await?;
+    assert_eq!(put.status(), 201);
+    let run = json!({"language": "python", "code": "x = 42"});
+    let (code, exec) = call(url, &acme, Method::POST, &format!("/v1/sessions/{id}/executions"), Some(run)).await?;
+    assert_eq!(code, 200, "{exec}");
+    let exec_id = exec["id"].as_str().unwrap_or_default().to_string();
+    let (code, one_shot) =
+        call(url, &acme, Method::POST, "/v1/run", Some(json!({"language": "python", "code": "print(1)"}))).await?;
+    assert_eq!(code, 200, "{one_shot}");
+    let run_id = one_shot["id"].as_str().unwrap_or_default().to_string();
+    let (code, t) = call(url, &acme, Method::POST, "/v1/templates", Some(json!({"name": "acme-only"}))).await?;
+    assert_eq!((code, &t["tenant"]), (201, &json!("acme")), "{t}");
+
+    // To a rival, each of them answers exactly as an id that never was.
+    let ghost = "ses_0123456789abcdef0123456789abcdef";
+    let session_routes: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::GET, "/v1/sessions/{}".into(), None),
+        (Method::POST, "/v1/sessions/{}/executions".into(), Some(json!({"language": "python", "code": "print(x)"}))),
+        (Method::GET, "/v1/sessions/{}/executions".into(), None),
+        (Method::POST, "/v1/sessions/{}/interrupt".into(), None),
+        (Method::POST, "/v1/sessions/{}/invoke".into(), Some(json!({"handler": "m.f"}))),
+        (Method::POST, "/v1/sessions/{}/restart".into(), None),
+        (Method::POST, "/v1/sessions/{}/resume".into(), None),
+        (Method::POST, "/v1/sessions/{}/stop".into(), None),
+        (Method::POST, "/v1/sessions/{}/packages".into(), Some(json!({"packages": ["six"]}))),
+        (Method::GET, "/v1/sessions/{}/files".into(), None),
+        (Method::GET, "/v1/sessions/{}/files/secret.txt".into(), None),
+        (Method::POST, "/v1/sessions/{}/files/secret.txt:move".into(), Some(json!({"to": "mine.txt"}))),
+        (Method::DELETE, "/v1/sessions/{}/files/secret.txt".into(), None),
+        (Method::GET, "/v1/sessions/{}/archive".into(), None),
+        (Method::DELETE, "/v1/sessions/{}".into(), None),
+    ];
+    for (method, path, body) in &session_routes {
+        let theirs = call(url, &rival, method.clone(), &path.replace("{}", &id), body.clone()).await?;
+        let none = call(url, &rival, method.clone(), &path.replace("{}", ghost), body.clone()).await?;
+        let said = theirs.1.to_string().replace(&id, ghost);
+        assert_eq!((theirs.0, said), (404, none.1.to_string()), "{method} {path}: {theirs:?} vs {none:?}");
+    }
+    for (path, missing) in
+        [(format!("/v1/executions/{exec_id}"), "exe_none"), (format!("/v1/executions/{run_id}"), "exe_none")]
+    {
+        let theirs = call(url, &rival, Method::GET, &path, None).await?;
+        assert_eq!(theirs.0, 404, "{path}: {theirs:?}");
+        let none = call(url, &rival, Method::GET, &format!("/v1/executions/{missing}"), None).await?;
+        assert_eq!(
+            theirs.1.to_string().replace(path.rsplit('/').next().unwrap_or_default(), missing),
+            none.1.to_string()
+        );
+    }
+    let (code, _) = call(url, &rival, Method::GET, "/v1/templates/acme-only", None).await?;
+    assert_eq!(code, 404);
+    let (code, _) = call(url, &rival, Method::DELETE, "/v1/templates/acme-only", None).await?;
+    assert_eq!(code, 404);
+    let (code, refused) =
+        call(url, &rival, Method::POST, "/v1/sessions", Some(json!({"template": "acme-only"}))).await?;
+    assert_eq!(code, 422, "{refused}");
+    assert!(!refused.to_string().contains("acme-only\""), "the list of templates leaves acme's out: {refused}");
+
+    // Lists are filtered; an admin sees all.
+    let listed = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["id"].as_str().or(s["name"].as_str()))
+            .map(String::from)
+            .collect()
+    };
+    let (_, mine) = call(url, &rival, Method::GET, "/v1/sessions", None).await?;
+    assert!(listed(&mine, "sessions").is_empty(), "{mine}");
+    let (_, templates) = call(url, &rival, Method::GET, "/v1/templates", None).await?;
+    assert_eq!(listed(&templates, "templates"), ["default"], "{templates}");
+    let (_, all) = call(url, &admin, Method::GET, "/v1/sessions", None).await?;
+    assert_eq!(listed(&all, "sessions"), std::slice::from_ref(&id));
+    let (_, templates) = call(url, &admin, Method::GET, "/v1/templates", None).await?;
+    assert_eq!(listed(&templates, "templates"), ["default", "acme-only"]);
+    assert_eq!(call(url, &admin, Method::GET, &format!("/v1/executions/{exec_id}"), None).await?.0, 200);
+    // A shared template: every tenant uses it, only an admin deletes it.
+    let (code, _) = call(url, &admin, Method::POST, "/v1/templates", Some(json!({"name": "shared"}))).await?;
+    assert_eq!(code, 201);
+    let (code, refused) = call(url, &rival, Method::DELETE, "/v1/templates/shared", None).await?;
+    assert_eq!((code, &refused["error"]["code"]), (403, &json!("forbidden")), "{refused}");
+
+    // The attack: take over a deleted session's workspace during its retention period.
+    let (code, _) = call(url, &acme, Method::DELETE, &format!("/v1/sessions/{id}"), None).await?;
+    assert_eq!(code, 204);
+    let (code, refused) = call(url, &rival, Method::POST, "/v1/sessions", Some(json!({"workspace_from": id}))).await?;
+    assert_eq!(code, 422, "{refused}");
+    let (code, nothing) =
+        call(url, &rival, Method::POST, "/v1/sessions", Some(json!({"workspace_from": ghost}))).await?;
+    assert_eq!((code, refused.to_string().replace(&id, ghost)), (422, nothing.to_string()));
+    // Acme itself may, and finds its file.
+    let (code, heir) = call(url, &acme, Method::POST, "/v1/sessions", Some(json!({"workspace_from": id}))).await?;
+    assert_eq!(code, 201, "{heir}");
+    let heir = heir["id"].as_str().unwrap_or_default();
+    let file = reqwest::Client::new()
+        .get(format!("{url}/v1/sessions/{heir}/files/secret.txt"))
+        .bearer_auth(&acme)
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert_eq!(file, "acme's secret");
     Ok(())
 }
