@@ -30,6 +30,9 @@ pub enum ApiError {
     Invalid(String),
     #[error("{0}")]
     RateLimited(String),
+    /// A tenant holds as many running sessions or executions as its limit allows (429).
+    #[error("{0}")]
+    TenantLimit(String),
     #[error("{0}")]
     NotReady(String),
     /// The host or the server is at a bound (connections, memory, disk): try again later (503
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::TenantLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "tenant_limit"),
             ApiError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::SandboxFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "sandbox_failed"),
@@ -101,6 +105,7 @@ impl IntoResponse for ApiError {
             self,
             ApiError::Overloaded(_)
                 | ApiError::RateLimited(_)
+                | ApiError::TenantLimit(_)
                 | ApiError::SandboxFailed(_)
                 | ApiError::KernelUnavailable(_)
         ) {
@@ -128,6 +133,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::QuotaExceeded(m) => ApiError::InsufficientStorage(m),
             ServiceError::UnsupportedType(m) => ApiError::UnsupportedMediaType(m),
             ServiceError::Busy(m) => ApiError::RateLimited(m),
+            ServiceError::TenantLimit(m) => ApiError::TenantLimit(m),
             ServiceError::Overloaded(m) => ApiError::Overloaded(m),
             ServiceError::NotReady(m) => ApiError::NotReady(m),
             ServiceError::SandboxFailed(m) => ApiError::SandboxFailed(m),

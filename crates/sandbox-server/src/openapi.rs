@@ -20,21 +20,26 @@ const STATUSES: &[(u16, &str)] = &[
         "This server needs an API key (it has one in force), and the request has none, or one that is unknown or \
          revoked (`unauthorized`)",
     ),
-    (404, "No such session, execution, template or file (`not_found`)"),
+    (403, "A key that sees the thing may not do this to it: a shared template, deleted by a tenant key (`forbidden`)"),
+    (404, "No such session, execution, template or file (`not_found`), or one of another tenant's"),
     (405, "Method not allowed here (`method_not_allowed`)"),
     (409, "The session is deleted or in the wrong state, the thing is in use or exists (`conflict`)"),
     (413, "The body, a file or a form part is larger than the server accepts (`payload_too_large`)"),
     (415, "A file type the session's template does not accept (`unsupported_media_type`)"),
     (416, "The range is outside the file (`range_not_satisfiable`)"),
     (422, "Well-formed but not acceptable: a field out of range, a wrong type, a refused name (`invalid`)"),
-    (429, "A queue is full: the session's executions or sandbox starts (`rate_limited`, with `Retry-After`)"),
+    (
+        429,
+        "A queue is full: the session's executions or sandbox starts (`rate_limited`, with `Retry-After`); or the \
+         tenant holds as many running sessions or executions as its limit allows (`tenant_limit`, naming it)",
+    ),
     (
         503,
         "Sandboxes cannot run now: not ready, the host at a bound, a sandbox that failed, or a kernel that did \
          not start (`not_ready`, `overloaded`, `sandbox_failed`, `kernel_unavailable`; `Retry-After` where \
          trying again helps)",
     ),
-    (507, "The workspace quota would be exceeded (`insufficient_storage`)"),
+    (507, "The workspace quota, or the tenant's limit on its workspaces' bytes, would be exceeded (`insufficient_storage`)"),
 ];
 
 /// A request with a JSON body can be malformed, too large, or of the wrong shape.
@@ -45,7 +50,7 @@ const JSON_BODY: &[u16] = &[400, 413, 422];
 const OPERATIONS: &[(&str, &str, bool, &[u16])] = &[
     ("get", "/healthz", false, &[]),
     ("get", "/readyz", false, &[]),
-    ("post", "/v1/sessions", true, &[409, 429, 503]),
+    ("post", "/v1/sessions", true, &[409, 429, 503, 507]),
     ("get", "/v1/sessions", false, &[400]),
     ("get", "/v1/sessions/{id}", false, &[404]),
     ("delete", "/v1/sessions/{id}", false, &[404]),
@@ -62,14 +67,14 @@ const OPERATIONS: &[(&str, &str, bool, &[u16])] = &[
     ("get", "/v1/templates", false, &[400]),
     ("get", "/v1/templates/{name}", false, &[404]),
     ("post", "/v1/templates", true, &[409]),
-    ("delete", "/v1/templates/{name}", false, &[404, 409]),
-    ("put", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 413, 415, 503, 507]),
-    ("post", "/v1/sessions/{id}/files", false, &[400, 404, 409, 413, 415, 422, 503, 507]),
-    ("get", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 416, 503]),
-    ("get", "/v1/sessions/{id}/files", false, &[400, 404, 409, 503]),
-    ("delete", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 503]),
-    ("post", "/v1/sessions/{id}/files/{path}:move", true, &[404, 405, 409, 503]),
-    ("get", "/v1/sessions/{id}/archive", false, &[400, 404, 409, 503]),
+    ("delete", "/v1/templates/{name}", false, &[403, 404, 409]),
+    ("put", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 413, 415, 429, 503, 507]),
+    ("post", "/v1/sessions/{id}/files", false, &[400, 404, 409, 413, 415, 422, 429, 503, 507]),
+    ("get", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 416, 429, 503]),
+    ("get", "/v1/sessions/{id}/files", false, &[400, 404, 409, 429, 503]),
+    ("delete", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 429, 503]),
+    ("post", "/v1/sessions/{id}/files/{path}:move", true, &[404, 405, 409, 429, 503]),
+    ("get", "/v1/sessions/{id}/archive", false, &[400, 404, 409, 429, 503]),
 ];
 
 /// A path parameter's schema and meaning, by its name and the path it is in.

@@ -10,6 +10,10 @@
 //!   keep `--min-free-disk-mb` free. 278 volumes promised 2.8 TB against 69 GiB free, and a few
 //!   sessions writing their quota would have filled the disk the database writes to.
 //!
+//! Each tenant is bounded too, whatever the host could give (`--tenant-max-*`): its running
+//! sessions and its queued or running executions (429 `tenant_limit`), and the bytes of its
+//! workspaces on this host (507), each message naming the limit.
+//!
 //! The checks are made on each request with what is known then; two requests at the same
 //! moment may both pass. They bound the host, not each byte.
 
@@ -73,6 +77,66 @@ pub fn check_disk(state: &Service) -> Result<(), ServiceError> {
         )));
     }
     Ok(())
+}
+
+/// Refuses one more running session of `tenant` when it has `--tenant-max-sessions` already.
+pub fn check_tenant_sessions(state: &Service, tenant: &str) -> Result<(), ServiceError> {
+    let max = state.config.tenant.max_sessions;
+    let running = state.store.running_sessions_of(tenant)?;
+    if max > 0 && running >= max {
+        return Err(ServiceError::TenantLimit(format!(
+            "tenant {tenant} has {running} running sessions, its limit (--tenant-max-sessions {max}): \
+             stop or delete one first"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses one more execution of `tenant` when it has `--tenant-max-executions` queued or
+/// running already.
+pub fn check_tenant_executions(state: &Service, tenant: &str) -> Result<(), ServiceError> {
+    let max = state.config.tenant.max_executions;
+    let active = state.store.active_executions_of(tenant)?;
+    if max > 0 && active >= max {
+        return Err(ServiceError::TenantLimit(format!(
+            "tenant {tenant} has {active} executions queued or running, its limit \
+             (--tenant-max-executions {max}): try again when some have finished"
+        )));
+    }
+    Ok(())
+}
+
+/// The bytes of files in `tenant`'s workspaces on this host, but for session `besides`'s.
+pub fn tenant_workspace_bytes(state: &Service, tenant: &str, besides: Option<&str>) -> Result<u64, ServiceError> {
+    let ids = state.store.workspaces_of(tenant)?;
+    let mut total = 0u64;
+    for id in ids.iter().filter(|id| Some(id.as_str()) != besides) {
+        total = total.saturating_add(state.dirs.workspaces.usage(id)?);
+    }
+    Ok(total)
+}
+
+/// The error for `tenant`'s workspaces holding `used` bytes and `adding` more, past `max` MiB.
+pub fn tenant_workspaces_full(tenant: &str, max: u64, used: u64, adding: u64) -> ServiceError {
+    ServiceError::QuotaExceeded(format!(
+        "tenant {tenant}'s workspaces hold {} MiB{}, past its limit (--tenant-max-workspace-mb {max}): \
+         delete files or sessions first",
+        used >> 20,
+        if adding > 0 { format!(" and this adds {} MiB", adding.div_ceil(1 << 20)) } else { String::new() }
+    ))
+}
+
+/// Refuses a new session of `tenant` when its workspaces hold `--tenant-max-workspace-mb`.
+pub fn check_tenant_workspaces(state: &Service, tenant: &str) -> Result<(), ServiceError> {
+    let max_mb = state.config.tenant.max_workspace_mb;
+    if max_mb == 0 {
+        return Ok(());
+    }
+    let used = tenant_workspace_bytes(state, tenant, None)?;
+    match used >= max_mb << 20 {
+        true => Err(tenant_workspaces_full(tenant, max_mb, used, 0)),
+        false => Ok(()),
+    }
 }
 
 /// `MemTotal` from `/proc/meminfo`, read once.

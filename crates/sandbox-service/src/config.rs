@@ -179,6 +179,29 @@ pub struct Config {
     /// Settings of the local runtime (last: its help heading applies to what follows).
     #[command(flatten, next_help_heading = "Local runtime")]
     pub local: LocalSection,
+
+    #[command(flatten, next_help_heading = "Limits of each tenant")]
+    pub tenant: TenantLimits,
+}
+
+/// What one tenant (the keys of one `--tenant`; requests with no key are tenant `default`)
+/// may hold at once, whatever the host could give: past a limit, 429 (sessions, executions)
+/// or 507 (workspace bytes) naming it. 0: no limit.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TenantLimits {
+    /// Running sessions (with a sandbox) one tenant may have.
+    #[arg(long = "tenant-max-sessions", env = "SANDBOXD_TENANT_MAX_SESSIONS", default_value_t = 100)]
+    pub max_sessions: u64,
+
+    /// Executions one tenant may have queued or running at once, over all its sessions and
+    /// `/v1/run`.
+    #[arg(long = "tenant-max-executions", env = "SANDBOXD_TENANT_MAX_EXECUTIONS", default_value_t = 200)]
+    pub max_executions: u64,
+
+    /// Bytes of files all of one tenant's workspaces on this host may hold, MiB: checked when a
+    /// session is made and at each upload (code in a sandbox is held by its workspace quota).
+    #[arg(long = "tenant-max-workspace-mb", env = "SANDBOXD_TENANT_MAX_WORKSPACE_MB", default_value_t = 100 << 10)]
+    pub max_workspace_mb: u64,
 }
 
 /// Settings of the local runtime (`--runtime local`).

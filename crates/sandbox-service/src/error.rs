@@ -36,6 +36,10 @@ pub enum ServiceError {
     /// A file of a type its template does not accept.
     #[error("{0}")]
     UnsupportedType(String),
+    /// A tenant holds as many of a thing (running sessions, executions) as its limit allows;
+    /// the message names the limit.
+    #[error("{0}")]
+    TenantLimit(String),
     /// A queue is full (a session's executions, sandbox starts): try again shortly.
     #[error("{0}")]
     Busy(String),

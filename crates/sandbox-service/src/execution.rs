@@ -322,6 +322,7 @@ impl crate::Service {
             timeout_s: req.timeout_s,
         };
         let plan = Plan::one_shot(config, &limits, code)?;
+        crate::admission::check_tenant_executions(self, caller.tenant())?;
         let limits = limits_from(&limits);
         let warm = if limits == self.run_pool.limits() { self.run_pool.take(&self.dirs) } else { None };
         let (name, sandbox) = match warm {

@@ -186,6 +186,15 @@ impl SessionFiles {
     ) -> Result<UploadedFile> {
         let config = &self.service.config;
         let (max, quota) = (config.max_file_bytes, config.workspace_quota_bytes);
+        // The tenant's other workspaces, measured once: this upload's own is measured as it goes.
+        let (tenant, tenant_max_mb) = (self.session.tenant.clone(), config.tenant.max_workspace_mb);
+        let others = match tenant_max_mb {
+            0 => 0,
+            _ => {
+                let (service, id, of) = (Arc::clone(&self.service), self.session.id.clone(), tenant.clone());
+                blocking(move || crate::admission::tenant_workspace_bytes(&service, &of, Some(&id))).await?
+            }
+        };
         if declared.is_some_and(|n| n > max) {
             return Err(WorkspaceError::TooLarge { limit: max }.into());
         }
@@ -207,6 +216,10 @@ impl SessionFiles {
                 let replaced = ws.stat(&path).ok().filter(|e| e.kind == Kind::File).map_or(0, |e| e.size);
                 if used.saturating_sub(replaced) + adding > quota {
                     return Err(WorkspaceError::QuotaExceeded { quota, used, adding }.into());
+                }
+                let tenant_used = others + used.saturating_sub(replaced);
+                if tenant_max_mb > 0 && tenant_used + adding > tenant_max_mb << 20 {
+                    return Err(crate::admission::tenant_workspaces_full(&tenant, tenant_max_mb, tenant_used, adding));
                 }
                 Ok(())
             };

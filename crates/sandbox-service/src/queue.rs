@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sandbox_api::{Callback, CreateExecution, Execution, ExecutionStatus, Language, OnError, Output, Session};
+use sandbox_api::{
+    Callback, CreateExecution, Execution, ExecutionStatus, Language, OnError, Output, Session, SessionStatus,
+};
 use sandbox_runtime::{LimitKind, OutputSink};
 use tokio::sync::{mpsc, watch};
 
@@ -159,6 +161,11 @@ impl Service {
         sink: Option<OutputSink>,
         done: watch::Sender<Finished>,
     ) -> Result<()> {
+        if session.status == SessionStatus::Stopped {
+            // It will resume for this execution: one more running session of its tenant.
+            crate::admission::check_tenant_sessions(self, &session.tenant)?;
+        }
+        crate::admission::check_tenant_executions(self, &session.tenant)?;
         let live = self.sessions.live(&session.id);
         let max = self.config.max_queue;
         if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {

@@ -85,6 +85,8 @@ impl Service {
             created_at: Utc::now(),
             deleted_at: None,
         };
+        admission::check_tenant_sessions(self, &session.tenant)?;
+        admission::check_tenant_workspaces(self, &session.tenant)?;
         admission::check_memory(self, session.limits.memory_mb << 20)?;
         if source.is_none() {
             admission::check_disk(self)?;
@@ -153,6 +155,7 @@ impl Service {
     pub async fn resume_session(&self, caller: &Caller, id: &str) -> Result<Session> {
         let session = self.active_session(caller, id)?;
         if session.status == SessionStatus::Stopped {
+            admission::check_tenant_sessions(self, &session.tenant)?;
             admission::check_memory(self, session.limits.memory_mb << 20)?;
         }
         self.sessions.resume(&session, self.runtime.as_ref(), &self.dirs, &self.store).await?;

@@ -184,6 +184,20 @@ impl NamedDirs {
             .map_err(|e| ServiceError::Internal(format!("workspace task failed: {e}")))?
     }
 
+    /// Bytes of files in workspace `id` (0 if it has none here): a mounted volume or a plain
+    /// directory is measured as the quota measures it; an unmounted volume by its image.
+    pub fn usage(&self, id: &str) -> Result<u64, ServiceError> {
+        let dir = self.path(id);
+        let fail = |e: std::io::Error| ServiceError::Internal(format!("measure {}: {e}", dir.display()));
+        match &self.volumes {
+            Some(volumes) if volumes.has(id) && !sandbox_workspace::volume::is_mount_point(&dir) => {
+                volumes.unmounted_usage(id).map_err(fail)
+            }
+            _ if !dir.is_dir() => Ok(0),
+            _ => Ok(sandbox_workspace::Workspace::open(&dir, None)?.usage()?),
+        }
+    }
+
     /// Gives workspace `from` (of a stopped session: nothing has it mounted) the name `to`.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ServiceError> {
         let renamed = match &self.volumes {

@@ -411,6 +411,35 @@ impl Store {
         Ok(due)
     }
 
+    /// How many of tenant `tenant`'s sessions are running.
+    pub fn running_sessions_of(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM sessions WHERE tenant = ?1 AND status = 'running'",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The ids of tenant `tenant`'s sessions that still have a workspace.
+    pub fn workspaces_of(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT id FROM sessions WHERE tenant = ?1 AND workspace_removed_at IS NULL")?;
+        let ids = stmt.query_map(params![tenant], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
+    /// How many of tenant `tenant`'s executions are queued or running.
+    pub fn active_executions_of(&self, tenant: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM executions WHERE tenant = ?1 AND status IN ('queued', 'running')",
+            params![tenant],
+            |r| r.get(0),
+        )?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// The memory limits of all running sessions together, MiB (admission control counts it
     /// on every create: summed here rather than by loading every session).
     pub fn running_memory_mb(&self) -> Result<u64, StoreError> {

@@ -216,6 +216,14 @@ impl Volumes {
         self.image(name).is_file()
     }
 
+    /// About the bytes of files in workspace `name` while it is not mounted, without mounting
+    /// it: what its image takes on disk beyond what an empty one takes (the filesystem's own
+    /// blocks it has written since count too, a little more than the files).
+    pub fn unmounted_usage(&self, name: &str) -> io::Result<u64> {
+        let allocated = |path: &Path| std::fs::metadata(path).map(|m| m.blocks().saturating_mul(512));
+        Ok(allocated(&self.image(name))?.saturating_sub(allocated(&self.template()?)?))
+    }
+
     /// The image's size for the quota: ext4's journal and inode tables (about 1/64 of it) come
     /// on top, so that files can fill about the quota itself.
     fn image_bytes(&self) -> u64 {

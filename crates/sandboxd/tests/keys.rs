@@ -268,3 +268,81 @@ async fn a_tenant_sees_only_its_own() -> anyhow::Result<()> {
     assert_eq!(file, "acme's secret");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_is_held_to_its_limits() -> anyhow::Result<()> {
+    use reqwest::Method;
+    use serde_json::json;
+    let data = tempfile::Builder::new().prefix("sandboxd-tenant-limits-").tempdir_in("/tmp")?;
+    let mut env = QUIET.to_vec();
+    env.extend([
+        ("SANDBOXD_TENANT_MAX_SESSIONS", "1"),
+        ("SANDBOXD_TENANT_MAX_EXECUTIONS", "1"),
+        ("SANDBOXD_TENANT_MAX_WORKSPACE_MB", "1"),
+    ]);
+    let d = Daemon::start(data.path(), &env)?;
+    let (acme, rival) = (create_key(data.path(), "acme")?, create_key(data.path(), "rival")?);
+    let url = d.url.as_str();
+    let refused_for = |(code, body): &(u16, serde_json::Value), status: u16, flag: &str| {
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(*code == status && message.contains(flag), "{status} naming {flag}: {code} {body}");
+    };
+
+    // Running sessions.
+    let (code, first) = call(url, &acme, Method::POST, "/v1/sessions", Some(json!({}))).await?;
+    assert_eq!(code, 201, "{first}");
+    let first = first["id"].as_str().unwrap_or_default().to_string();
+    let second = call(url, &acme, Method::POST, "/v1/sessions", Some(json!({}))).await?;
+    refused_for(&second, 429, "--tenant-max-sessions 1");
+    assert_eq!(second.1["error"]["code"], "tenant_limit");
+    assert_eq!(call(url, &rival, Method::POST, "/v1/sessions", Some(json!({}))).await?.0, 201, "another tenant's own");
+
+    // Executions queued or running.
+    let sleeper = json!({"language": "python", "code": "import time; time.sleep(60)", "wait": false});
+    let (code, _) = call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/executions"), Some(sleeper)).await?;
+    assert_eq!(code, 202);
+    let quick = json!({"language": "python", "code": "print(1)"});
+    let more = call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/executions"), Some(quick.clone())).await?;
+    refused_for(&more, 429, "--tenant-max-executions 1");
+    refused_for(
+        &call(url, &acme, Method::POST, "/v1/run", Some(quick.clone())).await?,
+        429,
+        "--tenant-max-executions 1",
+    );
+    assert_eq!(call(url, &rival, Method::POST, "/v1/run", Some(quick.clone())).await?.0, 200);
+    let mut ran = (0, serde_json::Value::Null);
+    for _ in 0..100 {
+        // Until the sleeper runs, there is nothing to interrupt.
+        call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/interrupt"), None).await?;
+        ran = call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/executions"), Some(quick.clone())).await?;
+        if ran.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ran.0, 200, "room again once the sleeper ended: {ran:?}");
+
+    // Bytes in the tenant's workspaces.
+    let upload = |name: &str| {
+        reqwest::Client::new()
+            .put(format!("{url}/v1/sessions/{first}/files/{name}"))
+            .bearer_auth(&acme)
+            .body(vec![7u8; 600 << 10])
+            .send()
+    };
+    assert_eq!(upload("a.bin").await?.status(), 201);
+    let over = upload("b.bin").await?;
+    let over = (over.status().as_u16(), over.json::<serde_json::Value>().await?);
+    refused_for(&over, 507, "--tenant-max-workspace-mb 1");
+
+    // A stopped session counts again when it would resume.
+    assert_eq!(call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/stop"), None).await?.0, 200);
+    let (code, other) = call(url, &acme, Method::POST, "/v1/sessions", Some(json!({}))).await?;
+    assert_eq!(code, 201, "{other}");
+    let again = call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/resume"), None).await?;
+    refused_for(&again, 429, "--tenant-max-sessions 1");
+    let run_in_stopped =
+        call(url, &acme, Method::POST, &format!("/v1/sessions/{first}/executions"), Some(quick)).await?;
+    refused_for(&run_in_stopped, 429, "--tenant-max-sessions 1");
+    Ok(())
+}

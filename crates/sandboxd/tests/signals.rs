@@ -62,7 +62,15 @@ async fn sigint_stops_cleanly_and_kills_sandboxes() -> anyhow::Result<()> {
 fn help_lists_every_setting() -> anyhow::Result<()> {
     let out = Command::new(env!("CARGO_BIN_EXE_sandboxd")).arg("--help").output()?;
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--data-dir", "--bwrap", "--cgroups", "SANDBOXD_LISTEN", "SANDBOXD_DATA_DIR"] {
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--bwrap",
+        "--cgroups",
+        "--tenant-max-sessions",
+        "SANDBOXD_LISTEN",
+        "SANDBOXD_DATA_DIR",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     Ok(())
