@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod query;
@@ -92,6 +93,7 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/v1/templates/{name}", get(routes::get_template).delete(routes::delete_template))
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
+        .route_service("/mcp", mcp::service(Arc::clone(&state)))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::require_key));
     Router::new()
         .route("/healthz", get(routes::healthz))

@@ -18,6 +18,12 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,
 
+    /// Host names (or `host:port`) MCP clients may reach `/mcp` by, besides the loopback
+    /// ones, comma-separated: requests naming another `Host` are refused, so a web page
+    /// cannot reach sandboxd through DNS rebinding. Name the host of a deployment here.
+    #[arg(long, env = "SANDBOXD_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub mcp_allowed_hosts: Vec<String>,
+
     /// Where the database, workspaces and runtime files live.
     #[arg(long, env = "SANDBOXD_DATA_DIR", default_value = "./sandbox-data")]
     pub data_dir: PathBuf,

@@ -143,6 +143,26 @@ pub fn exec_req(language: Language, code: &str) -> CreateExecution {
     CreateExecution::new(language, code)
 }
 
+/// A new API key, as `sandboxd keys create ARGS` prints it for data dir `data` (ARGS:
+/// `--tenant NAME [--admin]`).
+pub fn create_key(data: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(binary("sandboxd")?)
+        .args([&["keys", "create"], args].concat())
+        .env("SANDBOXD_DATA_DIR", data)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "keys create: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// The Python of the venv the test clients are installed in (`scripts/install-test-clients.sh`).
+pub fn test_venv_python() -> anyhow::Result<PathBuf> {
+    let python = target_dir().join("../test-venv/bin/python");
+    if !python.is_file() {
+        bail!("{} is missing; run scripts/install-test-clients.sh (scripts/test.sh does)", python.display());
+    }
+    Ok(python)
+}
+
 /// The real `sandboxd` binary as a child process, for tests of signals and crashes.
 pub struct Daemon {
     pub child: std::process::Child,

@@ -24,13 +24,7 @@ fn sandboxd(data: &Path, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<
 
 /// A new key for `tenant`, as `sandboxd keys create` prints it.
 fn create_key(data: &Path, tenant: &str) -> anyhow::Result<String> {
-    create_key_with(data, &["--tenant", tenant])
-}
-
-fn create_key_with(data: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = sandboxd(data, &[&["keys", "create"], args].concat(), &[])?;
-    anyhow::ensure!(out.status.success(), "keys create: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    sandbox_test_support::create_key(data, &["--tenant", tenant])
 }
 
 /// Waits (at most 5 s) for the daemon's log to say `needle`.
@@ -151,7 +145,7 @@ async fn a_tenant_sees_only_its_own() -> anyhow::Result<()> {
     let d = Daemon::start(data.path(), &QUIET)?;
     let acme = create_key(data.path(), "acme")?;
     let rival = create_key(data.path(), "rival")?;
-    let admin = create_key_with(data.path(), &["--tenant", "ops", "--admin"])?;
+    let admin = sandbox_test_support::create_key(data.path(), &["--tenant", "ops", "--admin"])?;
     let url = d.url.as_str();
 
     // Acme's session, with a file, an execution and a private template.

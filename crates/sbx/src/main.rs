@@ -40,6 +40,9 @@ enum Command {
     /// List, show, create or delete templates.
     #[command(subcommand)]
     Template(commands::template::Command),
+    /// Serve the MCP tools (run_code, files, packages) on stdin/stdout, for MCP clients such
+    /// as Claude Desktop; they reach sandboxd at --url with --api-key.
+    Mcp,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -54,6 +57,7 @@ async fn main() {
         Command::Download(args) => commands::files::download(&client, args).await,
         Command::Ls(args) => commands::files::list(&client, args, cli.json).await,
         Command::Template(cmd) => commands::template::run(&client, cmd, cli.json).await,
+        Command::Mcp => commands::mcp::run(client).await,
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -2,6 +2,7 @@
 
 pub mod exec;
 pub mod files;
+pub mod mcp;
 pub mod run;
 pub mod session;
 pub mod template;

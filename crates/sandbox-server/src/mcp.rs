@@ -1,0 +1,117 @@
+//! `/mcp`: the MCP tools (`sandbox-mcp`) over Streamable HTTP, on the service layer. The key
+//! check in front of `/v1` guards it too; the caller it finds rides in the HTTP request's
+//! extensions, which rmcp hands to each tool call.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use sandbox_api::{
+    CreateExecution, CreateSession, Execution, FileInfo, Output, PackageInstallResult, Session, UploadedFile,
+};
+use sandbox_mcp::backend::{Backend, BackendError, Result};
+use sandbox_mcp::SandboxTools;
+use sandbox_service::auth::Caller;
+use sandbox_service::queue::Submission;
+use sandbox_service::{Service, ServiceError};
+use sandbox_workspace::RelPath;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::ApiError;
+
+/// The service, as the MCP tools see it.
+pub struct ServiceBackend(pub Arc<Service>);
+
+/// A service error in the API's words: its code (`not_found`, ...) and public message.
+fn backend_error(e: ServiceError) -> BackendError {
+    let api = ApiError::from(e);
+    BackendError::new(api.status_and_code().1, api.body().error.message)
+}
+
+fn path(p: &str) -> Result<RelPath> {
+    RelPath::parse_or_root(p).map_err(|e| backend_error(e.into()))
+}
+
+#[async_trait]
+impl Backend for ServiceBackend {
+    type Caller = Caller;
+
+    fn caller(&self, extensions: &rmcp::model::Extensions) -> Result<Caller> {
+        let found = extensions.get::<Parts>().and_then(|parts| parts.extensions.get::<Caller>());
+        found.cloned().ok_or_else(|| BackendError::new("unauthorized", "the request carries no caller"))
+    }
+
+    async fn create_session(&self, caller: &Caller, req: CreateSession) -> Result<Session> {
+        self.0.create_session(caller, req).await.map_err(backend_error)
+    }
+
+    async fn run_code(
+        &self,
+        caller: &Caller,
+        session: &str,
+        req: CreateExecution,
+        outputs: UnboundedSender<Output>,
+    ) -> Result<Execution> {
+        match self.0.submit_execution(caller, session, req, true).await.map_err(backend_error)? {
+            Submission::Streaming(mut stream) => {
+                while let Some(output) = stream.next_output().await {
+                    let _ = outputs.send(output);
+                }
+                stream.finished().await.map_err(backend_error)
+            }
+            Submission::Finished(execution) | Submission::Accepted(execution) => Ok(execution),
+        }
+    }
+
+    async fn interrupt(&self, caller: &Caller, session: &str) -> Result<()> {
+        self.0.interrupt(caller, session).await.map(drop).map_err(backend_error)
+    }
+
+    async fn list_files(&self, caller: &Caller, session: &str, dir: &str) -> Result<Vec<FileInfo>> {
+        let files = self.0.files(caller, session).await.map_err(backend_error)?;
+        files.list(path(dir)?, false).await.map(|(list, _)| list).map_err(backend_error)
+    }
+
+    async fn read_file(&self, caller: &Caller, session: &str, file: &str, max: u64) -> Result<Vec<u8>> {
+        let files = self.0.files(caller, session).await.map_err(backend_error)?;
+        files.read_all(path(file)?, max).await.map(|(bytes, _)| bytes).map_err(backend_error)
+    }
+
+    async fn write_file(&self, caller: &Caller, session: &str, file: &str, data: Vec<u8>) -> Result<UploadedFile> {
+        let files = self.0.files(caller, session).await.map_err(backend_error)?;
+        let len = data.len() as u64;
+        let mut body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(data))]);
+        files.upload(path(file)?, Some(len), &mut body).await.map_err(backend_error)
+    }
+
+    async fn install_packages(
+        &self,
+        caller: &Caller,
+        session: &str,
+        packages: Vec<String>,
+    ) -> Result<PackageInstallResult> {
+        self.0.install_packages(caller, session, &packages).await.map_err(backend_error)
+    }
+
+    async fn restart_kernel(&self, caller: &Caller, session: &str) -> Result<Session> {
+        self.0.restart_kernel(caller, session).await.map_err(backend_error)
+    }
+
+    async fn delete_session(&self, caller: &Caller, session: &str) -> Result<()> {
+        self.0.delete_session(caller, session).await.map_err(backend_error)
+    }
+}
+
+/// The Streamable HTTP service for `/mcp`. Hosts other than loopback ones must be named in
+/// `--mcp-allowed-hosts` (rmcp refuses the rest: a page on another site cannot reach a local
+/// sandboxd through DNS rebinding).
+pub fn service(state: Arc<Service>) -> StreamableHttpService<SandboxTools<ServiceBackend>, LocalSessionManager> {
+    let backend = Arc::new(ServiceBackend(Arc::clone(&state)));
+    let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    hosts.extend(state.config.mcp_allowed_hosts.iter().cloned());
+    let config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    StreamableHttpService::new(move || Ok(SandboxTools::new(Arc::clone(&backend))), Default::default(), config)
+}
