@@ -177,6 +177,14 @@ pub struct CreateExecution {
     pub env: Option<BTreeMap<String, String>>,
     /// Run Python as a fresh process even in a session with a kernel.
     pub fresh: Option<bool>,
+    /// A namespace of the session's Python kernel to run in, made on first use (1 to 64 of
+    /// `A-Z a-z 0-9 _ -`): its variables are not seen from the kernel's own namespace or from
+    /// another context; files and imported modules are shared. Left out: the kernel's own.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// With `context`: drop that namespace and its variables; `code` is not run.
+    #[serde(default)]
+    pub forget_context: Option<bool>,
     /// "continue" (default) or "cancel_pending": if an execution of the session fails while
     /// this one waits in the queue, this one is not run and ends as "cancelled".
     pub on_error: Option<OnError>,
@@ -209,6 +217,8 @@ impl CreateExecution {
             stdin: None,
             env: None,
             fresh: None,
+            context: None,
+            forget_context: None,
             on_error: None,
             execution_id: None,
             wait: None,

@@ -225,6 +225,8 @@ mod tests {
             output_limit: 1,
             outputs_limit: 1,
             kernel: false,
+            context: None,
+            forget_context: false,
             stream: false,
         };
         assert_eq!(argv(&req).expect("argv"), vec!["bash", "-c", "echo hi"]);

@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import traceback
+import types
 
 _requests = os.fdopen(3, "rb", buffering=0)
 _events = os.fdopen(4, "wb", buffering=0)
@@ -222,6 +223,46 @@ class _Plain:
         return _jsonable(bundle)
 
 
+class _Contexts:
+    """Code contexts: namespaces besides the kernel's own, each with its own variables and
+    execution count; modules, files and the process are shared. A cell names its context; the
+    shell (or the plain runner) is pointed at that namespace for the cell, then back."""
+
+    def __init__(self, shell, plain):
+        self.shell = shell
+        self.plain = plain
+        self.saved = {}  # name -> (namespace module, execution count)
+
+    def forget(self, name):
+        self.saved.pop(name, None)
+
+    def run(self, name, cell):
+        if name is None:
+            return cell()
+        module, count = self.saved.get(name) or (types.ModuleType("__main__"), 1)
+        fresh = name not in self.saved
+        if self.shell is not None:
+            own = (self.shell.user_module, self.shell.user_ns, self.shell.execution_count)
+            self.shell.user_module, self.shell.user_ns = module, module.__dict__
+            if fresh:
+                self.shell.init_user_ns()
+            self.shell.execution_count = count
+        else:
+            own = (self.plain.ns, self.plain.count)
+            if fresh:
+                module.__dict__["__builtins__"] = __builtins__
+            self.plain.ns, self.plain.count = module.__dict__, count - 1
+        try:
+            return cell()
+        finally:
+            if self.shell is not None:
+                self.saved[name] = (module, self.shell.execution_count)
+                self.shell.user_module, self.shell.user_ns, self.shell.execution_count = own
+            else:
+                self.saved[name] = (module, self.plain.count + 1)
+                self.plain.ns, self.plain.count = own
+
+
 def main():
     global _current, _outputs_limit, _outputs_used
     # Like Jupyter and `python -c`: modules import from the working directory (/workspace),
@@ -235,6 +276,7 @@ def main():
     except ImportError:
         shell = None
     plain = None if shell is not None else _Plain()
+    contexts = _Contexts(shell, plain)
     _emit({"type": "ready", "ipython": shell is not None})
     while True:
         try:
@@ -252,10 +294,13 @@ def main():
         _emit({"type": "started"})
         ok = False
         try:
-            if shell is not None:
-                ok = shell.run_cell(req["code"], store_history=True).success
+            if req.get("forget_context"):
+                contexts.forget(req.get("context"))
+                ok = True
+            elif shell is not None:
+                ok = contexts.run(req.get("context"), lambda: shell.run_cell(req["code"], store_history=True).success)
             else:
-                ok = plain.run(req["code"])
+                ok = contexts.run(req.get("context"), lambda: plain.run(req["code"]))
         except KeyboardInterrupt as e:  # landed outside the cell's own handling
             _error(KeyboardInterrupt, e, ["KeyboardInterrupt"])
         finally:

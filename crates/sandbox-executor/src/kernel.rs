@@ -207,8 +207,9 @@ impl Kernel {
         }
         let mut slot = lock(&self.slot);
         let line =
-            serde_json::json!({"type": "execute", "id": req.id, "code": req.code, "outputs_limit": req.outputs_limit})
-                .to_string()
+            serde_json::json!({"type": "execute", "id": req.id, "code": req.code, "outputs_limit": req.outputs_limit,
+                "context": req.context, "forget_context": req.forget_context})
+            .to_string()
                 + "\n";
         let deadline = started + Duration::from_millis(req.timeout_ms);
         let mut interrupted_at: Option<Instant> = None;

@@ -103,6 +103,12 @@ pub struct ExecRequest {
     /// Run in the session's kernel (Python only) instead of a fresh process.
     #[serde(default)]
     pub kernel: bool,
+    /// The kernel namespace to run in (`None`: the kernel's own).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Drop namespace `context` instead of running `code`.
+    #[serde(default)]
+    pub forget_context: bool,
     /// Report each output as it is produced ([`Event::Output`]), not only at the end.
     #[serde(default)]
     pub stream: bool,
@@ -271,6 +277,8 @@ mod tests {
             output_limit: 10,
             outputs_limit: 10,
             kernel: true,
+            context: None,
+            forget_context: false,
             stream: false,
         });
         let mut buf = Vec::new();

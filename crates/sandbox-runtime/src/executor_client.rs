@@ -228,6 +228,8 @@ mod tests {
             output_limit: 10,
             outputs_limit: 10,
             kernel: false,
+            context: None,
+            forget_context: false,
             stream: false,
         }
     }

@@ -68,6 +68,7 @@ pub struct ApiDoc;
 pub fn app(state: Arc<Service>) -> Router {
     use axum::routing::post;
     let body_limit = state.config.max_body_bytes;
+    let e2b = sandbox_e2b::E2b::new(Arc::clone(&state));
     // Every /v1 route needs a key once one is in force (auth.rs); health, metrics and the
     // API document stay open.
     let api = Router::new()
@@ -94,8 +95,9 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/v1/executions/{id}", get(routes::get_execution))
         .route("/v1/run", post(routes::run))
         .route_service("/mcp", mcp::service(Arc::clone(&state)))
+        .nest_service("/e2b", sandbox_e2b::control_routes(Arc::clone(&e2b)))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::require_key));
-    Router::new()
+    let app = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(metrics::metrics))
@@ -103,6 +105,8 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/openapi.yaml", get(routes::openapi_yaml))
         .route("/docs", get(routes::docs))
         .merge(api)
+        // The E2B sandbox routes check each sandbox's access token themselves (sandbox-e2b).
+        .nest_service("/e2b/sandbox", sandbox_e2b::sandbox_routes(e2b))
         .fallback(routes::not_found_fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -111,7 +115,19 @@ pub fn app(state: Arc<Service>) -> Router {
                 .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        .with_state(state)
+        .with_state(Arc::clone(&state));
+    // Behind wildcard DNS, E2B clients address sandboxes by host: rewritten before routing.
+    match state.config.e2b_domain.clone() {
+        Some(domain) => {
+            let domain = domain.to_ascii_lowercase();
+            let by_host = axum::middleware::map_request(move |req: axum::extract::Request| {
+                let domain = domain.clone();
+                async move { sandbox_e2b::route_by_host(&domain, req) }
+            });
+            Router::new().fallback_service(tower::Layer::layer(&by_host, app))
+        }
+        None => app,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

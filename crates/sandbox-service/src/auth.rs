@@ -115,7 +115,57 @@ pub fn revoke_key(store: &Store, id: &str) -> Result<(), ServiceError> {
     }
 }
 
+/// The secret session tokens are derived from: 32 random bytes made once per data dir, kept
+/// beside the database (mode 0600), so tokens outlive restarts.
+fn token_secret(data_dir: &std::path::Path) -> Result<Vec<u8>, ServiceError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("db").join("session-tokens.key");
+    let failed = |e: std::io::Error| ServiceError::Internal(format!("session token secret {}: {e}", path.display()));
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() == 32 => return Ok(secret),
+        Ok(_) => return Err(failed(std::io::Error::other("not 32 bytes"))),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
+        Err(_) => {}
+    }
+    std::fs::create_dir_all(data_dir.join("db")).map_err(failed)?;
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut secret)).map_err(failed)?;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        Ok(mut file) => file.write_all(&secret).map_err(failed).map(|()| secret),
+        // Another request made it first: that one is the secret.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path).map_err(failed),
+        Err(e) => Err(failed(e)),
+    }
+}
+
 impl Service {
+    /// The token that lets a client reach session `id`'s sandbox without an API key (the E2B
+    /// SDK sends it as `X-Access-Token` to the sandbox routes): a hash of a secret of this
+    /// data dir and the id, so only sandboxd can make one, and only for that session.
+    pub fn session_token(&self, id: &str) -> Result<String, ServiceError> {
+        let secret = self.token_secret.get_or_init(|| token_secret(&self.config.data_dir).map_err(|e| e.to_string()));
+        let secret = secret.as_ref().map_err(|e| ServiceError::Internal(e.clone()))?;
+        let mut hash = Sha256::new();
+        hash.update(secret);
+        hash.update(b"session:");
+        hash.update(id.as_bytes());
+        Ok(sandbox_workspace::hex(&hash.finalize()))
+    }
+
+    /// Who sends `token` for session `id`: a caller of the session's tenant that sees that
+    /// session. Without a token, the open caller where no key is in force.
+    pub fn session_caller(&self, id: &str, token: Option<&str>) -> Result<Caller, ServiceError> {
+        let session = self.session_record(id)?;
+        match token {
+            Some(token) if same(token, &self.session_token(id)?) => {
+                Ok(Caller::Key { id: format!("session:{id}"), tenant: session.tenant, admin: false })
+            }
+            Some(_) => Err(ServiceError::Unauthorized(format!("that is not session {id}'s access token"))),
+            None => self.authenticate(None),
+        }
+    }
+
     /// Whether requests without a key are served while no key is in force: on loopback, or
     /// when told `--insecure-no-auth`.
     pub fn open_without_keys(&self) -> bool {

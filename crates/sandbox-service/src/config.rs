@@ -24,6 +24,12 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
     pub mcp_allowed_hosts: Vec<String>,
 
+    /// The domain of E2B-style sandbox addresses behind wildcard DNS and TLS:
+    /// `https://<port>-<sandbox id>.<domain>` reaches a sandbox, `https://api.<domain>` the
+    /// E2B control API (routed by `Host`). The E2B SDK takes it as `E2B_DOMAIN`.
+    #[arg(long, env = "SANDBOXD_E2B_DOMAIN")]
+    pub e2b_domain: Option<String>,
+
     /// Where the database, workspaces and runtime files live.
     #[arg(long, env = "SANDBOXD_DATA_DIR", default_value = "./sandbox-data")]
     pub data_dir: PathBuf,

@@ -103,6 +103,29 @@ pub struct Plan {
     pub timeout_s: f64,
     /// Run in the session kernel rather than as a fresh process.
     pub kernel: bool,
+    /// The kernel namespace (see `CreateExecution::context`), and whether to drop it.
+    pub context: Option<String>,
+    pub forget_context: bool,
+}
+
+/// A kernel context's name, if the request gives one; it needs the kernel.
+pub fn check_context(context: Option<String>, forget: bool, kernel: bool) -> Result<Option<String>, ServiceError> {
+    let Some(name) = context else {
+        return match forget {
+            true => Err(ServiceError::Invalid("forget_context needs a context".into())),
+            false => Ok(None),
+        };
+    };
+    if !kernel {
+        return Err(ServiceError::Invalid(
+            "context needs the session's Python kernel (language python, not fresh, a session with a kernel)".into(),
+        ));
+    }
+    let ok = (1..=64).contains(&name.len()) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    match ok {
+        true => Ok(Some(name)),
+        false => Err(ServiceError::Invalid(format!("invalid context {name:?}: 1 to 64 of A-Z a-z 0-9 _ -"))),
+    }
 }
 
 /// What a caller asks to run, before it is checked.
@@ -129,7 +152,20 @@ impl Plan {
         env.extend(code.env);
         let timeout_s = check_timeout(config, code.timeout_s, session.timeout_s)?;
         let (language, stdin, code) = (code.language, code.stdin, code.code);
-        Plan { id, session_id: Some(session.id.clone()), language, code, stdin, env, timeout_s, kernel }.checked()
+        let (context, forget_context) = (None, false);
+        Plan {
+            id,
+            session_id: Some(session.id.clone()),
+            language,
+            code,
+            stdin,
+            env,
+            timeout_s,
+            kernel,
+            context,
+            forget_context,
+        }
+        .checked()
     }
 
     /// The checked plan of a one-shot execution in a sandbox of `limits` (`POST /v1/run`).
@@ -138,7 +174,8 @@ impl Plan {
         let timeout_s = check_timeout(config, code.timeout_s, config.default_timeout_s)?;
         let (language, stdin, code) = (code.language, code.stdin, code.code);
         let id = new_id("exe");
-        Plan { id, session_id: None, language, code, stdin, env, timeout_s, kernel: false }.checked()
+        let (kernel, context, forget_context) = (false, None, false);
+        Plan { id, session_id: None, language, code, stdin, env, timeout_s, kernel, context, forget_context }.checked()
     }
 
     fn checked(self) -> Result<Plan, ServiceError> {
@@ -169,6 +206,8 @@ impl Plan {
             output_limit: config.output_limit_bytes,
             outputs_limit: config.outputs_limit_bytes,
             kernel: self.kernel,
+            context: self.context.clone(),
+            forget_context: self.forget_context,
             // The runtime turns it on when the caller hands it a sink.
             stream: false,
         }
@@ -409,6 +448,8 @@ mod tests {
             env: BTreeMap::new(),
             timeout_s: 1.0,
             kernel: false,
+            context: None,
+            forget_context: false,
         }
     }
 

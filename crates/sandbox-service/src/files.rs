@@ -137,7 +137,14 @@ impl SessionFiles {
         let mut data = Vec::with_capacity(entry.size as usize);
         let mut chunks = opened.into_stream(0, entry.size, READ_CHUNK);
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| ServiceError::Internal(format!("read {}: {e}", entry.path)))?;
+            // Through the executor, a read cut off is the sandbox's failure (503, try again),
+            // not the server's.
+            let chunk = chunk.map_err(|e| match *self.ws {
+                WorkspaceFiles::Executor(_) => {
+                    ServiceError::SandboxFailed(format!("reading {} in the sandbox failed: {e}; try again", entry.path))
+                }
+                WorkspaceFiles::Host(_) => ServiceError::Internal(format!("read {}: {e}", entry.path)),
+            })?;
             data.extend_from_slice(&chunk);
         }
         Ok((data, entry))

@@ -77,6 +77,8 @@ pub struct Service {
     pub sweeps: lifecycle::SweepCounts,
     /// Why workspaces are not volumes, if they are not (code writes then escape the quota).
     pub volume_note: Option<String>,
+    /// What session tokens are made from (`auth::Service::session_token`), read once.
+    token_secret: std::sync::OnceLock<Result<Vec<u8>, String>>,
 }
 
 impl Service {
@@ -120,6 +122,7 @@ impl Service {
             started_at: chrono::Utc::now(),
             sweeps: Default::default(),
             volume_note,
+            token_secret: Default::default(),
         };
         let builtin = template::builtin(&state).map_err(|e| SetupError::Config(e.to_string()))?;
         state.add_pool(&builtin);

@@ -180,6 +180,8 @@ async fn warm_kernel(sandbox: Box<dyn Sandbox>, env: BTreeMap<String, String>) -
         output_limit: 1024,
         outputs_limit: 4096,
         kernel: true,
+        context: None,
+        forget_context: false,
         stream: false,
     };
     match sandbox.exec(warmup, None).await {

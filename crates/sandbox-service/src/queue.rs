@@ -74,7 +74,10 @@ impl Service {
             env: req.env.unwrap_or_default(),
             timeout_s: req.timeout_s,
         };
-        let plan = Plan::in_session(&self.config, &session, exec_id.clone(), code, kernel)?;
+        let forget = req.forget_context.unwrap_or(false);
+        let context = execution::check_context(req.context, forget, kernel)?;
+        let mut plan = Plan::in_session(&self.config, &session, exec_id.clone(), code, kernel)?;
+        (plan.context, plan.forget_context) = (context, forget);
         let callback_url = req.callback_url.map(|u| crate::callback::check_url(&self.outbound, u)).transpose()?;
         let wait = req.wait.unwrap_or(true);
 

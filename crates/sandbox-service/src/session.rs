@@ -163,6 +163,18 @@ impl Service {
         self.session_record(id)
     }
 
+    /// Lets the session's sandbox run `seconds` more from now, then stop (its lifetime is
+    /// set to its age plus `seconds`): how a client keeps a sandbox it still uses, or ends one
+    /// sooner.
+    pub fn set_session_timeout(&self, caller: &Caller, id: &str, seconds: u64) -> Result<Session> {
+        let session = self.active_session(caller, id)?;
+        let seconds = template::check_seconds("timeout", Some(seconds.max(1)), seconds)?;
+        let age = self.sessions.live(id).sandbox_age().unwrap_or_default().as_secs();
+        let lifetime = age.saturating_add(seconds).min(template::MAX_SECONDS);
+        self.store.set_max_lifetime(&session.id, lifetime)?;
+        self.session_record(id)
+    }
+
     /// Stops the session's sandbox now (a running execution ends as killed); the workspace
     /// stays and the session resumes on demand.
     pub async fn stop_session(&self, caller: &Caller, id: &str) -> Result<Session> {

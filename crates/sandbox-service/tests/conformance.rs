@@ -99,6 +99,8 @@ fn request(language: Language, code: &str, kernel: bool) -> ExecRequest {
         output_limit: 1 << 20,
         outputs_limit: 1 << 20,
         kernel,
+        context: None,
+        forget_context: false,
         stream: false,
     }
 }

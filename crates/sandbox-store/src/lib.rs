@@ -373,6 +373,15 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Sets session `id`'s lifetime (seconds its sandbox may run from its start).
+    pub fn set_max_lifetime(&self, id: &str, seconds: u64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sessions SET spec = json_set(spec, '$.max_lifetime_s', ?2) WHERE id = ?1",
+            params![id, i64::try_from(seconds).unwrap_or(i64::MAX)],
+        )?;
+        Ok(())
+    }
+
     /// Marks a stopped session running again; false if it was not stopped.
     pub fn mark_session_resumed(&self, id: &str) -> Result<bool, StoreError> {
         let n = self.conn().execute(
