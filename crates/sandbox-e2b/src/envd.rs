@@ -26,7 +26,7 @@ use crate::{SandboxCaller, State};
 
 pub fn routes() -> Router<State> {
     Router::new()
-        .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/health", get(health))
         // The service holds uploads to the file size limit and the quota as they stream.
         .route("/files", get(download).post(upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/filesystem.Filesystem/Stat", post(stat))
@@ -35,6 +35,17 @@ pub fn routes() -> Router<State> {
         .route("/filesystem.Filesystem/Move", post(move_entry))
         .route("/filesystem.Filesystem/Remove", post(remove))
         .route("/process.Process/Start", post(start))
+}
+
+/// Whether the sandbox runs: a stopped (paused, timed out) or deleted session is not, which
+/// envd's proxy says with 502.
+async fn health(AxumState(state): AxumState<State>, who: SandboxCaller) -> Result<Response, E2bError> {
+    let session = state.service.session(&who.caller, &who.session)?;
+    if session.status == sandbox_api::SessionStatus::Running {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let message = format!("sandbox {} is not running ({})", session.id, session.status.as_str());
+    Ok((StatusCode::BAD_GATEWAY, Json(json!({ "code": 502, "message": message }))).into_response())
 }
 
 #[derive(Deserialize)]
