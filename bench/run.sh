@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install.sh
+# The doors benchmark drives sandboxd with the E2B SDK and the MCP client from the test venv.
+scripts/install-test-clients.sh
 # curl is the second client of the file benchmark.
 command -v curl >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 cargo build --release --bins

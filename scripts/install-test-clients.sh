@@ -9,3 +9,10 @@ cd "$(dirname "$0")/.."
 install_in_test_venv install-test-clients.sh st "schemathesis==4.32.5"
 install_in_test_venv install-test-clients.sh mcp "mcp==2.3.0"
 install_in_test_venv install-test-clients.sh python e2b-code-interpreter==2.11.5 "e2b==2.63.0" "e2b-code-interpreter==2.11.5"
+# The MCP Inspector's command-line mode, from npm: a second MCP client nobody here wrote.
+inspector=target/test-node/node_modules/.bin/mcp-inspector
+if [ ! -x "$inspector" ]; then
+  echo "install-test-clients.sh: installing @modelcontextprotocol/inspector@0.15.0 into target/test-node"
+  mkdir -p target/test-node
+  npm install --silent --no-audit --no-fund --prefix target/test-node @modelcontextprotocol/inspector@0.15.0
+fi

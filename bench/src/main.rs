@@ -12,6 +12,9 @@
 //!   (`shared/bench/anchors/floor_jupyter.py`): `print(1)` and a matplotlib PNG round trip, and
 //!   a new session's first `print(1)` vs ipykernel's start. The anchor runs its own loop, so
 //!   these run block-wise in the same invocation, not call by call.
+//! - `doors` (not by default): a stateful `print(1)` through each door as its own official
+//!   client sees it (REST with a lean keep-alive client, the E2B SDK, the MCP client:
+//!   `bench/doors.py`, calls interleaved), then the Jupyter anchor in the same run.
 
 mod load;
 mod sustained;
@@ -55,6 +58,10 @@ struct Args {
     /// `sustained`: sessions running at once.
     #[arg(long, default_value_t = 50)]
     sustained_sessions: usize,
+    /// `doors`: a Python with the E2B SDK, the MCP client and httpx
+    /// (scripts/install-test-clients.sh makes one).
+    #[arg(long, default_value = "target/test-venv/bin/python")]
+    clients_python: PathBuf,
     /// `sustained`: how long, seconds.
     #[arg(long, default_value_t = 20)]
     sustained_seconds: u64,
@@ -110,7 +117,7 @@ impl Drop for Daemon {
     }
 }
 
-fn start_sandboxd(bin: &PathBuf, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+fn start_sandboxd(bin: &std::path::Path, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
     let data = tempfile::Builder::new().prefix("sandbox-bench-").tempdir_in("/tmp")?;
     let mut child = Command::new(bin)
         .env("SANDBOXD_LISTEN", "127.0.0.1:0")
@@ -185,6 +192,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("stateful") {
         stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
+    }
+    if wants("doors") {
+        doors(&sandboxd, &args.clients_python, args.python.as_deref(), &args.anchors, args.n).await?;
     }
     if wants("sustained") {
         sustained::run(&client, args.sustained_sessions, args.sustained_seconds).await?;
@@ -391,6 +401,60 @@ async fn timed(client: &Client, session: &str, code: &str) -> anyhow::Result<f64
 }
 
 /// The session kernel vs jupyter_client on ipykernel (issue 4's goals).
+/// A key=value line's number for `key`.
+fn field_of(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
+}
+
+/// Stateful `print(1)` through REST, the E2B SDK and MCP (`bench/doors.py`) against a
+/// sandboxd with an API key in force, as clients meet it, then the Jupyter anchor.
+async fn doors(
+    sandboxd: &std::path::Path,
+    clients: &std::path::Path,
+    python: Option<&std::path::Path>,
+    anchors: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<()> {
+    let data = tempfile::Builder::new().prefix("sandboxd-bench-doors-").tempdir_in("/tmp")?;
+    let out = Command::new(sandboxd)
+        .args(["keys", "create", "--tenant", "bench"])
+        .env("SANDBOXD_DATA_DIR", data.path())
+        .output()?;
+    let key = String::from_utf8(out.stdout)?.trim().to_string();
+    let data_dir = data.path().to_string_lossy().to_string();
+    let daemon = start_sandboxd(sandboxd, &[("SANDBOXD_DATA_DIR", data_dir.as_str())])?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/doors.py");
+    let out = Command::new(clients).arg(script).args([daemon.url.as_str(), key.as_str(), &n.to_string()]).output()?;
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    if !out.status.success() {
+        bail!("doors.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!("doors (stateful print(1), each door's own client, interleaved, n={n}): {line}");
+    let rest = field_of(&line, "rest_p50_ms").context("no REST figure")?;
+    for door in ["e2b", "mcp", "mcp_lean"] {
+        if let Some(ms) = field_of(&line, &format!("{door}_p50_ms")) {
+            let r = ms / rest;
+            println!("{door} p50 vs REST p50: ratio={r:.3} (goal <= 1.5) {}", if r <= 1.5 { "MET" } else { "MISSED" });
+        }
+    }
+    drop(daemon);
+    let Some(python) = python else {
+        println!("doors anchor skipped: pass --python with jupyter_client and ipykernel (bench/run.sh does)");
+        return Ok(());
+    };
+    let out = Command::new(python).arg(anchors.join("floor_jupyter.py")).arg(n.to_string()).output()?;
+    let anchor = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("doors anchor (floor_jupyter.py, a warm ipykernel through jupyter_client): {anchor}");
+    if let Some(jupyter) = field_of(&anchor, "print1_p50_ms") {
+        for door in ["rest", "e2b", "mcp"] {
+            if let Some(ms) = field_of(&line, &format!("{door}_p50_ms")) {
+                println!("{door} p50 vs jupyter_client p50: ratio={:.3}", ms / jupyter);
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn stateful(
     client: &Client,
     n: usize,
@@ -476,12 +540,9 @@ async fn stateful(
     if !out.status.success() {
         bail!("floor_jupyter.py failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let field = |key: &str| -> Option<f64> {
-        line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
-    };
     println!("stateful anchor (floor_jupyter.py): {line}");
     let ratio = |name: &str, ours: f64, key: &str, goal: f64| {
-        if let Some(anchor) = field(key) {
+        if let Some(anchor) = field_of(&line, key) {
             let r = ours / anchor;
             println!("{name}: ratio={r:.3} (goal <= {goal}) {}", if r <= goal { "MET" } else { "MISSED" });
         }

@@ -252,11 +252,16 @@ impl<B: Backend> SandboxTools<B> {
         default.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The session a call names, or the connection's default one.
-    fn session_of(&self, given: Option<String>) -> Result<String, BackendError> {
-        given.or_else(|| self.remembered()).ok_or_else(|| {
+    /// Who calls, and the session the call names (or the connection's default one).
+    fn caller_and_session(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        given: Option<String>,
+    ) -> Result<(B::Caller, String), BackendError> {
+        let session = given.or_else(|| self.remembered()).ok_or_else(|| {
             invalid("session_id is required: make one with create_session, or run_code without one makes it")
-        })
+        })?;
+        Ok((self.caller(ctx)?, session))
     }
 
     async fn new_session(&self, caller: &B::Caller, req: CreateSession) -> Result<sandbox_api::Session, BackendError> {
@@ -350,8 +355,7 @@ impl<B: Backend> SandboxTools<B> {
         Parameters(args): Parameters<ListFilesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = attempt!(self.caller(&ctx));
-        let session = attempt!(self.session_of(args.session_id));
+        let (caller, session) = attempt!(self.caller_and_session(&ctx, args.session_id));
         let dir = args.path.unwrap_or_default();
         let files = attempt!(self.backend.list_files(&caller, &session, &dir).await);
         let lines: Vec<String> = files
@@ -373,8 +377,7 @@ impl<B: Backend> SandboxTools<B> {
         Parameters(args): Parameters<ReadFileArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = attempt!(self.caller(&ctx));
-        let session = attempt!(self.session_of(args.session_id));
+        let (caller, session) = attempt!(self.caller_and_session(&ctx, args.session_id));
         let bytes = attempt!(self.backend.read_file(&caller, &session, &args.path, MAX_READ_BYTES).await);
         let b64 = || base64::engine::general_purpose::STANDARD.encode(&bytes);
         let block = match (image_mime(&args.path), std::str::from_utf8(&bytes)) {
@@ -392,8 +395,7 @@ impl<B: Backend> SandboxTools<B> {
         Parameters(args): Parameters<WriteFileArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = attempt!(self.caller(&ctx));
-        let session = attempt!(self.session_of(args.session_id));
+        let (caller, session) = attempt!(self.caller_and_session(&ctx, args.session_id));
         let data = match args.encoding.as_deref().unwrap_or("utf-8").to_ascii_lowercase().as_str() {
             "utf-8" | "utf8" | "text" => args.content.into_bytes(),
             "base64" => attempt!(base64::engine::general_purpose::STANDARD
@@ -413,8 +415,7 @@ impl<B: Backend> SandboxTools<B> {
         Parameters(args): Parameters<InstallPackagesArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = attempt!(self.caller(&ctx));
-        let session = attempt!(self.session_of(args.session_id));
+        let (caller, session) = attempt!(self.caller_and_session(&ctx, args.session_id));
         let done = attempt!(self.backend.install_packages(&caller, &session, args.packages).await);
         let installed: Vec<String> = done.installed.iter().map(|p| format!("{}=={}", p.name, p.version)).collect();
         let ok = done.status == sandbox_api::InstallStatus::Succeeded;
@@ -432,8 +433,7 @@ impl<B: Backend> SandboxTools<B> {
         Parameters(args): Parameters<SessionArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = attempt!(self.caller(&ctx));
-        let session = attempt!(self.session_of(args.session_id));
+        let (caller, session) = attempt!(self.caller_and_session(&ctx, args.session_id));
         let restarted = attempt!(self.backend.restart_kernel(&caller, &session).await);
         let text = format!("session {} has a fresh kernel", restarted.id);
         Ok(structured(&restarted, CallToolResult::success(vec![ContentBlock::text(text)])))
@@ -445,8 +445,7 @@ impl<B: Backend> SandboxTools<B> {
         Parameters(args): Parameters<SessionArgs>,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let caller = attempt!(self.caller(&ctx));
-        let session = attempt!(self.session_of(args.session_id));
+        let (caller, session) = attempt!(self.caller_and_session(&ctx, args.session_id));
         attempt!(self.backend.delete_session(&caller, &session).await);
         if let Some(default) = &self.default_session {
             let mut default = default.lock().unwrap_or_else(|p| p.into_inner());

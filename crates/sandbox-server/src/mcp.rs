@@ -112,6 +112,8 @@ pub fn service(state: Arc<Service>) -> StreamableHttpService<SandboxTools<Servic
     let backend = Arc::new(ServiceBackend(Arc::clone(&state)));
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     hosts.extend(state.config.mcp_allowed_hosts.iter().cloned());
+    // Sessions (rmcp's default): a client's cancellation reaches the call it names. Without
+    // them (stateless), a cancelled run_code went on to its end (tests/mcp/check.py).
     let config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
     StreamableHttpService::new(move || Ok(SandboxTools::new(Arc::clone(&backend))), Default::default(), config)
 }

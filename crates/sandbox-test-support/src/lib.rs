@@ -163,6 +163,21 @@ pub fn test_venv_python() -> anyhow::Result<PathBuf> {
     Ok(python)
 }
 
+/// Runs a check script of `tests/` (a path from the workspace root) with the test venv's
+/// Python, `args` and `env`: it passes when it exits 0 having said "all checks passed"; what
+/// it said is the error otherwise.
+pub fn run_check_script(script: &str, args: &[&str], env: &[(&str, String)]) -> anyhow::Result<()> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(script);
+    let out = std::process::Command::new(test_venv_python()?)
+        .arg(script)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()?;
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(out.status.success() && said.contains("all checks passed"), "{said}");
+    Ok(())
+}
+
 /// The real `sandboxd` binary as a child process, for tests of signals and crashes.
 pub struct Daemon {
     pub child: std::process::Child,

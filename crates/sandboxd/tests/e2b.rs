@@ -2,26 +2,19 @@
 //! run unchanged, pointed at sandboxd by `E2B_API_URL`, `E2B_SANDBOX_URL` and `E2B_API_KEY`),
 //! and the host-routed addressing, with explicit `Host` headers.
 
-use std::process::Command;
-
-use sandbox_test_support::{create_key, test_venv_python, Daemon};
+use sandbox_test_support::{create_key, run_check_script, Daemon};
 
 const QUIET: [(&str, &str); 3] =
     [("SANDBOXD_SESSION_POOL", "0"), ("SANDBOXD_RUN_POOL", "0"), ("SANDBOXD_SWEEP_INTERVAL_S", "1")];
 
-/// Runs the check script in `mode` against `d` with `key`; its output is the test's on failure.
+/// Runs the check script against `d` with `key`, the SDK pointed at it by its own variables.
 fn check(d: &Daemon, key: &str, args: &[&str]) -> anyhow::Result<()> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/e2b/check.py");
-    let out = Command::new(test_venv_python()?)
-        .arg(script)
-        .args(args)
-        .env("E2B_API_URL", format!("{}/e2b", d.url))
-        .env("E2B_SANDBOX_URL", format!("{}/e2b/sandbox", d.url))
-        .env("E2B_API_KEY", key)
-        .output()?;
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    anyhow::ensure!(out.status.success() && said.contains("all checks passed"), "{said}");
-    Ok(())
+    let env = [
+        ("E2B_API_URL", format!("{}/e2b", d.url)),
+        ("E2B_SANDBOX_URL", format!("{}/e2b/sandbox", d.url)),
+        ("E2B_API_KEY", key.to_string()),
+    ];
+    run_check_script("tests/e2b/check.py", args, &env)
 }
 
 #[test]
