@@ -154,15 +154,17 @@ impl Service {
     }
 
     /// Who sends `token` for session `id`: a caller of the session's tenant that sees that
-    /// session. Without a token, the open caller where no key is in force.
+    /// session. A token that is not this session's is answered as an id that does not exist
+    /// (whether the session exists is not told); without a token, as a request without a key.
     pub fn session_caller(&self, id: &str, token: Option<&str>) -> Result<Caller, ServiceError> {
-        let session = self.session_record(id)?;
-        match token {
-            Some(token) if same(token, &self.session_token(id)?) => {
-                Ok(Caller::Key { id: format!("session:{id}"), tenant: session.tenant, admin: false })
-            }
-            Some(_) => Err(ServiceError::Unauthorized(format!("that is not session {id}'s access token"))),
-            None => self.authenticate(None),
+        let Some(token) = token else { return self.authenticate(None) };
+        let session = match same(token, &self.session_token(id)?) {
+            true => self.store.get_session(id)?,
+            false => None,
+        };
+        match session {
+            Some(s) => Ok(Caller::Key { id: format!("session:{id}"), tenant: s.tenant, admin: false }),
+            None => Err(ServiceError::not_found("session", id)),
         }
     }
 

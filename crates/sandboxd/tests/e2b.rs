@@ -85,10 +85,16 @@ async fn sandboxes_are_reached_by_host_under_the_e2b_domain() -> anyhow::Result<
     let got = at(&envd, reqwest::Method::GET, "/files?path=a.txt").header("x-access-token", token).send().await?;
     assert_eq!(got.text().await?, "by host");
 
-    // The token is the session's: a wrong one, or none, is refused; another host is not routed.
+    // The token is the session's: a wrong one finds no sandbox, as an unknown id does; none is
+    // refused as a request without a key; another host is not routed.
     let wrong =
         at(&envd, reqwest::Method::GET, "/files?path=a.txt").header("x-access-token", "0".repeat(64)).send().await?;
-    assert_eq!(wrong.status(), 401);
+    assert_eq!(wrong.status(), 404);
+    let ghost = at("49983-ses_0123456789abcdef0123456789abcdef.sbx.test", reqwest::Method::GET, "/files?path=a.txt")
+        .header("x-access-token", token)
+        .send()
+        .await?;
+    assert_eq!(ghost.status(), 404);
     assert_eq!(at(&envd, reqwest::Method::GET, "/files?path=a.txt").send().await?.status(), 401);
     let elsewhere = at("49983-x.other.test", reqwest::Method::GET, "/files?path=a.txt").send().await?;
     assert_eq!(elsewhere.status(), 404);
