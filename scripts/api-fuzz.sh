@@ -46,5 +46,10 @@ if [ "$status" -ne 0 ] && target/test-venv/bin/python tests/api/only_tool_errors
   echo "api-fuzz.sh: no failures; the only errors were schemathesis' own (AST recursion), ignored"
   status=0
 fi
+if [ "$status" -ne 0 ]; then
+  # What the server said of its errors (internal ones name their cause only in the log).
+  echo "api-fuzz.sh: the server's errors:"
+  grep -E "ERROR|internal error" "$log" | grep -v "response failed" | tail -n 20 || true
+fi
 rm -f "$out"
 exit "$status"

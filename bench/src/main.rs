@@ -336,7 +336,7 @@ fn memory_of(pid: &str) -> Mem {
 }
 
 /// Memory of every process of an idle session (kernel warmed by one cell): a cold session, so
-/// its cgroup carries the session id. Needs the host's cgroupfs (the bench runs as root here).
+/// its cgroup carries the session id (`<id>.<n>`). Needs the host's cgroupfs (the bench runs as root here).
 async fn idle_session_memory(client: &Client) -> anyhow::Result<Mem> {
     let s = client
         .create_session(&CreateSession {
@@ -350,8 +350,13 @@ async fn idle_session_memory(client: &Client) -> anyhow::Result<Mem> {
     for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
         let Ok(dirs) = std::fs::read_dir(root) else { continue };
         for d in dirs.flatten().filter(|d| d.file_name().to_string_lossy().starts_with("sandboxd-")) {
-            if let Ok(procs) = std::fs::read_to_string(d.path().join(&s.id).join("cgroup.procs")) {
-                total = procs.lines().map(memory_of).fold(Mem::default(), |a, b| a + b);
+            // A sandbox's cgroup is `<session id>.<n>`.
+            let prefix = format!("{}.", s.id);
+            let Ok(groups) = std::fs::read_dir(d.path()) else { continue };
+            for g in groups.flatten().filter(|g| g.file_name().to_string_lossy().starts_with(&prefix)) {
+                if let Ok(procs) = std::fs::read_to_string(g.path().join("cgroup.procs")) {
+                    total = procs.lines().map(memory_of).fold(Mem::default(), |a, b| a + b);
+                }
             }
         }
         if total.rss > 0 {

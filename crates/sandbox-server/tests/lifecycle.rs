@@ -31,13 +31,20 @@ async fn wait_status(t: &TestServer, id: &str, want: SessionStatus, within: Dura
     }
 }
 
-/// Processes in a session's sandbox, from its cgroup (v1 pids controller, as on this host, or v2).
+/// Processes in a session's sandboxes, from their cgroups (`<id>.<n>`; v1 pids controller, as
+/// on this host, or v2).
 fn sandbox_processes(id: &str) -> usize {
+    let prefix = format!("{id}.");
     let mut n = 0;
     for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"] {
         for d in std::fs::read_dir(root).into_iter().flatten().flatten() {
-            if d.file_name().to_string_lossy().starts_with("sandboxd-") {
-                n += std::fs::read_to_string(d.path().join(id).join("cgroup.procs")).map_or(0, |p| p.lines().count());
+            if !d.file_name().to_string_lossy().starts_with("sandboxd-") {
+                continue;
+            }
+            for g in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                if g.file_name().to_string_lossy().starts_with(&prefix) {
+                    n += std::fs::read_to_string(g.path().join("cgroup.procs")).map_or(0, |p| p.lines().count());
+                }
             }
         }
     }

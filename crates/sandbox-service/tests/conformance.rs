@@ -329,6 +329,22 @@ pub async fn a_restarted_server_recovers_what_it_finds(target: &'static Target) 
     Ok(())
 }
 
+/// A session's new sandbox may start while its last one is still being torn down (a resume
+/// racing an idle stop): the two must not collide on anything named after the session. The
+/// local runtime named the cgroup so, and the second start failed with a 500 (the fuzzer found it).
+pub async fn a_sandbox_starts_while_the_last_of_its_name_still_lives(target: &'static Target) -> anyhow::Result<()> {
+    let h = Harness::start(target).await?;
+    let old = h.sandbox("conformance-twice").await?;
+    let new = h.sandbox("conformance-twice").await?;
+    let out = new.exec(request(Language::Bash, "echo fresh", false), None).await?;
+    assert_eq!(out.result.stdout, "fresh\n", "{out:?}");
+    old.destroy().await;
+    let out = new.exec(request(Language::Bash, "echo still", false), None).await?;
+    assert_eq!(out.result.stdout, "still\n", "the old one's end leaves the new one be: {out:?}");
+    new.destroy().await;
+    Ok(())
+}
+
 /// Every test above, as a module named after the runtime.
 macro_rules! conformance {
     ($runtime:ident, $target:expr) => {
@@ -344,6 +360,7 @@ macro_rules! conformance {
                 stop_and_resume_keep_files,
                 destroy_leaves_nothing_running,
                 a_restarted_server_recovers_what_it_finds,
+                a_sandbox_starts_while_the_last_of_its_name_still_lives,
             );
         }
     };

@@ -232,7 +232,11 @@ impl LocalRuntime {
         let (Ok(bwrap_path), Ok(layout), Ok(cgroups)) = (&self.bwrap, &self.layout, &self.cgroups) else {
             return Err(RuntimeError::NotReady("runtime misconfigured".into()));
         };
-        let cgroup = cgroups.create(&name, &limits)?;
+        // One cgroup per sandbox, not per name: a session's next sandbox may start while its
+        // last one's cgroup is still being emptied and removed. The name stays in it (tools
+        // find a session's cgroup by its id).
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let cgroup = cgroups.create(&format!("{name}.{n}"), &limits)?;
         let args = bwrap::args(layout, workspace, mounts, limits.memory_bytes);
         let (mut child, info_r, block_w) = match self.spawn_held(bwrap_path, args, Stdio::piped()) {
             Ok(spawned) => spawned,
