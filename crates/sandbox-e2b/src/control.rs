@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::E2bError;
+use crate::extract::JsonBody;
 use crate::{State, ENVD_VERSION};
 
 type Result<T> = std::result::Result<T, E2bError>;
@@ -36,19 +37,6 @@ pub fn routes() -> Router<State> {
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
-}
-
-/// A JSON body, refused in E2B's words when it is not one.
-struct Body<T>(T);
-
-impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequest<S> for Body<T> {
-    type Rejection = E2bError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> std::result::Result<Self, E2bError> {
-        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| E2bError::invalid(e.to_string()))?;
-        let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
-        serde_json::from_slice(text).map(Body).map_err(|e| E2bError::invalid(format!("invalid request: {e}")))
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,7 +140,7 @@ fn live_session(state: &State, caller: &Caller, id: &str) -> Result<Session> {
 async fn create(
     AxumState(state): AxumState<State>,
     Extension(caller): Extension<Caller>,
-    Body(req): Body<NewSandbox>,
+    JsonBody(req): JsonBody<NewSandbox>,
 ) -> Result<Response> {
     let metadata = req.metadata.map(|m| m.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
     let lifetime = req.timeout.unwrap_or(DEFAULT_TIMEOUT_S).max(1);
@@ -231,7 +219,7 @@ async fn set_timeout(
     AxumState(state): AxumState<State>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(req): Body<Timeout>,
+    JsonBody(req): JsonBody<Timeout>,
 ) -> Result<StatusCode> {
     live_session(&state, &caller, &id)?;
     let seconds = req.timeout.ok_or_else(|| E2bError::invalid("timeout (seconds) is required"))?;
@@ -243,7 +231,7 @@ async fn refresh(
     AxumState(state): AxumState<State>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(req): Body<Refresh>,
+    JsonBody(req): JsonBody<Refresh>,
 ) -> Result<StatusCode> {
     live_session(&state, &caller, &id)?;
     state.service.set_session_timeout(&caller, &id, req.duration.unwrap_or(DEFAULT_TIMEOUT_S))?;
@@ -280,7 +268,7 @@ async fn resume(
     AxumState(state): AxumState<State>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(req): Body<Timeout>,
+    JsonBody(req): JsonBody<Timeout>,
 ) -> Result<Response> {
     let (s, _) = resumed(&state, &caller, &id, req.timeout).await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&state, &s)?)).into_response())
@@ -290,7 +278,7 @@ async fn connect(
     AxumState(state): AxumState<State>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-    Body(req): Body<Timeout>,
+    JsonBody(req): JsonBody<Timeout>,
 ) -> Result<Response> {
     let (s, was_paused) = resumed(&state, &caller, &id, req.timeout).await?;
     let status = if was_paused { StatusCode::CREATED } else { StatusCode::OK };

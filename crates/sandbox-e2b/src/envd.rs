@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::{ConnectError, E2bError};
+use crate::extract::FilesCall;
 use crate::paths;
 use crate::{SandboxCaller, State};
 
@@ -126,12 +127,6 @@ async fn upload(
     Ok(Json(done))
 }
 
-/// A Connect-RPC unary request's JSON message.
-fn message<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ConnectError> {
-    let text = if body.is_empty() { &b"{}"[..] } else { &body[..] };
-    serde_json::from_slice(text).map_err(|e| ConnectError(E2bError::invalid(format!("invalid message: {e}"))))
-}
-
 #[derive(Deserialize)]
 struct PathMessage {
     #[serde(default)]
@@ -152,52 +147,29 @@ struct MoveMessage {
     destination: String,
 }
 
-async fn stat(
-    AxumState(state): AxumState<State>,
-    who: SandboxCaller,
-    body: Bytes,
-) -> Result<Json<Value>, ConnectError> {
-    let m: PathMessage = message(&body)?;
-    let files = state.service.files(&who.caller, &who.session).await?;
-    let entry = files.stat(paths::rel(&m.path)?).await?;
+async fn stat(call: FilesCall<PathMessage>) -> Result<Json<Value>, ConnectError> {
+    let entry = call.files.stat(paths::rel(&call.message.path)?).await?;
     Ok(Json(json!({ "entry": entry_json(&info(&entry)) })))
 }
 
-async fn list_dir(
-    AxumState(state): AxumState<State>,
-    who: SandboxCaller,
-    body: Bytes,
-) -> Result<Json<Value>, ConnectError> {
-    let m: ListDirMessage = message(&body)?;
-    let dir = paths::rel(&m.path)?;
-    let depth = m.depth.unwrap_or(1).max(1) as usize;
-    let files = state.service.files(&who.caller, &who.session).await?;
-    let (list, _) = files.list(dir.clone(), depth > 1).await?;
+async fn list_dir(call: FilesCall<ListDirMessage>) -> Result<Json<Value>, ConnectError> {
+    let dir = paths::rel(&call.message.path)?;
+    let depth = call.message.depth.unwrap_or(1).max(1) as usize;
+    let (list, _) = call.files.list(dir.clone(), depth > 1).await?;
     let base = dir.as_str().split('/').filter(|s| !s.is_empty()).count();
     let entries: Vec<Value> =
         list.iter().filter(|f| f.path.split('/').count() - base <= depth).map(entry_json).collect();
     Ok(Json(json!({ "entries": entries })))
 }
 
-async fn remove(
-    AxumState(state): AxumState<State>,
-    who: SandboxCaller,
-    body: Bytes,
-) -> Result<Json<Value>, ConnectError> {
-    let m: PathMessage = message(&body)?;
-    let files = state.service.files(&who.caller, &who.session).await?;
-    files.remove(paths::rel(&m.path)?, true).await?;
+async fn remove(call: FilesCall<PathMessage>) -> Result<Json<Value>, ConnectError> {
+    call.files.remove(paths::rel(&call.message.path)?, true).await?;
     Ok(Json(json!({})))
 }
 
-async fn move_entry(
-    AxumState(state): AxumState<State>,
-    who: SandboxCaller,
-    body: Bytes,
-) -> Result<Json<Value>, ConnectError> {
-    let m: MoveMessage = message(&body)?;
-    let files = state.service.files(&who.caller, &who.session).await?;
-    let moved = files.rename(paths::rel(&m.source)?, paths::rel(&m.destination)?).await?;
+async fn move_entry(call: FilesCall<MoveMessage>) -> Result<Json<Value>, ConnectError> {
+    let m = &call.message;
+    let moved = call.files.rename(paths::rel(&m.source)?, paths::rel(&m.destination)?).await?;
     Ok(Json(json!({ "entry": entry_json(&moved) })))
 }
 
@@ -211,11 +183,10 @@ fn quoted(word: &str) -> String {
 async fn make_dir(
     AxumState(state): AxumState<State>,
     who: SandboxCaller,
-    body: Bytes,
+    call: FilesCall<PathMessage>,
 ) -> Result<Json<Value>, ConnectError> {
-    let m: PathMessage = message(&body)?;
+    let (m, files) = (&call.message, &call.files);
     let rel = paths::rel(&m.path)?;
-    let files = state.service.files(&who.caller, &who.session).await?;
     if files.stat(rel.clone()).await.is_ok() {
         return Err(ConnectError(E2bError {
             status: StatusCode::CONFLICT,

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::E2bError;
+use crate::extract::JsonBody;
 use crate::paths;
 use crate::{Context, SandboxCaller, State};
 
@@ -145,7 +146,7 @@ fn context_of(state: &State, session: &str, id: &str) -> Result<Context, E2bErro
 async fn execute(
     AxumState(state): AxumState<State>,
     who: SandboxCaller,
-    Json(req): Json<ExecuteRequest>,
+    JsonBody(req): JsonBody<ExecuteRequest>,
 ) -> Result<Response, E2bError> {
     let context = req.context_id.as_deref().map(|id| context_of(&state, &who.session, id)).transpose()?;
     let language = match (&req.language, &context) {
@@ -225,13 +226,8 @@ fn context_json(id: &str, c: &Context) -> Value {
 async fn create_context(
     AxumState(state): AxumState<State>,
     who: SandboxCaller,
-    body: Bytes,
+    JsonBody(req): JsonBody<NewContext>,
 ) -> Result<Json<Value>, E2bError> {
-    let req: NewContext = if body.is_empty() {
-        NewContext::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| E2bError::invalid(format!("invalid request: {e}")))?
-    };
     let language = req.language.unwrap_or_else(|| "python".into());
     language_of(&language)?;
     let cwd = req.cwd.unwrap_or_else(|| paths::HOME.into());

@@ -15,6 +15,7 @@
 pub mod control;
 pub mod envd;
 pub mod error;
+pub mod extract;
 pub mod interpreter;
 pub mod paths;
 
