@@ -47,9 +47,8 @@ struct NewSandbox {
     timeout: Option<u64>,
     metadata: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
-    /// E2B pauses rather than kills at the timeout; ours always keep the files (a stop).
-    #[serde(default)]
-    auto_pause: bool,
+    // `autoPause` is not read: at their timeout ours always stop and keep their files, which
+    // is E2B's pause.
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,9 +151,6 @@ async fn create(
         ..Default::default()
     };
     let session = state.service.create_session(&caller, create).await?;
-    if req.auto_pause {
-        tracing::debug!(session = %session.id, "autoPause: at its timeout the session stops and keeps its files");
-    }
     Ok((StatusCode::CREATED, Json(sandbox_json(&state, &session)?)).into_response())
 }
 

@@ -3,8 +3,6 @@
 //! (`/filesystem.Filesystem/*`) and for processes (`/process.Process/Start`, a server
 //! stream). Each call is the service's: the session's files, or an execution in its sandbox.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Query, Request, State as AxumState};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -276,9 +274,7 @@ async fn start(AxumState(state): AxumState<State>, who: SandboxCaller, body: Byt
         Err(e) => return failed(e.into()),
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
-    let service = Arc::clone(&state.service);
     tokio::spawn(async move {
-        let _service = service;
         let _ = tx.send(frame(0, &json!({ "event": { "start": { "pid": 1 } } })));
         let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t.as_bytes());
         while let Some(output) = stream.next_output().await {

@@ -76,11 +76,16 @@ fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `len` random bytes as hex, from the kernel.
-fn random_hex(len: usize) -> std::io::Result<String> {
+/// `len` random bytes, from the kernel.
+fn random_bytes(len: usize) -> std::io::Result<Vec<u8>> {
     let mut bytes = vec![0u8; len];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(sandbox_workspace::hex(&bytes))
+    Ok(bytes)
+}
+
+/// `len` random bytes as hex.
+fn random_hex(len: usize) -> std::io::Result<String> {
+    random_bytes(len).map(|b| sandbox_workspace::hex(&b))
 }
 
 /// A tenant's name: what keys, and later sessions, are grouped by.
@@ -129,8 +134,7 @@ fn token_secret(data_dir: &std::path::Path) -> Result<Vec<u8>, ServiceError> {
         Err(_) => {}
     }
     std::fs::create_dir_all(data_dir.join("db")).map_err(failed)?;
-    let mut secret = vec![0u8; 32];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut secret)).map_err(failed)?;
+    let secret = random_bytes(32).map_err(failed)?;
     match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
         Ok(mut file) => file.write_all(&secret).map_err(failed).map(|()| secret),
         // Another request made it first: that one is the secret.
