@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it: installs what is missing, checks formatting
 # and lints, builds every binary (the tests start the real executor in real sandboxes), runs
-# the fuzz targets and the API fuzzer (schemathesis) for a bounded time, and runs every test
-# of the workspace.
+# the fuzz targets and the API fuzzer (schemathesis) for a bounded time, starts a Docker
+# engine and builds the sandbox image, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh clone (CI) gains nothing from incremental build data, which is a third of target/.
@@ -15,6 +15,11 @@ scripts/install-test-clients.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
+# The Docker runtime's tests run on a real engine with the sandbox image of this build's
+# executor: start the engine (installing it if missing) and build the image (cached by the
+# engine; a fresh machine builds its Debian base once, a few minutes).
+scripts/install-docker.sh
+scripts/build-sandbox-image.sh
 # The fuzz targets (fuzz/), 45 s each from the committed corpus; before the tests, so that the
 # test runner's summary is the last thing printed.
 scripts/fuzz.sh

@@ -33,6 +33,7 @@ pub struct ExecutorClient {
     streams: Streams,
     alive: Arc<AtomicBool>,
     ready: AsyncMutex<Option<oneshot::Receiver<u32>>>,
+    /// Numbers the ids of file operations and kernel restarts.
     next_file: std::sync::atomic::AtomicU64,
 }
 
@@ -130,6 +131,23 @@ impl ExecutorClient {
     pub async fn file(&self, op: FileOp) -> Result<FileResult, RuntimeError> {
         let id = format!("file-{}", self.next_file.fetch_add(1, Ordering::Relaxed));
         self.call(&self.files, id.clone(), &Request::File { id, op }).await
+    }
+
+    /// Starts the session kernel in the background with `env`.
+    pub async fn start_kernel(&self, env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        self.notify(&Request::StartKernel { env }).await
+    }
+
+    /// Interrupts the running kernel cell.
+    pub async fn interrupt(&self) -> Result<(), RuntimeError> {
+        self.notify(&Request::Interrupt).await
+    }
+
+    /// Kills the kernel and waits (two minutes at most) until a fresh one is ready.
+    pub async fn restart_kernel(&self) -> Result<(), RuntimeError> {
+        let id = format!("restart-{}", self.next_file.fetch_add(1, Ordering::Relaxed));
+        let call = self.call_acked(id.clone(), Request::RestartKernel { id });
+        tokio::time::timeout(Duration::from_secs(120), call).await.map_err(|_| RuntimeError::Unresponsive(120))?
     }
 
     /// Sends a request that has no answer.

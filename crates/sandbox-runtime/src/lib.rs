@@ -4,11 +4,14 @@
 //! ([`executor_client`]). The [`local`] runtime (bubblewrap + cgroups + the executor's seccomp)
 //! is the embedded default; [`fake`] is an in-memory stand-in for tests of the layers above.
 
+pub mod bwrap;
+pub mod docker;
 pub mod error;
 pub mod executor_client;
 pub mod fake;
 pub mod layout;
 pub mod local;
+pub mod measured;
 pub mod runtime;
 pub mod start_queue;
 

@@ -39,6 +39,10 @@ pub struct SandboxSpec {
     pub limits: ResourceLimits,
     /// Directories shown read-only inside (template and per-session package environments).
     pub mounts: Vec<ReadOnlyMount>,
+    /// The template and tenant it runs for, if any: labels only (runtimes that keep labels,
+    /// such as Docker's, show them to operators), never a decision.
+    pub template: Option<String>,
+    pub tenant: Option<String>,
 }
 
 /// A directory mounted read-only at `target` (an absolute path inside the sandbox).

@@ -98,6 +98,8 @@ mod tests {
             workspace: "/nonexistent".into(),
             limits: crate::ResourceLimits { memory_bytes: 1 << 20, pids: 8, cpus: 1.0 },
             mounts: Vec::new(),
+            template: None,
+            tenant: None,
         }
     }
 

@@ -34,7 +34,8 @@ pub struct Config {
     #[arg(long, env = "SANDBOXD_DATA_DIR", default_value = "./sandbox-data")]
     pub data_dir: PathBuf,
 
-    /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host).
+    /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host) or
+    /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside).
     #[arg(long, env = "SANDBOXD_RUNTIME", default_value = "local")]
     pub runtime: RuntimeKind,
 
@@ -192,6 +193,9 @@ pub struct Config {
     #[command(flatten, next_help_heading = "Local runtime")]
     pub local: LocalSection,
 
+    #[command(flatten, next_help_heading = "Docker runtime")]
+    pub docker: DockerSection,
+
     #[command(flatten, next_help_heading = "Limits of each tenant")]
     pub tenant: TenantLimits,
 }
@@ -258,6 +262,27 @@ pub struct LocalSection {
     pub file_access: FileAccess,
 }
 
+/// Settings of the Docker runtime (`--runtime docker`). Containers run as `--sandbox-user`
+/// (when sandboxd is root) and the file API follows `--file-access`, as for the local runtime.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DockerSection {
+    /// The Docker engine: `unix:///var/run/docker.sock`, `tcp://host:2375`, ...; by default
+    /// `DOCKER_HOST`, else the local socket. The API version is negotiated with the engine.
+    #[arg(long = "docker-host", env = "DOCKER_HOST")]
+    pub host: Option<String>,
+
+    /// The image of sandboxes without a template image of their own
+    /// (`scripts/build-sandbox-image.sh` builds it).
+    #[arg(long = "docker-image", env = "SANDBOXD_DOCKER_IMAGE", default_value = "sandbox-platform/sandbox:latest")]
+    pub image: String,
+
+    /// The second isolation layer, bubblewrap inside each container: `auto` (on where the
+    /// engine allows it; readiness says plainly when it does not), `on` (no sandbox without
+    /// it), `off`.
+    #[arg(long = "docker-second-layer", env = "SANDBOXD_DOCKER_SECOND_LAYER", default_value = "auto")]
+    pub second_layer: sandbox_runtime::docker::SecondLayer,
+}
+
 /// See `--file-access`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FileAccess {
@@ -269,6 +294,7 @@ pub enum FileAccess {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RuntimeKind {
     Local,
+    Docker,
 }
 
 fn default_concurrent_starts() -> usize {

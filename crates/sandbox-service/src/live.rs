@@ -192,7 +192,12 @@ impl Sessions {
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
         let pin = dirs.workspaces.pin(&session.id);
         dirs.prepare(&session.id).await?;
-        let spec = dirs.session_spec(&session.id, &session.template, crate::execution::limits_from(&session.limits))?;
+        let spec = dirs.session_spec(
+            &session.id,
+            &session.template,
+            Some(&session.tenant),
+            crate::execution::limits_from(&session.limits),
+        )?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.

@@ -133,7 +133,7 @@ async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Host
     // The workspace first, off the async threads (it may be a new volume).
     let spec = match &p.session {
         Some((template, _)) => {
-            ws.workspaces.ensure_soon(&name).await.and_then(|_| ws.session_spec(&name, template, p.limits))
+            ws.workspaces.ensure_soon(&name).await.and_then(|_| ws.session_spec(&name, template, None, p.limits))
         }
         None => ws.bare_spec(&name, p.limits).await,
     };

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sandbox_runtime::docker::{DockerConfig, DockerRuntime};
 use sandbox_runtime::local::{LocalConfig, LocalRuntime, RunAs};
 use sandbox_runtime::{Runtime, WorkspaceAccess};
 
@@ -15,7 +16,42 @@ use crate::system_dir::SystemDir;
 pub fn build(config: &Config, system: &SystemDir) -> Arc<dyn Runtime> {
     match config.runtime {
         RuntimeKind::Local => Arc::new(local(config, &config.local, system)),
+        RuntimeKind::Docker => Arc::new(docker(config, system)),
     }
+}
+
+fn file_access(section: &LocalSection) -> WorkspaceAccess {
+    match section.file_access {
+        FileAccess::Host => WorkspaceAccess::Host,
+        FileAccess::Executor => WorkspaceAccess::Executor,
+    }
+}
+
+fn docker(config: &Config, system: &SystemDir) -> DockerRuntime {
+    let section = &config.docker;
+    // Containers run as the sandbox user sandboxd would run the local runtime's sandboxes
+    // as; as sandboxd's own user when it is not root. Never root: an unusable sandbox user
+    // leaves an id no container can start as, and readiness says why.
+    let user = match run_as(&config.local) {
+        RunAs::User { uid, gid } => (uid, gid),
+        RunAs::Current => (sandbox_sys::real_uid(), sandbox_sys::real_gid()),
+        RunAs::Unavailable(why) => {
+            tracing::error!("{why}");
+            (65534, 65534)
+        }
+    };
+    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    DockerRuntime::new(DockerConfig {
+        host: section.host.clone(),
+        image: section.image.clone(),
+        dirs: crate::workspace::host_layout(&config.data_dir, system),
+        instance: sandbox_runtime::local::tag(&data_dir.to_string_lossy()),
+        user,
+        second_layer: section.second_layer,
+        tmp_size_bytes: config.local.tmp_size_mb << 20,
+        ready_timeout: Duration::from_secs(30),
+        file_access: file_access(&config.local),
+    })
 }
 
 fn local(config: &Config, section: &LocalSection, system: &SystemDir) -> LocalRuntime {
@@ -24,10 +60,7 @@ fn local(config: &Config, section: &LocalSection, system: &SystemDir) -> LocalRu
         executor: section.executor.clone().unwrap_or_else(default_executor),
         state_dir: system.runtime_dir(),
         dirs: crate::workspace::host_layout(&config.data_dir, system),
-        file_access: match section.file_access {
-            FileAccess::Host => WorkspaceAccess::Host,
-            FileAccess::Executor => WorkspaceAccess::Executor,
-        },
+        file_access: file_access(section),
         run_as: run_as(section),
         cgroups: section.cgroups,
         tmp_size_bytes: section.tmp_size_mb << 20,

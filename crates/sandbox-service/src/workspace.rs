@@ -89,13 +89,15 @@ impl HostDirs {
         self.storage.push_soon(id, self.workspaces.path(id));
     }
 
-    /// What a session sandbox named `name` (a session id, or a pool name) of `template` mounts:
+    /// What a session sandbox named `name` (a session id, or a pool name) of `template` mounts
+    /// (`tenant`: whose session, when it is one's; pool sandboxes are nobody's yet):
     /// its workspace (made ready by the caller: [`Self::prepare`], or [`NamedDirs::ensure_soon`]),
     /// its package directory and, if the template has packages, their environment.
     pub fn session_spec(
         &self,
         name: &str,
         template: &str,
+        tenant: Option<&str>,
         limits: ResourceLimits,
     ) -> Result<SandboxSpec, ServiceError> {
         self.packages.ensure(name)?;
@@ -103,14 +105,28 @@ impl HostDirs {
         if self.templates.path(template).is_dir() {
             mounts.push(ReadOnlyMount { dir: Dir::Template(template.into()), target: TEMPLATE_MOUNT.into() });
         }
-        Ok(SandboxSpec { name: name.to_string(), workspace: name.to_string(), limits, mounts })
+        Ok(SandboxSpec {
+            name: name.to_string(),
+            workspace: name.to_string(),
+            limits,
+            mounts,
+            template: Some(template.to_string()),
+            tenant: tenant.map(String::from),
+        })
     }
 
     /// What a bare sandbox named `name` mounts (`/v1/run` and its pool): a workspace of its
     /// own, nothing else.
     pub async fn bare_spec(&self, name: &str, limits: ResourceLimits) -> Result<SandboxSpec, ServiceError> {
         self.workspaces.ensure_soon(name).await?;
-        Ok(SandboxSpec { name: name.to_string(), workspace: name.to_string(), limits, mounts: Vec::new() })
+        Ok(SandboxSpec {
+            name: name.to_string(),
+            workspace: name.to_string(),
+            limits,
+            mounts: Vec::new(),
+            template: None,
+            tenant: None,
+        })
     }
 
     /// Removes a session's (or warm sandbox's) directories.

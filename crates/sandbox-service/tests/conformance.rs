@@ -402,3 +402,19 @@ conformance!(
         leftovers: local_leftovers,
     }
 );
+
+/// The Docker runtime's sandboxes are containers labelled with the data dir's instance tag.
+fn docker_leftovers(data_dir: &Path) -> usize {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    sandbox_test_support::docker_containers(&sandbox_runtime::local::tag(&dir.to_string_lossy()))
+}
+
+// The Docker runtime, on the engine `scripts/test.sh` starts, with the image it builds.
+conformance!(
+    docker,
+    Target {
+        configure: |c| c.runtime = sandbox_service::config::RuntimeKind::Docker,
+        env: &[("SANDBOXD_RUNTIME", "docker")],
+        leftovers: docker_leftovers,
+    }
+);

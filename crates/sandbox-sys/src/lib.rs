@@ -235,6 +235,12 @@ pub fn real_uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
+/// This process's real gid.
+pub fn real_gid() -> u32 {
+    // SAFETY: getgid cannot fail and takes no arguments.
+    unsafe { libc::getgid() }
+}
+
 /// Looks up a user's uid and primary gid by name in the host's user database.
 pub fn lookup_user(name: &str) -> io::Result<Option<(u32, u32)>> {
     let cname = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

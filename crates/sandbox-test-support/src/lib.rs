@@ -281,6 +281,20 @@ pub fn processes_mentioning(needle: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// How many containers of the Docker engine (`DOCKER_HOST`, else the local socket) carry the
+/// instance label `instance` (the Docker runtime's containers of one data dir), running or not.
+/// Panics when the engine cannot be asked: a test that counts containers needs the engine.
+pub fn docker_containers(instance: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label=org.sandbox-platform.instance={instance}")])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().count(),
+        Ok(o) => panic!("docker ps failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => panic!("cannot run docker: {e}"),
+    }
+}
+
 /// A real S3-compatible server for the tests of S3 workspace storage: moto's server, from
 /// PyPI (`scripts/install-test-s3.sh` installs it into `target/test-venv`), on a free port,
 /// killed on drop.

@@ -297,6 +297,38 @@ fn setup_v2(dir: &Path, name: &str) -> Result<PathBuf, String> {
 }
 
 impl SandboxCgroup {
+    /// The cgroup another manager made for process `pid` (a container's, made by the Docker
+    /// engine on this host), to read its counters: the directories of the memory, pids and
+    /// cpu accounting hierarchies it is in, as this host's mounts show them. `None` when the
+    /// process is not on this host (a remote engine) or its cgroup is not mounted here.
+    pub fn of_process(pid: u32) -> Option<SandboxCgroup> {
+        let mounts = parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").ok()?);
+        let paths = parse_proc_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?);
+        Self::of_paths(&mounts, &paths)
+    }
+
+    /// As [`SandboxCgroup::of_process`], on given mounts and cgroup paths.
+    pub fn of_paths(mounts: &[Mount], paths: &[(Vec<String>, String)]) -> Option<SandboxCgroup> {
+        let v1 = |ctrl: &str| {
+            let mount = mounts.iter().find(|m| !m.v2 && m.controllers.iter().any(|c| c == ctrl))?;
+            let (_, path) = paths.iter().find(|(c, _)| c.iter().any(|x| x == ctrl))?;
+            Some(own_dir(mount, path)).filter(|d| d.is_dir())
+        };
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for ctrl in ["memory", "pids", "cpuacct"] {
+            if let Some(d) = v1(ctrl).filter(|d| !dirs.contains(d)) {
+                dirs.push(d);
+            }
+        }
+        if !dirs.is_empty() {
+            return Some(SandboxCgroup { v2: false, dirs });
+        }
+        let mount = mounts.iter().find(|m| m.v2)?;
+        let (_, path) = paths.iter().find(|(c, _)| c.is_empty())?;
+        let dir = own_dir(mount, path);
+        dir.join("memory.events").is_file().then(|| SandboxCgroup { v2: true, dirs: vec![dir] })
+    }
+
     fn apply(&self, l: &ResourceLimits) -> Result<(), RuntimeError> {
         let quota = ((l.cpus * CPU_PERIOD_US as f64) as u64).max(1000);
         if self.v2 {

@@ -5,7 +5,6 @@
 //! default), so uid 1000 inside maps to that user outside and never to root. The pre-exec hook
 //! joins the sandbox's cgroup first, while still root, then drops to that user.
 
-pub mod bwrap;
 pub mod cgroup;
 
 use std::collections::VecDeque;
@@ -21,6 +20,7 @@ use sandbox_protocol::ExecRequest;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::bwrap;
 use crate::executor_client::{ExecutorClient, OutputSink};
 use crate::layout::HostLayout;
 use crate::runtime::{
@@ -110,7 +110,7 @@ fn resolve_program(p: &Path) -> Result<PathBuf, String> {
 }
 
 /// FNV-1a: a stable short tag for a path (std's hasher may change between Rust releases).
-fn tag(s: &str) -> String {
+pub fn tag(s: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in s.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
@@ -259,7 +259,6 @@ impl LocalRuntime {
             cgroup,
             stderr_tail,
             destroyed: AtomicBool::new(false),
-            counter: AtomicU64::new(0),
         };
         // While bwrap builds the namespaces and mounts, move it and its sandbox process into the
         // cgroup: bwrap holds that process on BLOCK_FD until we write to it, so nothing runs
@@ -390,12 +389,12 @@ impl LocalRuntime {
 }
 
 /// Room under `/tmp` for an installation (tmpfs, charged to its memory limit).
-const INSTALL_TMP_BYTES: u64 = 1 << 30;
+pub const INSTALL_TMP_BYTES: u64 = 1 << 30;
 /// How much of pip's output an installation keeps.
-const INSTALL_LOG_BYTES: usize = 8 << 10;
+pub const INSTALL_LOG_BYTES: usize = 8 << 10;
 
 /// The last `max` bytes of `s`, cut at a line start where possible.
-fn tail_of(s: &str, max: usize) -> String {
+pub fn tail_of(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
@@ -513,7 +512,6 @@ pub struct LocalSandbox {
     cgroup: Option<SandboxCgroup>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     destroyed: AtomicBool,
-    counter: AtomicU64,
 }
 
 impl LocalSandbox {
@@ -523,9 +521,6 @@ impl LocalSandbox {
     }
 }
 
-/// Extra time the executor gets beyond an execution's own timeout before sandboxd gives up on it.
-const BACKSTOP: Duration = Duration::from_secs(10);
-
 #[async_trait]
 impl Sandbox for LocalSandbox {
     fn name(&self) -> &str {
@@ -533,45 +528,23 @@ impl Sandbox for LocalSandbox {
     }
 
     async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
-        if let Some(cg) = &self.cgroup {
-            cg.reset_peak();
+        let outcome = crate::measured::exec(&self.client, self.cgroup.as_ref(), req, sink, || self.tail()).await;
+        if outcome.is_err() {
+            self.destroy().await;
         }
-        let before = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
-        let limit = Duration::from_millis(req.timeout_ms) + BACKSTOP;
-        let result = match tokio::time::timeout(limit, self.client.exec(req, sink)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                // The whole sandbox died: most likely its memory limit took the executor too.
-                let after = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
-                let detail = match before.limit_hit(&after) {
-                    Some(kind) => format!("{e} (the sandbox hit its {} limit)", kind.as_str()),
-                    None => format!("{e} {}", self.tail()),
-                };
-                self.destroy().await;
-                return Err(RuntimeError::SandboxDied(detail.trim().to_string()));
-            }
-            Err(_) => {
-                self.destroy().await;
-                return Err(RuntimeError::Unresponsive(limit.as_secs()));
-            }
-        };
-        let after = self.cgroup.as_ref().map(SandboxCgroup::counters).unwrap_or_default();
-        let cpu_ms = after.cpu_ns.zip(before.cpu_ns).map(|(a, b)| a.saturating_sub(b) / 1_000_000);
-        Ok(ExecOutcome { result, limit: before.limit_hit(&after), cpu_ms, peak_memory_bytes: after.peak_memory_bytes })
+        outcome
     }
 
     async fn start_kernel(&self, env: std::collections::BTreeMap<String, String>) -> Result<(), RuntimeError> {
-        self.client.notify(&sandbox_protocol::Request::StartKernel { env }).await
+        self.client.start_kernel(env).await
     }
 
     async fn interrupt(&self) -> Result<(), RuntimeError> {
-        self.client.notify(&sandbox_protocol::Request::Interrupt).await
+        self.client.interrupt().await
     }
 
     async fn restart_kernel(&self) -> Result<(), RuntimeError> {
-        let id = format!("restart-{}", self.counter.fetch_add(1, Ordering::Relaxed));
-        let call = self.client.call_acked(id.clone(), sandbox_protocol::Request::RestartKernel { id });
-        tokio::time::timeout(Duration::from_secs(120), call).await.map_err(|_| RuntimeError::Unresponsive(120))?
+        self.client.restart_kernel().await
     }
 
     async fn file(

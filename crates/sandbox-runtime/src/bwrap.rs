@@ -1,4 +1,5 @@
-//! The bubblewrap command line of a local sandbox: the first isolation layer.
+//! The bubblewrap command line of a sandbox: the first isolation layer of the local runtime,
+//! and the second, inside the container, of the Docker runtime.
 //!
 //! Every namespace is new (user, PID, network with only `lo`, IPC, UTS, mount, cgroup), no
 //! further user namespaces can be made inside, and the executor is PID 1. The filesystem is
@@ -68,6 +69,9 @@ pub struct Layout {
     pub etc_dir: PathBuf,
     pub executor: PathBuf,
     pub tmp_size_bytes: u64,
+    /// bwrap waits on its block fd until sandboxd has moved it into the sandbox's cgroup (the
+    /// local runtime); inside a container, the container's cgroup already holds it.
+    pub held: bool,
 }
 
 impl Layout {
@@ -86,7 +90,17 @@ impl Layout {
                 }
             })
             .collect();
-        Layout { root_entries, etc_dir, executor, tmp_size_bytes }
+        Layout { root_entries, etc_dir, executor, tmp_size_bytes, held: true }
+    }
+
+    /// The view inside a container of a merged-/usr image (the Docker runtime's second
+    /// layer): its `/etc`, and the top-level directories as links into `/usr`.
+    pub fn merged_usr_image(executor: PathBuf, tmp_size_bytes: u64) -> Layout {
+        let root_entries = ["bin", "sbin", "lib", "lib64"]
+            .iter()
+            .map(|name| RootEntry::Symlink { name: name.to_string(), target: Path::new("usr").join(name) })
+            .collect();
+        Layout { root_entries, etc_dir: "/etc".into(), executor, tmp_size_bytes, held: false }
     }
 }
 
@@ -106,7 +120,9 @@ fn system_view(a: &mut Vec<OsString>, layout: &Layout, share_net: bool, memory_b
         a.push("--share-net".into());
     }
     push(a, &["--die-with-parent", "--new-session"]);
-    push(a, &["--info-fd", &INFO_FD.to_string(), "--block-fd", &BLOCK_FD.to_string()]);
+    if layout.held {
+        push(a, &["--info-fd", &INFO_FD.to_string(), "--block-fd", &BLOCK_FD.to_string()]);
+    }
     push(a, &["--uid", &uid, "--gid", &uid, "--hostname", "sandbox"]);
     push(a, &["--ro-bind", "/usr", "/usr"]);
     for entry in &layout.root_entries {
@@ -185,14 +201,23 @@ pub fn install_args(layout: &Layout, target: &Path, cache: &Path, req: &PackageI
     seal(&mut a);
     push(&mut a, &["--chdir", "/tmp", "--clearenv", "--setenv", "HOME", "/tmp"]);
     push(&mut a, &["--setenv", "PATH", sandbox_protocol::SANDBOX_PATH, "--setenv", "LANG", "C.UTF-8"]);
-    push(&mut a, &["--", "python3", "-m", "pip", "install", "--target", INSTALL_TARGET, "--upgrade"]);
-    push(&mut a, &["--cache-dir", INSTALL_CACHE, "--only-binary", ":all:", "--break-system-packages"]);
-    push(&mut a, &["--no-input", "--disable-pip-version-check", "--progress-bar", "off", "--no-warn-script-location"]);
+    a.push("--".into());
+    a.extend(pip_command(req).into_iter().map(OsString::from));
+    a
+}
+
+/// pip's command line for `req`, into [`INSTALL_TARGET`] with its cache at [`INSTALL_CACHE`]:
+/// wheels only, and the package names after `--`, so none can be read as an option.
+pub fn pip_command(req: &PackageInstall) -> Vec<String> {
+    let mut a: Vec<&str> = vec!["python3", "-m", "pip", "install", "--target", INSTALL_TARGET, "--upgrade"];
+    a.extend(["--cache-dir", INSTALL_CACHE, "--only-binary", ":all:", "--break-system-packages"]);
+    a.extend(["--no-input", "--disable-pip-version-check", "--progress-bar", "off", "--no-warn-script-location"]);
+    let mut a: Vec<String> = a.into_iter().map(String::from).collect();
     if let Some(url) = &req.index_url {
-        push(&mut a, &["--index-url", url]);
+        a.extend(["--index-url".to_string(), url.clone()]);
     }
     a.push("--".into());
-    a.extend(req.packages.iter().map(OsString::from));
+    a.extend(req.packages.iter().cloned());
     a
 }
 
@@ -284,6 +309,7 @@ mod tests {
             etc_dir: "/data/runtime/etc".into(),
             executor: "/data/runtime/bin/sandbox-executor".into(),
             tmp_size_bytes: 1 << 20,
+            held: true,
         }
     }
 

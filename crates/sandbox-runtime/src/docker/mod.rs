@@ -1,0 +1,632 @@
+//! The Docker runtime: each sandbox is a container of the engine's, with the executor inside
+//! under bubblewrap, reached over the container's attach stream (never over a network code in
+//! the sandbox could reach). [`container`] says what each container is; this module drives
+//! the engine (bollard, with the API version negotiated down to the engine's).
+//!
+//! Every container carries this sandboxd's instance label and a boot id. At start-up, those of
+//! an earlier boot are orphans (sandboxd keeps no sandbox across a restart: the service stops
+//! their sessions and interrupts their executions) and are removed.
+
+pub mod container;
+pub mod paths;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::container::LogOutput;
+use bollard::query_parameters::{
+    AttachContainerOptions, CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    WaitContainerOptions,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use sandbox_protocol::ExecRequest;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::executor_client::{ExecutorClient, OutputSink};
+use crate::layout::HostLayout;
+use crate::local::cgroup::SandboxCgroup;
+use crate::runtime::{
+    Dir, ExecOutcome, InstallOutcome, PackageInstall, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
+    WorkspaceAccess,
+};
+use crate::RuntimeError;
+use container::{Bind, Owner, Settings};
+use paths::PathMap;
+
+/// Whether code runs under the second layer (bubblewrap inside the container).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondLayer {
+    /// On where the engine allows it; where it does not, off, and readiness says why.
+    Auto,
+    /// Required: no sandbox starts without it.
+    On,
+    /// Off: the container and the executor's seccomp filter only.
+    Off,
+}
+
+impl std::str::FromStr for SecondLayer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(SecondLayer::Auto),
+            "on" => Ok(SecondLayer::On),
+            "off" => Ok(SecondLayer::Off),
+            _ => Err(format!("{s:?}: expected auto, on or off")),
+        }
+    }
+}
+
+/// Settings of the Docker runtime.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The engine's address (`unix:///var/run/docker.sock`, `tcp://host:2375`); `None`:
+    /// `DOCKER_HOST`, else the default socket.
+    pub host: Option<String>,
+    pub image: String,
+    /// Where sandboxd keeps workspaces, package and template directories (its own paths).
+    pub dirs: HostLayout,
+    /// Identifies this sandboxd's containers among the engine's (a tag of its data dir).
+    pub instance: String,
+    /// The uid and gid containers run as; owns what code writes.
+    pub user: (u32, u32),
+    pub second_layer: SecondLayer,
+    pub tmp_size_bytes: u64,
+    pub ready_timeout: Duration,
+    pub file_access: WorkspaceAccess,
+}
+
+/// What the last probe found.
+#[derive(Debug, Clone)]
+struct Probe {
+    at: Instant,
+    readiness: Readiness,
+}
+
+pub struct DockerRuntime {
+    config: DockerConfig,
+    docker: Result<Docker, String>,
+    settings: Settings,
+    /// How this sandboxd's paths become the engine's (found once, on first use).
+    paths: tokio::sync::OnceCell<PathMap>,
+    /// Whether the second layer works on this engine: `None` until a probe has told.
+    second_layer: Mutex<Option<Result<(), String>>>,
+    probe: AsyncMutex<Option<Probe>>,
+    counter: AtomicU64,
+}
+
+fn engine_err(e: bollard::errors::Error) -> RuntimeError {
+    match e {
+        bollard::errors::Error::DockerResponseServerError { status_code, message } => {
+            RuntimeError::Start(format!("the Docker engine answered {status_code}: {message}"))
+        }
+        e => RuntimeError::NotReady(format!("the Docker engine cannot be reached: {e}")),
+    }
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+impl DockerRuntime {
+    /// Prepares the runtime and, in the background, removes what an earlier run of this
+    /// sandboxd left. Never fails: what is wrong is reported by [`Runtime::readiness`].
+    pub fn new(config: DockerConfig) -> DockerRuntime {
+        let docker = match &config.host {
+            Some(host) => Docker::connect_with_host(host),
+            None => Docker::connect_with_defaults(),
+        }
+        .map_err(|e| {
+            format!("cannot use the Docker engine at {}: {e}", config.host.as_deref().unwrap_or("DOCKER_HOST"))
+        });
+        let boot = format!("{}-{}", std::process::id(), chrono_like_now());
+        let settings = Settings {
+            image: config.image.clone(),
+            user: config.user,
+            instance: config.instance.clone(),
+            boot,
+            tmp_size_bytes: config.tmp_size_bytes,
+        };
+        let second_layer = match config.second_layer {
+            SecondLayer::Off => Some(Err("off (--docker-second-layer off)".to_string())),
+            SecondLayer::Auto | SecondLayer::On => None,
+        };
+        let runtime = DockerRuntime {
+            config,
+            docker,
+            settings,
+            paths: tokio::sync::OnceCell::new(),
+            second_layer: Mutex::new(second_layer),
+            probe: AsyncMutex::new(None),
+            counter: AtomicU64::new(0),
+        };
+        if let (Ok(docker), Ok(handle)) = (&runtime.docker, tokio::runtime::Handle::try_current()) {
+            handle.spawn(remove_orphans(
+                docker.clone(),
+                runtime.settings.instance.clone(),
+                runtime.settings.boot.clone(),
+            ));
+        }
+        runtime
+    }
+
+    /// The engine, with the API version negotiated (the engine may be older than the client).
+    async fn engine(&self) -> Result<Docker, RuntimeError> {
+        let docker = self.docker.clone().map_err(RuntimeError::NotReady)?;
+        docker.negotiate_version().await.map_err(engine_err)
+    }
+
+    async fn path_map(&self, docker: &Docker) -> &PathMap {
+        self.paths.get_or_init(|| find_path_map(docker)).await
+    }
+
+    fn second_layer_state(&self) -> Option<Result<(), String>> {
+        self.second_layer.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Starts a sandbox for `spec` on the engine; `second_layer` says whether under bubblewrap.
+    async fn start(&self, spec: &SandboxSpec, second_layer: bool) -> Result<DockerSandbox, RuntimeError> {
+        let docker = self.engine().await?;
+        let map = self.path_map(&docker).await;
+        let dirs = &self.config.dirs;
+        let workspace = map.translate(&dirs.path(&Dir::Workspace(spec.workspace.clone())))?;
+        let mounts = spec
+            .mounts
+            .iter()
+            .map(|m| Ok(Bind { source: map.translate(&dirs.path(&m.dir))?, target: m.target.clone(), read_only: true }))
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let owner = Owner { sandbox: spec.name.clone(), template: spec.template.clone(), tenant: spec.tenant.clone() };
+        let body = container::sandbox(&self.settings, &owner, &spec.limits, &workspace, &mounts, second_layer);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = container_name(&self.settings.instance, &spec.name, n);
+        let created = docker
+            .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
+            .await
+            .map_err(|e| self.create_error(e))?;
+        let sandbox = DockerSandbox::attach(docker, created.id, spec.name.clone()).await?;
+        match sandbox.client.wait_ready(self.config.ready_timeout).await {
+            Ok(sandbox_protocol::PROTOCOL_VERSION) => Ok(sandbox),
+            Ok(version) => {
+                sandbox.destroy().await;
+                Err(RuntimeError::NotReady(format!(
+                    "the executor in image {} speaks protocol {version}, this sandboxd {}: rebuild the image (scripts/build-sandbox-image.sh)",
+                    self.config.image,
+                    sandbox_protocol::PROTOCOL_VERSION
+                )))
+            }
+            Err(e) => {
+                // Its last words (bubblewrap's "Creating new namespace failed", say) say most;
+                // give the stream reader a moment to catch up with the exit.
+                for _ in 0..40 {
+                    if !sandbox.tail().is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let tail = sandbox.tail();
+                sandbox.destroy().await;
+                Err(RuntimeError::Start(if tail.is_empty() { e.to_string() } else { tail }))
+            }
+        }
+    }
+
+    fn create_error(&self, e: bollard::errors::Error) -> RuntimeError {
+        if is_not_found(&e) {
+            return RuntimeError::NotReady(format!(
+                "image {} not found on the engine: build it (scripts/build-sandbox-image.sh) or pass --docker-image",
+                self.config.image
+            ));
+        }
+        engine_err(e)
+    }
+
+    /// Starts a sandbox under the second layer when it works (finding out on first use), or
+    /// without it when the engine cannot give bubblewrap its namespaces and that is allowed.
+    async fn start_layered(&self, spec: &SandboxSpec) -> Result<DockerSandbox, RuntimeError> {
+        match self.second_layer_state() {
+            Some(Ok(())) => self.start(spec, true).await,
+            Some(Err(why)) if self.config.second_layer == SecondLayer::On => Err(RuntimeError::NotReady(format!(
+                "the second layer (bubblewrap in the container) does not work here: {why}"
+            ))),
+            Some(Err(_)) => self.start(spec, false).await,
+            None => match self.start(spec, true).await {
+                Ok(sandbox) => {
+                    *self.second_layer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Ok(()));
+                    Ok(sandbox)
+                }
+                Err(RuntimeError::Start(why)) if why.contains("bwrap") => {
+                    tracing::warn!("the second layer does not work on this engine: {why}");
+                    *self.second_layer.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(why.clone()));
+                    if self.config.second_layer == SecondLayer::On {
+                        return Err(RuntimeError::NotReady(format!("the second layer does not work here: {why}")));
+                    }
+                    self.start(spec, false).await
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Which isolation layers a sandbox started now gets, in plain words.
+    fn layers(&self) -> String {
+        match self.second_layer_state() {
+            Some(Ok(())) => "container (no network, no capabilities, seccomp, read-only root) + bubblewrap + executor seccomp".into(),
+            Some(Err(why)) => format!(
+                "container (no network, no capabilities, seccomp, read-only root) + executor seccomp; NO bubblewrap layer: {why}"
+            ),
+            None => "not yet probed".into(),
+        }
+    }
+
+    async fn probe(&self) -> Result<String, RuntimeError> {
+        let docker = self.engine().await?;
+        let version = docker.version().await.map_err(engine_err)?;
+        docker.inspect_image(&self.config.image).await.map_err(|e| self.create_error(e))?;
+        let dir = self.config.dirs.workspaces.join(".probe");
+        std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { op: "create", path: dir.clone(), source })?;
+        sandbox_sys::chown(&dir, self.config.user.0, self.config.user.1).map_err(|source| RuntimeError::Io {
+            op: "chown",
+            path: dir.clone(),
+            source,
+        })?;
+        let spec = SandboxSpec {
+            name: format!("probe-{}", self.counter.fetch_add(1, Ordering::Relaxed)),
+            workspace: ".probe".into(),
+            limits: ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 },
+            mounts: Vec::new(),
+            template: None,
+            tenant: None,
+        };
+        let sandbox = self.start_layered(&spec).await?;
+        sandbox.destroy().await;
+        Ok(format!("engine {} (API {})", version.version.unwrap_or_default(), version.api_version.unwrap_or_default()))
+    }
+
+    async fn install(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        let docker = self.engine().await?;
+        let map = self.path_map(&docker).await;
+        let target_path = self.config.dirs.path(&req.into);
+        let target = map.translate(&target_path)?;
+        let cache = map.translate(&self.config.dirs.pip_cache)?;
+        let before = crate::layout::installed(&target_path);
+        let owner = Owner { sandbox: req.name.clone(), template: None, tenant: None };
+        let body = container::install(&self.settings, &owner, &req, &target, &cache);
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = container_name(&self.settings.instance, &format!("install-{}", req.name), n);
+        let created = docker
+            .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
+            .await
+            .map_err(|e| self.create_error(e))?;
+        let id = created.id;
+        let run = async {
+            docker.start_container(&id, None).await.map_err(engine_err)?;
+            let mut wait = docker.wait_container(&id, None::<WaitContainerOptions>);
+            let code = match wait.next().await {
+                Some(Ok(r)) => r.status_code,
+                // The engine reports a non-zero exit as an error of the wait stream.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                Some(Err(e)) => return Err(engine_err(e)),
+                None => -1,
+            };
+            Ok::<i64, RuntimeError>(code)
+        };
+        let outcome = match tokio::time::timeout(req.timeout, run).await {
+            Ok(Ok(code)) => {
+                let log = container_log(&docker, &id).await;
+                InstallOutcome {
+                    success: code == 0,
+                    log: crate::local::tail_of(&log, crate::local::INSTALL_LOG_BYTES),
+                    timed_out: false,
+                    installed: crate::layout::installed(&target_path).difference(&before).cloned().collect(),
+                }
+            }
+            Ok(Err(e)) => {
+                remove_container(&docker, &id).await;
+                return Err(e);
+            }
+            Err(_) => InstallOutcome {
+                success: false,
+                log: format!("pip did not finish within {} s and was killed", req.timeout.as_secs()),
+                timed_out: true,
+                installed: Vec::new(),
+            },
+        };
+        remove_container(&docker, &id).await;
+        Ok(outcome)
+    }
+}
+
+/// A short, unique-enough suffix for this boot (seconds since the epoch).
+fn chrono_like_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Container names: the engine needs them unique; people read them in `docker ps`.
+fn container_name(instance: &str, sandbox: &str, n: u64) -> String {
+    let clean: String = sandbox
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
+        .take(64)
+        .collect();
+    format!("sandbox-{instance}-{clean}.{n}")
+}
+
+async fn container_log(docker: &Docker, id: &str) -> String {
+    let options = LogsOptions { stdout: true, stderr: true, ..Default::default() };
+    let mut logs = docker.logs(id, Some(options));
+    let mut text = String::new();
+    while let Some(Ok(chunk)) = logs.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    text
+}
+
+/// Removes a container and its anonymous volumes, whatever it is doing; gone already is fine.
+async fn remove_container(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+    if let Err(e) = docker.remove_container(id, Some(options)).await {
+        let gone = is_not_found(&e)
+            || matches!(&e, bollard::errors::Error::DockerResponseServerError { status_code: 409, .. });
+        if !gone {
+            tracing::warn!(container = id, error = %e, "cannot remove a sandbox container");
+        }
+    }
+}
+
+/// The containers of this instance, all of them or those of other boots.
+pub async fn containers_of(docker: &Docker, instance: &str) -> Vec<(String, BTreeMap<String, String>)> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!("{}={instance}", container::LABEL_INSTANCE)],
+    )]);
+    let options = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+    match docker.list_containers(Some(options)).await {
+        Ok(list) => {
+            list.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default().into_iter().collect()))).collect()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list sandbox containers");
+            Vec::new()
+        }
+    }
+}
+
+/// Removes the containers an earlier boot of this sandboxd left: nothing runs that the store
+/// does not know (the service has stopped their sessions and interrupted their executions).
+async fn remove_orphans(docker: Docker, instance: String, boot: String) {
+    let Ok(docker) = docker.negotiate_version().await else { return };
+    let orphans: Vec<String> = containers_of(&docker, &instance)
+        .await
+        .into_iter()
+        .filter(|(_, labels)| labels.get(container::LABEL_BOOT) != Some(&boot))
+        .map(|(id, _)| id)
+        .collect();
+    if !orphans.is_empty() {
+        tracing::info!(count = orphans.len(), "removing sandbox containers of an earlier run");
+    }
+    for id in orphans {
+        remove_container(&docker, &id).await;
+    }
+}
+
+/// Finds how this sandboxd's paths become the engine's (see [`paths`]).
+async fn find_path_map(docker: &Docker) -> PathMap {
+    let Some(id) = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| paths::own_container_id(&m))
+    else {
+        return PathMap::Same;
+    };
+    match docker.inspect_container(&id, None).await {
+        Ok(own) => {
+            let mounts = own
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| Some((PathBuf::from(m.destination?), m.source?)))
+                .collect();
+            tracing::info!(container = %id, "sandboxd runs in a container of the engine: mount sources go through its mounts");
+            PathMap::Through(mounts)
+        }
+        // In a container, but not one of this engine's: an engine of its own (Docker-in-Docker).
+        Err(_) => PathMap::Same,
+    }
+}
+
+#[async_trait]
+impl Runtime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn workspace_access(&self) -> WorkspaceAccess {
+        self.config.file_access
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let mut cached = self.probe.lock().await;
+        if let Some(p) = cached.as_ref() {
+            let ttl = if p.readiness.ready { Duration::from_secs(30) } else { Duration::from_secs(2) };
+            if p.at.elapsed() < ttl {
+                return p.readiness.clone();
+            }
+        }
+        let (ready, message, engine) = match self.probe().await {
+            Ok(engine) => (true, "ok".to_string(), engine),
+            Err(e) => (false, e.to_string(), "unreachable".to_string()),
+        };
+        let detail = BTreeMap::from([
+            ("engine".to_string(), engine),
+            ("image".to_string(), self.config.image.clone()),
+            ("layers".to_string(), self.layers()),
+        ]);
+        let readiness = Readiness { ready, message, runtime: "docker", detail };
+        *cached = Some(Probe { at: Instant::now(), readiness: readiness.clone() });
+        readiness
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        (sandbox_sys::real_uid() == 0).then_some(self.config.user)
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
+        Ok(Box::new(self.start_layered(&spec).await?))
+    }
+
+    async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        self.install(req).await
+    }
+}
+
+pub struct DockerSandbox {
+    name: String,
+    id: String,
+    docker: Docker,
+    client: ExecutorClient,
+    /// The container's cgroup, when the engine runs on this host and sandboxd can read it:
+    /// which limit ended an execution, and what it used.
+    cgroup: Option<SandboxCgroup>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    destroyed: AtomicBool,
+}
+
+impl DockerSandbox {
+    /// Attaches to the created container `id`, starts it, and speaks the executor protocol over
+    /// the attach stream: its stdout frames are the executor's events, its stdin the requests.
+    async fn attach(docker: Docker, id: String, name: String) -> Result<DockerSandbox, RuntimeError> {
+        let options =
+            AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
+        let attached = match docker.attach_container(&id, Some(options)).await {
+            Ok(a) => a,
+            Err(e) => {
+                remove_container(&docker, &id).await;
+                return Err(engine_err(e));
+            }
+        };
+        if let Err(e) = docker.start_container(&id, None).await {
+            remove_container(&docker, &id).await;
+            return Err(engine_err(e));
+        }
+        let (events_r, events_w) = tokio::io::duplex(1 << 20);
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = Arc::clone(&stderr_tail);
+        tokio::spawn(pump(attached.output, events_w, tail, name.clone()));
+        let cgroup = match docker.inspect_container(&id, None).await {
+            Ok(c) => {
+                c.state.and_then(|s| s.pid).and_then(|pid| u32::try_from(pid).ok()).and_then(SandboxCgroup::of_process)
+            }
+            Err(_) => None,
+        };
+        Ok(DockerSandbox {
+            name,
+            id,
+            docker,
+            client: ExecutorClient::new(events_r, attached.input),
+            cgroup,
+            stderr_tail,
+            destroyed: AtomicBool::new(false),
+        })
+    }
+
+    fn tail(&self) -> String {
+        let t = self.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
+        t.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// Splits the attach stream: stdout (the executor's events) into `events`, stderr lines (the
+/// executor's and bubblewrap's own faults) into the log and `tail`. Ends when the container
+/// does; dropping `events` then ends the executor client's stream.
+async fn pump(
+    mut output: std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>,
+    mut events: tokio::io::DuplexStream,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    name: String,
+) {
+    while let Some(Ok(chunk)) = output.next().await {
+        let written = match chunk {
+            LogOutput::StdOut { message } => events.write_all(&message).await,
+            LogOutput::StdErr { message } => {
+                for line in String::from_utf8_lossy(&message).lines() {
+                    tracing::warn!(sandbox = %name, "{line}");
+                    let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() == 20 {
+                        t.pop_front();
+                    }
+                    t.push_back(line.to_string());
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if written.is_err() {
+            break;
+        }
+    }
+}
+
+#[async_trait]
+impl Sandbox for DockerSandbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
+        let outcome = crate::measured::exec(&self.client, self.cgroup.as_ref(), req, sink, || self.tail()).await;
+        if outcome.is_err() {
+            self.destroy().await;
+        }
+        outcome
+    }
+
+    async fn start_kernel(&self, env: BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        self.client.start_kernel(env).await
+    }
+
+    async fn interrupt(&self) -> Result<(), RuntimeError> {
+        self.client.interrupt().await
+    }
+
+    async fn restart_kernel(&self) -> Result<(), RuntimeError> {
+        self.client.restart_kernel().await
+    }
+
+    async fn file(
+        &self,
+        op: sandbox_protocol::files::FileOp,
+    ) -> Result<sandbox_protocol::files::FileResult, RuntimeError> {
+        self.client.file(op).await
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.destroyed.load(Ordering::SeqCst) && self.client.is_alive()
+    }
+
+    async fn destroy(&self) {
+        if self.destroyed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        remove_container(&self.docker, &self.id).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_are_unique_and_readable() {
+        assert_eq!(container_name("ab12", "sess_01/x", 3), "sandbox-ab12-sess_01-x.3");
+        assert_ne!(container_name("ab12", "s", 1), container_name("ab12", "s", 2));
+    }
+
+    #[test]
+    fn second_layer_modes_parse() {
+        assert_eq!("auto".parse::<SecondLayer>(), Ok(SecondLayer::Auto));
+        assert_eq!("on".parse::<SecondLayer>(), Ok(SecondLayer::On));
+        assert!("maybe".parse::<SecondLayer>().is_err());
+    }
+}

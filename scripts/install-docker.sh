@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Makes a Docker engine available for the Docker runtime: installs Debian's docker.io when no
+# dockerd is installed, and starts dockerd (logging to /var/log/sandboxd-dockerd.log) when
+# none answers. With DOCKER_HOST pointing elsewhere, only checks that engine answers.
+set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+
+if [ -n "${DOCKER_HOST:-}" ] && [[ "$DOCKER_HOST" != unix://* ]]; then
+  docker version >/dev/null || { echo "install-docker.sh: the engine at $DOCKER_HOST does not answer" >&2; exit 1; }
+  exit 0
+fi
+if ! command -v dockerd >/dev/null 2>&1; then
+  echo "install-docker.sh: installing Debian's docker.io"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+fi
+if ! docker version >/dev/null 2>&1; then
+  echo "install-docker.sh: starting dockerd"
+  $sudo sh -c 'nohup dockerd >/var/log/sandboxd-dockerd.log 2>&1 &'
+  for _ in $(seq 1 60); do
+    docker version >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  docker version >/dev/null 2>&1 || { tail -20 /var/log/sandboxd-dockerd.log >&2; exit 1; }
+fi
