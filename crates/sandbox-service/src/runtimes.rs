@@ -27,17 +27,20 @@ fn file_access(section: &LocalSection) -> WorkspaceAccess {
     }
 }
 
+/// The sandbox user of the sandbox image (images/sandbox/Dockerfile).
+const IMAGE_UID: u32 = 1000;
+
 fn docker(config: &Config, system: &SystemDir) -> DockerRuntime {
     let section = &config.docker;
-    // Containers run as the sandbox user sandboxd would run the local runtime's sandboxes
-    // as; as sandboxd's own user when it is not root. Never root: an unusable sandbox user
-    // leaves an id no container can start as, and readiness says why.
+    // Containers run as the sandbox user the local runtime would use, or as sandboxd's own
+    // user when it is not root. A root sandboxd without that user (in a container of its
+    // own, say) uses the image's uid 1000: never root. Workspaces are chowned to it.
     let user = match run_as(&config.local) {
         RunAs::User { uid, gid } => (uid, gid),
         RunAs::Current => (sandbox_sys::real_uid(), sandbox_sys::real_gid()),
         RunAs::Unavailable(why) => {
-            tracing::error!("{why}");
-            (65534, 65534)
+            tracing::info!("{why}: Docker sandboxes run as uid 1000");
+            (IMAGE_UID, IMAGE_UID)
         }
     };
     let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());

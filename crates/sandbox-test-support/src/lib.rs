@@ -281,13 +281,18 @@ pub fn processes_mentioning(needle: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// How many containers of the Docker engine (`DOCKER_HOST`, else the local socket) carry the
-/// instance label `instance` (the Docker runtime's containers of one data dir), running or not.
-/// Panics when the engine cannot be asked: a test that counts containers needs the engine.
-pub fn docker_containers(instance: &str) -> usize {
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=org.sandbox-platform.instance={instance}")])
-        .output();
+/// The instance label of the Docker runtime's containers for `data_dir`.
+pub fn docker_instance(data_dir: &Path) -> String {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    sandbox_runtime::local::tag(&dir.to_string_lossy())
+}
+
+/// How many containers of the Docker engine (`DOCKER_HOST`, else the local socket) the Docker
+/// runtime made for `data_dir`, running or not. Panics when the engine cannot be asked: a
+/// test that counts containers needs the engine.
+pub fn docker_containers(data_dir: &Path) -> usize {
+    let label = format!("label=org.sandbox-platform.instance={}", docker_instance(data_dir));
+    let out = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &label]).output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().count(),
         Ok(o) => panic!("docker ps failed: {}", String::from_utf8_lossy(&o.stderr)),

@@ -158,7 +158,15 @@ impl DockerRuntime {
     /// The engine, with the API version negotiated (the engine may be older than the client).
     async fn engine(&self) -> Result<Docker, RuntimeError> {
         let docker = self.docker.clone().map_err(RuntimeError::NotReady)?;
-        docker.negotiate_version().await.map_err(engine_err)
+        let negotiated = docker.negotiate_version().await.map_err(engine_err);
+        if negotiated.is_err() {
+            // Readiness must not go on saying "ready" from a probe made while it answered
+            // (the probe itself holds the lock while it runs, and reports the error).
+            if let Ok(mut cached) = self.probe.try_lock() {
+                *cached = None;
+            }
+        }
+        negotiated
     }
 
     async fn path_map(&self, docker: &Docker) -> &PathMap {
