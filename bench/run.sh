@@ -16,4 +16,14 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import jupyter_client
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q jupyter_client ipykernel matplotlib
 fi
+# The runtimes benchmark: a Docker engine, the sandbox image with this build's executor, and
+# llm-sandbox (its anchor) in a venv of its own.
+if [[ " $* " == *runtimes* ]]; then
+  scripts/install-docker.sh
+  EXECUTOR=target/release/sandbox-executor scripts/build-sandbox-image.sh
+  if [ ! -x target/llm-venv/bin/python ] || ! target/llm-venv/bin/python -c "import llm_sandbox" 2>/dev/null; then
+    python3 -m venv target/llm-venv
+    target/llm-venv/bin/pip install -q 'llm-sandbox[docker]==0.3.46'
+  fi
+fi
 exec target/release/sandbox-bench --python "$venv/bin/python" "$@"

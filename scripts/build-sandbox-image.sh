@@ -9,11 +9,11 @@
 #
 #   SANDBOX_BASE=<image>   use this base instead (skips the lookup)
 #   EXECUTOR=<path>        the executor binary (default: target/debug/sandbox-executor)
+#   --print-base           only find (or build) the base, and print its name
 set -euo pipefail
 cd "$(dirname "$0")/.."
 image="${SANDBOX_IMAGE:-sandbox-platform/sandbox:latest}"
 executor="${EXECUTOR:-target/debug/sandbox-executor}"
-[ -x "$executor" ] || { echo "build-sandbox-image.sh: no executor at $executor (cargo build --bins first)" >&2; exit 1; }
 
 base="${SANDBOX_BASE:-}"
 if [ -z "$base" ]; then
@@ -21,9 +21,15 @@ if [ -z "$base" ]; then
     base=debian:bookworm-slim
   else
     base=sandbox-platform/debian-base:bookworm
-    docker image inspect "$base" >/dev/null 2>&1 || scripts/build-debian-base.sh "$base"
+    docker image inspect "$base" >/dev/null 2>&1 || scripts/build-debian-base.sh "$base" >&2
   fi
 fi
+
+if [ "${1:-}" = "--print-base" ]; then
+  echo "$base"
+  exit 0
+fi
+[ -x "$executor" ] || { echo "build-sandbox-image.sh: no executor at $executor (cargo build --bins first)" >&2; exit 1; }
 
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT

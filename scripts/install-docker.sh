@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a Docker engine available for the Docker runtime: installs Debian's docker.io when no
-# dockerd is installed, and starts dockerd (logging to /var/log/sandboxd-dockerd.log) when
+# dockerd is installed (and docker-compose when no compose is), and starts dockerd (logging to /var/log/sandboxd-dockerd.log) when
 # none answers. With DOCKER_HOST pointing elsewhere, only checks that engine answers.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -11,10 +11,14 @@ if [ -n "${DOCKER_HOST:-}" ] && [[ "$DOCKER_HOST" != unix://* ]]; then
   docker version >/dev/null || { echo "install-docker.sh: the engine at $DOCKER_HOST does not answer" >&2; exit 1; }
   exit 0
 fi
-if ! command -v dockerd >/dev/null 2>&1; then
-  echo "install-docker.sh: installing Debian's docker.io"
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+# For deploy/compose (and its test): Debian's docker-compose, as no compose plugin is packaged.
+command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "install-docker.sh: installing ${missing[*]}"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! docker version >/dev/null 2>&1; then
   echo "install-docker.sh: starting dockerd"

@@ -20,6 +20,7 @@ cargo build --workspace --bins --locked
 # engine; a fresh machine builds its Debian base once, a few minutes).
 scripts/install-docker.sh
 scripts/build-sandbox-image.sh
+BIN_DIR=target/debug scripts/build-sandboxd-image.sh
 # The fuzz targets (fuzz/), 45 s each from the committed corpus; before the tests, so that the
 # test runner's summary is the last thing printed.
 scripts/fuzz.sh

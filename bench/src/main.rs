@@ -45,8 +45,9 @@ struct Args {
     #[arg(long)]
     python: Option<PathBuf>,
     /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files, and, not by
-    /// default, load (minutes of 200 sessions under faults; `load.rs`) and sustained (50
-    /// sessions' stateful executions at once; `sustained.rs`).
+    /// default, load (minutes of 200 sessions under faults; `load.rs`), sustained (50
+    /// sessions' stateful executions at once; `sustained.rs`), doors, and runtimes (the
+    /// Docker runtime against the local one and llm-sandbox, on the local Docker engine).
     #[arg(long, value_delimiter = ',', default_value = "stateless,run,stateful,cold,files")]
     only: Vec<String>,
     /// `load`: sessions created at once.
@@ -62,6 +63,10 @@ struct Args {
     /// (scripts/install-test-clients.sh makes one).
     #[arg(long, default_value = "target/test-venv/bin/python")]
     clients_python: PathBuf,
+    /// `runtimes`: a Python with llm-sandbox's Docker backend, for its anchor (bench/run.sh
+    /// makes one).
+    #[arg(long, default_value = "target/llm-venv/bin/python")]
+    llm_python: PathBuf,
     /// `sustained`: how long, seconds.
     #[arg(long, default_value_t = 20)]
     sustained_seconds: u64,
@@ -192,6 +197,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if wants("stateful") {
         stateful(&client, args.n, args.python.as_deref(), &args.anchors).await?;
+    }
+    if wants("runtimes") {
+        runtimes(&sandboxd, &args.clients_python, &args.llm_python, &args.anchors, args.n).await?;
     }
     if wants("doors") {
         doors(&sandboxd, &args.clients_python, args.python.as_deref(), &args.anchors, args.n).await?;
@@ -409,6 +417,81 @@ async fn timed(client: &Client, session: &str, code: &str) -> anyhow::Result<f64
 /// A key=value line's number for `key`.
 fn field_of(line: &str, key: &str) -> Option<f64> {
     line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{key}="))?.parse().ok())
+}
+
+/// The Docker runtime against the local one (`bench/runtimes.py`, two sandboxd side by side,
+/// one lean keep-alive client), then llm-sandbox on the same engine and image as the anchor
+/// of a cold start.
+async fn runtimes(
+    sandboxd: &std::path::Path,
+    clients: &std::path::Path,
+    llm_python: &std::path::Path,
+    anchors: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<()> {
+    let local = start_sandboxd(sandboxd, &[])?;
+    let docker = start_sandboxd(sandboxd, &[("SANDBOXD_RUNTIME", "docker")])?;
+    for d in [&local, &docker] {
+        let (ok, r) = Client::new(&d.url).readiness().await?;
+        anyhow::ensure!(ok.is_success(), "not ready: {}", r.sandbox.message);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/runtimes.py");
+    let out = Command::new(clients).arg(script).args([&local.url, &docker.url, &n.to_string()]).output()?;
+    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+    if !out.status.success() {
+        bail!("runtimes.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    drop((local, docker));
+    println!("runtimes (docker vs local, lean keep-alive client, interleaved, n={n}): {line}");
+    for what in ["ready_pool", "ready_cold", "stateless", "stateful", "png"] {
+        let (Some(d), Some(l)) =
+            (field_of(&line, &format!("{what}_docker_p50_ms")), field_of(&line, &format!("{what}_local_p50_ms")))
+        else {
+            continue;
+        };
+        println!("{what}: docker p50={d:.2}ms local p50={l:.2}ms ratio={:.3}", d / l);
+    }
+    if let Some(d) = field_of(&line, "ready_pool_docker_p50_ms") {
+        println!(
+            "pooled docker session ready: p50={d:.2}ms (goal <= 20 ms) {}",
+            if d <= 20.0 { "MET" } else { "MISSED" }
+        );
+    }
+    if let (Some(d), Some(l)) = (field_of(&line, "stateful_docker_p50_ms"), field_of(&line, "stateful_local_p50_ms")) {
+        let r = d / l;
+        println!(
+            "stateful print(1) docker vs local: ratio={r:.3} (goal <= 1.2) {}",
+            if r <= 1.2 { "MET" } else { "MISSED" }
+        );
+    }
+    // llm-sandbox opens a container of the same image (plus the venv tools it sets up inside).
+    let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/llm-anchor.Dockerfile");
+    let built = Command::new("docker")
+        .args(["build", "-q", "-t", "sandbox-platform/llm-anchor:latest", "-f", dockerfile, env!("CARGO_MANIFEST_DIR")])
+        .output()?;
+    anyhow::ensure!(built.status.success(), "llm anchor image: {}", String::from_utf8_lossy(&built.stderr));
+    let out = Command::new(llm_python)
+        .arg(anchors.join("anchor_llm_sandbox.py"))
+        .args([&n.min(50).to_string(), "sandbox-platform/llm-anchor:latest"])
+        .output()?;
+    let anchor = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() {
+        bail!("anchor_llm_sandbox.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    println!("runtimes anchor (anchor_llm_sandbox.py, same engine and image): {anchor}");
+    if let (Some(cold), Some(open)) = (field_of(&line, "ready_cold_docker_p50_ms"), field_of(&anchor, "llm_open_ms")) {
+        let r = cold / open;
+        println!(
+            "docker cold session ready vs llm-sandbox open: ratio={r:.3} (goal <= 0.5) {}",
+            if r <= 0.5 { "MET" } else { "MISSED" }
+        );
+    }
+    if let (Some(d), Some(llm)) =
+        (field_of(&line, "stateful_docker_p50_ms"), field_of(&anchor, "llm_run_print1_p50_ms"))
+    {
+        println!("stateful print(1) docker vs llm-sandbox run: ratio={:.3}", d / llm);
+    }
+    Ok(())
 }
 
 /// Stateful `print(1)` through REST, the E2B SDK and MCP (`bench/doors.py`) against a
