@@ -138,6 +138,11 @@ pub struct Session {
     /// limit was hit", ...), and whether between executions or during one.
     #[serde(default)]
     pub last_kernel_death: Option<String>,
+    /// The isolation layers of its latest sandbox, in plain words, as the runtime set them
+    /// up ("container ... + bubblewrap + executor seccomp"); a missing layer is named.
+    /// `None` before its first sandbox started.
+    #[serde(default)]
+    pub isolation: Option<String>,
     /// Its first sandbox came from the warm pool (started, kernel warm) rather than cold.
     #[serde(default)]
     pub from_pool: bool,

@@ -102,6 +102,10 @@ impl Sandbox for FakeSandbox {
         Ok(sandbox_protocol::files::FileResult::Failed { fault: sandbox_protocol::files::FileFault::Other { message } })
     }
 
+    fn isolation(&self) -> String {
+        "none: a fake sandbox for tests".into()
+    }
+
     fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }

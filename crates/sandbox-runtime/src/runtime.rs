@@ -178,6 +178,10 @@ pub trait Sandbox: Send + Sync {
         op: sandbox_protocol::files::FileOp,
     ) -> Result<sandbox_protocol::files::FileResult, RuntimeError>;
 
+    /// Its isolation layers, in plain words (recorded on its session): a layer the runtime
+    /// could not set up is named as missing, never left out silently.
+    fn isolation(&self) -> String;
+
     /// False once the sandbox has died or been destroyed.
     fn is_alive(&self) -> bool;
 

@@ -178,6 +178,7 @@ impl Sessions {
         session: &Session,
         runtime: &dyn Runtime,
         dirs: &HostDirs,
+        store: &Store,
     ) -> Result<Arc<dyn Sandbox>, ServiceError> {
         if let Some(sb) = live.current() {
             if sb.is_alive() {
@@ -199,6 +200,7 @@ impl Sessions {
             crate::execution::limits_from(&session.limits),
         )?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
+        record_isolation(store, &session.id, sb.as_ref());
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.
             sb.start_kernel(crate::execution::sandbox_env(&session.limits, &session.env)).await?;
@@ -225,16 +227,23 @@ impl Sessions {
     }
 
     /// Makes `sandbox` (already running on the session's workspace) the session's sandbox.
-    pub fn adopt(&self, session: &Session, sandbox: Box<dyn Sandbox>) {
+    pub fn adopt(&self, session: &Session, sandbox: Box<dyn Sandbox>, store: &Store) {
+        record_isolation(store, &session.id, sandbox.as_ref());
         let live = self.live(&session.id);
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(sandbox));
         *live.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
     /// Starts the first sandbox of a new session.
-    pub async fn start(&self, session: &Session, runtime: &dyn Runtime, dirs: &HostDirs) -> Result<(), ServiceError> {
+    pub async fn start(
+        &self,
+        session: &Session,
+        runtime: &dyn Runtime,
+        dirs: &HostDirs,
+        store: &Store,
+    ) -> Result<(), ServiceError> {
         let live = self.live(&session.id);
-        Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
+        Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs, store).await.map(drop)
     }
 
     /// Waits for `ticket`'s turn and returns it with a live sandbox.
@@ -271,7 +280,7 @@ impl Sessions {
             }
             _ => return Err(deleted()),
         }
-        let sandbox = Self::ensure_sandbox(&self.closed, live, session, runtime, dirs).await?;
+        let sandbox = Self::ensure_sandbox(&self.closed, live, session, runtime, dirs, store).await?;
         Ok(Turn { _guard: guard, sandbox, live })
     }
 
@@ -314,7 +323,7 @@ impl Sessions {
             _ => return Err(ServiceError::Conflict(format!("session {} is deleted", session.id))),
         }
         live.touch();
-        Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs).await.map(drop)
+        Self::ensure_sandbox(&self.closed, &live, session, runtime, dirs, store).await.map(drop)
     }
 
     /// Kills the session's sandbox (an execution in flight ends as killed) and forgets it.
@@ -350,6 +359,14 @@ impl Sessions {
             destroys.spawn(async move { sb.destroy().await });
         }
         while destroys.join_next().await.is_some() {}
+    }
+}
+
+/// Keeps in the session's record which isolation layers its new sandbox has. A record that
+/// cannot be written costs the session nothing else: the sandbox runs either way.
+fn record_isolation(store: &Store, id: &str, sandbox: &dyn Sandbox) {
+    if let Err(e) = store.set_isolation(id, &sandbox.isolation()) {
+        tracing::warn!(session = %id, error = %e, "cannot record the sandbox's isolation layers");
     }
 }
 

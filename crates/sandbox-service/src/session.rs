@@ -75,6 +75,7 @@ impl Service {
             kernel,
             kernel_restarts: 0,
             last_kernel_death: None,
+            isolation: None,
             from_pool: false,
             idle_timeout_s,
             max_lifetime_s,
@@ -108,12 +109,12 @@ impl Service {
                 self.dirs.remove(&warm.name);
                 return Err(e.into());
             }
-            self.sessions.adopt(&session, warm.sandbox);
+            self.sessions.adopt(&session, warm.sandbox, &self.store);
             tracing::info!(session = %session.id, template = %session.template, "session created from the warm pool");
-            return Ok(session);
+            return self.session_record(&session.id);
         }
         let started = match self.store.insert_session(&session) {
-            Ok(()) => self.sessions.start(&session, self.runtime.as_ref(), &self.dirs).await,
+            Ok(()) => self.sessions.start(&session, self.runtime.as_ref(), &self.dirs, &self.store).await,
             Err(e) => Err(e.into()),
         };
         if let Err(e) = started {
@@ -130,7 +131,7 @@ impl Service {
             tracing::info!(session = %session.id, from = %source.id, "session created on another's workspace");
         }
         tracing::info!(session = %session.id, "session created");
-        Ok(session)
+        self.session_record(&session.id)
     }
 
     /// Deletes a session: its sandbox and packages go at once; its record stays (as `deleted`)

@@ -151,6 +151,8 @@ pub async fn runs_each_language(target: &'static Target) -> anyhow::Result<()> {
 pub async fn kernel_keeps_state_and_survives_interrupt_and_death(target: &'static Target) -> anyhow::Result<()> {
     let h = Harness::start(target).await?;
     let s = h.session(None).await?;
+    let layers = h.service.session(&Caller::Open, &s)?.isolation.unwrap_or_default();
+    assert!(!layers.is_empty() && !layers.contains("NO "), "every layer is up, and the record says which: {layers}");
     h.python(&s, "x = 20").await?;
     assert_eq!(h.python(&s, "print(x + 22)").await?.stdout, "42\n");
 

@@ -147,6 +147,7 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE sessions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
      ALTER TABLE executions ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
      CREATE INDEX sessions_by_tenant ON sessions(tenant, created_at, id);",
+    "ALTER TABLE sessions ADD COLUMN isolation TEXT;",
 ];
 
 /// The parts of a session kept as one JSON column (they are only ever read whole).
@@ -186,7 +187,7 @@ pub type StatusCounts = Vec<(String, u64)>;
 
 const SESSION_COLUMNS: &str =
     "id, status, template, spec, created_at, deleted_at, kernel_restarts, stop_reason, stopped_at, workspace_removed_at,
-     last_kernel_death, tenant";
+     last_kernel_death, tenant, isolation";
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -305,6 +306,12 @@ impl Store {
                 last_kernel_death = COALESCE(?2, last_kernel_death) WHERE id = ?1",
             params![id, why],
         )?;
+        Ok(())
+    }
+
+    /// Records the isolation layers of session `id`'s sandbox, as its runtime names them.
+    pub fn set_isolation(&self, id: &str, layers: &str) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE sessions SET isolation = ?2 WHERE id = ?1", params![id, layers])?;
         Ok(())
     }
 
@@ -784,6 +791,7 @@ struct RawSession {
     workspace_removed_at: Option<String>,
     last_kernel_death: Option<String>,
     tenant: String,
+    isolation: Option<String>,
 }
 
 impl RawSession {
@@ -801,6 +809,7 @@ impl RawSession {
             workspace_removed_at: r.get(9)?,
             last_kernel_death: r.get(10)?,
             tenant: r.get(11)?,
+            isolation: r.get(12)?,
         })
     }
 
@@ -819,6 +828,7 @@ impl RawSession {
             kernel: spec.kernel,
             kernel_restarts: self.kernel_restarts,
             last_kernel_death: self.last_kernel_death.clone(),
+            isolation: self.isolation.clone(),
             from_pool: spec.from_pool,
             idle_timeout_s: spec.idle_timeout_s,
             max_lifetime_s: spec.max_lifetime_s,
@@ -927,6 +937,7 @@ mod tests {
             metadata: serde_json::Map::new(),
             kernel: Some("python".into()),
             kernel_restarts: 0,
+            isolation: None,
             last_kernel_death: None,
             from_pool: false,
             idle_timeout_s: 900,

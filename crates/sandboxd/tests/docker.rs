@@ -59,6 +59,11 @@ async fn code_in_a_container_reaches_no_host_port_no_engine_and_no_writable_root
     let e = c.execute(&s.id, &CreateExecution::new(Language::Python, &code)).await?;
     assert_eq!(e.stdout, "no no no no\nno no False\nno no no no\n1000 1000\n", "{e:?}");
 
+    let layers = c.get_session(&s.id).await?.isolation.unwrap_or_default();
+    assert!(layers.starts_with("container (no network") && layers.contains("+ bubblewrap +"), "{layers}");
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", d.url)).await?.json().await?;
+    assert_eq!(ready["runtime_detail"]["layers"], layers.as_str(), "readiness says the same");
+
     let label = format!("label=org.sandbox-platform.sandbox={}", s.id);
     let id = docker(&["ps", "-q", "--filter", &label])?;
     anyhow::ensure!(!id.is_empty() && !id.contains('\n'), "one container for the session: {id:?}");

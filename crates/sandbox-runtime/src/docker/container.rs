@@ -19,6 +19,16 @@ use crate::runtime::{PackageInstall, ResourceLimits};
 /// `scripts/seccomp-profile.py`, which says what is allowed and why).
 pub const SECCOMP_PROFILE: &str = include_str!("seccomp.json");
 
+/// The layers of a sandbox container in plain words; `missing_second_layer` says why
+/// bubblewrap is not among them.
+pub fn layers(missing_second_layer: Option<&str>) -> String {
+    let container = "container (no network, no capabilities, seccomp, read-only root, limits)";
+    match missing_second_layer {
+        None => format!("{container} + bubblewrap + executor seccomp"),
+        Some(why) => format!("{container} + executor seccomp; NO bubblewrap layer: {why}"),
+    }
+}
+
 /// Where the image keeps the executor and its init.
 pub const EXECUTOR_IN_IMAGE: &str = "/usr/local/bin/sandbox-executor";
 pub const INIT_IN_IMAGE: &str = "/usr/bin/tini";

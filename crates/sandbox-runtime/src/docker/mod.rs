@@ -196,7 +196,12 @@ impl DockerRuntime {
             .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
             .await
             .map_err(|e| self.create_error(e))?;
-        let sandbox = DockerSandbox::attach(docker, created.id, spec.name.clone()).await?;
+        let layers = match (second_layer, self.second_layer_state()) {
+            (true, _) => container::layers(None),
+            (false, Some(Err(why))) => container::layers(Some(&why)),
+            (false, _) => container::layers(Some("off")),
+        };
+        let sandbox = DockerSandbox::attach(docker, created.id, spec.name.clone(), layers).await?;
         match sandbox.client.wait_ready(self.config.ready_timeout).await {
             Ok(sandbox_protocol::PROTOCOL_VERSION) => Ok(sandbox),
             Ok(version) => {
@@ -263,10 +268,8 @@ impl DockerRuntime {
     /// Which isolation layers a sandbox started now gets, in plain words.
     fn layers(&self) -> String {
         match self.second_layer_state() {
-            Some(Ok(())) => "container (no network, no capabilities, seccomp, read-only root) + bubblewrap + executor seccomp".into(),
-            Some(Err(why)) => format!(
-                "container (no network, no capabilities, seccomp, read-only root) + executor seccomp; NO bubblewrap layer: {why}"
-            ),
+            Some(Ok(())) => container::layers(None),
+            Some(Err(why)) => container::layers(Some(&why)),
             None => "not yet probed".into(),
         }
     }
@@ -497,6 +500,7 @@ pub struct DockerSandbox {
     /// The container's cgroup, when the engine runs on this host and sandboxd can read it:
     /// which limit ended an execution, and what it used.
     cgroup: Option<SandboxCgroup>,
+    layers: String,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     destroyed: AtomicBool,
 }
@@ -504,7 +508,7 @@ pub struct DockerSandbox {
 impl DockerSandbox {
     /// Attaches to the created container `id`, starts it, and speaks the executor protocol over
     /// the attach stream: its stdout frames are the executor's events, its stdin the requests.
-    async fn attach(docker: Docker, id: String, name: String) -> Result<DockerSandbox, RuntimeError> {
+    async fn attach(docker: Docker, id: String, name: String, layers: String) -> Result<DockerSandbox, RuntimeError> {
         let options =
             AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
         let attached = match docker.attach_container(&id, Some(options)).await {
@@ -534,6 +538,7 @@ impl DockerSandbox {
             docker,
             client: ExecutorClient::new(events_r, attached.input),
             cgroup,
+            layers,
             stderr_tail,
             destroyed: AtomicBool::new(false),
         })
@@ -607,6 +612,10 @@ impl Sandbox for DockerSandbox {
         op: sandbox_protocol::files::FileOp,
     ) -> Result<sandbox_protocol::files::FileResult, RuntimeError> {
         self.client.file(op).await
+    }
+
+    fn isolation(&self) -> String {
+        self.layers.clone()
     }
 
     fn is_alive(&self) -> bool {

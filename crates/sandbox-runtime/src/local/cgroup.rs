@@ -358,6 +358,15 @@ impl SandboxCgroup {
         Ok(())
     }
 
+    /// "v2" or "v1".
+    pub fn version(&self) -> &'static str {
+        if self.v2 {
+            "v2"
+        } else {
+            "v1"
+        }
+    }
+
     /// Moves process `pid` into this cgroup in every hierarchy. Blocking, and slow after an
     /// idle moment (a migration waits for an RCU grace period: ~7 ms measured here), so callers
     /// overlap it with other work.

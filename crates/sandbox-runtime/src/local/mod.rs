@@ -554,6 +554,14 @@ impl Sandbox for LocalSandbox {
         self.client.file(op).await
     }
 
+    fn isolation(&self) -> String {
+        let limits = match &self.cgroup {
+            Some(cg) => format!("cgroup {} limits", cg.version()),
+            None => "NO cgroup limits (--cgroups off)".into(),
+        };
+        format!("bubblewrap (all namespaces new, no network) + executor seccomp + {limits}")
+    }
+
     fn is_alive(&self) -> bool {
         !self.destroyed.load(Ordering::SeqCst) && self.client.is_alive()
     }
