@@ -6,8 +6,9 @@ calls interleaved so both share the machine's noise.
   warm kernel; the pool refills, untimed, between rounds);
 - ready_cold: the same with an env of the session's own, which the pool's kernel cannot serve,
   until its first cell has run;
-- stateless: POST /v1/run of print(1) (a warm one-shot sandbox from the run pool);
-- stateful: print(1) in a session's kernel;
+- stateful: print(1) in a session's kernel (measured first, with nothing else running);
+- stateless: POST /v1/run of print(1), each from a full run pool (the refill waited for,
+  untimed);
 - png: a matplotlib figure's PNG back from the kernel;
 - idle_mib: memory of an idle session whose kernel has run a first cell, from its cgroup
   (the local runtime's `<session>.<n>`, the container's under `docker/`; v1 or v2).
@@ -38,9 +39,9 @@ def timed(f):
     return (time.perf_counter() - t) * 1000
 
 
-def wait_for_pool(c):
+def wait_for_pool(c, pool="session"):
     for _ in range(600):
-        if c.get("/readyz").json()["pools"]["session"] > 0:
+        if c.get("/readyz").json()["pools"][pool] >= 2:
             return
         time.sleep(0.05)
     raise RuntimeError("the session pool did not refill")
@@ -89,18 +90,24 @@ def main(urls, n):
             add(f"ready_cold_{name}", timed(cold))
             c.delete(f"/v1/sessions/{created[-1]}")
 
+    # Stateful first, with nothing else going on; then one-shot runs, each from a refilled run
+    # pool (waited for, untimed), so no pool refill runs beside a measured call.
     for _ in range(n):
         for name, c in clients.items():
-            def stateless():
-                out = c.post("/v1/run", json={"language": "python", "code": "print(1)"})
-                assert out.json()["stdout"] == "1\n", out.text
-
             def stateful():
                 out = c.post(f"/v1/sessions/{sessions[name]}/executions", json={"language": "python", "code": "print(1)"})
                 assert out.json()["stdout"] == "1\n", out.text
 
-            add(f"stateless_{name}", timed(stateless))
             add(f"stateful_{name}", timed(stateful))
+    for _ in range(max(20, n // 4)):
+        for name, c in clients.items():
+            wait_for_pool(c, "run")
+
+            def stateless():
+                out = c.post("/v1/run", json={"language": "python", "code": "print(1)"})
+                assert out.json()["stdout"] == "1\n", out.text
+
+            add(f"stateless_{name}", timed(stateless))
 
     for _ in range(max(5, n // 10)):
         for name, c in clients.items():
