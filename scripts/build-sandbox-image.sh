@@ -33,7 +33,7 @@ fi
 
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
-cp images/sandbox/Dockerfile "$context/"
+cp images/sandbox/Dockerfile images/sandbox/prepare-etc.sh "$context/"
 cp "$executor" "$context/sandbox-executor"
 echo "build-sandbox-image.sh: $image from $base"
 docker build -q --build-arg "BASE=$base" -t "$image" "$context" >/dev/null

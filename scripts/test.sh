@@ -30,12 +30,20 @@ scripts/api-fuzz.sh
 # whose sandboxes do not share sandboxd's disk reaches workspaces). The gibibyte test stays on
 # the host path: through a debug build's executor it takes minutes.
 executor_files=(-p sandbox-server --test files --locked --no-fail-fast)
+# The server's runtime-agnostic suites again on the Docker runtime: the hostile suite, kernels,
+# limits, packages (installs in a container of their own), files, executions, streaming, the
+# queue and isolation. (The conformance suite runs on both runtimes below.)
+docker_suites='binary(security) | binary(kernel) | binary(limits) | binary(packages) | binary(files) | binary(executions) | binary(streaming) | binary(queue) | binary(isolation)'
 if command -v cargo-nextest >/dev/null 2>&1; then
   SANDBOXD_FILE_ACCESS=executor cargo nextest run "${executor_files[@]}" -E 'not test(a_gibibyte)'
+  SANDBOXD_RUNTIME=docker cargo nextest run -p sandbox-server --locked --no-fail-fast -E "($docker_suites) & not test(a_gibibyte)"
   # Every test of the workspace, the runtime conformance suite among them
   # (crates/sandbox-service/tests/conformance.rs: one line per runtime).
   cargo nextest run --workspace --locked --no-fail-fast
 else
   SANDBOXD_FILE_ACCESS=executor cargo test "${executor_files[@]}" -- --skip a_gibibyte
+  SANDBOXD_RUNTIME=docker cargo test -p sandbox-server --locked --no-fail-fast --test security --test kernel \
+    --test limits --test packages --test files --test executions --test streaming --test queue --test isolation \
+    -- --skip a_gibibyte
   cargo test --workspace --locked --no-fail-fast
 fi

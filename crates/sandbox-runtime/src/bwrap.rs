@@ -24,6 +24,8 @@ pub const EXECUTOR_PATH: &str = "/.sandbox/executor";
 /// The fds bwrap gets for its start-up handshake (see `LocalRuntime::start`).
 pub const INFO_FD: i32 = 3;
 pub const BLOCK_FD: i32 = 4;
+/// Where the sandbox image keeps the `/etc` code sees (images/sandbox/Dockerfile).
+pub const IMAGE_ETC: &str = "/opt/sandbox/etc";
 /// The uid and gid user code runs as inside.
 pub const SANDBOX_UID: u32 = 1000;
 
@@ -96,11 +98,13 @@ impl Layout {
     /// The view inside a container of a merged-/usr image (the Docker runtime's second
     /// layer): its `/etc`, and the top-level directories as links into `/usr`.
     pub fn merged_usr_image(executor: PathBuf, tmp_size_bytes: u64) -> Layout {
+        // The image's own /etc holds its users and more; code sees one made like the local
+        // runtime's (images/sandbox/prepare-etc.sh, at image build time).
         let root_entries = ["bin", "sbin", "lib", "lib64"]
             .iter()
             .map(|name| RootEntry::Symlink { name: name.to_string(), target: Path::new("usr").join(name) })
             .collect();
-        Layout { root_entries, etc_dir: "/etc".into(), executor, tmp_size_bytes, held: false }
+        Layout { root_entries, etc_dir: IMAGE_ETC.into(), executor, tmp_size_bytes, held: false }
     }
 }
 
@@ -390,6 +394,24 @@ mod tests {
         }
         // A second start replaces the snapshot rather than failing on existing files.
         prepare_etc(&etc).expect("prepare again");
+    }
+
+    /// The Docker runtime's image builds the same /etc at build time, with a shell script:
+    /// the same entries, the same generated files.
+    #[test]
+    fn the_image_builds_the_same_etc() {
+        let script = include_str!("../../../images/sandbox/prepare-etc.sh");
+        let names =
+            script.lines().find_map(|l| l.strip_prefix("for name in ")?.strip_suffix("; do")).unwrap_or_default();
+        assert_eq!(names.split(' ').collect::<Vec<_>>(), HOST_ETC);
+        for (name, content) in etc_files() {
+            let escaped = content.replace('\n', "\\n");
+            let written = match content.is_empty() {
+                true => format!(": >\"$dir/{name}\""),
+                false => format!("printf '{escaped}' >\"$dir/{name}\""),
+            };
+            assert!(script.contains(&written), "{name}: {written}");
+        }
     }
 
     #[test]

@@ -48,6 +48,7 @@ fn docker(config: &Config, system: &SystemDir) -> DockerRuntime {
         host: section.host.clone(),
         image: section.image.clone(),
         dirs: crate::workspace::host_layout(&config.data_dir, system),
+        state_dir: system.runtime_dir().join("docker"),
         instance: sandbox_runtime::local::tag(&data_dir.to_string_lossy()),
         user,
         second_layer: section.second_layer,

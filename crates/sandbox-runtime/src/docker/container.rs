@@ -29,6 +29,9 @@ pub fn layers(missing_second_layer: Option<&str>) -> String {
     }
 }
 
+/// Where Debian (and so the image, and its pip) keeps the TLS roots.
+pub const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 /// Where the image keeps the executor and its init.
 pub const EXECUTOR_IN_IMAGE: &str = "/usr/local/bin/sandbox-executor";
 pub const INIT_IN_IMAGE: &str = "/usr/bin/tini";
@@ -200,11 +203,24 @@ pub fn sandbox(
 /// A package installation's container: short-lived, with the default bridge network (pip
 /// must reach the index), Docker's own default seccomp profile (no namespaces needed), and
 /// nothing writable but the target and pip's cache. Wheels only, so no package code runs.
-pub fn install(s: &Settings, owner: &Owner, req: &PackageInstall, target: &str, cache: &str) -> ContainerCreateBody {
-    let binds = [
+/// `ca_bundle` (the engine's path of a copy of sandboxd's host's TLS roots) replaces the
+/// image's: pip trusts what the host trusts, as in the local runtime, where installs see the
+/// host's `/etc/ssl` (a TLS-inspecting proxy's root, say).
+pub fn install(
+    s: &Settings,
+    owner: &Owner,
+    req: &PackageInstall,
+    target: &str,
+    cache: &str,
+    ca_bundle: Option<&str>,
+) -> ContainerCreateBody {
+    let mut binds = vec![
         Bind { source: target.to_string(), target: bwrap::INSTALL_TARGET.into(), read_only: false },
         Bind { source: cache.to_string(), target: bwrap::INSTALL_CACHE.into(), read_only: false },
     ];
+    if let Some(bundle) = ca_bundle {
+        binds.push(Bind { source: bundle.to_string(), target: CA_BUNDLE.into(), read_only: true });
+    }
     let mut host = locked_down(&req.limits, crate::local::INSTALL_TMP_BYTES, &binds);
     host.network_mode = Some("bridge".into());
     host.security_opt = Some(vec!["no-new-privileges:true".into()]);
@@ -319,6 +335,7 @@ mod tests {
             cmd.contains("--bind /workspace /workspace --ro-bind /usr/local/bin/sandbox-executor /.sandbox/executor")
         );
         assert!(cmd.contains("--ro-bind /opt/packages /opt/packages"), "{cmd}");
+        assert!(cmd.contains("--ro-bind /opt/sandbox/etc /etc"), "an /etc of its own: {cmd}");
         assert!(!cmd.contains("--info-fd"), "nothing holds bwrap inside a container: {cmd}");
         let h = with.host_config.unwrap_or_default();
         assert_eq!((h.masked_paths, h.readonly_paths), (Some(vec![]), Some(vec![])));
@@ -339,7 +356,7 @@ mod tests {
             limits: LIMITS,
             timeout: std::time::Duration::from_secs(60),
         };
-        let c = install(&settings(), &owner(), &req, "/data/packages/s1", "/data/pip-cache");
+        let c = install(&settings(), &owner(), &req, "/data/packages/s1", "/data/pip-cache", Some("/data/ca.crt"));
         let h = c.host_config.clone().unwrap_or_default();
         assert_eq!(h.network_mode.as_deref(), Some("bridge"));
         assert_eq!(h.cap_drop, Some(vec!["ALL".to_string()]));
@@ -347,12 +364,16 @@ mod tests {
         assert_eq!(h.readonly_rootfs, Some(true));
         let writable: Vec<String> = h
             .mounts
+            .clone()
             .unwrap_or_default()
             .iter()
             .filter(|m| m.read_only != Some(true))
             .filter_map(|m| m.target.clone())
             .collect();
         assert_eq!(writable, ["/target", "/cache"]);
+        let mounts = h.mounts.clone().unwrap_or_default();
+        let ca = mounts.iter().find(|m| m.target.as_deref() == Some(CA_BUNDLE));
+        assert_eq!(ca.and_then(|m| m.source.as_deref()), Some("/data/ca.crt"), "the host's TLS roots, read-only");
         let cmd = c.cmd.unwrap_or_default().join(" ");
         assert!(cmd.contains("--only-binary :all:") && cmd.ends_with("-- six==1.17.0"), "{cmd}");
         assert_eq!(c.labels.unwrap_or_default().get(LABEL_ROLE).map(String::as_str), Some("install"));

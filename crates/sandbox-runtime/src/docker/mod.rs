@@ -71,6 +71,8 @@ pub struct DockerConfig {
     pub image: String,
     /// Where sandboxd keeps workspaces, package and template directories (its own paths).
     pub dirs: HostLayout,
+    /// Where the runtime keeps its own files (under the data dir, so the engine can mount them).
+    pub state_dir: PathBuf,
     /// Identifies this sandboxd's containers among the engine's (a tag of its data dir).
     pub instance: String,
     /// The uid and gid containers run as; owns what code writes.
@@ -124,7 +126,7 @@ impl DockerRuntime {
         .map_err(|e| {
             format!("cannot use the Docker engine at {}: {e}", config.host.as_deref().unwrap_or("DOCKER_HOST"))
         });
-        let boot = format!("{}-{}", std::process::id(), chrono_like_now());
+        let boot = format!("{}-{}", std::process::id(), epoch_seconds());
         let settings = Settings {
             image: config.image.clone(),
             user: config.user,
@@ -136,6 +138,7 @@ impl DockerRuntime {
             SecondLayer::Off => Some(Err("off (--docker-second-layer off)".to_string())),
             SecondLayer::Auto | SecondLayer::On => None,
         };
+        copy_ca_bundle(&config.state_dir);
         let runtime = DockerRuntime {
             config,
             docker,
@@ -304,9 +307,14 @@ impl DockerRuntime {
         let target_path = self.config.dirs.path(&req.into);
         let target = map.translate(&target_path)?;
         let cache = map.translate(&self.config.dirs.pip_cache)?;
+        let ca_copy = self.config.state_dir.join("ca-certificates.crt");
+        let ca_bundle = match ca_copy.is_file() {
+            true => Some(map.translate(&ca_copy)?),
+            false => None,
+        };
         let before = crate::layout::installed(&target_path);
         let owner = Owner { sandbox: req.name.clone(), template: None, tenant: None };
-        let body = container::install(&self.settings, &owner, &req, &target, &cache);
+        let body = container::install(&self.settings, &owner, &req, &target, &cache, ca_bundle.as_deref());
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let name = container_name(&self.settings.instance, &format!("install-{}", req.name), n);
         let created = docker
@@ -352,8 +360,22 @@ impl DockerRuntime {
     }
 }
 
+/// Copies this host's TLS roots where the engine can mount them into install containers (see
+/// [`container::install`]); without them, installs trust the image's own.
+fn copy_ca_bundle(state_dir: &std::path::Path) {
+    let host = std::path::Path::new(container::CA_BUNDLE);
+    if !host.is_file() {
+        return;
+    }
+    let copied =
+        std::fs::create_dir_all(state_dir).and_then(|()| std::fs::copy(host, state_dir.join("ca-certificates.crt")));
+    if let Err(e) = copied {
+        tracing::warn!(error = %e, "cannot copy the host's TLS roots for package installs");
+    }
+}
+
 /// A short, unique-enough suffix for this boot (seconds since the epoch).
-fn chrono_like_now() -> u64 {
+fn epoch_seconds() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
