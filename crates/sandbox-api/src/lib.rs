@@ -620,6 +620,10 @@ pub struct CreateTemplate {
     /// The root filesystem sessions see: "host" (the default; the host's `/usr`, read-only) is
     /// the one the local runtime offers.
     pub rootfs: Option<String>,
+    /// The Docker runtime's image for its sessions instead of the default one (build it `FROM`
+    /// the sandbox image: it must hold the executor, bubblewrap and tini). It must exist on the
+    /// engine (422 names it if not); the local runtime runs no images.
+    pub image: Option<String>,
     /// Default limits of its sessions (each omitted field: the server's default).
     pub limits: Option<LimitsRequest>,
     /// Default per-execution timeout of its sessions, in seconds.
@@ -663,6 +667,9 @@ pub struct Template {
     pub tenant: Option<String>,
     pub description: String,
     pub rootfs: String,
+    /// Its own image (the Docker runtime); `null`: the runtime's default.
+    #[serde(default)]
+    pub image: Option<String>,
     pub limits: Limits,
     pub timeout_s: f64,
     pub kernel: Option<String>,

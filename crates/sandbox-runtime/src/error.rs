@@ -9,6 +9,9 @@ pub enum RuntimeError {
     NotReady(String),
     #[error("cannot start the sandbox: {0}")]
     Start(String),
+    /// An image a template names cannot be used (not on the engine, or a runtime without images).
+    #[error("{0}")]
+    Image(String),
     /// Too many sandbox starts are waiting; try again shortly.
     #[error("busy: {0}")]
     Busy(String),

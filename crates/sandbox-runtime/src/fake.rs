@@ -61,6 +61,12 @@ impl Runtime for FakeRuntime {
             .collect();
         Ok(InstallOutcome { success: true, log: String::new(), timed_out: false, installed })
     }
+
+    async fn check_image(&self, image: &str) -> Result<(), RuntimeError> {
+        Err(crate::runtime::no_images("fake", image))
+    }
+
+    async fn release_image(&self, _image: &str) {}
 }
 
 pub struct FakeSandbox {

@@ -39,6 +39,9 @@ pub struct SandboxSpec {
     pub limits: ResourceLimits,
     /// Directories shown read-only inside (template and per-session package environments).
     pub mounts: Vec<ReadOnlyMount>,
+    /// The image to start it from, for runtimes with images (a template's own); `None`: the
+    /// runtime's default.
+    pub image: Option<String>,
     /// The template and tenant it runs for, if any: labels only (runtimes that keep labels,
     /// such as Docker's, show them to operators), never a decision.
     pub template: Option<String>,
@@ -151,6 +154,20 @@ pub trait Runtime: Send + Sync {
     /// (sessions themselves stay offline). Errors mean the installer could not run at all;
     /// a failed `pip` is an outcome with `success: false`.
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError>;
+
+    /// Whether sandboxes can start from `image` (a template names it): [`RuntimeError::Image`]
+    /// saying why not. Runtimes without images refuse every one ([`no_images`]). No default:
+    /// a wrapper (the start queue) that forgot to pass it on would refuse every image.
+    async fn check_image(&self, image: &str) -> Result<(), RuntimeError>;
+
+    /// Lets the runtime drop `image`, which no template names any more (the Docker runtime
+    /// removes it from the engine unless a container still uses it). Nothing for others.
+    async fn release_image(&self, image: &str);
+}
+
+/// [`Runtime::check_image`]'s answer for runtimes that run no images.
+pub fn no_images(runtime: &str, image: &str) -> RuntimeError {
+    RuntimeError::Image(format!("the {runtime} runtime runs no images (image {image:?})"))
 }
 
 #[async_trait]

@@ -85,6 +85,14 @@ impl Runtime for StartQueue {
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
         self.inner.install_packages(req).await
     }
+
+    async fn check_image(&self, image: &str) -> Result<(), RuntimeError> {
+        self.inner.check_image(image).await
+    }
+
+    async fn release_image(&self, image: &str) {
+        self.inner.release_image(image).await
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +106,7 @@ mod tests {
             workspace: "/nonexistent".into(),
             limits: crate::ResourceLimits { memory_bytes: 1 << 20, pids: 8, cpus: 1.0 },
             mounts: Vec::new(),
+            image: None,
             template: None,
             tenant: None,
         }

@@ -308,7 +308,7 @@ pub async fn create_template(
     Extension(caller): Extension<Caller>,
     ApiJson(req): ApiJson<sandbox_api::CreateTemplate>,
 ) -> Result<(StatusCode, Json<sandbox_api::Template>)> {
-    Ok((StatusCode::CREATED, Json(state.create_template(&caller, req)?)))
+    Ok((StatusCode::CREATED, Json(state.create_template(&caller, req).await?)))
 }
 
 #[utoipa::path(delete, path = "/v1/templates/{name}", responses(

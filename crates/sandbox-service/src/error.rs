@@ -112,6 +112,7 @@ impl From<RuntimeError> for ServiceError {
     fn from(e: RuntimeError) -> Self {
         match e {
             RuntimeError::NotReady(_) | RuntimeError::Start(_) => ServiceError::NotReady(e.to_string()),
+            RuntimeError::Image(why) => ServiceError::Invalid(why),
             RuntimeError::Busy(why) => {
                 ServiceError::Busy(format!("too many sandboxes are starting: {why}; retry shortly"))
             }

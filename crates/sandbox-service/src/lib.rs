@@ -135,7 +135,8 @@ impl Service {
             return;
         }
         let env = execution::sandbox_env(&t.limits, &t.env);
-        let pool = pool::Pool::new(t.pool_size, execution::limits_from(&t.limits), Some((t.name.clone(), env)));
+        let session = pool::PoolSession { template: t.name.clone(), image: t.image.clone(), env };
+        let pool = pool::Pool::new(t.pool_size, execution::limits_from(&t.limits), Some(session));
         self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::new(pool));
     }
 

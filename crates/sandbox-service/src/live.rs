@@ -193,9 +193,12 @@ impl Sessions {
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
         let pin = dirs.workspaces.pin(&session.id);
         dirs.prepare(&session.id).await?;
+        // The template's own image, if it names one (the built-in one is not stored).
+        let image = store.get_template(&session.template)?.and_then(|t| t.image);
         let spec = dirs.session_spec(
             &session.id,
             &session.template,
+            image.as_deref(),
             Some(&session.tenant),
             crate::execution::limits_from(&session.limits),
         )?;

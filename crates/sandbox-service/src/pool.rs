@@ -26,12 +26,20 @@ pub struct Warm {
     pub sandbox: Box<dyn Sandbox>,
 }
 
+/// What a session pool's sandboxes are for.
+pub struct PoolSession {
+    pub template: String,
+    /// The template's own image, if any.
+    pub image: Option<String>,
+    /// The environment the kernel starts with (warmed by one cell).
+    pub env: BTreeMap<String, String>,
+}
+
 pub struct Pool {
     size: usize,
     limits: ResourceLimits,
-    /// For session pools: the template, and the environment the kernel starts with (warmed by
-    /// one cell).
-    session: Option<(String, BTreeMap<String, String>)>,
+    /// For session pools: what their sandboxes are for.
+    session: Option<PoolSession>,
     ready: Mutex<VecDeque<Warm>>,
     /// Sandboxes being started right now, so refills do not overshoot.
     starting: AtomicUsize,
@@ -42,7 +50,7 @@ pub struct Pool {
 impl Pool {
     /// A pool of bare sandboxes (`session` `None`) or of session sandboxes of a template with a
     /// warm kernel started with an environment.
-    pub fn new(size: usize, limits: ResourceLimits, session: Option<(String, BTreeMap<String, String>)>) -> Pool {
+    pub fn new(size: usize, limits: ResourceLimits, session: Option<PoolSession>) -> Pool {
         Pool {
             size,
             limits,
@@ -132,9 +140,11 @@ async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Host
     };
     // The workspace first, off the async threads (it may be a new volume).
     let spec = match &p.session {
-        Some((template, _)) => {
-            ws.workspaces.ensure_soon(&name).await.and_then(|_| ws.session_spec(&name, template, None, p.limits))
-        }
+        Some(s) => ws
+            .workspaces
+            .ensure_soon(&name)
+            .await
+            .and_then(|_| ws.session_spec(&name, &s.template, s.image.as_deref(), None, p.limits)),
         None => ws.bare_spec(&name, p.limits).await,
     };
     let started = match spec {
@@ -142,7 +152,7 @@ async fn start_one(pool: Weak<Pool>, runtime: Weak<dyn Runtime>, dirs: Weak<Host
         Err(_) => None,
     };
     let started = match (started, &p.session) {
-        (Some(sandbox), Some((_, env))) => warm_kernel(sandbox, env.clone()).await,
+        (Some(sandbox), Some(s)) => warm_kernel(sandbox, s.env.clone()).await,
         (started, _) => started,
     };
     let started = match started {

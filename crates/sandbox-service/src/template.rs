@@ -28,6 +28,7 @@ pub fn builtin(state: &Service) -> Result<Template, ServiceError> {
         tenant: None,
         description: "The server's defaults: host root filesystem, a Python kernel, no extra packages".into(),
         rootfs: "host".into(),
+        image: None,
         limits: execution::resolve_limits(config, None)?,
         timeout_s: config.default_timeout_s,
         kernel: Some("python".into()),
@@ -125,7 +126,7 @@ pub fn session_limits(
 
 /// Validates and stores a new template, and starts building it if it has packages. A tenant
 /// key's template is its tenant's; an admin's (or one made with no key) is shared.
-pub fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) -> Result<Template, ServiceError> {
+pub async fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) -> Result<Template, ServiceError> {
     check_name(&req.name)?;
     let rootfs = req.rootfs.unwrap_or_else(|| "host".into());
     if rootfs != "host" {
@@ -133,6 +134,10 @@ pub fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) -> Res
             "rootfs {rootfs:?} is not available: the {} runtime offers only \"host\"",
             state.runtime.name()
         )));
+    }
+    if let Some(image) = &req.image {
+        check_image_name(image)?;
+        state.runtime.check_image(image).await?;
     }
     let env = req.env.unwrap_or_default();
     execution::check_env(&env)?;
@@ -158,6 +163,7 @@ pub fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) -> Res
         tenant: (!caller.shares()).then(|| caller.tenant().to_string()),
         description: req.description.unwrap_or_default(),
         rootfs,
+        image: req.image,
         limits: execution::resolve_limits(&state.config, req.limits.as_ref())?,
         timeout_s: execution::check_timeout(&state.config, req.timeout_s, state.config.default_timeout_s)?,
         kernel,
@@ -286,7 +292,24 @@ pub async fn delete(state: &Service, caller: &Caller, name: &str) -> Result<(), 
     state.store.delete_template(name)?;
     state.remove_pool(name).await;
     state.dirs.templates.remove(name);
+    if let Some(image) = &t.image {
+        if !state.store.image_in_use(image)? {
+            state.runtime.release_image(image).await;
+        }
+    }
     Ok(())
+}
+
+/// An image reference as the engine takes it (`name[:tag]`, `registry/name@sha256:...`): at
+/// most 255 characters of letters, digits and `. _ - / : @`, not starting with `-`.
+fn check_image_name(image: &str) -> Result<(), ServiceError> {
+    let ok = (1..=255).contains(&image.len())
+        && !image.starts_with('-')
+        && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+    match ok {
+        true => Ok(()),
+        false => Err(ServiceError::Invalid(format!("image {image:?} is not an image reference such as \"name:tag\""))),
+    }
 }
 
 /// Whether a session of template `t` with these settings is like the sandboxes in its pool.
@@ -324,8 +347,12 @@ impl Service {
     }
 
     /// Creates a template; with packages it is `building` until they are installed.
-    pub fn create_template(self: &Arc<Self>, caller: &Caller, req: CreateTemplate) -> Result<Template, ServiceError> {
-        let t = create(self, caller, req)?;
+    pub async fn create_template(
+        self: &Arc<Self>,
+        caller: &Caller,
+        req: CreateTemplate,
+    ) -> Result<Template, ServiceError> {
+        let t = create(self, caller, req).await?;
         tracing::info!(template = %t.name, status = ?t.status, "template created");
         Ok(t)
     }

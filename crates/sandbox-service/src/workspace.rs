@@ -97,6 +97,7 @@ impl HostDirs {
         &self,
         name: &str,
         template: &str,
+        image: Option<&str>,
         tenant: Option<&str>,
         limits: ResourceLimits,
     ) -> Result<SandboxSpec, ServiceError> {
@@ -110,6 +111,7 @@ impl HostDirs {
             workspace: name.to_string(),
             limits,
             mounts,
+            image: image.map(String::from),
             template: Some(template.to_string()),
             tenant: tenant.map(String::from),
         })
@@ -124,6 +126,7 @@ impl HostDirs {
             workspace: name.to_string(),
             limits,
             mounts: Vec::new(),
+            image: None,
             template: None,
             tenant: None,
         })

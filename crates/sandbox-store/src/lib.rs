@@ -562,6 +562,16 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Whether any template still names `image`.
+    pub fn image_in_use(&self, image: &str) -> Result<bool, StoreError> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM templates WHERE json_extract(record, '$.image') = ?1",
+            params![image],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
     /// Adds execution `e` of tenant `tenant` (its session's, or the caller's for `/v1/run`).
     pub fn insert_execution(&self, e: &Execution, code: &str, tenant: &str) -> Result<(), StoreError> {
         self.conn().execute(
@@ -964,6 +974,7 @@ mod tests {
             tenant: Some("acme".into()),
             description: "pandas and friends".into(),
             rootfs: "host".into(),
+            image: Some("acme/data:1".into()),
             limits: Limits { memory_mb: 1024, pids: 128, cpu: 2.0 },
             timeout_s: 30.0,
             kernel: Some("python".into()),
@@ -991,7 +1002,11 @@ mod tests {
         assert!(store.template_in_use("data").expect("in use"));
         store.mark_session_deleted("s1", Utc::now()).expect("delete");
         assert!(!store.template_in_use("data").expect("in use"));
+        assert!(
+            store.image_in_use("acme/data:1").expect("image") && !store.image_in_use("acme/other:1").expect("image")
+        );
         assert!(store.delete_template("data").expect("delete"));
+        assert!(!store.image_in_use("acme/data:1").expect("image"), "gone with its template");
         assert!(!store.delete_template("data").expect("delete again"));
         assert_eq!(store.get_template("data").expect("get"), None);
     }
@@ -1008,6 +1023,7 @@ mod tests {
                 tenant: tenant.map(String::from),
                 description: String::new(),
                 rootfs: "host".into(),
+                image: None,
                 limits: Limits { memory_mb: 512, pids: 64, cpu: 1.0 },
                 timeout_s: 30.0,
                 kernel: None,

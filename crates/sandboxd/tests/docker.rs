@@ -212,3 +212,62 @@ async fn the_engine_going_away_is_a_clear_503_and_loses_no_file() -> anyhow::Res
     link.cut();
     Ok(())
 }
+
+/// A template may name an image of its own (built FROM the sandbox image): its sessions run in
+/// it. An image the engine does not have is refused with its name (422); the local runtime
+/// refuses every image. Deleting the last template that names an image removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_runs_its_own_image_and_an_unknown_one_is_refused() -> anyhow::Result<()> {
+    // One fixed tag: a failed run leaves at most this one image behind, replaced by the next.
+    let tag = "sandbox-platform/test-derived:latest".to_string();
+    let dockerfile = "FROM sandbox-platform/sandbox:latest\nUSER root\nRUN echo derived > /usr/share/derived-marker\nUSER 1000:1000\n";
+    let mut build = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &tag, "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    use std::io::Write;
+    build.stdin.take().map(|mut i| i.write_all(dockerfile.as_bytes())).transpose()?;
+    anyhow::ensure!(build.wait()?.success(), "docker build of the derived image");
+
+    let data = data_dir()?;
+    let d = Daemon::start(data.path(), &QUIET)?;
+    let c = d.client();
+    let template = |name: &str, image: &str| sandbox_api::CreateTemplate {
+        name: name.into(),
+        description: None,
+        rootfs: None,
+        image: Some(image.into()),
+        limits: None,
+        timeout_s: None,
+        kernel: None,
+        env: None,
+        packages: None,
+        pool_size: None,
+        idle_timeout_s: None,
+        max_lifetime_s: None,
+        allowed_uploads: None,
+    };
+    let t = c.create_template(&template("derived", &tag)).await?;
+    assert_eq!(t.image.as_deref(), Some(tag.as_str()));
+    let s = c.create_session(&CreateSession { template: Some("derived".into()), ..Default::default() }).await?;
+    let e = c.execute(&s.id, &CreateExecution::new(Language::Bash, "cat /usr/share/derived-marker")).await?;
+    assert_eq!(e.stdout, "derived\n", "{e:?}");
+
+    let unknown = c.create_template(&template("missing", "sandbox-platform/no-such-image:1")).await;
+    let err = unknown.expect_err("an image the engine lacks");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+    assert!(err.to_string().contains("sandbox-platform/no-such-image:1"), "names the image: {err}");
+
+    c.delete_session(&s.id).await?;
+    c.delete_template("derived").await?;
+    let gone = std::process::Command::new("docker").args(["image", "inspect", &tag]).output()?;
+    assert!(!gone.status.success(), "no template names it any more: removed");
+    drop(d);
+
+    let local = Daemon::start(&data.path().join("local"), &[("SANDBOXD_RUNTIME", "local")])?;
+    let err =
+        local.client().create_template(&template("any", &tag)).await.expect_err("the local runtime has no images");
+    assert_eq!(err.status().map(|s| s.as_u16()), Some(422), "{err}");
+    Ok(())
+}

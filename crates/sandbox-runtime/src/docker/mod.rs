@@ -192,13 +192,17 @@ impl DockerRuntime {
             .map(|m| Ok(Bind { source: map.translate(&dirs.path(&m.dir))?, target: m.target.clone(), read_only: true }))
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let owner = Owner { sandbox: spec.name.clone(), template: spec.template.clone(), tenant: spec.tenant.clone() };
-        let body = container::sandbox(&self.settings, &owner, &spec.limits, &workspace, &mounts, second_layer);
+        let settings = match &spec.image {
+            Some(image) => Settings { image: image.clone(), ..self.settings.clone() },
+            None => self.settings.clone(),
+        };
+        let body = container::sandbox(&settings, &owner, &spec.limits, &workspace, &mounts, second_layer);
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let name = container_name(&self.settings.instance, &spec.name, n);
         let created = docker
             .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
             .await
-            .map_err(|e| self.create_error(e))?;
+            .map_err(|e| self.create_error(&settings.image, e))?;
         let layers = match (second_layer, self.second_layer_state()) {
             (true, _) => container::layers(None),
             (false, Some(Err(why))) => container::layers(Some(&why)),
@@ -231,11 +235,10 @@ impl DockerRuntime {
         }
     }
 
-    fn create_error(&self, e: bollard::errors::Error) -> RuntimeError {
+    fn create_error(&self, image: &str, e: bollard::errors::Error) -> RuntimeError {
         if is_not_found(&e) {
             return RuntimeError::NotReady(format!(
-                "image {} not found on the engine: build it (scripts/build-sandbox-image.sh) or pass --docker-image",
-                self.config.image
+                "image {image} not found on the engine: build it (scripts/build-sandbox-image.sh) or pass --docker-image"
             ));
         }
         engine_err(e)
@@ -280,7 +283,7 @@ impl DockerRuntime {
     async fn probe(&self) -> Result<String, RuntimeError> {
         let docker = self.engine().await?;
         let version = docker.version().await.map_err(engine_err)?;
-        docker.inspect_image(&self.config.image).await.map_err(|e| self.create_error(e))?;
+        docker.inspect_image(&self.config.image).await.map_err(|e| self.create_error(&self.config.image, e))?;
         let dir = self.config.dirs.workspaces.join(".probe");
         std::fs::create_dir_all(&dir).map_err(|source| RuntimeError::Io { op: "create", path: dir.clone(), source })?;
         sandbox_sys::chown(&dir, self.config.user.0, self.config.user.1).map_err(|source| RuntimeError::Io {
@@ -293,6 +296,7 @@ impl DockerRuntime {
             workspace: ".probe".into(),
             limits: ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 },
             mounts: Vec::new(),
+            image: None,
             template: None,
             tenant: None,
         };
@@ -320,7 +324,7 @@ impl DockerRuntime {
         let created = docker
             .create_container(Some(CreateContainerOptions { name: Some(name), ..Default::default() }), body)
             .await
-            .map_err(|e| self.create_error(e))?;
+            .map_err(|e| self.create_error(&self.config.image, e))?;
         let id = created.id;
         let run = async {
             docker.start_container(&id, None).await.map_err(engine_err)?;
@@ -511,6 +515,29 @@ impl Runtime for DockerRuntime {
 
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
         self.install(req).await
+    }
+
+    async fn check_image(&self, image: &str) -> Result<(), RuntimeError> {
+        match self.engine().await?.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Err(RuntimeError::Image(format!(
+                "image {image:?} is not on the Docker engine: build it there (FROM the sandbox image) first"
+            ))),
+            Err(e) => Err(engine_err(e)),
+        }
+    }
+
+    async fn release_image(&self, image: &str) {
+        // The default image is every other session's.
+        if image == self.config.image {
+            return;
+        }
+        let Ok(docker) = self.engine().await else { return };
+        // Never forced: an image a container (ours or anyone's) still uses stays.
+        match docker.remove_image(image, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+            Ok(_) => tracing::info!(image, "removed an image no template names any more"),
+            Err(e) => tracing::info!(image, error = %e, "kept an image no template names any more"),
+        }
     }
 }
 

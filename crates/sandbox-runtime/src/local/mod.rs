@@ -503,6 +503,12 @@ impl Runtime for LocalRuntime {
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
         self.install(req).await
     }
+
+    async fn check_image(&self, image: &str) -> Result<(), RuntimeError> {
+        Err(crate::runtime::no_images("local", image))
+    }
+
+    async fn release_image(&self, _image: &str) {}
 }
 
 pub struct LocalSandbox {

@@ -34,6 +34,9 @@ pub struct Create {
     /// Warm sandboxes kept ready for its sessions.
     #[arg(long)]
     pub pool_size: Option<usize>,
+    /// Its sessions' image on the Docker runtime (built FROM the sandbox image).
+    #[arg(long)]
+    pub image: Option<String>,
     /// File type its sessions accept as uploads, such as .xlsx (repeatable; default: any).
     #[arg(long = "allow-upload", value_name = "EXT")]
     pub allowed_uploads: Vec<String>,
@@ -78,11 +81,12 @@ pub async fn run(client: &Client, cmd: Command, json: bool) -> anyhow::Result<i3
         }
         Command::Show { name } => show(&client.get_template(&name).await?)?,
         Command::Create(create) => {
-            let Create { name, description, packages, settings, kernel, pool_size, allowed_uploads } = *create;
+            let Create { name, description, packages, settings, kernel, pool_size, image, allowed_uploads } = *create;
             let req = CreateTemplate {
                 name: name.clone(),
                 description,
                 rootfs: None,
+                image,
                 limits: Some(settings.limits()),
                 timeout_s: settings.timeout,
                 kernel,
