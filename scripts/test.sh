@@ -21,6 +21,9 @@ cargo build --workspace --bins --locked
 scripts/install-docker.sh
 scripts/build-sandbox-image.sh
 BIN_DIR=target/debug scripts/build-sandboxd-image.sh
+# An engine in a container, for the test of sandboxd with an engine of its own.
+docker build -q --build-arg "BASE=$(scripts/build-sandbox-image.sh --print-base)" \
+  -t sandbox-platform/dind:latest images/dind >/dev/null
 # The fuzz targets (fuzz/), 45 s each from the committed corpus; before the tests, so that the
 # test runner's summary is the last thing printed.
 scripts/fuzz.sh

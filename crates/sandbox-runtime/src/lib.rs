@@ -5,10 +5,12 @@
 //! is the embedded default; [`fake`] is an in-memory stand-in for tests of the layers above.
 
 pub mod bwrap;
+pub mod cgroup;
 pub mod docker;
 pub mod error;
 pub mod executor_client;
 pub mod fake;
+pub mod install;
 pub mod layout;
 pub mod local;
 pub mod measured;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use sandbox_protocol::ExecRequest;
 
+use crate::cgroup::SandboxCgroup;
 use crate::executor_client::{ExecutorClient, OutputSink};
-use crate::local::cgroup::SandboxCgroup;
 use crate::runtime::ExecOutcome;
 use crate::RuntimeError;
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use sandbox_runtime::local::cgroup::CgroupMode;
+use sandbox_runtime::cgroup::CgroupMode;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {

@@ -221,7 +221,7 @@ pub fn install(
     if let Some(bundle) = ca_bundle {
         binds.push(Bind { source: bundle.to_string(), target: CA_BUNDLE.into(), read_only: true });
     }
-    let mut host = locked_down(&req.limits, crate::local::INSTALL_TMP_BYTES, &binds);
+    let mut host = locked_down(&req.limits, crate::install::TMP_BYTES, &binds);
     host.network_mode = Some("bridge".into());
     host.security_opt = Some(vec!["no-new-privileges:true".into()]);
     host.auto_remove = Some(false);

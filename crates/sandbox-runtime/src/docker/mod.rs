@@ -28,9 +28,9 @@ use sandbox_protocol::ExecRequest;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::cgroup::SandboxCgroup;
 use crate::executor_client::{ExecutorClient, OutputSink};
 use crate::layout::HostLayout;
-use crate::local::cgroup::SandboxCgroup;
 use crate::runtime::{
     Dir, ExecOutcome, InstallOutcome, PackageInstall, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
     WorkspaceAccess,
@@ -343,7 +343,7 @@ impl DockerRuntime {
                 let log = container_log(&docker, &id).await;
                 InstallOutcome {
                     success: code == 0,
-                    log: crate::local::tail_of(&log, crate::local::INSTALL_LOG_BYTES),
+                    log: crate::install::tail_of(&log, crate::install::LOG_BYTES),
                     timed_out: false,
                     installed: crate::layout::installed(&target_path).difference(&before).cloned().collect(),
                 }

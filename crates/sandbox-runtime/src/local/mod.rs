@@ -5,8 +5,6 @@
 //! default), so uid 1000 inside maps to that user outside and never to root. The pre-exec hook
 //! joins the sandbox's cgroup first, while still root, then drops to that user.
 
-pub mod cgroup;
-
 use std::collections::VecDeque;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -21,13 +19,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::bwrap;
+use crate::cgroup::{CgroupMode, Cgroups, SandboxCgroup};
 use crate::executor_client::{ExecutorClient, OutputSink};
 use crate::layout::HostLayout;
 use crate::runtime::{
     Dir, ExecOutcome, InstallOutcome, PackageInstall, Readiness, ResourceLimits, Runtime, Sandbox, SandboxSpec,
 };
 use crate::RuntimeError;
-use cgroup::{CgroupMode, Cgroups, SandboxCgroup};
 
 /// Settings of the local runtime.
 #[derive(Debug, Clone)]
@@ -327,7 +325,8 @@ impl LocalRuntime {
             return Err(RuntimeError::NotReady("runtime misconfigured".into()));
         };
         // pip unpacks wheels under /tmp before moving them into place: give it room.
-        let layout = bwrap::Layout { tmp_size_bytes: layout.tmp_size_bytes.max(INSTALL_TMP_BYTES), ..layout.clone() };
+        let layout =
+            bwrap::Layout { tmp_size_bytes: layout.tmp_size_bytes.max(crate::install::TMP_BYTES), ..layout.clone() };
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let cgroup = cgroups.create(&format!("install-{}-{n}", req.name), &req.limits)?;
         let target = self.config.dirs.path(&req.into);
@@ -366,7 +365,7 @@ impl LocalRuntime {
                 log.push_str(&String::from_utf8_lossy(&out.stderr));
                 InstallOutcome {
                     success: out.status.success(),
-                    log: tail_of(&log, INSTALL_LOG_BYTES),
+                    log: crate::install::tail_of(&log, crate::install::LOG_BYTES),
                     timed_out: false,
                     installed: crate::layout::installed(&target).difference(&before).cloned().collect(),
                 }
@@ -386,24 +385,6 @@ impl LocalRuntime {
         cleanup(&cgroup);
         Ok(outcome)
     }
-}
-
-/// Room under `/tmp` for an installation (tmpfs, charged to its memory limit).
-pub const INSTALL_TMP_BYTES: u64 = 1 << 30;
-/// How much of pip's output an installation keeps.
-pub const INSTALL_LOG_BYTES: usize = 8 << 10;
-
-/// The last `max` bytes of `s`, cut at a line start where possible.
-pub fn tail_of(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    let cut = &s[start..];
-    cut.find('\n').map_or(cut, |i| &cut[i + 1..]).to_string()
 }
 
 /// Moves bwrap, then the sandbox process it reports on its info fd, into `cgroup`, then lets

@@ -5,6 +5,9 @@
 //! tag comes from the data dir, so several servers on one host do not collide), and puts each
 //! sandbox in a child of it. The sandbox's first process joins it before any code of ours or
 //! the user's runs inside (see `local::LocalRuntime::start`).
+//!
+//! The Docker runtime reads the counters of the cgroup its engine made for a container
+//! ([`SandboxCgroup::of_process`]) the same way, when that engine runs on this host.
 
 use std::io;
 use std::path::{Path, PathBuf};
