@@ -275,7 +275,9 @@ async fn sandboxd_runs_sessions_on_an_engine_of_its_own() -> anyhow::Result<()> 
     );
     let label = format!("label=org.sandbox-platform.sandbox={}", s.id);
     assert!(!docker(&["exec", d.engine(), "docker", "ps", "-q", "--filter", &label])?.is_empty(), "on its own engine");
-    assert_eq!(on_the_host_engine(), 0, "and none on the host's");
+    // By the session's own label: the compose stack's test may run beside this one on the
+    // host's engine, with the same data dir path inside its container.
+    assert!(docker(&["ps", "-aq", "--filter", &label])?.is_empty(), "and not on the host's");
     let mountpoint = docker(&["volume", "inspect", d.data(), "--format", "{{.Mountpoint}}"])?;
     let on_host = Path::new(&mountpoint).join("workspaces").join(&s.id).join("from-dind.txt");
     assert_eq!(std::fs::read_to_string(on_host)?, "written on an engine of its own", "in the shared volume");
