@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language};
+use sandbox_api::{CreateExecution, CreateSession, ExecutionReason, ExecutionStatus, Language};
 
 const COMPOSE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/compose");
 
@@ -112,12 +112,21 @@ fn on_the_host_engine() -> usize {
 async fn the_compose_stack_runs_a_session_with_its_files_on_the_volume() -> anyhow::Result<()> {
     let stack = Stack::new("docker-compose.yml", "compose")?;
     let client = stack.up().await?;
-    let (_, on_host) = stack.write_a_file(&client).await?;
+    let (session, on_host) = stack.write_a_file(&client).await?;
     assert_eq!(
         std::fs::read_to_string(&on_host)?,
         "written in a container",
         "the engine mounted the volume's own path"
     );
+    // In its container, sandboxd cannot read its sandboxes' cgroups: the engine's OOM events
+    // name the memory limit instead.
+    let bomb = CreateExecution {
+        fresh: Some(true),
+        timeout_s: Some(30.0),
+        ..CreateExecution::new(Language::Python, "x = []\nwhile True:\n    x.append(bytearray(16 * 1024 * 1024))")
+    };
+    let e = client.execute(&session, &bomb).await?;
+    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Memory)), "{e:?}");
     stack.run(&["down", "-v", "--timeout", "20"])?;
     assert_eq!(on_the_host_engine(), 0, "sandboxd's containers go with it");
     Ok(())

@@ -90,8 +90,13 @@ struct Probe {
     readiness: Readiness,
 }
 
+/// Out-of-memory kills the engine reported, by container id ([`watch_ooms`]).
+type OomKills = Arc<Mutex<std::collections::HashMap<String, u64>>>;
+
 pub struct DockerRuntime {
     config: DockerConfig,
+    /// Which limit ended an execution, where sandboxd cannot read the container's cgroup.
+    ooms: OomKills,
     docker: Result<Docker, String>,
     settings: Settings,
     /// How this sandboxd's paths become the engine's (found once, on first use).
@@ -140,6 +145,7 @@ impl DockerRuntime {
         };
         copy_ca_bundle(&config.state_dir);
         let runtime = DockerRuntime {
+            ooms: OomKills::default(),
             config,
             docker,
             settings,
@@ -154,6 +160,7 @@ impl DockerRuntime {
                 runtime.settings.instance.clone(),
                 runtime.settings.boot.clone(),
             ));
+            handle.spawn(watch_ooms(docker.clone(), runtime.settings.instance.clone(), Arc::clone(&runtime.ooms)));
         }
         runtime
     }
@@ -208,7 +215,8 @@ impl DockerRuntime {
             (false, Some(Err(why))) => container::layers(Some(&why)),
             (false, _) => container::layers(Some("off")),
         };
-        let sandbox = DockerSandbox::attach(docker, created.id, spec.name.clone(), layers).await?;
+        let sandbox =
+            DockerSandbox::attach(docker, created.id, spec.name.clone(), layers, Arc::clone(&self.ooms)).await?;
         match sandbox.client.wait_ready(self.config.ready_timeout).await {
             Ok(sandbox_protocol::PROTOCOL_VERSION) => Ok(sandbox),
             Ok(version) => {
@@ -451,6 +459,34 @@ async fn remove_orphans(docker: Docker, instance: String, boot: String) {
     }
 }
 
+/// Counts the engine's out-of-memory kills in this instance's containers, for as long as the
+/// runtime lives, reconnecting when the engine comes back. Any process of a container killed
+/// for memory counts, not only its first.
+async fn watch_ooms(docker: Docker, instance: String, ooms: OomKills) {
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        ("event".to_string(), vec!["oom".to_string()]),
+        ("label".to_string(), vec![format!("{}={instance}", container::LABEL_INSTANCE)]),
+    ]);
+    loop {
+        if let Ok(engine) = docker.clone().negotiate_version().await {
+            let options =
+                bollard::query_parameters::EventsOptions { filters: Some(filters.clone()), ..Default::default() };
+            let mut events = engine.events(Some(options));
+            while let Some(Ok(event)) = events.next().await {
+                if let Some(id) = event.actor.and_then(|a| a.id) {
+                    *ooms.lock().unwrap_or_else(|p| p.into_inner()).entry(id).or_default() += 1;
+                }
+            }
+        }
+        // The runtime is gone: nobody reads the counts any more.
+        if Arc::strong_count(&ooms) == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Finds how this sandboxd's paths become the engine's (see [`paths`]).
 async fn find_path_map(docker: &Docker) -> PathMap {
     let Some(id) = std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|m| paths::own_container_id(&m))
@@ -549,6 +585,8 @@ pub struct DockerSandbox {
     /// The container's cgroup, when the engine runs on this host and sandboxd can read it:
     /// which limit ended an execution, and what it used.
     cgroup: Option<SandboxCgroup>,
+    /// The engine's out-of-memory kills, read where `cgroup` cannot be.
+    ooms: OomKills,
     layers: String,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     destroyed: AtomicBool,
@@ -557,7 +595,13 @@ pub struct DockerSandbox {
 impl DockerSandbox {
     /// Attaches to the created container `id`, starts it, and speaks the executor protocol over
     /// the attach stream: its stdout frames are the executor's events, its stdin the requests.
-    async fn attach(docker: Docker, id: String, name: String, layers: String) -> Result<DockerSandbox, RuntimeError> {
+    async fn attach(
+        docker: Docker,
+        id: String,
+        name: String,
+        layers: String,
+        ooms: OomKills,
+    ) -> Result<DockerSandbox, RuntimeError> {
         let options =
             AttachContainerOptions { stdin: true, stdout: true, stderr: true, stream: true, ..Default::default() };
         let attached = match docker.attach_container(&id, Some(options)).await {
@@ -587,6 +631,7 @@ impl DockerSandbox {
             docker,
             client: ExecutorClient::new(events_r, attached.input),
             cgroup,
+            ooms,
             layers,
             stderr_tail,
             destroyed: AtomicBool::new(false),
@@ -596,6 +641,25 @@ impl DockerSandbox {
     fn tail(&self) -> String {
         let t = self.stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
         t.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    fn oom_kills(&self) -> u64 {
+        self.ooms.lock().unwrap_or_else(|p| p.into_inner()).get(&self.id).copied().unwrap_or(0)
+    }
+
+    /// Whether the engine reported an out-of-memory kill since `before`: at once, or (after a
+    /// kill, whose event may trail the result by a moment) within a fifth of a second.
+    async fn oom_since(&self, before: u64, killed: bool) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(if killed { 200 } else { 0 });
+        loop {
+            if self.oom_kills() > before {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -637,7 +701,24 @@ impl Sandbox for DockerSandbox {
     }
 
     async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
-        let outcome = crate::measured::exec(&self.client, self.cgroup.as_ref(), req, sink, || self.tail()).await;
+        let ooms_before = self.oom_kills();
+        let mut outcome = crate::measured::exec(&self.client, self.cgroup.as_ref(), req, sink, || self.tail()).await;
+        if self.cgroup.is_none() {
+            // No cgroup to read (a remote engine, or sandboxd in a container): the engine's
+            // OOM events tell the memory limit; a pid limit hit stays unnamed.
+            match &mut outcome {
+                Ok(o) if o.limit.is_none() => {
+                    let killed = o.result.signal == Some(libc::SIGKILL) || o.result.kernel_died;
+                    if self.oom_since(ooms_before, killed).await {
+                        o.limit = Some(crate::LimitKind::Memory);
+                    }
+                }
+                Err(RuntimeError::SandboxDied(why)) if self.oom_since(ooms_before, true).await => {
+                    why.push_str(" (the sandbox hit its memory limit)");
+                }
+                _ => {}
+            }
+        }
         if outcome.is_err() {
             self.destroy().await;
         }
@@ -676,6 +757,7 @@ impl Sandbox for DockerSandbox {
             return;
         }
         remove_container(&self.docker, &self.id).await;
+        self.ooms.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
     }
 }
 
