@@ -98,6 +98,9 @@ pub struct DockerRuntime {
     /// Which limit ended an execution, where sandboxd cannot read the container's cgroup.
     ooms: OomKills,
     docker: Result<Docker, String>,
+    /// `docker` with the API version agreed with the engine: negotiated once, at the first
+    /// call that reaches the engine, not at every sandbox start.
+    negotiated: tokio::sync::OnceCell<Docker>,
     settings: Settings,
     /// How this sandboxd's paths become the engine's (found once, on first use).
     paths: tokio::sync::OnceCell<PathMap>,
@@ -148,6 +151,7 @@ impl DockerRuntime {
             ooms: OomKills::default(),
             config,
             docker,
+            negotiated: tokio::sync::OnceCell::new(),
             settings,
             paths: tokio::sync::OnceCell::new(),
             second_layer: Mutex::new(second_layer),
@@ -167,16 +171,20 @@ impl DockerRuntime {
 
     /// The engine, with the API version negotiated (the engine may be older than the client).
     async fn engine(&self) -> Result<Docker, RuntimeError> {
-        let docker = self.docker.clone().map_err(RuntimeError::NotReady)?;
-        let negotiated = docker.negotiate_version().await.map_err(engine_err);
-        if negotiated.is_err() {
-            // Readiness must not go on saying "ready" from a probe made while it answered
-            // (the probe itself holds the lock while it runs, and reports the error).
+        let docker = self.docker.as_ref().map_err(|e| RuntimeError::NotReady(e.clone()))?;
+        let negotiate = || async { docker.clone().negotiate_version().await.map_err(engine_err) };
+        self.negotiated.get_or_try_init(negotiate).await.cloned()
+    }
+
+    /// After a call that found the engine unreachable: readiness must not go on saying
+    /// "ready" from a probe made while it answered (a probe in progress holds the lock, and
+    /// reports the error itself).
+    fn forget_probe_if_unreachable<T>(&self, result: &Result<T, RuntimeError>) {
+        if matches!(result, Err(RuntimeError::NotReady(_))) {
             if let Ok(mut cached) = self.probe.try_lock() {
                 *cached = None;
             }
         }
-        negotiated
     }
 
     async fn path_map(&self, docker: &Docker) -> &PathMap {
@@ -319,7 +327,7 @@ impl DockerRuntime {
         let target_path = self.config.dirs.path(&req.into);
         let target = map.translate(&target_path)?;
         let cache = map.translate(&self.config.dirs.pip_cache)?;
-        let ca_copy = self.config.state_dir.join("ca-certificates.crt");
+        let ca_copy = ca_copy_path(&self.config.state_dir);
         let ca_bundle = match ca_copy.is_file() {
             true => Some(map.translate(&ca_copy)?),
             false => None,
@@ -379,11 +387,15 @@ fn copy_ca_bundle(state_dir: &std::path::Path) {
     if !host.is_file() {
         return;
     }
-    let copied =
-        std::fs::create_dir_all(state_dir).and_then(|()| std::fs::copy(host, state_dir.join("ca-certificates.crt")));
+    let copied = std::fs::create_dir_all(state_dir).and_then(|()| std::fs::copy(host, ca_copy_path(state_dir)));
     if let Err(e) = copied {
         tracing::warn!(error = %e, "cannot copy the host's TLS roots for package installs");
     }
+}
+
+/// Where [`copy_ca_bundle`] keeps the copy.
+fn ca_copy_path(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("ca-certificates.crt")
 }
 
 /// A short, unique-enough suffix for this boot (seconds since the epoch).
@@ -423,8 +435,8 @@ async fn remove_container(docker: &Docker, id: &str) {
     }
 }
 
-/// The containers of this instance, all of them or those of other boots.
-pub async fn containers_of(docker: &Docker, instance: &str) -> Vec<(String, BTreeMap<String, String>)> {
+/// The containers of this instance, running or not, with their labels.
+async fn containers_of(docker: &Docker, instance: &str) -> Vec<(String, BTreeMap<String, String>)> {
     let filters = std::collections::HashMap::from([(
         "label".to_string(),
         vec![format!("{}={instance}", container::LABEL_INSTANCE)],
@@ -546,11 +558,15 @@ impl Runtime for DockerRuntime {
     }
 
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
-        Ok(Box::new(self.start_layered(&spec).await?))
+        let started = self.start_layered(&spec).await;
+        self.forget_probe_if_unreachable(&started);
+        Ok(Box::new(started?))
     }
 
     async fn install_packages(&self, req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
-        self.install(req).await
+        let installed = self.install(req).await;
+        self.forget_probe_if_unreachable(&installed);
+        installed
     }
 
     async fn check_image(&self, image: &str) -> Result<(), RuntimeError> {
