@@ -8,9 +8,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use chrono::{DateTime, Utc};
 use sandbox_api::{CreateSession, Session, SessionStatus};
-use sandbox_service::auth::Caller;
+use sandbox_service::access::auth::Caller;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -70,16 +69,6 @@ fn template_of(given: Option<&str>) -> Option<String> {
     }
 }
 
-/// A running session's sandbox ends when its lifetime does; a stopped one ended already.
-fn end_at(state: &State, s: &Session) -> DateTime<Utc> {
-    if let Some(stopped) = s.stopped_at.or(s.deleted_at) {
-        return stopped;
-    }
-    let age = state.service.sessions.live(&s.id).sandbox_age().unwrap_or_default();
-    let left = s.max_lifetime_s.saturating_sub(age.as_secs());
-    Utc::now() + chrono::Duration::seconds(i64::try_from(left).unwrap_or(i64::MAX / 1000))
-}
-
 fn state_of(s: &Session) -> &'static str {
     match s.status {
         SessionStatus::Running => "running",
@@ -99,7 +88,7 @@ fn sandbox_json(state: &State, s: &Session) -> Result<Value> {
         "envdAccessToken": token,
         // The SDK sends this one, not the envd token, with some code interpreter calls.
         "trafficAccessToken": token,
-        "domain": state.service.config.e2b_domain,
+        "domain": state.service.config().e2b_domain,
     }))
 }
 
@@ -110,10 +99,10 @@ fn listed_json(state: &State, s: &Session) -> Value {
         "sandboxID": s.id,
         "clientID": "sandboxd",
         "startedAt": s.created_at,
-        "endAt": end_at(state, s),
+        "endAt": state.service.sandbox_ends_at(s),
         "cpuCount": s.limits.cpu.ceil().max(1.0) as u64,
         "memoryMB": s.limits.memory_mb,
-        "diskSizeMB": state.service.config.workspace_quota_bytes >> 20,
+        "diskSizeMB": state.service.config().workspace_quota_bytes >> 20,
         "state": state_of(s),
         "envdVersion": ENVD_VERSION,
         "metadata": s.metadata,
@@ -123,7 +112,7 @@ fn listed_json(state: &State, s: &Session) -> Value {
 fn detail_json(state: &State, s: &Session) -> Result<Value> {
     let mut v = listed_json(state, s);
     v["envdAccessToken"] = json!(state.service.session_token(&s.id)?);
-    v["domain"] = json!(state.service.config.e2b_domain);
+    v["domain"] = json!(state.service.config().e2b_domain);
     Ok(v)
 }
 

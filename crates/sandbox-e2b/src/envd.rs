@@ -13,8 +13,8 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
 use sandbox_api::{CreateExecution, FileInfo, FileType, Language, Output, StreamName};
+use sandbox_service::executions::queue::Submission;
 use sandbox_service::files::{info, READ_CHUNK};
-use sandbox_service::queue::Submission;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -1,11 +1,13 @@
 //! Errors in the E2B dialects: the control API's and envd's `{"code": <status>, "message"}`
 //! (which the SDK turns into its exceptions by status), with this project's own
 //! `{"error": {"code", "message"}}` beside it; and Connect-RPC's `{"code": "<name>",
-//! "message"}` for the RPC routes. One place maps a `ServiceError` to a status.
+//! "message"}` for the RPC routes, reshaped from the one mapping of a `ServiceError` to a
+//! status (`sandbox_http::ApiError`).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use sandbox_http::ApiError;
 use sandbox_service::ServiceError;
 
 /// A status, this project's error code for it, and what to say.
@@ -46,31 +48,19 @@ impl E2bError {
     }
 }
 
+/// The one mapping (`sandbox_http::ApiError`), in E2B's words: E2B refuses a request it
+/// cannot take with 400 whatever the reason, and its SDKs know no 422.
 impl From<ServiceError> for E2bError {
     fn from(e: ServiceError) -> E2bError {
-        let message = e.public_message();
-        let (status, code) = match e {
-            ServiceError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ServiceError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ServiceError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ServiceError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
-            ServiceError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
-            ServiceError::Malformed(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ServiceError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ServiceError::QuotaExceeded(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
-            ServiceError::UnsupportedType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            ServiceError::Busy(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ServiceError::TenantLimit(_) => (StatusCode::TOO_MANY_REQUESTS, "tenant_limit"),
-            ServiceError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ServiceError::NotReady(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
-            ServiceError::KernelUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "kernel_unavailable"),
-            ServiceError::SandboxFailed(_) => (StatusCode::SERVICE_UNAVAILABLE, "sandbox_failed"),
-            ServiceError::Internal(ref detail) => {
-                tracing::error!(%detail, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+        let api = ApiError::from(e);
+        if let ApiError::Internal(detail) = &api {
+            tracing::error!(%detail, "internal error");
+        }
+        let (status, code) = match api.status_and_code() {
+            (StatusCode::UNPROCESSABLE_ENTITY, code) => (StatusCode::BAD_REQUEST, code),
+            other => other,
         };
-        E2bError { status, code, message }
+        E2bError { status, code, message: api.body().error.message }
     }
 }
 

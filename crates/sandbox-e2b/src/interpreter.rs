@@ -16,7 +16,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use sandbox_api::{CreateExecution, Execution, ExecutionStatus, Language, Output, StreamName};
-use sandbox_service::queue::Submission;
+use sandbox_service::executions::queue::Submission;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

@@ -26,7 +26,7 @@ use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Uri};
 use axum::Router;
-use sandbox_service::auth::Caller;
+use sandbox_service::access::auth::Caller;
 use sandbox_service::Service;
 
 use crate::error::E2bError;

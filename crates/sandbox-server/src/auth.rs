@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use sandbox_service::Service;
 
-use crate::error::ApiError;
+use sandbox_http::ApiError;
 
 /// The key a request carries, if any.
 fn token(headers: &HeaderMap) -> Option<&str> {

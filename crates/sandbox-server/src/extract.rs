@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::error::Category;
 
-use crate::error::ApiError;
+use sandbox_http::ApiError;
 
 pub struct ApiJson<T>(pub T);
 

@@ -18,13 +18,13 @@ use axum::Json;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use sandbox_api::{FileInfo, FileList, MoveFile, UploadedFile, UploadedFiles};
-use sandbox_service::auth::Caller;
+use sandbox_service::access::auth::Caller;
 use sandbox_service::files::READ_CHUNK;
 use sandbox_service::{Service, ServiceError};
 use sandbox_workspace::{Entry, RelPath, WorkspaceError};
 
-use crate::error::ApiError;
 use crate::query::{flag, params};
+use sandbox_http::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 

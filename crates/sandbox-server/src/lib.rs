@@ -6,7 +6,6 @@
 //! on a free port, or call [`app`] directly.
 
 pub mod auth;
-pub mod error;
 pub mod extract;
 pub mod files;
 pub mod mcp;
@@ -67,7 +66,7 @@ pub struct ApiDoc;
 /// The HTTP application over `state`.
 pub fn app(state: Arc<Service>) -> Router {
     use axum::routing::post;
-    let body_limit = state.config.max_body_bytes;
+    let body_limit = state.config().max_body_bytes;
     let e2b = sandbox_e2b::E2b::new(Arc::clone(&state));
     // Every /v1 route needs a key once one is in force (auth.rs); health, metrics and the
     // API document stay open.
@@ -117,7 +116,7 @@ pub fn app(state: Arc<Service>) -> Router {
         )
         .with_state(Arc::clone(&state));
     // Behind wildcard DNS, E2B clients address sandboxes by host: rewritten before routing.
-    match state.config.e2b_domain.clone() {
+    match state.config().e2b_domain.clone() {
         Some(domain) => {
             let domain = domain.to_ascii_lowercase();
             let by_host = axum::middleware::map_request(move |req: axum::extract::Request| {
@@ -155,9 +154,9 @@ impl Server {
         Self::serve(state).await
     }
 
-    /// Serves `state` on `state.config.listen`.
+    /// Serves `state` on `state.config().listen`.
     pub async fn serve(state: Arc<Service>) -> Result<Server, ServerError> {
-        let addr = state.config.listen;
+        let addr = state.config().listen;
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
@@ -166,13 +165,13 @@ impl Server {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let router = app(Arc::clone(&state));
         let limits = serve::Limits {
-            header_read_timeout: Duration::from_secs_f64(state.config.header_read_timeout_s),
-            max_connections: state.config.max_connections,
+            header_read_timeout: Duration::from_secs_f64(state.config().header_read_timeout_s),
+            max_connections: state.config().max_connections,
         };
         let task = tokio::spawn(serve::serve(listener, router, limits, stopped));
         state.start_background();
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
-        let readiness = state.runtime.readiness().await;
+        let readiness = state.runtime_readiness().await;
         if readiness.ready {
             state.refill_pools();
             tracing::info!(%addr, runtime = readiness.runtime, detail = ?readiness.detail, "sandboxd ready");

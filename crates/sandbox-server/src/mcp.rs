@@ -14,13 +14,13 @@ use sandbox_api::{
 };
 use sandbox_mcp::backend::{Backend, BackendError, Result};
 use sandbox_mcp::SandboxTools;
-use sandbox_service::auth::Caller;
-use sandbox_service::queue::Submission;
+use sandbox_service::access::auth::Caller;
+use sandbox_service::executions::queue::Submission;
 use sandbox_service::{Service, ServiceError};
 use sandbox_workspace::RelPath;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::error::ApiError;
+use sandbox_http::ApiError;
 
 /// The service, as the MCP tools see it.
 pub struct ServiceBackend(pub Arc<Service>);
@@ -111,7 +111,7 @@ impl Backend for ServiceBackend {
 pub fn service(state: Arc<Service>) -> StreamableHttpService<SandboxTools<ServiceBackend>, LocalSessionManager> {
     let backend = Arc::new(ServiceBackend(Arc::clone(&state)));
     let mut hosts = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    hosts.extend(state.config.mcp_allowed_hosts.iter().cloned());
+    hosts.extend(state.config().mcp_allowed_hosts.iter().cloned());
     // Sessions (rmcp's default): a client's cancellation reaches the call it names. Without
     // them (stateless), a cancelled run_code went on to its end (tests/mcp/check.py).
     let config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);

@@ -9,7 +9,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use sandbox_service::Service;
 
-use crate::error::ApiError;
+use sandbox_http::ApiError;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -111,7 +111,7 @@ const X: &str = "\\u0000-\\u001f\\u007f-\\u009f\\u061c\\u200b-\\u200f\\u202a-\\u
 /// merge there. Bounds that are settings come from `config`.
 fn constraints(config: &Config) -> Vec<(&'static str, Value)> {
     let timeout = json!({"exclusiveMinimum": 0, "maximum": config.max_timeout_s});
-    let seconds = json!({"minimum": 1, "maximum": sandbox_service::template::MAX_SECONDS});
+    let seconds = json!({"minimum": 1, "maximum": sandbox_service::templates::MAX_SECONDS});
     let env = json!({"propertyNames": {"pattern": "^[^=\\u0000]+$"}, "additionalProperties": {"type": "string", "pattern": "^[^\\u0000]*$"}});
     let code = json!({"pattern": "^[^\\u0000]*$"});
     let package = json!({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._\\-\\[\\],<>=!~*+ ]{0,199}$"});

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::ApiError;
+use sandbox_http::ApiError;
 
 /// A request's query parameters.
 pub fn params(raw: Option<String>) -> HashMap<String, String> {

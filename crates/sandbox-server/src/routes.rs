@@ -11,12 +11,12 @@ use sandbox_api::{
     CreateExecution, CreateSession, Execution, ExecutionList, Interrupted, Output, Readiness, RunRequest, Session,
     SessionList, StreamName,
 };
-use sandbox_service::auth::Caller;
-use sandbox_service::queue::{ExecutionStream, Submission};
+use sandbox_service::access::auth::Caller;
+use sandbox_service::executions::queue::{ExecutionStream, Submission};
 use sandbox_service::Service;
 
-use crate::error::ApiError;
 use crate::extract::ApiJson;
+use sandbox_http::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
@@ -326,12 +326,12 @@ pub async fn delete_template(
 
 /// The OpenAPI document ([`crate::openapi::document`]).
 pub async fn openapi_json(State(state): State<Arc<Service>>) -> Json<serde_json::Value> {
-    Json(crate::openapi::document(&state.config))
+    Json(crate::openapi::document(state.config()))
 }
 
 /// The same document as YAML.
 pub async fn openapi_yaml(State(state): State<Arc<Service>>) -> Result<Response> {
-    let yaml = serde_yaml::to_string(&crate::openapi::document(&state.config))
+    let yaml = serde_yaml::to_string(&crate::openapi::document(state.config()))
         .map_err(|e| ApiError::Internal(format!("the OpenAPI document as YAML: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], yaml).into_response())
 }

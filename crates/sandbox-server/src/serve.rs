@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::error::ApiError;
+use sandbox_http::ApiError;
 
 pub const MAX_HEADERS: usize = 100;
 /// The read buffer of a connection, and so the largest request head.

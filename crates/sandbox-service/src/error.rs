@@ -1,5 +1,5 @@
-//! What can go wrong in the service, in the domain's words. Each door maps these to its own
-//! statuses in one place (the REST door: `sandbox-server/src/error.rs`).
+//! What can go wrong in the service, in the domain's words. One place maps these to HTTP
+//! statuses for every door (`sandbox-http/src/error.rs`).
 
 use sandbox_runtime::RuntimeError;
 use sandbox_store::StoreError;

@@ -6,29 +6,16 @@
 //! Errors are [`ServiceError`]: what went wrong in the domain's words. Each door maps it to
 //! its own statuses in one place.
 
-pub mod admission;
-pub mod auth;
-pub mod callback;
+pub mod access;
 pub mod config;
 pub mod error;
-pub mod execution;
+pub mod executions;
 pub mod files;
-pub mod invoke;
-pub mod lifecycle;
-pub mod live;
 pub mod metrics;
-pub mod outbound;
-pub mod packages;
-pub mod pool;
-pub mod queue;
 pub mod readiness;
 pub mod runtimes;
-pub mod session;
-pub mod storage;
-pub mod system_dir;
-pub mod template;
-pub mod workspace;
-pub mod workspace_files;
+pub mod sessions;
+pub mod templates;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -37,6 +24,10 @@ use std::sync::{Arc, Mutex};
 
 use sandbox_runtime::Runtime;
 use sandbox_store::Store;
+
+use access::outbound;
+use files::{storage, system_dir, workspace};
+use sessions::{lifecycle, live, pool};
 
 pub use config::{Cli, Config};
 
@@ -58,25 +49,25 @@ impl Page {
 }
 pub use error::ServiceError;
 
-/// The core every door calls.
+/// The core every door calls, through its methods only: what it holds is its own.
 pub struct Service {
-    pub config: Config,
-    pub store: Store,
-    pub runtime: Arc<dyn Runtime>,
-    pub sessions: live::Sessions,
-    pub dirs: Arc<workspace::HostDirs>,
-    pub run_pool: Arc<pool::Pool>,
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) runtime: Arc<dyn Runtime>,
+    pub(crate) sessions: live::Sessions,
+    pub(crate) dirs: Arc<workspace::HostDirs>,
+    pub(crate) run_pool: Arc<pool::Pool>,
     /// Warm session sandboxes, by template.
     session_pools: Mutex<BTreeMap<String, Arc<pool::Pool>>>,
     /// Where callers may point the server (callbacks).
-    pub outbound: Arc<outbound::OutboundPolicy>,
+    pub(crate) outbound: Arc<outbound::OutboundPolicy>,
     /// For execution callbacks: resolves through `outbound`, follows no redirects.
-    pub http: reqwest::Client,
-    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) started_at: chrono::DateTime<chrono::Utc>,
     /// What the idle sweep did since start (for /metrics).
-    pub sweeps: lifecycle::SweepCounts,
+    pub(crate) sweeps: lifecycle::SweepCounts,
     /// Why workspaces are not volumes, if they are not (code writes then escape the quota).
-    pub volume_note: Option<String>,
+    pub(crate) volume_note: Option<String>,
     /// What session tokens are made from (`auth::Service::session_token`), read once.
     token_secret: std::sync::OnceLock<Result<Vec<u8>, String>>,
 }
@@ -106,9 +97,10 @@ impl Service {
         let dirs =
             workspace::HostDirs::new(&config.data_dir, system, runtime.workspace_owner(), Arc::new(storage), volumes)
                 .map_err(|source| SetupError::DataDir { path: config.data_dir.clone(), source })?;
-        let default_limits = execution::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
+        let default_limits =
+            executions::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
         let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(SetupError::Config)?);
-        let run_pool = Arc::new(pool::Pool::new(config.run_pool, execution::limits_from(&default_limits), None));
+        let run_pool = Arc::new(pool::Pool::new(config.run_pool, executions::limits_from(&default_limits), None));
         let state = Service {
             config,
             store,
@@ -124,9 +116,35 @@ impl Service {
             volume_note,
             token_secret: Default::default(),
         };
-        let builtin = template::builtin(&state).map_err(|e| SetupError::Config(e.to_string()))?;
+        let builtin = templates::builtin(&state).map_err(|e| SetupError::Config(e.to_string()))?;
         state.add_pool(&builtin);
         Ok(state)
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether the runtime can start sandboxes now (what `/readyz` reports besides the store,
+    /// the disk and storage).
+    pub async fn runtime_readiness(&self) -> sandbox_runtime::Readiness {
+        self.runtime.readiness().await
+    }
+
+    /// Starts a sandbox with no session, on an empty workspace of its own named `name`
+    /// (`/v1/run`; the runtime conformance suite). Its directories go if it cannot start; once
+    /// it ran, removing them is the caller's part.
+    pub async fn start_bare_sandbox(
+        &self,
+        name: &str,
+        limits: sandbox_runtime::ResourceLimits,
+    ) -> Result<Box<dyn sandbox_runtime::Sandbox>, ServiceError> {
+        let spec = self.dirs.bare_spec(name, limits).await?;
+        self.runtime.create(spec).await.map_err(|e| {
+            self.dirs.remove(name);
+            e.into()
+        })
     }
 
     /// Gives template `t` a pool of warm session sandboxes, if it asks for one.
@@ -134,9 +152,9 @@ impl Service {
         if t.pool_size == 0 || t.kernel.is_none() {
             return;
         }
-        let env = execution::sandbox_env(&t.limits, &t.env);
+        let env = executions::sandbox_env(&t.limits, &t.env);
         let session = pool::PoolSession { template: t.name.clone(), image: t.image.clone(), env };
-        let pool = pool::Pool::new(t.pool_size, execution::limits_from(&t.limits), Some(session));
+        let pool = pool::Pool::new(t.pool_size, executions::limits_from(&t.limits), Some(session));
         self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::new(pool));
     }
 
@@ -256,7 +274,7 @@ impl Service {
     /// Starts what runs in the background: template builds cut off by a restart, the idle
     /// sweep, and (S3 storage) the syncer and the write-back of what a crash left unsynced.
     pub fn start_background(self: &Arc<Self>) {
-        template::resume(self);
+        templates::resume(self);
         lifecycle::spawn_idle_sweep(self);
         lifecycle::spawn_syncer(self);
         lifecycle::recover_unsynced(self);

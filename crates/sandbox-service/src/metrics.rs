@@ -79,7 +79,7 @@ impl Service {
             workspace_bytes,
             data_dir_free_bytes: sandbox_sys::fs::free_bytes(&self.config.data_dir).unwrap_or(0),
             pools: self.pool_counts(),
-            sweeps: crate::lifecycle::counts(self),
+            sweeps: crate::sessions::lifecycle::counts(self),
             storage,
         })
     }

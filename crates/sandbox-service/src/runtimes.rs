@@ -10,7 +10,7 @@ use sandbox_runtime::local::{LocalConfig, LocalRuntime, RunAs};
 use sandbox_runtime::{Runtime, WorkspaceAccess};
 
 use crate::config::{Config, FileAccess, LocalSection, RuntimeKind};
-use crate::system_dir::SystemDir;
+use crate::files::system_dir::SystemDir;
 
 /// The runtime `config` names. Never fails: what is wrong is reported by its readiness.
 pub fn build(config: &Config, system: &SystemDir) -> Arc<dyn Runtime> {
@@ -47,7 +47,7 @@ fn docker(config: &Config, system: &SystemDir) -> DockerRuntime {
     DockerRuntime::new(DockerConfig {
         host: section.host.clone(),
         image: section.image.clone(),
-        dirs: crate::workspace::host_layout(&config.data_dir, system),
+        dirs: crate::files::workspace::host_layout(&config.data_dir, system),
         state_dir: system.runtime_dir().join("docker"),
         instance: sandbox_runtime::local::tag(&data_dir.to_string_lossy()),
         user,
@@ -63,7 +63,7 @@ fn local(config: &Config, section: &LocalSection, system: &SystemDir) -> LocalRu
         bwrap: section.bwrap.clone(),
         executor: section.executor.clone().unwrap_or_else(default_executor),
         state_dir: system.runtime_dir(),
-        dirs: crate::workspace::host_layout(&config.data_dir, system),
+        dirs: crate::files::workspace::host_layout(&config.data_dir, system),
         file_access: file_access(section),
         run_as: run_as(section),
         cgroups: section.cgroups,

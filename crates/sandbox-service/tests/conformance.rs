@@ -16,9 +16,9 @@ use sandbox_api::{
 };
 use sandbox_protocol::ExecRequest;
 use sandbox_runtime::{ResourceLimits, Sandbox};
-use sandbox_service::auth::Caller;
+use sandbox_service::access::auth::Caller;
 use sandbox_service::config::Config;
-use sandbox_service::queue::Submission;
+use sandbox_service::executions::queue::Submission;
 use sandbox_service::{Service, ServiceError};
 use sandbox_workspace::RelPath;
 
@@ -69,8 +69,7 @@ impl Harness {
     /// A bare sandbox straight from the runtime, on a workspace of its own.
     async fn sandbox(&self, name: &str) -> anyhow::Result<Box<dyn Sandbox>> {
         let limits = ResourceLimits { memory_bytes: 256 << 20, pids: 64, cpus: 1.0 };
-        let spec = self.service.dirs.bare_spec(name, limits).await?;
-        Ok(self.service.runtime.create(spec).await?)
+        Ok(self.service.start_bare_sandbox(name, limits).await?)
     }
 
     fn leftovers(&self) -> usize {
@@ -106,7 +105,7 @@ fn request(language: Language, code: &str, kernel: bool) -> ExecRequest {
 }
 
 fn rand_suffix() -> String {
-    sandbox_service::execution::new_id("x")
+    sandbox_service::executions::new_id("x")
 }
 
 fn last_error(e: &Execution) -> Option<&str> {

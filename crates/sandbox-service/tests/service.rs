@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, SessionStatus};
-use sandbox_service::auth::Caller;
-use sandbox_service::queue::Submission;
+use sandbox_service::access::auth::Caller;
+use sandbox_service::executions::queue::Submission;
 use sandbox_service::{Page, Service, ServiceError};
 use sandbox_workspace::RelPath;
 

@@ -1,5 +1,5 @@
 //! API keys: who may call sandboxd, for which tenant. Only a hash of each key's secret is
-//! kept; the secret is shown once, when the key is made (`sandbox-service`'s `auth.rs`).
+//! kept; the secret is shown once, when the key is made (`sandbox-service`'s `access/auth.rs`).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};

@@ -33,7 +33,7 @@ pub fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = Store::open_beside(&db).with_context(|| format!("open {}", db.display()))?;
     match command {
         KeysCommand::Create { tenant, admin } => {
-            let made = sandbox_service::auth::create_key(&store, &tenant, admin)?;
+            let made = sandbox_service::access::auth::create_key(&store, &tenant, admin)?;
             let role = if admin { ", admin" } else { "" };
             eprintln!("created {} for tenant {tenant}{role}; the key is shown this once:", made.key.id);
             println!("{}", made.token);
@@ -53,7 +53,7 @@ pub fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id } => {
-            sandbox_service::auth::revoke_key(&store, &id)?;
+            sandbox_service::access::auth::revoke_key(&store, &id)?;
             println!("revoked {id}");
         }
     }

@@ -12,10 +12,10 @@ use sandbox_api::{
 use sandbox_runtime::{LimitKind, OutputSink};
 use tokio::sync::{mpsc, watch};
 
-use crate::auth::Caller;
+use crate::access::auth::Caller;
 use crate::error::ServiceError;
-use crate::execution::{self, Code, Plan};
-use crate::live::{Claim, Finished, LiveSession, Ticket};
+use crate::executions::{self, Code, Plan};
+use crate::sessions::live::{Claim, Finished, LiveSession, Ticket};
 use crate::Service;
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -63,8 +63,8 @@ impl Service {
     ) -> Result<Submission> {
         let session = self.active_session(caller, session_id)?;
         let exec_id = match req.execution_id {
-            Some(given) => execution::check_execution_id(given)?,
-            None => execution::new_id("exe"),
+            Some(given) => executions::check_execution_id(given)?,
+            None => executions::new_id("exe"),
         };
         let kernel = session.kernel.is_some() && req.language == Language::Python && !req.fresh.unwrap_or(false);
         let code = Code {
@@ -75,10 +75,11 @@ impl Service {
             timeout_s: req.timeout_s,
         };
         let forget = req.forget_context.unwrap_or(false);
-        let context = execution::check_context(req.context, forget, kernel)?;
+        let context = executions::check_context(req.context, forget, kernel)?;
         let mut plan = Plan::in_session(&self.config, &session, exec_id.clone(), code, kernel)?;
         (plan.context, plan.forget_context) = (context, forget);
-        let callback_url = req.callback_url.map(|u| crate::callback::check_url(&self.outbound, u)).transpose()?;
+        let callback_url =
+            req.callback_url.map(|u| crate::executions::callback::check_url(&self.outbound, u)).transpose()?;
         let wait = req.wait.unwrap_or(true);
 
         // Idempotency: a repeat of an id joins the first submission, or finds its record.
@@ -134,12 +135,12 @@ impl Service {
         if session.kernel.is_none() {
             return Err(ServiceError::Conflict(format!("session {session_id} has no kernel to invoke handlers in")));
         }
-        crate::invoke::check_handler(&req.handler)?;
-        let exec_id = execution::new_id("exe");
+        crate::executions::invoke::check_handler(&req.handler)?;
+        let exec_id = executions::new_id("exe");
         let event = req.event.unwrap_or(serde_json::Value::Null);
         let code = Code {
             language: Language::Python,
-            code: crate::invoke::cell(&req.handler, &event, session_id, &exec_id),
+            code: crate::executions::invoke::cell(&req.handler, &event, session_id, &exec_id),
             stdin: None,
             env: BTreeMap::new(),
             timeout_s: req.timeout_s,
@@ -148,7 +149,7 @@ impl Service {
         let (done, mut finished) = watch::channel(None);
         let record = plan.queued_record();
         self.enqueue(session, plan, &record, false, None, done)?;
-        Ok(crate::invoke::result(self.finished(&exec_id, &mut finished).await?))
+        Ok(crate::executions::invoke::result(self.finished(&exec_id, &mut finished).await?))
     }
 
     /// Puts a validated plan in its session's queue: refuses when the queue is full, stores the
@@ -166,9 +167,9 @@ impl Service {
     ) -> Result<()> {
         if session.status == SessionStatus::Stopped {
             // It will resume for this execution: one more running session of its tenant.
-            crate::admission::check_tenant_sessions(self, &session.tenant)?;
+            crate::access::admission::check_tenant_sessions(self, &session.tenant)?;
         }
-        crate::admission::check_tenant_executions(self, &session.tenant)?;
+        crate::access::admission::check_tenant_executions(self, &session.tenant)?;
         let live = self.sessions.live(&session.id);
         let max = self.config.max_queue;
         if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
@@ -252,7 +253,7 @@ impl Job {
         let result = self.run_turn(sink).await;
         if let Ok(exec) = &result {
             if let Some(cb) = &exec.callback {
-                tokio::spawn(crate::callback::deliver(Arc::clone(&service), cb.url.clone(), exec.clone()));
+                tokio::spawn(crate::executions::callback::deliver(Arc::clone(&service), cb.url.clone(), exec.clone()));
             }
         }
         // Files the code wrote go to storage (S3) without holding up the answer.
@@ -270,12 +271,12 @@ impl Job {
         let turn = match turn {
             Ok(turn) => turn,
             Err(e) => {
-                state.store.finish_execution(&execution::never_ran(record, &e))?;
+                state.store.finish_execution(&executions::never_ran(record, &e))?;
                 return Err(e);
             }
         };
         if cancel_pending && live.failures.load(Ordering::SeqCst) > seen_failures {
-            let cancelled = execution::cancelled(record);
+            let cancelled = executions::cancelled(record);
             state.store.finish_execution(&cancelled)?;
             return Ok(cancelled);
         }
@@ -300,7 +301,7 @@ impl Job {
             kernel_died = true;
             death = Some(format!("the pid limit was hit, during {}", plan.id));
         }
-        let done = execution::finish(
+        let done = executions::finish(
             Execution { status: ExecutionStatus::Running, ..record },
             outcome,
             turn.live.is_deleted(),

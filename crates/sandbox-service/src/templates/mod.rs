@@ -6,16 +6,18 @@
 //! ("building", then "ready" or "failed"); sessions can use a template only when it is ready.
 //! Each template may keep a warm pool of its own.
 
+pub mod packages;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sandbox_api::{CreateTemplate, InstallStatus, LimitsRequest, Template, TemplateStatus};
 
-use crate::auth::Caller;
+use crate::access::auth::Caller;
 use crate::error::ServiceError;
-use crate::execution;
-use crate::execution::limits_from;
+use crate::executions;
+use crate::executions::limits_from;
 use crate::Service;
 
 pub const DEFAULT: &str = "default";
@@ -29,7 +31,7 @@ pub fn builtin(state: &Service) -> Result<Template, ServiceError> {
         description: "The server's defaults: host root filesystem, a Python kernel, no extra packages".into(),
         rootfs: "host".into(),
         image: None,
-        limits: execution::resolve_limits(config, None)?,
+        limits: executions::resolve_limits(config, None)?,
         timeout_s: config.default_timeout_s,
         kernel: Some("python".into()),
         env: Default::default(),
@@ -121,7 +123,7 @@ pub fn session_limits(
         pids: req.pids.or(Some(t.limits.pids)),
         cpu: req.cpu.or(Some(t.limits.cpu)),
     };
-    execution::resolve_limits(&state.config, Some(&merged))
+    executions::resolve_limits(&state.config, Some(&merged))
 }
 
 /// Validates and stores a new template, and starts building it if it has packages. A tenant
@@ -140,10 +142,10 @@ pub async fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) 
         state.runtime.check_image(image).await?;
     }
     let env = req.env.unwrap_or_default();
-    execution::check_env(&env)?;
+    executions::check_env(&env)?;
     let packages = req.packages.unwrap_or_default();
     if !packages.is_empty() {
-        crate::packages::check_specs(&packages)?;
+        crate::templates::packages::check_specs(&packages)?;
     }
     let pool_size = req.pool_size.unwrap_or(0);
     if pool_size > MAX_POOL {
@@ -164,8 +166,8 @@ pub async fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) 
         description: req.description.unwrap_or_default(),
         rootfs,
         image: req.image,
-        limits: execution::resolve_limits(&state.config, req.limits.as_ref())?,
-        timeout_s: execution::check_timeout(&state.config, req.timeout_s, state.config.default_timeout_s)?,
+        limits: executions::resolve_limits(&state.config, req.limits.as_ref())?,
+        timeout_s: executions::check_timeout(&state.config, req.timeout_s, state.config.default_timeout_s)?,
         kernel,
         env,
         status: if packages.is_empty() { TemplateStatus::Ready } else { TemplateStatus::Building },
@@ -240,7 +242,7 @@ async fn build(state: Arc<Service>, t: Template) {
             let timeout = Duration::from_secs(state.config.package_timeout_s);
             let index = state.config.pip_index_url.clone();
             let (name, into) = (format!("template-{}", t.name), sandbox_runtime::Dir::Template(t.name.clone()));
-            crate::packages::install(state.runtime.as_ref(), &name, &t.packages, into, index, timeout).await
+            crate::templates::packages::install(state.runtime.as_ref(), &name, &t.packages, into, index, timeout).await
         }
         Err(e) => Err(e),
     };

@@ -162,7 +162,7 @@ impl WorkspaceFiles {
         match self {
             WorkspaceFiles::Host(ws) => Ok(Upload::Host(ws.stage()?)),
             WorkspaceFiles::Executor(remote) => {
-                let name = crate::execution::new_id("upload");
+                let name = crate::executions::new_id("upload");
                 remote.call(FileOp::Stage { stage: name.clone() })?;
                 let upload = RemoteUpload { remote: remote.clone(), name, pending: Vec::new(), size: 0, open: true };
                 Ok(Upload::Executor(upload))

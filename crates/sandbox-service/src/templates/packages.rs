@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sandbox_api::{InstallStatus, InstalledPackage, PackageInstallResult};
 use sandbox_runtime::{Dir, PackageInstall, ResourceLimits, Runtime};
 
-use crate::auth::Caller;
+use crate::access::auth::Caller;
 use crate::error::ServiceError;
 
 /// Where a session's own packages appear inside its sandbox.

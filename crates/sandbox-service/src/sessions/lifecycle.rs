@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbox_api::{Session, SessionStatus};
 
-use crate::auth::Caller;
+use crate::access::auth::Caller;
 use crate::error::ServiceError;
 use crate::Service;
 
@@ -134,7 +134,7 @@ fn prune_executions(state: &Service) -> Result<(), ServiceError> {
 /// is due (one may have run meanwhile), then stops its sandbox.
 async fn stop_when_due(state: &Service, session: Session) {
     let live = state.sessions.live(&session.id);
-    let _turn = crate::live::Sessions::exclusive(&live, live.ticket()).await;
+    let _turn = crate::sessions::live::Sessions::exclusive(&live, live.ticket()).await;
     let Some(reason) = due(state, &session) else { return };
     // The sandbox goes first: holding the turn, nothing can start a new one meanwhile, and
     // whoever sees "stopped" finds it gone.
@@ -205,7 +205,7 @@ pub fn workspace_source(state: &Service, caller: &Caller, from: &str) -> Result<
             "workspace_from: session {from} is running; stop it first (POST /v1/sessions/{from}/stop)"
         )));
     }
-    crate::live::Sessions::check_resumable(&source)?;
+    crate::sessions::live::Sessions::check_resumable(&source)?;
     // With S3 storage, the bucket has it; the directory here may not.
     if !state.dirs.storage.is_remote() && !state.dirs.workspaces.path(from).is_dir() {
         return Err(ServiceError::Conflict(format!("workspace_from: session {from} has no workspace")));

@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbox_api::{CallbackAttempt, Execution};
 
+use crate::access::outbound::{self, OutboundPolicy};
 use crate::error::ServiceError;
-use crate::outbound::{self, OutboundPolicy};
 use crate::Service;
 
 /// Waits before each attempt: at once, then backing off. Five attempts over ~7.5 s.

@@ -9,6 +9,11 @@
 //! through a bounded channel to a blocking thread, so a 1 GiB upload is never held in memory,
 //! and a file becomes visible (atomically, by a rename) only once it is complete.
 
+pub mod storage;
+pub mod system_dir;
+pub mod workspace;
+pub mod workspace_files;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -17,9 +22,9 @@ use sandbox_api::{FileInfo, FileType, Session, SessionStatus, UploadedFile};
 use sandbox_runtime::WorkspaceAccess;
 use sandbox_workspace::{Entry, Kind, RelPath, Workspace, WorkspaceError};
 
-use crate::auth::Caller;
+use crate::access::auth::Caller;
 use crate::error::ServiceError;
-use crate::workspace_files::{Opened, Upload, WorkspaceFiles};
+use crate::files::workspace_files::{Opened, Upload, WorkspaceFiles};
 use crate::Service;
 
 type Result<T> = std::result::Result<T, ServiceError>;
@@ -177,7 +182,7 @@ impl SessionFiles {
 
     /// The upload allowlist of the session's template (empty: anything goes).
     fn allowed_uploads(&self) -> Result<Vec<String>> {
-        let template = crate::template::find_any(&self.service, &self.session.template)?;
+        let template = crate::templates::find_any(&self.service, &self.session.template)?;
         Ok(template.map(|t| t.allowed_uploads).unwrap_or_default())
     }
 
@@ -199,7 +204,7 @@ impl SessionFiles {
             0 => 0,
             _ => {
                 let (service, id, of) = (Arc::clone(&self.service), self.session.id.clone(), tenant.clone());
-                blocking(move || crate::admission::tenant_workspace_bytes(&service, &of, Some(&id))).await?
+                blocking(move || crate::access::admission::tenant_workspace_bytes(&service, &of, Some(&id))).await?
             }
         };
         if declared.is_some_and(|n| n > max) {
@@ -226,7 +231,12 @@ impl SessionFiles {
                 }
                 let tenant_used = others + used.saturating_sub(replaced);
                 if tenant_max_mb > 0 && tenant_used + adding > tenant_max_mb << 20 {
-                    return Err(crate::admission::tenant_workspaces_full(&tenant, tenant_max_mb, tenant_used, adding));
+                    return Err(crate::access::admission::tenant_workspaces_full(
+                        &tenant,
+                        tenant_max_mb,
+                        tenant_used,
+                        adding,
+                    ));
                 }
                 Ok(())
             };

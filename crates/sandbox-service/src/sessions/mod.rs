@@ -1,12 +1,17 @@
 //! The session service: create (from a template, a warm pool, or another session's
 //! workspace), look up, stop, resume and delete sessions.
 
+pub mod lifecycle;
+pub mod live;
+pub mod pool;
+
 use chrono::Utc;
 use sandbox_api::{CreateSession, Session, SessionStatus};
 
-use crate::auth::Caller;
+use crate::access::admission;
+use crate::access::auth::Caller;
 use crate::error::ServiceError;
-use crate::{admission, execution, lifecycle, template, Service};
+use crate::{executions, templates, Service};
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
@@ -51,26 +56,26 @@ impl Service {
     /// tenant. Nothing is left behind if the start fails.
     pub async fn create_session(&self, caller: &Caller, req: CreateSession) -> Result<Session> {
         let config = &self.config;
-        let template = template::for_session(self, caller, req.template.as_deref().unwrap_or(template::DEFAULT))?;
+        let template = templates::for_session(self, caller, req.template.as_deref().unwrap_or(templates::DEFAULT))?;
         let mut env = template.env.clone();
         env.extend(req.env.unwrap_or_default());
-        execution::check_env(&env)?;
+        executions::check_env(&env)?;
         let kernel = match req.kernel.as_deref() {
             None => template.kernel.clone(),
-            given => template::check_kernel(given)?,
+            given => templates::check_kernel(given)?,
         };
-        let idle_timeout_s = template::check_seconds("idle_timeout_s", req.idle_timeout_s, template.idle_timeout_s)?;
-        let max_lifetime_s = template::check_seconds("max_lifetime_s", req.max_lifetime_s, template.max_lifetime_s)?;
+        let idle_timeout_s = templates::check_seconds("idle_timeout_s", req.idle_timeout_s, template.idle_timeout_s)?;
+        let max_lifetime_s = templates::check_seconds("max_lifetime_s", req.max_lifetime_s, template.max_lifetime_s)?;
         let source =
             req.workspace_from.as_deref().map(|from| lifecycle::workspace_source(self, caller, from)).transpose()?;
         let session = Session {
-            id: execution::new_id("ses"),
+            id: executions::new_id("ses"),
             tenant: caller.tenant().to_string(),
             status: SessionStatus::Running,
             template: template.name.clone(),
             env,
-            limits: template::session_limits(self, &template, req.limits.as_ref())?,
-            timeout_s: execution::check_timeout(config, req.timeout_s, template.timeout_s)?,
+            limits: templates::session_limits(self, &template, req.limits.as_ref())?,
+            timeout_s: executions::check_timeout(config, req.timeout_s, template.timeout_s)?,
             metadata: req.metadata.unwrap_or_default(),
             kernel,
             kernel_restarts: 0,
@@ -99,7 +104,7 @@ impl Service {
         // A session like its template's pool (same limits and env, a Python kernel) takes a warm sandbox.
         let pool = self
             .session_pool(&template.name)
-            .filter(|_| template::poolable(&template, &session) && req.workspace_from.is_none());
+            .filter(|_| templates::poolable(&template, &session) && req.workspace_from.is_none());
         if let Some((pool, warm)) = pool.and_then(|p| p.take(&self.dirs).map(|w| (p, w))) {
             pool.refill(&self.runtime, &self.dirs);
             // The warm sandbox was started under this session's id (see `pool.rs`).
@@ -169,11 +174,22 @@ impl Service {
     /// sooner.
     pub fn set_session_timeout(&self, caller: &Caller, id: &str, seconds: u64) -> Result<Session> {
         let session = self.active_session(caller, id)?;
-        let seconds = template::check_seconds("timeout", Some(seconds.max(1)), seconds)?;
+        let seconds = templates::check_seconds("timeout", Some(seconds.max(1)), seconds)?;
         let age = self.sessions.live(id).sandbox_age().unwrap_or_default().as_secs();
-        let lifetime = age.saturating_add(seconds).min(template::MAX_SECONDS);
+        let lifetime = age.saturating_add(seconds).min(templates::MAX_SECONDS);
         self.store.set_max_lifetime(&session.id, lifetime)?;
         self.session_record(id)
+    }
+
+    /// When the session's sandbox ends: when it stopped, or, while it runs, when its lifetime
+    /// runs out.
+    pub fn sandbox_ends_at(&self, s: &Session) -> chrono::DateTime<Utc> {
+        if let Some(stopped) = s.stopped_at.or(s.deleted_at) {
+            return stopped;
+        }
+        let age = self.sessions.live(&s.id).sandbox_age().unwrap_or_default();
+        let left = s.max_lifetime_s.saturating_sub(age.as_secs());
+        Utc::now() + chrono::Duration::seconds(i64::try_from(left).unwrap_or(i64::MAX / 1000))
     }
 
     /// Stops the session's sandbox now (a running execution ends as killed); the workspace

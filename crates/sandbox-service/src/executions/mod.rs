@@ -1,6 +1,10 @@
 //! Executions: validating a request, turning it into an executor request, and turning the
 //! outcome into the stored, returned record.
 
+pub mod callback;
+pub mod invoke;
+pub mod queue;
+
 use std::collections::BTreeMap;
 
 use chrono::Utc;
@@ -8,7 +12,7 @@ use sandbox_api::{Execution, ExecutionReason, ExecutionStatus, Language, Limits,
 use sandbox_protocol::{ExecRequest, ExecResult};
 use sandbox_runtime::{ExecOutcome, LimitKind, RuntimeError};
 
-use crate::auth::Caller;
+use crate::access::auth::Caller;
 use crate::config::Config;
 use crate::error::ServiceError;
 
@@ -29,7 +33,7 @@ pub fn sandbox_env(limits: &Limits, user: &BTreeMap<String, String>) -> BTreeMap
             .map(|k| (k.to_string(), threads.clone()))
             .collect();
     env.extend(user.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let python_path = crate::packages::python_path(user.get("PYTHONPATH").map(String::as_str));
+    let python_path = crate::templates::packages::python_path(user.get("PYTHONPATH").map(String::as_str));
     env.insert("PYTHONPATH".into(), python_path);
     env
 }
@@ -361,7 +365,7 @@ impl crate::Service {
             timeout_s: req.timeout_s,
         };
         let plan = Plan::one_shot(config, &limits, code)?;
-        crate::admission::check_tenant_executions(self, caller.tenant())?;
+        crate::access::admission::check_tenant_executions(self, caller.tenant())?;
         let limits = limits_from(&limits);
         let warm = if limits == self.run_pool.limits() { self.run_pool.take(&self.dirs) } else { None };
         let (name, sandbox) = match warm {
@@ -370,16 +374,10 @@ impl crate::Service {
                 (w.name, w.sandbox)
             }
             None => {
-                crate::admission::check_memory(self, limits.memory_bytes)?;
+                crate::access::admission::check_memory(self, limits.memory_bytes)?;
                 let name = format!("run-{}", plan.id);
-                let spec = self.dirs.bare_spec(&name, limits).await?;
-                match self.runtime.create(spec).await {
-                    Ok(sb) => (name, sb),
-                    Err(e) => {
-                        self.dirs.remove(&name);
-                        return Err(e.into());
-                    }
-                }
+                let sandbox = self.start_bare_sandbox(&name, limits).await?;
+                (name, sandbox)
             }
         };
         let record = plan.running_record();

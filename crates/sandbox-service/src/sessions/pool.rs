@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use sandbox_protocol::{ExecRequest, Language};
 use sandbox_runtime::{ResourceLimits, Runtime, Sandbox};
 
-use crate::execution::new_id;
-use crate::workspace::HostDirs;
+use crate::executions::new_id;
+use crate::files::workspace::HostDirs;
 
 /// A started sandbox waiting for work, with the workspace it was started on.
 pub struct Warm {

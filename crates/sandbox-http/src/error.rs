@@ -1,5 +1,5 @@
-//! API errors: the HTTP statuses of the REST door, and the one place where a
-//! [`ServiceError`] becomes one (an exhaustive match: a new kind of error must be given one).
+//! API errors: the HTTP statuses of the doors, and the one place where a [`ServiceError`]
+//! becomes one (an exhaustive match: a new kind of error must be given one).
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};

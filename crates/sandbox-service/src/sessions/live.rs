@@ -15,7 +15,7 @@ use sandbox_runtime::{Runtime, Sandbox};
 use sandbox_store::Store;
 
 use crate::error::ServiceError;
-use crate::workspace::HostDirs;
+use crate::files::workspace::HostDirs;
 
 /// The live part of a session.
 pub struct LiveSession {
@@ -200,13 +200,13 @@ impl Sessions {
             &session.template,
             image.as_deref(),
             Some(&session.tenant),
-            crate::execution::limits_from(&session.limits),
+            crate::executions::limits_from(&session.limits),
         )?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
         record_isolation(store, &session.id, sb.as_ref());
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.
-            sb.start_kernel(crate::execution::sandbox_env(&session.limits, &session.env)).await?;
+            sb.start_kernel(crate::executions::sandbox_env(&session.limits, &session.env)).await?;
         }
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&sb));
         *live.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());

@@ -1,7 +1,7 @@
 //! Workspaces: one host directory per session, mounted at /workspace in its sandbox. They
 //! live under the data dir and outlive sandboxes (a restarted sandbox finds its files again).
 //!
-//! With S3 storage these directories are a cache of the bucket ([`crate::storage`]): a
+//! With S3 storage these directories are a cache of the bucket ([`crate::files::storage`]): a
 //! workspace is brought up to date before a sandbox starts on it ([`HostDirs::prepare`]).
 //!
 //! Beside them, [`HostDirs`] keeps the other per-session and per-template directories a sandbox
@@ -17,9 +17,9 @@ use sandbox_runtime::{Dir, HostLayout, ReadOnlyMount, ResourceLimits, SandboxSpe
 use sandbox_workspace::Volumes;
 
 use crate::error::ServiceError;
-use crate::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
-use crate::storage::Storage;
-use crate::system_dir::SystemDir;
+use crate::files::storage::Storage;
+use crate::files::system_dir::SystemDir;
+use crate::templates::packages::{SESSION_MOUNT, TEMPLATE_MOUNT};
 
 /// The directories sandboxes get from the data dir.
 pub struct HostDirs {
