@@ -41,6 +41,17 @@ impl std::str::FromStr for CgroupMode {
     }
 }
 
+impl std::fmt::Display for CgroupMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CgroupMode::Auto => "auto",
+            CgroupMode::V2 => "v2",
+            CgroupMode::V1 => "v1",
+            CgroupMode::Off => "off",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Kind {
     V2 {

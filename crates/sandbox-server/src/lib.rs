@@ -25,7 +25,7 @@ use axum::Router;
 use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 
-pub use sandbox_service::{config, Cli, Config, Service};
+pub use sandbox_service::{config, Config, Service};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -29,7 +29,7 @@ use access::outbound;
 use files::{storage, system_dir, workspace};
 use sessions::{lifecycle, live, pool};
 
-pub use config::{Cli, Config};
+pub use config::Config;
 
 /// Which page of a listing: at most `limit` items (default [`Page::DEFAULT`], at most
 /// [`Page::MAX`]) after `cursor`, the `next_cursor` of the page before.

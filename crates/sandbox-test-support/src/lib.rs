@@ -38,6 +38,9 @@ pub struct TestServer {
 /// A config for tests: a free port, a fresh data dir under /tmp (which the sandbox user can
 /// traverse), the built executor, and no warm pools (tests that are about pools turn them on),
 /// so that every test starts only the sandboxes it asks for.
+///
+/// `SANDBOXD_RUNTIME` and `SANDBOXD_FILE_ACCESS` choose what the tests run on, as they do for
+/// `sandboxd`: `scripts/test.sh` runs suites again on Docker and through the executor so.
 pub fn test_config(data_dir: &Path) -> anyhow::Result<Config> {
     let mut config = Config {
         listen: "127.0.0.1:0".parse()?,
@@ -47,6 +50,12 @@ pub fn test_config(data_dir: &Path) -> anyhow::Result<Config> {
         ..Config::default()
     };
     config.local.executor = Some(binary("sandbox-executor")?);
+    if let Ok(runtime) = std::env::var("SANDBOXD_RUNTIME") {
+        config.runtime = runtime.parse().map_err(|e| anyhow::anyhow!("SANDBOXD_RUNTIME: {e}"))?;
+    }
+    if let Ok(access) = std::env::var("SANDBOXD_FILE_ACCESS") {
+        config.local.file_access = access.parse().map_err(|e| anyhow::anyhow!("SANDBOXD_FILE_ACCESS: {e}"))?;
+    }
     Ok(config)
 }
 

@@ -1,6 +1,7 @@
 //! `sandboxd`: parses the configuration and runs the server until SIGTERM or SIGINT; or, with
 //! `keys`, manages API keys.
 
+mod flags;
 mod keys;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ struct Args {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
-    config: Config,
+    config: flags::ConfigFlags,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -35,10 +36,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let config = Config::from(args.config);
     if let Some(Command::Keys(command)) = args.command {
-        return keys::run(&args.config, command);
+        return keys::run(&config, command);
     }
-    let server = Server::start(args.config).await.context("cannot start sandboxd")?;
+    let server = Server::start(config).await.context("cannot start sandboxd")?;
     println!("sandboxd listening on http://{}", server.addr);
 
     let mut term = signal(SignalKind::terminate()).context("install SIGTERM handler")?;

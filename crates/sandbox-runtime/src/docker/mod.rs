@@ -62,6 +62,16 @@ impl std::str::FromStr for SecondLayer {
     }
 }
 
+impl std::fmt::Display for SecondLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SecondLayer::Auto => "auto",
+            SecondLayer::On => "on",
+            SecondLayer::Off => "off",
+        })
+    }
+}
+
 /// Settings of the Docker runtime.
 #[derive(Debug, Clone)]
 pub struct DockerConfig {
