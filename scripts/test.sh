@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, exactly as CI runs it: installs what is missing, checks formatting
-# and lints, builds every binary (the tests start the real executor in real sandboxes), runs
-# the fuzz targets and the API fuzzer (schemathesis) for a bounded time, starts a Docker
-# engine and builds the sandbox image, and runs every test of the workspace.
+# The whole test suite, exactly as CI runs it: installs what is missing, starts PostgreSQL,
+# checks formatting and lints, builds every binary (the tests start the real executor in real
+# sandboxes), runs the fuzz targets and the API fuzzer (schemathesis) for a bounded time,
+# starts a Docker engine and builds the sandbox image, and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh clone (CI) gains nothing from incremental build data, which is a third of target/.
@@ -12,6 +12,13 @@ df -h . | tail -n 1 | awk '{print "disk free for the build: " $4}'
 scripts/install.sh
 scripts/install-test-s3.sh
 scripts/install-test-clients.sh
+# A real PostgreSQL for the tests of the store's other backend (Debian's package, installed if
+# missing; a cluster in a temporary directory, loopback only, a private port), stopped at the
+# end. Tests make a database of their own on it.
+pg_dir=$(mktemp -d /tmp/sandbox-test-postgres.XXXXXX)
+trap 'scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+SANDBOXD_TEST_POSTGRES_URL=$(scripts/postgres.sh start "$pg_dir")
+export SANDBOXD_TEST_POSTGRES_URL
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked

@@ -117,8 +117,8 @@ fn detail_json(state: &State, s: &Session) -> Result<Value> {
 }
 
 /// A session E2B may still address: deleted ones are gone (404), as killed sandboxes are.
-fn live_session(state: &State, caller: &Caller, id: &str) -> Result<Session> {
-    let s = state.service.session(caller, id)?;
+async fn live_session(state: &State, caller: &Caller, id: &str) -> Result<Session> {
+    let s = state.service.session(caller, id).await?;
     match s.status {
         SessionStatus::Deleted => Err(E2bError::not_found(format!("sandbox {id} not found"))),
         _ => Ok(s),
@@ -166,7 +166,7 @@ async fn list(
     let mut listed = Vec::new();
     let mut page = sandbox_service::Page { limit: Some(sandbox_service::Page::MAX), cursor: None };
     loop {
-        let (sessions, next) = state.service.sessions(&caller, page.clone())?;
+        let (sessions, next) = state.service.sessions(&caller, page.clone()).await?;
         for s in sessions.iter().filter(|s| s.status != SessionStatus::Deleted) {
             let wanted = states.is_empty() || states.iter().any(|st| st == state_of(s));
             let matches = metadata.iter().all(|(k, v)| s.metadata.get(k).and_then(Value::as_str) == Some(v.as_str()));
@@ -186,7 +186,7 @@ async fn detail(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>> {
-    Ok(Json(detail_json(&state, &live_session(&state, &caller, &id)?)?))
+    Ok(Json(detail_json(&state, &live_session(&state, &caller, &id).await?)?))
 }
 
 async fn kill(
@@ -194,7 +194,7 @@ async fn kill(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    live_session(&state, &caller, &id)?;
+    live_session(&state, &caller, &id).await?;
     state.service.delete_session(&caller, &id).await?;
     state.contexts().retain(|_, c| c.session != id);
     Ok(StatusCode::NO_CONTENT)
@@ -206,9 +206,9 @@ async fn set_timeout(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<Timeout>,
 ) -> Result<StatusCode> {
-    live_session(&state, &caller, &id)?;
+    live_session(&state, &caller, &id).await?;
     let seconds = req.timeout.ok_or_else(|| E2bError::invalid("timeout (seconds) is required"))?;
-    state.service.set_session_timeout(&caller, &id, seconds)?;
+    state.service.set_session_timeout(&caller, &id, seconds).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -218,8 +218,8 @@ async fn refresh(
     Path(id): Path<String>,
     JsonBody(req): JsonBody<Refresh>,
 ) -> Result<StatusCode> {
-    live_session(&state, &caller, &id)?;
-    state.service.set_session_timeout(&caller, &id, req.duration.unwrap_or(DEFAULT_TIMEOUT_S))?;
+    live_session(&state, &caller, &id).await?;
+    state.service.set_session_timeout(&caller, &id, req.duration.unwrap_or(DEFAULT_TIMEOUT_S)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,7 +228,7 @@ async fn pause(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
-    let s = live_session(&state, &caller, &id)?;
+    let s = live_session(&state, &caller, &id).await?;
     if s.status == SessionStatus::Stopped {
         return Err(E2bError { status: StatusCode::CONFLICT, code: "conflict", message: format!("{id} is paused") });
     }
@@ -238,15 +238,15 @@ async fn pause(
 
 /// Resumes a paused (stopped) sandbox; with a timeout, sets its lifetime from now.
 async fn resumed(state: &State, caller: &Caller, id: &str, timeout: Option<u64>) -> Result<(Session, bool)> {
-    let s = live_session(state, caller, id)?;
+    let s = live_session(state, caller, id).await?;
     let was_paused = s.status == SessionStatus::Stopped;
     if was_paused {
         state.service.resume_session(caller, id).await?;
     }
     if let Some(seconds) = timeout {
-        state.service.set_session_timeout(caller, id, seconds)?;
+        state.service.set_session_timeout(caller, id, seconds).await?;
     }
-    Ok((state.service.session(caller, id)?, was_paused))
+    Ok((state.service.session(caller, id).await?, was_paused))
 }
 
 async fn resume(

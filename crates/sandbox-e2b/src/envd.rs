@@ -39,7 +39,7 @@ pub fn routes() -> Router<State> {
 /// Whether the sandbox runs: a stopped (paused, timed out) or deleted session is not, which
 /// envd's proxy says with 502.
 async fn health(AxumState(state): AxumState<State>, who: SandboxCaller) -> Result<Response, E2bError> {
-    let session = state.service.session(&who.caller, &who.session)?;
+    let session = state.service.session(&who.caller, &who.session).await?;
     if session.status == sandbox_api::SessionStatus::Running {
         return Ok(StatusCode::NO_CONTENT.into_response());
     }

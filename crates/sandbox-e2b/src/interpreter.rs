@@ -233,7 +233,7 @@ async fn create_context(
     let cwd = req.cwd.unwrap_or_else(|| paths::HOME.into());
     paths::rel(&cwd)?;
     // Made as a use of the session: an unknown or another tenant's answers as it would.
-    state.service.active_session(&who.caller, &who.session)?;
+    state.service.active_session(&who.caller, &who.session).await?;
     let id = uuid::Uuid::now_v7().simple().to_string();
     let context =
         Context { session: who.session.clone(), language, cwd, namespace: format!("ctx_{id}"), executions: 0 };
@@ -243,7 +243,7 @@ async fn create_context(
 }
 
 async fn list_contexts(AxumState(state): AxumState<State>, who: SandboxCaller) -> Result<Json<Vec<Value>>, E2bError> {
-    state.service.active_session(&who.caller, &who.session)?;
+    state.service.active_session(&who.caller, &who.session).await?;
     let contexts = state.contexts();
     let listed = contexts.iter().filter(|(_, c)| c.session == who.session).map(|(id, c)| context_json(id, c)).collect();
     Ok(Json(listed))

@@ -99,7 +99,7 @@ impl FromRequestParts<State> for SandboxCaller {
         // envd calls carry the envd access token; the code interpreter's context calls only
         // the traffic access token. Both are the session's token (see `control.rs`).
         let token = header("x-access-token").or_else(|| header("e2b-traffic-access-token"));
-        let caller = state.service.session_caller(session, token)?;
+        let caller = state.service.session_caller(session, token).await?;
         Ok(SandboxCaller { session: session.to_string(), caller })
     }
 }

@@ -26,7 +26,7 @@ pub async fn require_key(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let caller = state.authenticate(token(req.headers()))?;
+    let caller = state.authenticate(token(req.headers())).await?;
     req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }

@@ -150,7 +150,7 @@ pub struct Server {
 impl Server {
     /// Binds `config.listen` and serves with the local runtime.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
-        let state = Arc::new(sandbox_service::Service::open(config)?);
+        let state = Arc::new(sandbox_service::Service::open(config).await?);
         Self::serve(state).await
     }
 
@@ -160,7 +160,7 @@ impl Server {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
-        let mode = state.access_mode(addr).map_err(|e| ServerError::Unprotected(e.to_string()))?;
+        let mode = state.access_mode(addr).await.map_err(|e| ServerError::Unprotected(e.to_string()))?;
         tracing::info!(%addr, "{mode}");
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let router = app(Arc::clone(&state));
@@ -169,7 +169,7 @@ impl Server {
             max_connections: state.config().max_connections,
         };
         let task = tokio::spawn(serve::serve(listener, router, limits, stopped));
-        state.start_background();
+        state.start_background().await;
         // Probe once so the first /readyz and the log tell at start-up whether sandboxes work.
         let readiness = state.runtime_readiness().await;
         if readiness.ready {

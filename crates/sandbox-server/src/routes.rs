@@ -57,7 +57,7 @@ pub async fn list_sessions(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SessionList>> {
     let page = crate::query::page(&crate::query::params(query))?;
-    let (sessions, next_cursor) = state.sessions(&caller, page)?;
+    let (sessions, next_cursor) = state.sessions(&caller, page).await?;
     Ok(Json(SessionList { sessions, next_cursor }))
 }
 
@@ -67,7 +67,7 @@ pub async fn get_session(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Session>> {
-    Ok(Json(state.session(&caller, &id)?))
+    Ok(Json(state.session(&caller, &id).await?))
 }
 
 #[utoipa::path(delete, path = "/v1/sessions/{id}", responses((status = 204), (status = 404, body = sandbox_api::ErrorBody)))]
@@ -163,7 +163,7 @@ pub async fn list_executions(
 ) -> Result<Json<ExecutionList>> {
     let params = crate::query::params(query);
     let with_outputs = crate::query::flag(&params, "outputs")?;
-    let (executions, next_cursor) = state.executions(&caller, &id, with_outputs, crate::query::page(&params)?)?;
+    let (executions, next_cursor) = state.executions(&caller, &id, with_outputs, crate::query::page(&params)?).await?;
     Ok(Json(ExecutionList { executions, next_cursor }))
 }
 
@@ -173,7 +173,7 @@ pub async fn get_execution(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Execution>> {
-    Ok(Json(state.execution(&caller, &id)?))
+    Ok(Json(state.execution(&caller, &id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/run", request_body = RunRequest, responses(
@@ -283,7 +283,7 @@ pub async fn list_templates(
     Extension(caller): Extension<Caller>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<sandbox_api::TemplateList>> {
-    let (templates, next_cursor) = state.templates(&caller, crate::query::page(&crate::query::params(query))?)?;
+    let (templates, next_cursor) = state.templates(&caller, crate::query::page(&crate::query::params(query))?).await?;
     Ok(Json(sandbox_api::TemplateList { templates, next_cursor }))
 }
 
@@ -295,7 +295,7 @@ pub async fn get_template(
     Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
 ) -> Result<Json<sandbox_api::Template>> {
-    Ok(Json(state.template(&caller, &name)?))
+    Ok(Json(state.template(&caller, &name).await?))
 }
 
 #[utoipa::path(post, path = "/v1/templates", request_body = sandbox_api::CreateTemplate, responses(

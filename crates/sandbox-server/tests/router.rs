@@ -9,11 +9,11 @@ use sandbox_server::{app, Config, Service};
 use sandbox_store::Store;
 use tower::ServiceExt;
 
-fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<Service>> {
+async fn state(data: &std::path::Path, runtime: Arc<FakeRuntime>) -> anyhow::Result<Arc<Service>> {
     // The fake runtime never mounts a workspace, and nothing here shuts the state down.
     let mut config = Config { data_dir: data.to_path_buf(), ..Config::default() };
     config.local.workspace_volumes = sandbox_server::config::VolumeMode::Off;
-    Ok(Arc::new(Service::new(config, Store::open_in_memory()?, runtime)?))
+    Ok(Arc::new(Service::new(config, Store::open_in_memory().await?, runtime)?))
 }
 
 async fn send(
@@ -34,7 +34,7 @@ async fn send(
 async fn session_limits_reach_the_runtime_and_executions_come_back() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let runtime = Arc::new(FakeRuntime::default());
-    let st = state(dir.path(), Arc::clone(&runtime))?;
+    let st = state(dir.path(), Arc::clone(&runtime)).await?;
     let (status, s) = send(
         &st,
         "POST",
@@ -62,7 +62,7 @@ async fn a_runtime_that_is_not_ready_gives_503_with_its_cause() -> anyhow::Resul
     let dir = tempfile::tempdir()?;
     let runtime = Arc::new(FakeRuntime::default());
     *runtime.not_ready.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some("no namespaces here".into());
-    let st = state(dir.path(), runtime)?;
+    let st = state(dir.path(), runtime).await?;
     let (status, body) = send(&st, "POST", "/v1/sessions", "{}").await?;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("no namespaces here")), "{body}");
@@ -81,7 +81,7 @@ async fn a_runtime_that_is_not_ready_gives_503_with_its_cause() -> anyhow::Resul
 #[tokio::test]
 async fn lists_are_paged_with_cursors() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let st = state(dir.path(), Arc::new(FakeRuntime::default()))?;
+    let st = state(dir.path(), Arc::new(FakeRuntime::default())).await?;
     let mut made = Vec::new();
     for _ in 0..5 {
         let (status, s) = send(&st, "POST", "/v1/sessions", "{}").await?;

@@ -26,6 +26,8 @@ pub struct Config {
     pub e2b_domain: Option<String>,
     /// Where the database, workspaces and runtime files live (`--data-dir`).
     pub data_dir: PathBuf,
+    /// The database (`--database-url`): `postgres://...`, or `None` for SQLite in the data dir.
+    pub database_url: Option<sandbox_store::DatabaseUrl>,
     /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host) or
     /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside) (`--runtime`).
     pub runtime: RuntimeKind,
@@ -145,6 +147,7 @@ impl Default for Config {
             mcp_allowed_hosts: Vec::new(),
             e2b_domain: None,
             data_dir: PathBuf::from("./sandbox-data"),
+            database_url: None,
             runtime: RuntimeKind::Local,
             default_memory_mb: 512,
             max_memory_mb: 8192,
@@ -422,6 +425,14 @@ impl Config {
 
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("db").join("sandbox.db")
+    }
+
+    /// The database's URL: `--database-url`, else the SQLite file in the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.as_str().to_string(),
+            None => sandbox_store::sqlite_url(&self.db_path()),
+        }
     }
 
     /// The S3 settings, when workspaces are kept in a bucket.

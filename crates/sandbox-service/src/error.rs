@@ -82,6 +82,7 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Open { .. }
             | StoreError::Migrate { .. }
+            | StoreError::SchemaTooNew { .. }
             | StoreError::Query(_)
             | StoreError::Corrupt { .. } => ServiceError::Internal(e.to_string()),
         }

@@ -245,7 +245,7 @@ pub enum SetupError {
 impl Service {
     /// Builds the service for `config` with the runtime it names: creates the data dir, opens
     /// the store, mounts the system dir.
-    pub fn open(config: Config) -> Result<Service, SetupError> {
+    pub async fn open(config: Config) -> Result<Service, SetupError> {
         config.validate().map_err(SetupError::Config)?;
         let dir_err = |path: &PathBuf| {
             let path = path.clone();
@@ -256,7 +256,8 @@ impl Service {
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o711))
             .map_err(dir_err(&config.data_dir))?;
         std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
-        let (store, recovered) = Store::open(&config.db_path())?;
+        let store = Store::connect(&config.database_url()).await?;
+        let recovered = store.recover().await?;
         if recovered != sandbox_store::Recovered::default() {
             tracing::warn!(
                 executions = recovered.executions,
@@ -267,14 +268,14 @@ impl Service {
         let system = system_dir::SystemDir::open(&config)?;
         let runtime = runtimes::build(&config, &system);
         let service = Service::with_system_dir(config, store, runtime, system)?;
-        lifecycle::remove_orphans(&service);
+        lifecycle::remove_orphans(&service).await;
         Ok(service)
     }
 
     /// Starts what runs in the background: template builds cut off by a restart, the idle
     /// sweep, and (S3 storage) the syncer and the write-back of what a crash left unsynced.
-    pub fn start_background(self: &Arc<Self>) {
-        templates::resume(self);
+    pub async fn start_background(self: &Arc<Self>) {
+        templates::resume(self).await;
         lifecycle::spawn_idle_sweep(self);
         lifecycle::spawn_syncer(self);
         lifecycle::recover_unsynced(self);

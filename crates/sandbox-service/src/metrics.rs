@@ -56,7 +56,7 @@ fn workspace_bytes(service: &Service) -> u64 {
 
 impl Service {
     pub async fn metrics(self: &Arc<Self>) -> Result<Snapshot, ServiceError> {
-        let (sessions, executions) = self.store.counts()?;
+        let (sessions, executions) = self.store.counts().await?;
         let count =
             |rows: &[(String, u64)], status: &str| rows.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
         let walk = Arc::clone(self);

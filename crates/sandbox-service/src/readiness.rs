@@ -12,7 +12,7 @@ impl Service {
     /// checks the store, the disk and workspace storage.
     pub async fn readiness(&self) -> Readiness {
         let runtime = self.runtime.readiness().await;
-        let store = match self.store.check_writable() {
+        let store = match self.store.check_writable().await {
             Ok(()) => Check { ok: true, message: "ok".into() },
             Err(e) => Check { ok: false, message: e.to_string() },
         };

@@ -45,7 +45,7 @@ impl Harness {
         let data = tempfile::Builder::new().prefix("sandbox-conformance-").tempdir_in("/tmp")?;
         let mut config = sandbox_test_support::test_config(data.path())?;
         (target.configure)(&mut config);
-        let service = Arc::new(Service::open(config)?);
+        let service = Arc::new(Service::open(config).await?);
         let readiness = service.readiness().await;
         anyhow::ensure!(readiness.ready, "runtime not ready: {}", readiness.sandbox.message);
         Ok(Harness { service, target, data })
@@ -150,7 +150,7 @@ pub async fn runs_each_language(target: &'static Target) -> anyhow::Result<()> {
 pub async fn kernel_keeps_state_and_survives_interrupt_and_death(target: &'static Target) -> anyhow::Result<()> {
     let h = Harness::start(target).await?;
     let s = h.session(None).await?;
-    let layers = h.service.session(&Caller::Open, &s)?.isolation.unwrap_or_default();
+    let layers = h.service.session(&Caller::Open, &s).await?.isolation.unwrap_or_default();
     assert!(!layers.is_empty() && !layers.contains("NO "), "every layer is up, and the record says which: {layers}");
     h.python(&s, "x = 20").await?;
     assert_eq!(h.python(&s, "print(x + 22)").await?.stdout, "42\n");
@@ -167,13 +167,13 @@ pub async fn kernel_keeps_state_and_survives_interrupt_and_death(target: &'stati
     }
     assert!(h.service.interrupt(&Caller::Open, &s).await?, "a running cell to interrupt");
     assert_eq!(h.python(&s, "print(x)").await?.stdout, "20\n", "the state outlives an interrupt");
-    let interrupted = h.service.execution(&Caller::Open, &queued.id)?;
+    let interrupted = h.service.execution(&Caller::Open, &queued.id).await?;
     assert_eq!(last_error(&interrupted), Some("KeyboardInterrupt"), "{interrupted:?}");
 
     let died = h.python(&s, "import os\nos._exit(3)").await?;
     assert_eq!((died.status, died.reason), (ExecutionStatus::KernelDied, Some(ExecutionReason::KernelExited)));
     assert_eq!(h.python(&s, "print('x' in globals())").await?.stdout, "False\n", "a fresh kernel");
-    assert_eq!(h.service.session(&Caller::Open, &s)?.kernel_restarts, 1);
+    assert_eq!(h.service.session(&Caller::Open, &s).await?.kernel_restarts, 1);
     Ok(())
 }
 

@@ -9,6 +9,8 @@ use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, Ses
 use sandbox_service::access::auth::Caller;
 use sandbox_service::executions::queue::Submission;
 use sandbox_service::{Page, Service, ServiceError};
+use sandbox_store::testing::TestDatabase;
+use sandbox_store::Backend;
 use sandbox_workspace::RelPath;
 
 async fn run(service: &Arc<Service>, session: &str, code: &str) -> anyhow::Result<sandbox_api::Execution> {
@@ -22,7 +24,20 @@ async fn run(service: &Arc<Service>, session: &str, code: &str) -> anyhow::Resul
 async fn a_whole_session_through_the_service_api() -> anyhow::Result<()> {
     let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
     let config = sandbox_test_support::test_config(data.path())?;
-    let service = Arc::new(sandbox_service::Service::open(config)?);
+    let service = Arc::new(sandbox_service::Service::open(config).await?);
+    let _down = ShutDown(Arc::clone(&service));
+    drive(&service).await
+}
+
+/// The same session with the store on a real PostgreSQL server: every query the service makes
+/// on its way, on the other backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_session_with_the_store_on_postgresql() -> anyhow::Result<()> {
+    let db = TestDatabase::new(Backend::Postgres).await?;
+    let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
+    let mut config = sandbox_test_support::test_config(data.path())?;
+    config.database_url = Some(db.url.parse().map_err(anyhow::Error::msg)?);
+    let service = Arc::new(sandbox_service::Service::open(config).await?);
     let _down = ShutDown(Arc::clone(&service));
     drive(&service).await
 }
@@ -82,7 +97,7 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     assert!(service.interrupt(&Caller::Open, id).await?, "a live sandbox to interrupt");
     let e = run(service, id, "print(x)").await?;
     assert_eq!(e.stdout, "20\n", "{e:?}");
-    let interrupted = service.execution(&Caller::Open, &queued.id)?;
+    let interrupted = service.execution(&Caller::Open, &queued.id).await?;
     let ended_by = interrupted.outputs.last().and_then(|o| match o {
         sandbox_api::Output::Error { ename, .. } => Some(ename.as_str()),
         _ => None,
@@ -95,18 +110,19 @@ async fn drive(service: &Arc<Service>) -> anyhow::Result<()> {
     let e = run(service, id, "import os; print(os.path.exists('out.txt'), 'x' in globals())").await?;
     assert_eq!(e.stdout, "True False\n", "{e:?}");
     // Listed a page at a time: the cursor carries on where the page ended.
-    let (first, next) = service.executions(&Caller::Open, id, false, Page { limit: Some(4), cursor: None })?;
-    let (rest, end) = service.executions(&Caller::Open, id, false, Page { limit: Some(4), cursor: next.clone() })?;
+    let (first, next) = service.executions(&Caller::Open, id, false, Page { limit: Some(4), cursor: None }).await?;
+    let (rest, end) =
+        service.executions(&Caller::Open, id, false, Page { limit: Some(4), cursor: next.clone() }).await?;
     assert_eq!((first.len(), next.is_some(), rest.len(), end), (4, true, 2, None));
     let ids: Vec<&str> = first.iter().chain(&rest).map(|e| e.id.as_str()).collect();
     assert!(ids.contains(&queued.id.as_str()) && ids.windows(2).all(|w| w[0] != w[1]), "{ids:?}");
 
     // Delete: the session is gone for work, with domain errors, not statuses.
     service.delete_session(&Caller::Open, id).await?;
-    assert_eq!(service.session(&Caller::Open, id)?.status, SessionStatus::Deleted);
+    assert_eq!(service.session(&Caller::Open, id).await?.status, SessionStatus::Deleted);
     let refused = service.submit_execution(&Caller::Open, id, CreateExecution::new(Language::Python, "1"), false).await;
     assert!(matches!(refused, Err(ServiceError::Conflict(_))), "a deleted session takes no code");
-    assert!(matches!(service.session(&Caller::Open, "ses_none"), Err(ServiceError::NotFound(_))));
+    assert!(matches!(service.session(&Caller::Open, "ses_none").await, Err(ServiceError::NotFound(_))));
     Ok(())
 }
 
@@ -118,7 +134,7 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
     let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
     let mut config = sandbox_test_support::test_config(data.path())?;
     config.local.file_access = sandbox_service::config::FileAccess::Executor;
-    let service = Arc::new(sandbox_service::Service::open(config)?);
+    let service = Arc::new(sandbox_service::Service::open(config).await?);
     let _down = ShutDown(Arc::clone(&service));
     let id = service.create_session(&Caller::Open, CreateSession::default()).await?.id;
     run(&service, &id, "open('a.txt', 'w').write('x' * 5_000_000)").await?;
@@ -126,7 +142,7 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
 
     let files = service.files(&Caller::Open, &id).await?;
     assert_eq!(
-        service.session(&Caller::Open, &id)?.status,
+        service.session(&Caller::Open, &id).await?.status,
         SessionStatus::Running,
         "reaching the files started the sandbox"
     );
@@ -155,7 +171,7 @@ async fn files_through_the_executor_are_reached_in_the_sandbox() -> anyhow::Resu
 async fn a_start_removes_workspaces_no_session_owns() -> anyhow::Result<()> {
     let data = tempfile::Builder::new().prefix("sandbox-service-test-").tempdir_in("/tmp")?;
     let (running, deleted) = {
-        let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?)?);
+        let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?).await?);
         let _down = ShutDown(Arc::clone(&service));
         let running = service.create_session(&Caller::Open, CreateSession::default()).await?.id;
         run(&service, &running, "open('mine.txt', 'w').write('kept')").await?;
@@ -171,7 +187,7 @@ async fn a_start_removes_workspaces_no_session_owns() -> anyhow::Result<()> {
         std::fs::write(workspaces.join(stray).join("sub/file"), "left by a crash")?;
     }
 
-    let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?)?);
+    let service = Arc::new(sandbox_service::Service::open(sandbox_test_support::test_config(data.path())?).await?);
     let _down = ShutDown(Arc::clone(&service));
     for stray in strays {
         assert!(!workspaces.join(stray).exists(), "{stray} is removed");

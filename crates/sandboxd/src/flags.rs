@@ -38,6 +38,11 @@ pub struct ConfigFlags {
     /// Where the database, workspaces and runtime files live.
     #[arg(long, env = "SANDBOXD_DATA_DIR", default_value_os_t = defaults().data_dir)]
     data_dir: PathBuf,
+    /// The database sessions, executions, templates and keys are kept in:
+    /// `postgres://user:password@host:port/db` (prefer the environment for it: a flag is visible
+    /// to every user in `ps`), or a `sqlite:` URL. By default, SQLite in the data dir.
+    #[arg(long, env = "SANDBOXD_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<sandbox_store::DatabaseUrl>,
     /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host) or
     /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside).
     #[arg(long, env = "SANDBOXD_RUNTIME", default_value_t = defaults().runtime)]
@@ -187,6 +192,7 @@ impl From<ConfigFlags> for Config {
             mcp_allowed_hosts: f.mcp_allowed_hosts,
             e2b_domain: f.e2b_domain,
             data_dir: f.data_dir,
+            database_url: f.database_url,
             runtime: f.runtime,
             default_memory_mb: f.default_memory_mb,
             max_memory_mb: f.max_memory_mb,

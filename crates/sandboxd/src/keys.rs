@@ -25,22 +25,23 @@ pub enum KeysCommand {
     },
 }
 
-pub fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
-    let db = config.db_path();
-    if let Some(dir) = db.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+pub async fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    if config.database_url.is_none() {
+        let dir = config.data_dir.join("db");
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
     }
-    let store = Store::open_beside(&db).with_context(|| format!("open {}", db.display()))?;
+    let url = config.database_url();
+    let store = Store::connect(&url).await.with_context(|| format!("open {}", sandbox_store::redacted(&url)))?;
     match command {
         KeysCommand::Create { tenant, admin } => {
-            let made = sandbox_service::access::auth::create_key(&store, &tenant, admin)?;
+            let made = sandbox_service::access::auth::create_key(&store, &tenant, admin).await?;
             let role = if admin { ", admin" } else { "" };
             eprintln!("created {} for tenant {tenant}{role}; the key is shown this once:", made.key.id);
             println!("{}", made.token);
         }
         KeysCommand::List => {
             println!("{:<30} {:<24} {:<6} {:<26} REVOKED", "ID", "TENANT", "ADMIN", "CREATED");
-            for key in store.keys()? {
+            for key in store.keys().await? {
                 let revoked = key.revoked_at.map_or("-".to_string(), |at| at.to_rfc3339());
                 let admin = if key.admin { "yes" } else { "no" };
                 println!(
@@ -53,7 +54,7 @@ pub fn run(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id } => {
-            sandbox_service::access::auth::revoke_key(&store, &id)?;
+            sandbox_service::access::auth::revoke_key(&store, &id).await?;
             println!("revoked {id}");
         }
     }

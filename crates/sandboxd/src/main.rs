@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::from(args.config);
     if let Some(Command::Keys(command)) = args.command {
-        return keys::run(&config, command);
+        return keys::run(&config, command).await;
     }
     let server = Server::start(config).await.context("cannot start sandboxd")?;
     println!("sandboxd listening on http://{}", server.addr);

@@ -25,9 +25,9 @@ use crate::error::ServiceError;
 use crate::Service;
 
 /// Refuses when a sandbox of `memory_bytes` more would over-commit the host's memory.
-pub fn check_memory(state: &Service, memory_bytes: u64) -> Result<(), ServiceError> {
+pub async fn check_memory(state: &Service, memory_bytes: u64) -> Result<(), ServiceError> {
     let Some(host) = host_memory_bytes() else { return Ok(()) };
-    let running = state.store.running_memory_mb()? << 20;
+    let running = state.store.running_memory_mb().await? << 20;
     let pooled = state.pooled_memory_bytes();
     let committed = running + pooled + memory_bytes;
     let allowed = (host as f64 * state.config.memory_overcommit) as u64;
@@ -46,7 +46,7 @@ pub fn check_memory(state: &Service, memory_bytes: u64) -> Result<(), ServiceErr
 }
 
 /// Refuses when one more workspace would over-commit the data dir's disk.
-pub fn check_disk(state: &Service) -> Result<(), ServiceError> {
+pub async fn check_disk(state: &Service) -> Result<(), ServiceError> {
     let c = &state.config;
     let free = sandbox_sys::fs::free_bytes(&c.data_dir).unwrap_or(u64::MAX);
     if free < c.min_free_disk_mb << 20 {
@@ -58,7 +58,7 @@ pub fn check_disk(state: &Service) -> Result<(), ServiceError> {
     }
     // Deleted sessions' workspaces (kept for `workspace_from`) cannot grow: they count by what
     // they use, in `usable`, not by their quota.
-    let (sessions, _) = state.store.counts()?;
+    let (sessions, _) = state.store.counts().await?;
     let may_grow = [SessionStatus::Running.as_str(), SessionStatus::Stopped.as_str()];
     let live: u64 = sessions.iter().filter(|(status, _)| may_grow.contains(&status.as_str())).map(|(_, n)| n).sum();
     let workspaces = live + 1;
@@ -80,9 +80,9 @@ pub fn check_disk(state: &Service) -> Result<(), ServiceError> {
 }
 
 /// Refuses one more running session of `tenant` when it has `--tenant-max-sessions` already.
-pub fn check_tenant_sessions(state: &Service, tenant: &str) -> Result<(), ServiceError> {
+pub async fn check_tenant_sessions(state: &Service, tenant: &str) -> Result<(), ServiceError> {
     let max = state.config.tenant.max_sessions;
-    let running = state.store.running_sessions_of(tenant)?;
+    let running = state.store.running_sessions_of(tenant).await?;
     if max > 0 && running >= max {
         return Err(ServiceError::TenantLimit(format!(
             "tenant {tenant} has {running} running sessions, its limit (--tenant-max-sessions {max}): \
@@ -94,9 +94,9 @@ pub fn check_tenant_sessions(state: &Service, tenant: &str) -> Result<(), Servic
 
 /// Refuses one more execution of `tenant` when it has `--tenant-max-executions` queued or
 /// running already.
-pub fn check_tenant_executions(state: &Service, tenant: &str) -> Result<(), ServiceError> {
+pub async fn check_tenant_executions(state: &Service, tenant: &str) -> Result<(), ServiceError> {
     let max = state.config.tenant.max_executions;
-    let active = state.store.active_executions_of(tenant)?;
+    let active = state.store.active_executions_of(tenant).await?;
     if max > 0 && active >= max {
         return Err(ServiceError::TenantLimit(format!(
             "tenant {tenant} has {active} executions queued or running, its limit \
@@ -107,13 +107,15 @@ pub fn check_tenant_executions(state: &Service, tenant: &str) -> Result<(), Serv
 }
 
 /// The bytes of files in `tenant`'s workspaces on this host, but for session `besides`'s.
-pub fn tenant_workspace_bytes(state: &Service, tenant: &str, besides: Option<&str>) -> Result<u64, ServiceError> {
-    let ids = state.store.workspaces_of(tenant)?;
-    let mut total = 0u64;
-    for id in ids.iter().filter(|id| Some(id.as_str()) != besides) {
-        total = total.saturating_add(state.dirs.workspaces.usage(id)?);
-    }
-    Ok(total)
+pub async fn tenant_workspace_bytes(state: &Service, tenant: &str, besides: Option<&str>) -> Result<u64, ServiceError> {
+    let mut ids = state.store.workspaces_of(tenant).await?;
+    ids.retain(|id| Some(id.as_str()) != besides);
+    let dirs = std::sync::Arc::clone(&state.dirs);
+    // Measuring walks directories: not on the async threads.
+    crate::files::blocking(move || {
+        ids.iter().try_fold(0u64, |total, id| Ok(total.saturating_add(dirs.workspaces.usage(id)?)))
+    })
+    .await
 }
 
 /// The error for `tenant`'s workspaces holding `used` bytes and `adding` more, past `max` MiB.
@@ -127,12 +129,12 @@ pub fn tenant_workspaces_full(tenant: &str, max: u64, used: u64, adding: u64) ->
 }
 
 /// Refuses a new session of `tenant` when its workspaces hold `--tenant-max-workspace-mb`.
-pub fn check_tenant_workspaces(state: &Service, tenant: &str) -> Result<(), ServiceError> {
+pub async fn check_tenant_workspaces(state: &Service, tenant: &str) -> Result<(), ServiceError> {
     let max_mb = state.config.tenant.max_workspace_mb;
     if max_mb == 0 {
         return Ok(());
     }
-    let used = tenant_workspace_bytes(state, tenant, None)?;
+    let used = tenant_workspace_bytes(state, tenant, None).await?;
     match used >= max_mb << 20 {
         true => Err(tenant_workspaces_full(tenant, max_mb, used, 0)),
         false => Ok(()),

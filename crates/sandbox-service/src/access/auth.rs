@@ -102,19 +102,19 @@ pub fn check_tenant(name: &str) -> Result<(), ServiceError> {
 }
 
 /// Makes a key for `tenant` and records its hash.
-pub fn create_key(store: &Store, tenant: &str, admin: bool) -> Result<NewKey, ServiceError> {
+pub async fn create_key(store: &Store, tenant: &str, admin: bool) -> Result<NewKey, ServiceError> {
     check_tenant(tenant)?;
     let random = |len| random_hex(len).map_err(|e| ServiceError::Internal(format!("cannot read /dev/urandom: {e}")));
     let (id, secret) = (random(12)?, random(32)?);
     let key =
         ApiKey { id: format!("key_{id}"), tenant: tenant.to_string(), admin, created_at: Utc::now(), revoked_at: None };
-    store.insert_key(&key, &sha256_hex(&secret))?;
+    store.insert_key(&key, &sha256_hex(&secret)).await?;
     Ok(NewKey { token: format!("{PREFIX}{id}_{secret}"), key })
 }
 
 /// Revokes key `id`: requests with it are refused from now on.
-pub fn revoke_key(store: &Store, id: &str) -> Result<(), ServiceError> {
-    match store.revoke_key(id, Utc::now())? {
+pub async fn revoke_key(store: &Store, id: &str) -> Result<(), ServiceError> {
+    match store.revoke_key(id, Utc::now()).await? {
         true => Ok(()),
         false => Err(ServiceError::NotFound(format!("no key {id} in force"))),
     }
@@ -160,10 +160,10 @@ impl Service {
     /// Who sends `token` for session `id`: a caller of the session's tenant that sees that
     /// session. A token that is not this session's is answered as an id that does not exist
     /// (whether the session exists is not told); without a token, as a request without a key.
-    pub fn session_caller(&self, id: &str, token: Option<&str>) -> Result<Caller, ServiceError> {
-        let Some(token) = token else { return self.authenticate(None) };
+    pub async fn session_caller(&self, id: &str, token: Option<&str>) -> Result<Caller, ServiceError> {
+        let Some(token) = token else { return self.authenticate(None).await };
         let session = match same(token, &self.session_token(id)?) {
-            true => self.store.get_session(id)?,
+            true => self.store.get_session(id).await?,
             false => None,
         };
         match session {
@@ -180,8 +180,8 @@ impl Service {
 
     /// How requests are let in, in words, for the log at start; an error when the server must
     /// not start (no key in force, an address beyond loopback, and no `--insecure-no-auth`).
-    pub fn access_mode(&self, addr: std::net::SocketAddr) -> Result<String, ServiceError> {
-        let keyed = self.store.has_keys()?;
+    pub async fn access_mode(&self, addr: std::net::SocketAddr) -> Result<String, ServiceError> {
+        let keyed = self.store.has_keys().await?;
         if keyed {
             return Ok("API keys in force: every /v1 request needs one".into());
         }
@@ -198,8 +198,8 @@ impl Service {
     }
 
     /// Who sends `token` (the key a request carries, if any).
-    pub fn authenticate(&self, token: Option<&str>) -> Result<Caller, ServiceError> {
-        if !self.store.has_keys()? {
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<Caller, ServiceError> {
+        if !self.store.has_keys().await? {
             // The last key revoked while serving beyond loopback: closed, not open.
             return match self.open_without_keys() {
                 true => Ok(Caller::Open),
@@ -215,7 +215,7 @@ impl Service {
         let Some((id, secret)) = token.strip_prefix(PREFIX).and_then(|rest| rest.split_once('_')) else {
             return Err(refused("that is not an API key of this server"));
         };
-        let found = self.store.key_with_hash(&format!("key_{id}"))?;
+        let found = self.store.key_with_hash(&format!("key_{id}")).await?;
         let known = found.filter(|(key, hash)| same(hash, &sha256_hex(secret)) && key.revoked_at.is_none());
         match known {
             Some((key, _)) => Ok(Caller::Key { id: key.id, tenant: key.tenant, admin: key.admin }),
@@ -228,16 +228,17 @@ impl Service {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_key_is_made_shown_once_and_checked_by_its_hash() -> Result<(), ServiceError> {
-        let store = Store::open_in_memory()?;
-        let made = create_key(&store, "acme", true)?;
+    #[tokio::test]
+    async fn a_key_is_made_shown_once_and_checked_by_its_hash() -> Result<(), ServiceError> {
+        let store = Store::open_in_memory().await?;
+        let made = create_key(&store, "acme", true).await?;
         assert!(made.token.starts_with("sbx_") && made.token.len() > 80, "{}", made.token);
-        let (kept, hash) = store.key_with_hash(&made.key.id)?.ok_or_else(|| ServiceError::Internal("kept".into()))?;
+        let kept = store.key_with_hash(&made.key.id).await?;
+        let (kept, hash) = kept.ok_or_else(|| ServiceError::Internal("kept".into()))?;
         assert!(!hash.contains(made.token.rsplit('_').next().unwrap_or("")), "only a hash is kept");
         assert_eq!((kept.tenant.as_str(), kept.admin), ("acme", true));
-        assert!(create_key(&store, "../x", false).is_err());
-        assert!(create_key(&store, "", false).is_err());
+        assert!(create_key(&store, "../x", false).await.is_err());
+        assert!(create_key(&store, "", false).await.is_err());
         Ok(())
     }
 

@@ -32,7 +32,7 @@ pub async fn deliver(state: std::sync::Arc<Service>, url: String, execution: Exe
     // policy may have changed since the URL was accepted (a restart with other settings).
     if let Ok(parsed) = reqwest::Url::parse(&url) {
         if let Err(refused) = state.outbound.check_url(&parsed) {
-            record(&state, &execution.id, None, Some(refused.to_string()));
+            record(&state, &execution.id, None, Some(refused.to_string())).await;
             return;
         }
     }
@@ -41,12 +41,12 @@ pub async fn deliver(state: std::sync::Arc<Service>, url: String, execution: Exe
         let sent = state.http.post(&url).json(&execution).timeout(ATTEMPT_TIMEOUT).send().await;
         match sent {
             Ok(resp) if resp.status().is_success() => {
-                record(&state, &execution.id, Some(resp.status().as_u16()), None);
+                record(&state, &execution.id, Some(resp.status().as_u16()), None).await;
                 return;
             }
-            Ok(resp) => record(&state, &execution.id, Some(resp.status().as_u16()), None),
+            Ok(resp) => record(&state, &execution.id, Some(resp.status().as_u16()), None).await,
             Err(e) => {
-                record(&state, &execution.id, None, Some(outbound::describe(&e)));
+                record(&state, &execution.id, None, Some(outbound::describe(&e))).await;
                 if outbound::refusal(&e).is_some() {
                     return;
                 }
@@ -56,9 +56,9 @@ pub async fn deliver(state: std::sync::Arc<Service>, url: String, execution: Exe
     tracing::warn!(execution = %execution.id, %url, "callback not delivered after every attempt");
 }
 
-fn record(state: &Service, id: &str, status: Option<u16>, error: Option<String>) {
+async fn record(state: &Service, id: &str, status: Option<u16>, error: Option<String>) {
     let attempt = CallbackAttempt { at: Utc::now(), status, error };
-    if let Err(e) = state.store.add_callback_attempt(id, &attempt) {
+    if let Err(e) = state.store.add_callback_attempt(id, &attempt).await {
         tracing::warn!(execution = %id, error = %e, "cannot record a callback attempt");
     }
 }

@@ -330,21 +330,21 @@ pub fn finish(mut e: Execution, outcome: Result<ExecOutcome, RuntimeError>, dele
 
 impl crate::Service {
     /// Execution `id`, whole, if `caller` may see it.
-    pub fn execution(&self, caller: &Caller, id: &str) -> Result<Execution, ServiceError> {
-        self.store.get_execution(id, caller.scope())?.ok_or_else(|| ServiceError::not_found("execution", id))
+    pub async fn execution(&self, caller: &Caller, id: &str) -> Result<Execution, ServiceError> {
+        self.store.get_execution(id, caller.scope()).await?.ok_or_else(|| ServiceError::not_found("execution", id))
     }
 
     /// A page of session `session_id`'s executions, oldest first: summaries (no stdout, stderr
     /// or outputs) unless `with_outputs`; and the next page's cursor.
-    pub fn executions(
+    pub async fn executions(
         &self,
         caller: &Caller,
         session_id: &str,
         with_outputs: bool,
         page: crate::Page,
     ) -> Result<(Vec<Execution>, Option<String>), ServiceError> {
-        self.session(caller, session_id)?;
-        let p = self.store.page_executions(session_id, with_outputs, page.limit(), page.cursor.as_deref())?;
+        self.session(caller, session_id).await?;
+        let p = self.store.page_executions(session_id, with_outputs, page.limit(), page.cursor.as_deref()).await?;
         Ok((p.items, p.next))
     }
 
@@ -365,7 +365,7 @@ impl crate::Service {
             timeout_s: req.timeout_s,
         };
         let plan = Plan::one_shot(config, &limits, code)?;
-        crate::access::admission::check_tenant_executions(self, caller.tenant())?;
+        crate::access::admission::check_tenant_executions(self, caller.tenant()).await?;
         let limits = limits_from(&limits);
         let warm = if limits == self.run_pool.limits() { self.run_pool.take(&self.dirs) } else { None };
         let (name, sandbox) = match warm {
@@ -374,14 +374,14 @@ impl crate::Service {
                 (w.name, w.sandbox)
             }
             None => {
-                crate::access::admission::check_memory(self, limits.memory_bytes)?;
+                crate::access::admission::check_memory(self, limits.memory_bytes).await?;
                 let name = format!("run-{}", plan.id);
                 let sandbox = self.start_bare_sandbox(&name, limits).await?;
                 (name, sandbox)
             }
         };
         let record = plan.running_record();
-        let stored = self.store.insert_execution(&record, &plan.code, caller.tenant());
+        let stored = self.store.insert_execution(&record, &plan.code, caller.tenant()).await;
         // Nothing runs unless its record exists; either way tear-down is not the caller's wait.
         let outcome = match &stored {
             Ok(()) => Some(sandbox.exec(plan.request(config), None).await),
@@ -395,7 +395,7 @@ impl crate::Service {
         stored?;
         let Some(outcome) = outcome else { return Err(ServiceError::Internal("execution not stored".into())) };
         let done = finish(record, outcome, false);
-        self.store.finish_execution(&done)?;
+        self.store.finish_execution(&done).await?;
         Ok(done)
     }
 
@@ -403,7 +403,7 @@ impl crate::Service {
     /// kept); true if there was a live sandbox to interrupt. Does not wait for the session's
     /// turn: that is the cell being interrupted.
     pub async fn interrupt(&self, caller: &Caller, session_id: &str) -> Result<bool, ServiceError> {
-        self.active_session(caller, session_id)?;
+        self.active_session(caller, session_id).await?;
         match self.sessions.live(session_id).current() {
             Some(sandbox) if sandbox.is_alive() => {
                 sandbox.interrupt().await?;
@@ -420,7 +420,7 @@ impl crate::Service {
         caller: &Caller,
         session_id: &str,
     ) -> Result<sandbox_api::Session, ServiceError> {
-        let session = self.active_session(caller, session_id)?;
+        let session = self.active_session(caller, session_id).await?;
         if session.kernel.is_none() {
             return Err(ServiceError::Conflict(format!("session {session_id} has no kernel")));
         }
@@ -428,7 +428,7 @@ impl crate::Service {
             sandbox.restart_kernel().await?;
         }
         // With no live sandbox the next execution starts one, and with it a fresh kernel.
-        self.session_record(session_id)
+        self.session_record(session_id).await
     }
 }
 

@@ -61,7 +61,7 @@ impl Service {
         req: CreateExecution,
         stream: bool,
     ) -> Result<Submission> {
-        let session = self.active_session(caller, session_id)?;
+        let session = self.active_session(caller, session_id).await?;
         let exec_id = match req.execution_id {
             Some(given) => executions::check_execution_id(given)?,
             None => executions::new_id("exe"),
@@ -93,7 +93,7 @@ impl Service {
             Claim::New(tx) => tx,
         };
         let claim = ClaimGuard { service: self, id: &exec_id };
-        if let Some(existing) = self.store.get_execution(&exec_id, None)? {
+        if let Some(existing) = self.store.get_execution(&exec_id, None).await? {
             if existing.session_id.as_deref() != Some(session_id) {
                 return Err(taken());
             }
@@ -111,7 +111,7 @@ impl Service {
             false => (None, None),
         };
         let mut finished = done.subscribe();
-        self.enqueue(session, plan, &record, cancel_pending, sink, done)?;
+        self.enqueue(session, plan, &record, cancel_pending, sink, done).await?;
         claim.hand_over();
 
         if !wait {
@@ -131,7 +131,7 @@ impl Service {
         session_id: &str,
         req: sandbox_api::InvokeRequest,
     ) -> Result<sandbox_api::InvokeResult> {
-        let session = self.active_session(caller, session_id)?;
+        let session = self.active_session(caller, session_id).await?;
         if session.kernel.is_none() {
             return Err(ServiceError::Conflict(format!("session {session_id} has no kernel to invoke handlers in")));
         }
@@ -148,7 +148,7 @@ impl Service {
         let plan = Plan::in_session(&self.config, &session, exec_id.clone(), code, true)?;
         let (done, mut finished) = watch::channel(None);
         let record = plan.queued_record();
-        self.enqueue(session, plan, &record, false, None, done)?;
+        self.enqueue(session, plan, &record, false, None, done).await?;
         Ok(crate::executions::invoke::result(self.finished(&exec_id, &mut finished).await?))
     }
 
@@ -156,7 +156,7 @@ impl Service {
     /// queued record, takes the next ticket and starts the job that waits for it. The job runs
     /// in a task of its own: it finishes and is stored even if the caller goes away, and `done`
     /// tells whoever waits (a repeat of the id included) how it ended.
-    fn enqueue(
+    async fn enqueue(
         self: &Arc<Self>,
         session: Session,
         plan: Plan,
@@ -167,15 +167,15 @@ impl Service {
     ) -> Result<()> {
         if session.status == SessionStatus::Stopped {
             // It will resume for this execution: one more running session of its tenant.
-            crate::access::admission::check_tenant_sessions(self, &session.tenant)?;
+            crate::access::admission::check_tenant_sessions(self, &session.tenant).await?;
         }
-        crate::access::admission::check_tenant_executions(self, &session.tenant)?;
+        crate::access::admission::check_tenant_executions(self, &session.tenant).await?;
         let live = self.sessions.live(&session.id);
         let max = self.config.max_queue;
         if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
             return Err(ServiceError::Busy(format!("session {} already has {max} executions waiting", session.id)));
         }
-        if let Err(e) = self.store.insert_execution(record, &plan.code, &session.tenant) {
+        if let Err(e) = self.store.insert_execution(record, &plan.code, &session.tenant).await {
             live.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(e.into());
         }
@@ -199,7 +199,11 @@ impl Service {
         match finished.wait_for(Option::is_some).await.map(|v| v.clone()) {
             Ok(Some(result)) => result,
             // The task ended without a word (it cannot, short of a panic): the store knows.
-            _ => self.store.get_execution(exec_id, None)?.ok_or_else(|| ServiceError::not_found("execution", exec_id)),
+            _ => self
+                .store
+                .get_execution(exec_id, None)
+                .await?
+                .ok_or_else(|| ServiceError::not_found("execution", exec_id)),
         }
     }
 
@@ -208,7 +212,8 @@ impl Service {
         if !wait {
             let current = self
                 .store
-                .get_execution(exec_id, None)?
+                .get_execution(exec_id, None)
+                .await?
                 .ok_or_else(|| ServiceError::not_found("execution", exec_id))?;
             return Ok(Submission::Accepted(current));
         }
@@ -271,16 +276,16 @@ impl Job {
         let turn = match turn {
             Ok(turn) => turn,
             Err(e) => {
-                state.store.finish_execution(&executions::never_ran(record, &e))?;
+                state.store.finish_execution(&executions::never_ran(record, &e)).await?;
                 return Err(e);
             }
         };
         if cancel_pending && live.failures.load(Ordering::SeqCst) > seen_failures {
             let cancelled = executions::cancelled(record);
-            state.store.finish_execution(&cancelled)?;
+            state.store.finish_execution(&cancelled).await?;
             return Ok(cancelled);
         }
-        state.store.mark_running(&plan.id)?;
+        state.store.mark_running(&plan.id).await?;
         let outcome = turn.sandbox.exec(plan.request(&state.config), sink).await;
         let mut kernel_died = matches!(&outcome, Ok(o) if o.result.kernel_died);
         let mut death = match &outcome {
@@ -289,7 +294,7 @@ impl Job {
         };
         if let Ok(Some(why)) = outcome.as_ref().map(|o| o.result.kernel_replaced.as_ref()) {
             // It died between executions: counted on the session, not blamed on this cell.
-            state.store.bump_kernel_restarts(&session.id, Some(&format!("{why}, between executions")))?;
+            state.store.bump_kernel_restarts(&session.id, Some(&format!("{why}, between executions"))).await?;
         }
         if plan.kernel && !kernel_died && matches!(&outcome, Ok(o) if o.limit == Some(LimitKind::Pids)) {
             // Processes the cell forked are copies of the kernel and may still be forking: only
@@ -306,9 +311,9 @@ impl Job {
             outcome,
             turn.live.is_deleted(),
         );
-        state.store.finish_execution(&done)?;
+        state.store.finish_execution(&done).await?;
         if kernel_died {
-            state.store.bump_kernel_restarts(&session.id, death.as_deref())?;
+            state.store.bump_kernel_restarts(&session.id, death.as_deref()).await?;
         }
         if done.status.is_failure() {
             live.failures.fetch_add(1, Ordering::SeqCst);

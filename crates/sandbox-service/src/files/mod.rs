@@ -53,7 +53,7 @@ pub struct SessionFiles {
     ws: Arc<WorkspaceFiles>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("file task failed: {e}")))?
 }
 
@@ -64,7 +64,7 @@ impl Service {
     /// through the executor, the workspace is where the session's sandbox is: a stopped
     /// session is resumed for it, as for an execution.
     pub async fn files(self: &Arc<Self>, caller: &Caller, id: &str) -> Result<SessionFiles> {
-        let session = self.active_session(caller, id)?;
+        let session = self.active_session(caller, id).await?;
         if let Some(at) = session.workspace_removed_at {
             return Err(ServiceError::Conflict(format!(
                 "the workspace of session {id} was removed at {} (retention over, or moved to another session)",
@@ -181,8 +181,8 @@ impl SessionFiles {
     }
 
     /// The upload allowlist of the session's template (empty: anything goes).
-    fn allowed_uploads(&self) -> Result<Vec<String>> {
-        let template = crate::templates::find_any(&self.service, &self.session.template)?;
+    async fn allowed_uploads(&self) -> Result<Vec<String>> {
+        let template = crate::templates::find_any(&self.service, &self.session.template).await?;
         Ok(template.map(|t| t.allowed_uploads).unwrap_or_default())
     }
 
@@ -203,14 +203,13 @@ impl SessionFiles {
         let others = match tenant_max_mb {
             0 => 0,
             _ => {
-                let (service, id, of) = (Arc::clone(&self.service), self.session.id.clone(), tenant.clone());
-                blocking(move || crate::access::admission::tenant_workspace_bytes(&service, &of, Some(&id))).await?
+                crate::access::admission::tenant_workspace_bytes(&self.service, &tenant, Some(&self.session.id)).await?
             }
         };
         if declared.is_some_and(|n| n > max) {
             return Err(WorkspaceError::TooLarge { limit: max }.into());
         }
-        let allowed = self.allowed_uploads()?;
+        let allowed = self.allowed_uploads().await?;
         let sniff_as = match allowed.is_empty() {
             true => None,
             false => match sandbox_workspace::sniff::extension(path.as_str()) {

@@ -65,7 +65,7 @@ fn due(state: &Service, session: &Session) -> Option<&'static str> {
 }
 
 async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
-    for session in state.store.sessions_with_status(SessionStatus::Running)? {
+    for session in state.store.sessions_with_status(SessionStatus::Running).await? {
         if due(state, &session).is_none() {
             continue;
         }
@@ -83,20 +83,20 @@ async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
     }
     if state.config.retention_s > 0 {
         let before = Utc::now() - chrono::Duration::seconds(state.config.retention_s as i64);
-        for id in state.store.workspaces_to_remove(before)? {
+        for id in state.store.workspaces_to_remove(before).await? {
             if let Err(e) = state.dirs.storage.forget(&id).await {
                 tracing::warn!(session = %id, error = %e, "cannot remove the workspace from storage; retrying later");
                 continue;
             }
             state.dirs.remove(&id);
-            state.store.mark_workspace_removed(&id, Utc::now())?;
+            state.store.mark_workspace_removed(&id, Utc::now()).await?;
             state.sweeps.workspaces_removed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(session = %id, "workspace removed: retention over");
         }
     }
-    prune_executions(state)?;
+    prune_executions(state).await?;
     for id in state.dirs.workspaces.mounted() {
-        unmount_if_idle(state, &id);
+        unmount_if_idle(state, &id).await;
     }
     Ok(())
 }
@@ -104,9 +104,9 @@ async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
 /// Unmounts session `id`'s workspace volume if the session has no sandbox here and nothing
 /// else uses it (see `Volumes::unmount_if_idle`); it mounts again when next used. Volumes of
 /// running sessions, warm pools and `/v1/run` are left alone.
-pub fn unmount_if_idle(state: &Service, id: &str) {
+pub async fn unmount_if_idle(state: &Service, id: &str) {
     let idle_session = matches!(
-        state.store.get_session(id),
+        state.store.get_session(id).await,
         Ok(Some(s)) if s.status != SessionStatus::Running
     );
     if idle_session && state.dirs.workspaces.unmount_if_idle(id, || state.sessions.has_sandbox(id)) {
@@ -117,12 +117,12 @@ pub fn unmount_if_idle(state: &Service, id: &str) {
 
 /// Keeps the store's size bounded: finished executions go after `--execution-retention-s`,
 /// and beyond the newest `--max-executions-per-session` of each session.
-fn prune_executions(state: &Service) -> Result<(), ServiceError> {
+async fn prune_executions(state: &Service) -> Result<(), ServiceError> {
     let c = &state.config;
     let before = (c.execution_retention_s > 0)
         .then(|| Utc::now() - chrono::Duration::seconds(i64::try_from(c.execution_retention_s).unwrap_or(i64::MAX)));
     let keep = (c.max_executions_per_session > 0).then_some(c.max_executions_per_session);
-    let pruned = state.store.prune_executions(before, keep)?;
+    let pruned = state.store.prune_executions(before, keep).await?;
     if pruned > 0 {
         state.sweeps.executions_pruned.fetch_add(pruned as u64, Ordering::Relaxed);
         tracing::info!(pruned, "stored executions pruned");
@@ -139,7 +139,7 @@ async fn stop_when_due(state: &Service, session: Session) {
     // The sandbox goes first: holding the turn, nothing can start a new one meanwhile, and
     // whoever sees "stopped" finds it gone.
     live.suspend().await;
-    match state.store.mark_session_stopped(&session.id, reason, Utc::now()) {
+    match state.store.mark_session_stopped(&session.id, reason, Utc::now()).await {
         Ok(true) => {}
         Ok(false) => return, // deleted or stopped meanwhile
         Err(e) => {
@@ -148,7 +148,7 @@ async fn stop_when_due(state: &Service, session: Session) {
         }
     }
     write_back(state, &session.id).await;
-    unmount_if_idle(state, &session.id);
+    unmount_if_idle(state, &session.id).await;
     let counter = if reason == "idle" { &state.sweeps.stopped_idle } else { &state.sweeps.stopped_lifetime };
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(session = %session.id, reason, "session stopped");
@@ -183,7 +183,7 @@ pub fn recover_unsynced(state: &Arc<Service>) {
     }
     let state = Arc::clone(state);
     tokio::spawn(async move {
-        let stopped = match state.store.sessions_with_status(SessionStatus::Stopped) {
+        let stopped = match state.store.sessions_with_status(SessionStatus::Stopped).await {
             Ok(found) => found,
             Err(e) => return tracing::warn!(error = %e, "cannot list stopped sessions to sync"),
         };
@@ -195,8 +195,8 @@ pub fn recover_unsynced(state: &Arc<Service>) {
 
 /// The session named by `workspace_from`, if its workspace may be taken over by `caller`:
 /// another tenant's is refused in the words used for one that does not exist.
-pub fn workspace_source(state: &Service, caller: &Caller, from: &str) -> Result<Session, ServiceError> {
-    let found = state.store.get_session(from)?.filter(|s| caller.sees(Some(&s.tenant)));
+pub async fn workspace_source(state: &Service, caller: &Caller, from: &str) -> Result<Session, ServiceError> {
+    let found = state.store.get_session(from).await?.filter(|s| caller.sees(Some(&s.tenant)));
     let Some(source) = found else {
         return Err(ServiceError::Invalid(format!("workspace_from: session {from} does not exist")));
     };
@@ -242,8 +242,8 @@ pub async fn workspace_taken(state: &Service, source: &Session, to: &str) -> Res
         }
     }
     let now = Utc::now();
-    state.store.mark_session_deleted(&source.id, now)?;
-    state.store.mark_workspace_removed(&source.id, now)?;
+    state.store.mark_session_deleted(&source.id, now).await?;
+    state.store.mark_workspace_removed(&source.id, now).await?;
     state.dirs.packages.remove(&source.id);
     Ok(())
 }
@@ -263,7 +263,7 @@ pub fn counts(state: &Service) -> [(&'static str, u64); 5] {
 /// Removes the directories a crash left behind with no session to own them: the workspaces
 /// (and package directories) of warm sandboxes and one-shot runs. Called once at start, before
 /// any pool fills; a workspace named by a session record, of any status, is never touched.
-pub fn remove_orphans(state: &Service) -> usize {
+pub async fn remove_orphans(state: &Service) -> usize {
     let Ok(entries) = std::fs::read_dir(state.dirs.workspaces.path("")) else { return 0 };
     let mut removed = 0;
     for name in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
@@ -271,7 +271,7 @@ pub fn remove_orphans(state: &Service) -> usize {
             // One-shot runs and the run pool: never kept past their sandbox.
             Some(("run", _)) => true,
             // A session pool's sandbox is started under its session's future id.
-            Some(("ses", _)) => matches!(state.store.get_session(&name), Ok(None)),
+            Some(("ses", _)) => matches!(state.store.get_session(&name).await, Ok(None)),
             _ => false,
         };
         if orphan {

@@ -194,7 +194,7 @@ impl Sessions {
         let pin = dirs.workspaces.pin(&session.id);
         dirs.prepare(&session.id).await?;
         // The template's own image, if it names one (the built-in one is not stored).
-        let image = store.get_template(&session.template)?.and_then(|t| t.image);
+        let image = store.get_template(&session.template).await?.and_then(|t| t.image);
         let spec = dirs.session_spec(
             &session.id,
             &session.template,
@@ -203,7 +203,7 @@ impl Sessions {
             crate::executions::limits_from(&session.limits),
         )?;
         let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
-        record_isolation(store, &session.id, sb.as_ref());
+        record_isolation(store, &session.id, sb.as_ref()).await;
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.
             sb.start_kernel(crate::executions::sandbox_env(&session.limits, &session.env)).await?;
@@ -230,8 +230,8 @@ impl Sessions {
     }
 
     /// Makes `sandbox` (already running on the session's workspace) the session's sandbox.
-    pub fn adopt(&self, session: &Session, sandbox: Box<dyn Sandbox>, store: &Store) {
-        record_isolation(store, &session.id, sandbox.as_ref());
+    pub async fn adopt(&self, session: &Session, sandbox: Box<dyn Sandbox>, store: &Store) {
+        record_isolation(store, &session.id, sandbox.as_ref()).await;
         let live = self.live(&session.id);
         *live.sandbox.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::from(sandbox));
         *live.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
@@ -266,7 +266,7 @@ impl Sessions {
         if live.is_deleted() {
             return Err(deleted());
         }
-        match store.get_session(&session.id)? {
+        match store.get_session(&session.id).await? {
             Some(s) if s.status == SessionStatus::Running => {}
             Some(s) if s.status == SessionStatus::Stopped => {
                 if !s.auto_resume {
@@ -278,7 +278,7 @@ impl Sessions {
                     )));
                 }
                 Self::check_resumable(&s)?;
-                store.mark_session_resumed(&s.id)?;
+                store.mark_session_resumed(&s.id).await?;
                 tracing::info!(session = %s.id, "session resumed for an execution");
             }
             _ => return Err(deleted()),
@@ -317,10 +317,10 @@ impl Sessions {
     ) -> Result<(), ServiceError> {
         let live = self.live(&session.id);
         let _turn = Self::exclusive(&live, live.ticket()).await;
-        match store.get_session(&session.id)? {
+        match store.get_session(&session.id).await? {
             Some(s) if s.status == SessionStatus::Stopped => {
                 Self::check_resumable(&s)?;
-                store.mark_session_resumed(&s.id)?;
+                store.mark_session_resumed(&s.id).await?;
             }
             Some(s) if s.status == SessionStatus::Running => {}
             _ => return Err(ServiceError::Conflict(format!("session {} is deleted", session.id))),
@@ -367,8 +367,8 @@ impl Sessions {
 
 /// Keeps in the session's record which isolation layers its new sandbox has. A record that
 /// cannot be written costs the session nothing else: the sandbox runs either way.
-fn record_isolation(store: &Store, id: &str, sandbox: &dyn Sandbox) {
-    if let Err(e) = store.set_isolation(id, &sandbox.isolation()) {
+async fn record_isolation(store: &Store, id: &str, sandbox: &dyn Sandbox) {
+    if let Err(e) = store.set_isolation(id, &sandbox.isolation()).await {
         tracing::warn!(session = %id, error = %e, "cannot record the sandbox's isolation layers");
     }
 }

@@ -74,29 +74,29 @@ pub fn check_kernel(kernel: Option<&str>) -> Result<Option<String>, ServiceError
 }
 
 /// A template by name, built-in or stored, whoever's it is (a session's own template).
-pub fn find_any(state: &Service, name: &str) -> Result<Option<Template>, ServiceError> {
+pub async fn find_any(state: &Service, name: &str) -> Result<Option<Template>, ServiceError> {
     if name == DEFAULT {
         return builtin(state).map(Some);
     }
-    Ok(state.store.get_template(name)?)
+    Ok(state.store.get_template(name).await?)
 }
 
 /// A template by name, if `caller` sees it (it is shared, or their tenant's).
-pub fn find(state: &Service, caller: &Caller, name: &str) -> Result<Option<Template>, ServiceError> {
-    Ok(find_any(state, name)?.filter(|t| caller.sees(t.tenant.as_deref())))
+pub async fn find(state: &Service, caller: &Caller, name: &str) -> Result<Option<Template>, ServiceError> {
+    Ok(find_any(state, name).await?.filter(|t| caller.sees(t.tenant.as_deref())))
 }
 
 /// Every template `caller` sees.
-pub fn list(state: &Service, caller: &Caller) -> Result<Vec<Template>, ServiceError> {
+pub async fn list(state: &Service, caller: &Caller) -> Result<Vec<Template>, ServiceError> {
     let mut all = vec![builtin(state)?];
-    all.extend(state.store.list_templates()?.into_iter().filter(|t| caller.sees(t.tenant.as_deref())));
+    all.extend(state.store.list_templates().await?.into_iter().filter(|t| caller.sees(t.tenant.as_deref())));
     Ok(all)
 }
 
 /// The template a new session of `caller`'s asks for, if sessions can use it now.
-pub fn for_session(state: &Service, caller: &Caller, name: &str) -> Result<Template, ServiceError> {
-    let Some(t) = find(state, caller, name)? else {
-        let names: Vec<String> = list(state, caller)?.into_iter().map(|t| format!("{:?}", t.name)).collect();
+pub async fn for_session(state: &Service, caller: &Caller, name: &str) -> Result<Template, ServiceError> {
+    let Some(t) = find(state, caller, name).await? else {
+        let names: Vec<String> = list(state, caller).await?.into_iter().map(|t| format!("{:?}", t.name)).collect();
         return Err(ServiceError::Invalid(format!("unknown template {name:?} (available: {})", names.join(", "))));
     };
     match t.status {
@@ -182,7 +182,7 @@ pub async fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) 
         created_at: now,
         updated_at: now,
     };
-    if t.name == DEFAULT || !state.store.insert_template(&t)? {
+    if t.name == DEFAULT || !state.store.insert_template(&t).await? {
         return Err(ServiceError::Conflict(format!("template {:?} already exists", t.name)));
     }
     start(state, &t);
@@ -225,8 +225,8 @@ fn start(state: &Arc<Service>, t: &Template) {
 }
 
 /// Picks up stored templates at start-up: pools for ready ones, builds cut off by a restart.
-pub fn resume(state: &Arc<Service>) {
-    match state.store.list_templates() {
+pub async fn resume(state: &Arc<Service>) {
+    match state.store.list_templates().await {
         Ok(all) => all.iter().for_each(|t| start(state, t)),
         Err(e) => tracing::error!(error = %e, "cannot read templates"),
     }
@@ -263,11 +263,11 @@ async fn build(state: Arc<Service>, t: Template) {
         dirs.templates.remove(&t.name);
     }
     // Deleted meanwhile: leave nothing behind.
-    if !matches!(state.store.get_template(&t.name), Ok(Some(_))) {
+    if !matches!(state.store.get_template(&t.name).await, Ok(Some(_))) {
         dirs.templates.remove(&t.name);
         return;
     }
-    if let Err(e) = state.store.update_template(&finished) {
+    if let Err(e) = state.store.update_template(&finished).await {
         tracing::error!(template = %t.name, error = %e, "cannot store the template build");
         return;
     }
@@ -277,7 +277,7 @@ async fn build(state: Arc<Service>, t: Template) {
 
 /// Deletes a stored template that no session uses. A shared one only an admin key may delete.
 pub async fn delete(state: &Service, caller: &Caller, name: &str) -> Result<(), ServiceError> {
-    let Some(t) = find(state, caller, name)? else {
+    let Some(t) = find(state, caller, name).await? else {
         return Err(ServiceError::not_found("template", name));
     };
     if t.builtin {
@@ -288,14 +288,14 @@ pub async fn delete(state: &Service, caller: &Caller, name: &str) -> Result<(), 
             "template {name:?} is shared with every tenant: only an admin key may delete it"
         )));
     }
-    if state.store.template_in_use(name)? {
+    if state.store.template_in_use(name).await? {
         return Err(ServiceError::Conflict(format!("template {name:?} is used by sessions; delete them first")));
     }
-    state.store.delete_template(name)?;
+    state.store.delete_template(name).await?;
     state.remove_pool(name).await;
     state.dirs.templates.remove(name);
     if let Some(image) = &t.image {
-        if !state.store.image_in_use(image)? {
+        if !state.store.image_in_use(image).await? {
             state.runtime.release_image(image).await;
         }
     }
@@ -322,7 +322,7 @@ pub fn poolable(t: &Template, session: &sandbox_api::Session) -> bool {
 impl Service {
     /// A page of the templates `caller` sees, the built-in `default` first, and the next
     /// page's cursor.
-    pub fn templates(
+    pub async fn templates(
         &self,
         caller: &Caller,
         page: crate::Page,
@@ -333,19 +333,19 @@ impl Service {
         let Some(cursor) = page.cursor else {
             let first = builtin(self)?;
             if limit == 1 {
-                let more = !self.store.page_templates(1, None, scope)?.items.is_empty();
+                let more = !self.store.page_templates(1, None, scope).await?.items.is_empty();
                 return Ok((vec![first], more.then(sandbox_store::cursor::start)));
             }
-            let rest = self.store.page_templates(limit - 1, Some(&sandbox_store::cursor::start()), scope)?;
+            let rest = self.store.page_templates(limit - 1, Some(&sandbox_store::cursor::start()), scope).await?;
             return Ok((std::iter::once(first).chain(rest.items).collect(), rest.next));
         };
-        let p = self.store.page_templates(limit, Some(&cursor), scope)?;
+        let p = self.store.page_templates(limit, Some(&cursor), scope).await?;
         Ok((p.items, p.next))
     }
 
     /// Template `name`, if `caller` sees it.
-    pub fn template(&self, caller: &Caller, name: &str) -> Result<Template, ServiceError> {
-        find(self, caller, name)?.ok_or_else(|| ServiceError::not_found("template", name))
+    pub async fn template(&self, caller: &Caller, name: &str) -> Result<Template, ServiceError> {
+        find(self, caller, name).await?.ok_or_else(|| ServiceError::not_found("template", name))
     }
 
     /// Creates a template; with packages it is `building` until they are installed.

@@ -115,7 +115,7 @@ impl crate::Service {
         session_id: &str,
         packages: &[String],
     ) -> Result<PackageInstallResult, ServiceError> {
-        self.active_session(caller, session_id)?;
+        self.active_session(caller, session_id).await?;
         check_specs(packages)?;
         let live = self.sessions.live(session_id);
         // One installation per session at a time: two pips in one directory would trip on each other.

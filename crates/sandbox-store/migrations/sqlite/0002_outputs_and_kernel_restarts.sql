@@ -1,0 +1,2 @@
+ALTER TABLE executions ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE sessions ADD COLUMN kernel_restarts INTEGER NOT NULL DEFAULT 0;

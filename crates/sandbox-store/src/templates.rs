@@ -1,0 +1,100 @@
+//! Templates: each kept whole as one JSON record.
+
+use sandbox_api::Template;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::{corrupt_json, cursor, int, Page, Store, StoreError};
+
+impl Store {
+    /// Adds a template; false if one of that name exists.
+    pub async fn insert_template(&self, t: &Template) -> Result<bool, StoreError> {
+        let record = serde_json::to_string(t).map_err(|e| corrupt_json(&t.name, e))?;
+        let done = sqlx::query(
+            "INSERT INTO templates (name, record, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&t.name)
+        .bind(record)
+        .bind(t.created_at.to_rfc3339())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replaces the record of an existing template (its build finished).
+    pub async fn update_template(&self, t: &Template) -> Result<(), StoreError> {
+        let record = serde_json::to_string(t).map_err(|e| corrupt_json(&t.name, e))?;
+        sqlx::query("UPDATE templates SET record = $2 WHERE name = $1")
+            .bind(&t.name)
+            .bind(record)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_template(&self, name: &str) -> Result<Option<Template>, StoreError> {
+        let record: Option<String> = sqlx::query_scalar("SELECT record FROM templates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        record.map(|r| serde_json::from_str(&r).map_err(|e| corrupt_json(name, e))).transpose()
+    }
+
+    pub async fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = self.page_templates(1000, cursor.as_deref(), None).await?;
+            all.extend(page.items);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// At most `limit` templates, oldest first, after `cursor` (from the page before); if
+    /// `tenant` is given, only the shared ones and that tenant's.
+    pub async fn page_templates(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<Page<Template>, StoreError> {
+        let (key, name) = cursor.map(cursor::decode).transpose()?.unwrap_or_default();
+        let owner = self.backend.json_text("record", "tenant");
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT name, record FROM templates WHERE (created_at, name) > ($1, $2)
+                AND ($4 IS NULL OR COALESCE({owner}, $4) = $4)
+             ORDER BY created_at, name LIMIT $3"
+        )))
+        .bind(key)
+        .bind(name)
+        .bind(int(limit as u64).saturating_add(1))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = Vec::new();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let record: String = row.try_get(1)?;
+            items.push(serde_json::from_str::<Template>(&record).map_err(|e| corrupt_json(&name, e))?);
+        }
+        Ok(Page::of(items, limit, |t| (t.created_at.to_rfc3339(), t.name.clone())))
+    }
+
+    /// Removes a template; false if there was none of that name.
+    pub async fn delete_template(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM templates WHERE name = $1").bind(name).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether any template still names `image`.
+    pub async fn image_in_use(&self, image: &str) -> Result<bool, StoreError> {
+        let named = self.backend.json_text("record", "image");
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM templates WHERE {named} = $1")))
+            .bind(image)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+}
