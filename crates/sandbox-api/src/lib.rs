@@ -143,13 +143,18 @@ pub struct Session {
     /// `None` before its first sandbox started.
     #[serde(default)]
     pub isolation: Option<String>,
+    /// The sandboxd replica that runs its sandbox (`GET /v1/replicas`); none while it is
+    /// stopped or deleted.
+    #[serde(default)]
+    pub replica: Option<String>,
     /// Its first sandbox came from the warm pool (started, kernel warm) rather than cold.
     #[serde(default)]
     pub from_pool: bool,
     pub idle_timeout_s: u64,
     pub max_lifetime_s: u64,
     pub auto_resume: bool,
-    /// Why it is stopped: "idle", "lifetime", "user" or "server_restart".
+    /// Why it is stopped: "idle", "lifetime", "user", "server_restart" (the replica that ran it
+    /// restarted), or "replica_lost" (its lease lapsed and another replica stopped it).
     pub stop_reason: Option<String>,
     pub stopped_at: Option<DateTime<Utc>>,
     /// When its workspace was removed: the retention period after a stop or delete ended, or
@@ -544,6 +549,37 @@ pub struct Readiness {
     pub storage: Check,
     /// Started sandboxes waiting in each pool now.
     pub pools: Pools,
+    /// Whether this replica holds its lease in the database (not ready without it: another
+    /// replica may have adopted its work).
+    pub replica: Check,
+}
+
+/// A sandboxd process sharing this one's database (`GET /v1/replicas`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Replica {
+    pub id: String,
+    /// Where other replicas reach it (`--advertise-url`).
+    pub address: String,
+    /// Its sandboxd version.
+    pub version: String,
+    /// When it last started (RFC 3339).
+    pub started_at: String,
+    /// Milliseconds since its last heartbeat, on the database's clock.
+    pub heartbeat_age_ms: u64,
+    /// Its lease holds: a heartbeat within `--replica-lease-s`, and not adopted.
+    pub alive: bool,
+    /// The replica that adopted its work when its lease lapsed.
+    pub adopted_by: Option<String>,
+    /// Sessions whose sandboxes it runs.
+    pub sessions: u64,
+    /// The replica that answered this request.
+    pub this: bool,
+}
+
+/// `GET /v1/replicas`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReplicaList {
+    pub replicas: Vec<Replica>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

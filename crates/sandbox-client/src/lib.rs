@@ -350,6 +350,12 @@ impl Client {
         Ok(sandbox_api::TemplateList { templates, next_cursor: None })
     }
 
+    /// The replicas sharing the server's database (an admin key, or none in force).
+    pub async fn replicas(&self) -> Result<Vec<sandbox_api::Replica>, ClientError> {
+        let list: sandbox_api::ReplicaList = self.call(Method::GET, "/v1/replicas", None::<&()>).await?;
+        Ok(list.replicas)
+    }
+
     pub async fn get_template(&self, name: &str) -> Result<Template, ClientError> {
         self.call(Method::GET, &format!("/v1/templates/{name}"), None::<&()>).await
     }

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod extract;
 pub mod files;
+pub mod forward;
 pub mod mcp;
 pub mod metrics;
 pub mod openapi;
@@ -51,6 +52,7 @@ pub use sandbox_service::{config, Config, Service};
         routes::get_template,
         routes::create_template,
         routes::delete_template,
+        routes::list_replicas,
         files::upload,
         files::upload_multipart,
         files::download,
@@ -92,6 +94,7 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/v1/templates", get(routes::list_templates).post(routes::create_template))
         .route("/v1/templates/{name}", get(routes::get_template).delete(routes::delete_template))
         .route("/v1/executions/{id}", get(routes::get_execution))
+        .route("/v1/replicas", get(routes::list_replicas))
         .route("/v1/run", post(routes::run))
         .route_service("/mcp", mcp::service(Arc::clone(&state)))
         .nest_service("/e2b", sandbox_e2b::control_routes(Arc::clone(&e2b)))
@@ -148,18 +151,21 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `config.listen` and serves with the local runtime.
-    pub async fn start(config: Config) -> Result<Server, ServerError> {
-        let state = Arc::new(sandbox_service::Service::open(config).await?);
-        Self::serve(state).await
-    }
-
-    /// Serves `state` on `state.config().listen`.
-    pub async fn serve(state: Arc<Service>) -> Result<Server, ServerError> {
-        let addr = state.config().listen;
+    /// Binds `config.listen` and serves with the runtime it names. The address bound (a port
+    /// 0 made real) is the one the service knows itself by, which other replicas reach by
+    /// default.
+    pub async fn start(mut config: Config) -> Result<Server, ServerError> {
+        let addr = config.listen;
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        config.listen = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let state = Arc::new(sandbox_service::Service::open(config).await?);
+        Self::serve_on(state, listener).await
+    }
+
+    /// Serves `state` on `listener`.
+    async fn serve_on(state: Arc<Service>, listener: tokio::net::TcpListener) -> Result<Server, ServerError> {
+        let addr = state.config().listen;
         let mode = state.access_mode(addr).await.map_err(|e| ServerError::Unprotected(e.to_string()))?;
         tracing::info!(%addr, "{mode}");
         let (stop, stopped) = tokio::sync::watch::channel(false);

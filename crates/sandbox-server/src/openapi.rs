@@ -20,7 +20,11 @@ const STATUSES: &[(u16, &str)] = &[
         "This server needs an API key (it has one in force), and the request has none, or one that is unknown or \
          revoked (`unauthorized`)",
     ),
-    (403, "A key that sees the thing may not do this to it: a shared template, deleted by a tenant key (`forbidden`)"),
+    (
+        403,
+        "A key that sees the thing may not do this to it: a shared template, deleted by a tenant key; or a tenant \
+         key on an operators' route (`forbidden`)",
+    ),
     (404, "No such session, execution, template or file (`not_found`), or one of another tenant's"),
     (405, "Method not allowed here (`method_not_allowed`)"),
     (409, "The session is deleted or in the wrong state, the thing is in use or exists (`conflict`)"),
@@ -68,6 +72,7 @@ const OPERATIONS: &[(&str, &str, bool, &[u16])] = &[
     ("get", "/v1/templates/{name}", false, &[404]),
     ("post", "/v1/templates", true, &[409]),
     ("delete", "/v1/templates/{name}", false, &[403, 404, 409]),
+    ("get", "/v1/replicas", false, &[403]),
     ("put", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 413, 415, 429, 503, 507]),
     ("post", "/v1/sessions/{id}/files", false, &[400, 404, 409, 413, 415, 422, 429, 503, 507]),
     ("get", "/v1/sessions/{id}/files/{path}", false, &[400, 404, 409, 416, 429, 503]),

@@ -287,6 +287,16 @@ pub async fn list_templates(
     Ok(Json(sandbox_api::TemplateList { templates, next_cursor }))
 }
 
+#[utoipa::path(get, path = "/v1/replicas", responses((status = 200, body = sandbox_api::ReplicaList)))]
+/// The sandboxd replicas sharing this one's database: each one's address, version, heartbeat
+/// age and the sessions it runs (admin keys only).
+pub async fn list_replicas(
+    State(state): State<Arc<Service>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<sandbox_api::ReplicaList>> {
+    Ok(Json(sandbox_api::ReplicaList { replicas: state.replicas(&caller).await? }))
+}
+
 #[utoipa::path(get, path = "/v1/templates/{name}", responses(
     (status = 200, body = sandbox_api::Template), (status = 404, body = sandbox_api::ErrorBody),
 ))]

@@ -28,6 +28,13 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The database (`--database-url`): `postgres://...`, or `None` for SQLite in the data dir.
     pub database_url: Option<sandbox_store::DatabaseUrl>,
+    /// This process's id among the replicas of its database (`--replica-id`); `None`: a tag
+    /// of the data dir, the same across restarts.
+    pub replica_id: Option<String>,
+    /// Where other replicas reach this one (`--advertise-url`); `None`: `http://<listen>`.
+    pub advertise_url: Option<String>,
+    /// How long a replica's heartbeat holds its lease, seconds (`--replica-lease-s`).
+    pub replica_lease_s: f64,
     /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host) or
     /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside) (`--runtime`).
     pub runtime: RuntimeKind,
@@ -148,6 +155,9 @@ impl Default for Config {
             e2b_domain: None,
             data_dir: PathBuf::from("./sandbox-data"),
             database_url: None,
+            replica_id: None,
+            advertise_url: None,
+            replica_lease_s: 5.0,
             runtime: RuntimeKind::Local,
             default_memory_mb: 512,
             max_memory_mb: 8192,
@@ -412,6 +422,7 @@ impl Config {
                 "sweep interval must be at least 0.05 s",
             ),
             (self.sync_interval_s.is_finite() && self.sync_interval_s >= 0.05, "sync interval must be at least 0.05 s"),
+            (self.replica_lease_s.is_finite() && self.replica_lease_s >= 0.3, "replica lease must be at least 0.3 s"),
             (
                 self.storage == "local" || self.storage.starts_with("s3://"),
                 "storage must be local or s3://bucket[/prefix]",

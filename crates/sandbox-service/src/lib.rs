@@ -13,6 +13,7 @@ pub mod executions;
 pub mod files;
 pub mod metrics;
 pub mod readiness;
+pub mod replicas;
 pub mod runtimes;
 pub mod sessions;
 pub mod templates;
@@ -68,23 +69,28 @@ pub struct Service {
     pub(crate) sweeps: lifecycle::SweepCounts,
     /// Why workspaces are not volumes, if they are not (code writes then escape the quota).
     pub(crate) volume_note: Option<String>,
-    /// What session tokens are made from (`auth::Service::session_token`), read once.
-    token_secret: std::sync::OnceLock<Result<Vec<u8>, String>>,
+    /// What every replica of the database holds alike (`access::auth::Secrets`).
+    pub(crate) secrets: access::auth::Secrets,
+    /// This process among the replicas of its database.
+    pub(crate) replica: replicas::Replica,
 }
 
 impl Service {
     /// State over any runtime (tests use the fake one); workspaces go under the data dir.
     pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Result<Service, SetupError> {
         let system = system_dir::SystemDir::open(&config)?;
-        Self::with_system_dir(config, store, runtime, system)
+        let secrets = access::auth::Secrets::random()
+            .map_err(|source| SetupError::DataDir { path: config.data_dir.clone(), source })?;
+        Self::with_system_dir(config, store, runtime, system, secrets)
     }
 
     /// [`Self::new`] with the system dir opened already (the local runtime keeps files in it).
-    pub fn with_system_dir(
+    fn with_system_dir(
         config: Config,
         store: Store,
         runtime: Arc<dyn Runtime>,
         system: system_dir::SystemDir,
+        secrets: access::auth::Secrets,
     ) -> Result<Service, SetupError> {
         let runtime: Arc<dyn Runtime> =
             Arc::new(sandbox_runtime::StartQueue::new(runtime, config.max_concurrent_starts, config.max_queued_starts));
@@ -101,11 +107,12 @@ impl Service {
             executions::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
         let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(SetupError::Config)?);
         let run_pool = Arc::new(pool::Pool::new(config.run_pool, executions::limits_from(&default_limits), None));
+        let replica = replicas::Replica::of(&config)?;
         let state = Service {
             config,
             store,
             runtime,
-            sessions: Default::default(),
+            sessions: live::Sessions::new(&replica.id),
             dirs: Arc::new(dirs),
             run_pool,
             session_pools: Mutex::new(BTreeMap::new()),
@@ -114,7 +121,8 @@ impl Service {
             started_at: chrono::Utc::now(),
             sweeps: Default::default(),
             volume_note,
-            token_secret: Default::default(),
+            secrets,
+            replica,
         };
         let builtin = templates::builtin(&state).map_err(|e| SetupError::Config(e.to_string()))?;
         state.add_pool(&builtin);
@@ -257,7 +265,9 @@ impl Service {
             .map_err(dir_err(&config.data_dir))?;
         std::fs::set_permissions(&db_dir, std::fs::Permissions::from_mode(0o700)).map_err(dir_err(&db_dir))?;
         let store = Store::connect(&config.database_url()).await?;
-        let recovered = store.recover().await?;
+        let me = replicas::Replica::of(&config)?;
+        replicas::refuse_a_live_namesake(&store, &me).await?;
+        let recovered = store.recover(&me.id).await?;
         if recovered != sandbox_store::Recovered::default() {
             tracing::warn!(
                 executions = recovered.executions,
@@ -265,16 +275,27 @@ impl Service {
                 "a previous run left work open: executions marked interrupted, sessions stopped (server_restart)"
             );
         }
+        if store.backend() == sandbox_store::Backend::Postgres && config.s3().is_none() {
+            tracing::warn!("{}", replicas::LOCAL_STORAGE_ON_SHARED_DATABASE);
+        }
         let system = system_dir::SystemDir::open(&config)?;
-        let runtime = runtimes::build(&config, &system);
-        let service = Service::with_system_dir(config, store, runtime, system)?;
+        let runtime = runtimes::build(&config, &system, &me.id);
+        let secrets = access::auth::Secrets::shared(&store, &config.data_dir)
+            .await
+            .map_err(|e| SetupError::Config(format!("cannot read the replicas' secrets: {e}")))?;
+        let service = Service::with_system_dir(config, store, runtime, system, secrets)?;
         lifecycle::remove_orphans(&service).await;
         Ok(service)
     }
 
-    /// Starts what runs in the background: template builds cut off by a restart, the idle
-    /// sweep, and (S3 storage) the syncer and the write-back of what a crash left unsynced.
+    /// Starts what runs in the background: this replica's registration and heartbeat, template
+    /// builds cut off by a restart, the idle sweep, and (S3 storage) the syncer and the
+    /// write-back of what a crash left unsynced.
     pub async fn start_background(self: &Arc<Self>) {
+        if let Err(e) = self.register_replica().await {
+            tracing::warn!(error = %e, "cannot register this replica; retrying at the next heartbeat");
+        }
+        replicas::spawn_heartbeat(self);
         templates::resume(self).await;
         lifecycle::spawn_idle_sweep(self);
         lifecycle::spawn_syncer(self);

@@ -9,7 +9,7 @@ const MIN_FREE_BYTES: u64 = 64 << 20;
 
 impl Service {
     /// Proves the runtime works (it starts a probe sandbox, at most every few seconds), and
-    /// checks the store, the disk and workspace storage.
+    /// checks the store, the disk, workspace storage and this replica's lease.
     pub async fn readiness(&self) -> Readiness {
         let runtime = self.runtime.readiness().await;
         let store = match self.store.check_writable().await {
@@ -36,10 +36,21 @@ impl Service {
                 ok: true,
                 message: format!("{} reachable; local cache writable; {quota}", self.dirs.storage.describe()),
             },
+            Ok(()) if self.store.backend() == sandbox_store::Backend::Postgres => Check {
+                ok: true,
+                message: format!(
+                    "local data dir writable; {quota}; {}",
+                    crate::replicas::LOCAL_STORAGE_ON_SHARED_DATABASE
+                ),
+            },
             Ok(()) => Check { ok: true, message: format!("local data dir writable; {quota}") },
             Err(e) => Check { ok: false, message: format!("workspace storage: {e}") },
         };
-        let ready = runtime.ready && store.ok && disk.ok && storage.ok;
+        let replica = match self.replica.lease_lost() {
+            None => Check { ok: true, message: format!("replica {} holds its lease", self.replica.id) },
+            Some(why) => Check { ok: false, message: format!("replica {} has no lease: {why}", self.replica.id) },
+        };
+        let ready = runtime.ready && store.ok && disk.ok && storage.ok && replica.ok;
         if runtime.ready {
             // Pools fill at start only if the host was ready then; top them up once it is.
             self.refill_pools();
@@ -54,6 +65,7 @@ impl Service {
             data_dir_free_bytes: free,
             storage,
             pools: self.pool_counts(),
+            replica,
         }
     }
 }

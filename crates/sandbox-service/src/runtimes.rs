@@ -12,11 +12,12 @@ use sandbox_runtime::{Runtime, WorkspaceAccess};
 use crate::config::{Config, FileAccess, LocalSection, RuntimeKind};
 use crate::files::system_dir::SystemDir;
 
-/// The runtime `config` names. Never fails: what is wrong is reported by its readiness.
-pub fn build(config: &Config, system: &SystemDir) -> Arc<dyn Runtime> {
+/// The runtime `config` names, for replica `replica`. Never fails: what is wrong is reported
+/// by its readiness.
+pub fn build(config: &Config, system: &SystemDir, replica: &str) -> Arc<dyn Runtime> {
     match config.runtime {
         RuntimeKind::Local => Arc::new(local(config, &config.local, system)),
-        RuntimeKind::Docker => Arc::new(docker(config, system)),
+        RuntimeKind::Docker => Arc::new(docker(config, system, replica)),
     }
 }
 
@@ -30,7 +31,7 @@ fn file_access(section: &LocalSection) -> WorkspaceAccess {
 /// The sandbox user of the sandbox image (images/sandbox/Dockerfile).
 const IMAGE_UID: u32 = 1000;
 
-fn docker(config: &Config, system: &SystemDir) -> DockerRuntime {
+fn docker(config: &Config, system: &SystemDir, replica: &str) -> DockerRuntime {
     let section = &config.docker;
     // Containers run as the sandbox user the local runtime would use, or as sandboxd's own
     // user when it is not root. A root sandboxd without that user (in a container of its
@@ -43,13 +44,14 @@ fn docker(config: &Config, system: &SystemDir) -> DockerRuntime {
             (IMAGE_UID, IMAGE_UID)
         }
     };
-    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     DockerRuntime::new(DockerConfig {
         host: section.host.clone(),
         image: section.image.clone(),
         dirs: crate::files::workspace::host_layout(&config.data_dir, system),
         state_dir: system.runtime_dir().join("docker"),
-        instance: sandbox_runtime::local::tag(&data_dir.to_string_lossy()),
+        // Containers are labelled with the replica that runs them: at start, a replica removes
+        // the orphans of its own earlier boots, never another replica's containers.
+        instance: replica.to_string(),
         user,
         second_layer: section.second_layer,
         tmp_size_bytes: config.local.tmp_size_mb << 20,

@@ -15,13 +15,20 @@ const EXECUTION_SUMMARY_COLUMNS: &str = "SELECT id, session_id, language, status
     outputs_truncated FROM executions";
 
 impl Store {
-    /// Adds execution `e` of tenant `tenant` (its session's, or the caller's for `/v1/run`).
-    pub async fn insert_execution(&self, e: &Execution, code: &str, tenant: &str) -> Result<(), StoreError> {
+    /// Adds execution `e` of tenant `tenant` (its session's, or the caller's for `/v1/run`),
+    /// to run on replica `replica`.
+    pub async fn insert_execution(
+        &self,
+        e: &Execution,
+        code: &str,
+        tenant: &str,
+        replica: &str,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO executions (id, session_id, language, code, status, exit_code, reason, stdout, stderr,
                 stdout_truncated, stderr_truncated, duration_ms, started_at, finished_at, outputs, metrics, callback_url,
-                outputs_truncated, tenant)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+                outputs_truncated, tenant, replica)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
         )
         .bind(&e.id)
         .bind(&e.session_id)
@@ -42,6 +49,7 @@ impl Store {
         .bind(e.callback.as_ref().map(|c| c.url.clone()))
         .bind(flag(e.outputs_truncated))
         .bind(tenant)
+        .bind(replica)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -13,6 +13,7 @@
 mod executions;
 pub mod keys;
 mod migrate;
+mod replicas;
 mod sessions;
 mod templates;
 #[cfg(any(test, feature = "testing"))]
@@ -30,6 +31,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 pub use migrate::SCHEMA_VERSIONS;
+pub use replicas::{Adopted, ReplicaRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,6 +88,15 @@ impl Backend {
         match self {
             Backend::Sqlite => format!("json_extract({column}, '$.{key}')"),
             Backend::Postgres => format!("({column}::jsonb ->> '{key}')"),
+        }
+    }
+
+    /// The database's clock now, in milliseconds since the epoch: what heartbeats are
+    /// measured by, so that replicas whose own clocks differ agree on a lapse.
+    fn now_ms(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 
@@ -270,28 +281,14 @@ impl Store {
         self.backend
     }
 
-    /// Closes what a previous run left open (see [`Recovered`]): on one server's own database,
-    /// everything queued, running or with a sandbox is from a run that ended.
-    pub async fn recover(&self) -> Result<Recovered, StoreError> {
-        let now = Utc::now().to_rfc3339();
-        // What was queued or running when the last run ended will never finish.
-        let executions =
-            sqlx::query("UPDATE executions SET status = $2, reason = $3, finished_at = $1 WHERE status IN ($4, $5)")
-                .bind(&now)
-                .bind(ExecutionStatus::Interrupted.as_str())
-                .bind(ExecutionReason::ServerRestart.as_str())
-                .bind(ExecutionStatus::Running.as_str())
-                .bind(ExecutionStatus::Queued.as_str())
-                .execute(&self.pool)
-                .await?;
-        let sessions = sqlx::query(
-            "UPDATE sessions SET status = 'stopped', stop_reason = 'server_restart', stopped_at = $1
-             WHERE status = 'running'",
-        )
-        .bind(&now)
-        .execute(&self.pool)
-        .await?;
-        Ok(Recovered { executions: count(executions.rows_affected()), sessions: count(sessions.rows_affected()) })
+    /// Closes what replica `replica`'s previous run left open (see [`Recovered`]): what it was
+    /// running when it ended will never finish. Other replicas' work is not touched; rows from
+    /// before replicas had names (no owner) are taken as this one's.
+    pub async fn recover(&self, replica: &str) -> Result<Recovered, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let recovered = release(&mut tx, replica, "server_restart", true).await?;
+        tx.commit().await?;
+        Ok(recovered)
     }
 
     /// Proves the database accepts writes (for /readyz).
@@ -313,6 +310,43 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Ends what `replica` was running: its queued and running executions become `interrupted`
+/// (reason `server_restart`: the server running them went away) and its running sessions
+/// `stopped` with `stop_reason`, owned by nobody, to resume wherever they are next used.
+/// `unowned_too` takes rows with no owner as the replica's (a single server's own restart).
+async fn release(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    replica: &str,
+    stop_reason: &str,
+    unowned_too: bool,
+) -> Result<Recovered, StoreError> {
+    let now = Utc::now().to_rfc3339();
+    let executions = sqlx::query(
+        "UPDATE executions SET status = $2, reason = $3, finished_at = $1
+         WHERE status IN ($4, $5) AND (replica = $6 OR ($7 = 1 AND replica IS NULL))",
+    )
+    .bind(&now)
+    .bind(ExecutionStatus::Interrupted.as_str())
+    .bind(ExecutionReason::ServerRestart.as_str())
+    .bind(ExecutionStatus::Running.as_str())
+    .bind(ExecutionStatus::Queued.as_str())
+    .bind(replica)
+    .bind(flag(unowned_too))
+    .execute(&mut **tx)
+    .await?;
+    let sessions = sqlx::query(
+        "UPDATE sessions SET status = 'stopped', stop_reason = $2, stopped_at = $1, owner = NULL
+         WHERE status = 'running' AND (owner = $3 OR ($4 = 1 AND owner IS NULL))",
+    )
+    .bind(&now)
+    .bind(stop_reason)
+    .bind(replica)
+    .bind(flag(unowned_too))
+    .execute(&mut **tx)
+    .await?;
+    Ok(Recovered { executions: count(executions.rows_affected()), sessions: count(sessions.rows_affected()) })
 }
 
 /// The URL of the SQLite database at `path`, created if missing.

@@ -28,9 +28,15 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0009_api_keys.sql"),
     include_str!("../migrations/sqlite/0010_tenants.sql"),
     include_str!("../migrations/sqlite/0011_isolation.sql"),
+    include_str!("../migrations/sqlite/0012_replicas.sql"),
+    include_str!("../migrations/sqlite/0013_secrets.sql"),
 ];
 
-const POSTGRES: &[&str] = &[include_str!("../migrations/postgres/0001_schema.sql")];
+const POSTGRES: &[&str] = &[
+    include_str!("../migrations/postgres/0001_schema.sql"),
+    include_str!("../migrations/postgres/0002_replicas.sql"),
+    include_str!("../migrations/postgres/0003_secrets.sql"),
+];
 
 /// The schema version this build migrates each backend to: (SQLite, PostgreSQL).
 pub const SCHEMA_VERSIONS: (usize, usize) = (SQLITE.len(), POSTGRES.len());

@@ -32,10 +32,11 @@ fn yes() -> bool {
 
 const SESSION_COLUMNS: &str =
     "id, status, template, spec, created_at, deleted_at, kernel_restarts, stop_reason, stopped_at, workspace_removed_at,
-     last_kernel_death, tenant, isolation";
+     last_kernel_death, tenant, isolation, owner";
 
 impl Store {
-    pub async fn insert_session(&self, s: &Session) -> Result<(), StoreError> {
+    /// Adds session `s`; `owner` is the replica that runs its sandbox (it starts running).
+    pub async fn insert_session(&self, s: &Session, owner: &str) -> Result<(), StoreError> {
         let spec = SessionSpec {
             env: s.env.clone(),
             limits: s.limits,
@@ -50,8 +51,8 @@ impl Store {
         let spec = serde_json::to_string(&spec)
             .map_err(|e| StoreError::Corrupt { id: s.id.clone(), detail: e.to_string() })?;
         sqlx::query(
-            "INSERT INTO sessions (id, status, template, spec, created_at, deleted_at, tenant)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO sessions (id, status, template, spec, created_at, deleted_at, tenant, owner)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&s.id)
         .bind(s.status.as_str())
@@ -60,6 +61,7 @@ impl Store {
         .bind(s.created_at.to_rfc3339())
         .bind(s.deleted_at.map(|t| t.to_rfc3339()))
         .bind(&s.tenant)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -96,7 +98,7 @@ impl Store {
     /// Marks a session deleted; returns false if it did not exist or was already deleted.
     pub async fn mark_session_deleted(&self, id: &str, at: Timestamp) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET status = 'deleted', deleted_at = $2 WHERE id = $1 AND status != 'deleted'",
+            "UPDATE sessions SET status = 'deleted', deleted_at = $2, owner = NULL WHERE id = $1 AND status != 'deleted'",
         )
         .bind(id)
         .bind(at.to_rfc3339())
@@ -147,10 +149,22 @@ impl Store {
         rows.iter().map(session_of).collect()
     }
 
+    /// Running sessions whose sandboxes replica `owner` runs, oldest first.
+    pub async fn sessions_running_on(&self, owner: &str) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE status = 'running' AND owner = $1 ORDER BY created_at"
+        )))
+        .bind(owner)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_of).collect()
+    }
+
     /// Marks a running session stopped; false if it was not running.
     pub async fn mark_session_stopped(&self, id: &str, reason: &str, at: Timestamp) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET status = 'stopped', stop_reason = $2, stopped_at = $3 WHERE id = $1 AND status = 'running'",
+            "UPDATE sessions SET status = 'stopped', stop_reason = $2, stopped_at = $3, owner = NULL
+             WHERE id = $1 AND status = 'running'",
         )
         .bind(id)
         .bind(reason)
@@ -171,12 +185,15 @@ impl Store {
         Ok(())
     }
 
-    /// Marks a stopped session running again; false if it was not stopped.
-    pub async fn mark_session_resumed(&self, id: &str) -> Result<bool, StoreError> {
+    /// Marks a stopped session running again, its sandbox on replica `owner`; false if it was
+    /// not stopped.
+    pub async fn mark_session_resumed(&self, id: &str, owner: &str) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET status = 'running', stop_reason = NULL, stopped_at = NULL WHERE id = $1 AND status = 'stopped'",
+            "UPDATE sessions SET status = 'running', stop_reason = NULL, stopped_at = NULL, owner = $2
+             WHERE id = $1 AND status = 'stopped'",
         )
         .bind(id)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -294,6 +311,7 @@ fn session_of(r: &AnyRow) -> Result<Session, StoreError> {
         kernel_restarts: uint(r.try_get(6)?),
         last_kernel_death: r.try_get(10)?,
         isolation: r.try_get(12)?,
+        replica: r.try_get(13)?,
         from_pool: spec.from_pool,
         idle_timeout_s: spec.idle_timeout_s,
         max_lifetime_s: spec.max_lifetime_s,

@@ -6,7 +6,7 @@ use sandbox_api::{CallbackAttempt, Execution, ExecutionStatus, Language, Limits,
 
 use crate::keys::ApiKey;
 use crate::testing::TestDatabase;
-use crate::{Backend, Recovered, Store, StoreError, SCHEMA_VERSIONS};
+use crate::{Adopted, Backend, Recovered, Store, StoreError, SCHEMA_VERSIONS};
 
 /// Each test, once per backend: `sqlite::<test>` and `postgres::<test>`.
 macro_rules! on_both_backends {
@@ -43,6 +43,9 @@ on_both_backends!(
     keys_are_kept_found_and_revoked,
     a_newer_schema_is_refused_and_an_older_one_upgraded,
     stores_opened_at_once_migrate_once,
+    a_lapsed_replica_is_adopted_once_and_only_its_work_released,
+    a_restart_recovers_only_its_own_work,
+    a_shared_secret_is_set_once,
 );
 
 fn session(id: &str) -> Session {
@@ -58,6 +61,7 @@ fn session(id: &str) -> Session {
         kernel: Some("python".into()),
         kernel_restarts: 0,
         isolation: None,
+        replica: None,
         last_kernel_death: None,
         from_pool: false,
         idle_timeout_s: 900,
@@ -107,7 +111,7 @@ async fn templates_are_stored_whole_and_names_are_unique(db: TestDatabase) {
     assert_eq!(store.get_template("data").await.expect("get"), Some(ready.clone()));
     assert_eq!(store.list_templates().await.expect("list"), vec![ready]);
     assert!(!store.template_in_use("data").await.expect("in use"));
-    store.insert_session(&Session { template: "data".into(), ..session("s1") }).await.expect("session");
+    store.insert_session(&Session { template: "data".into(), ..session("s1") }, "r1").await.expect("session");
     assert!(store.template_in_use("data").await.expect("in use"));
     store.mark_session_deleted("s1", Utc::now()).await.expect("delete");
     assert!(!store.template_in_use("data").await.expect("in use"));
@@ -163,8 +167,8 @@ async fn templates_come_a_page_at_a_time_in_creation_order_shared_ones_to_every_
 async fn a_tenant_scope_finds_only_that_tenants_sessions_and_executions(db: TestDatabase) {
     let store = db.store().await.expect("open");
     for (id, tenant) in [("s1", "acme"), ("s2", "other"), ("s3", "acme")] {
-        store.insert_session(&Session { tenant: tenant.into(), ..session(id) }).await.expect("insert");
-        store.insert_execution(&execution(&format!("e-{id}"), id), "1", tenant).await.expect("insert");
+        store.insert_session(&Session { tenant: tenant.into(), ..session(id) }, "r1").await.expect("insert");
+        store.insert_execution(&execution(&format!("e-{id}"), id), "1", tenant, "r1").await.expect("insert");
     }
     async fn ids(store: &Store, tenant: Option<&str>) -> Vec<String> {
         let page = store.page_sessions(10, None, tenant).await.expect("page");
@@ -182,10 +186,10 @@ async fn a_tenant_scope_finds_only_that_tenants_sessions_and_executions(db: Test
 async fn sessions_and_executions_survive_reopen_and_running_ones_are_closed(db: TestDatabase) {
     {
         let store = db.store().await.expect("open");
-        assert_eq!(store.recover().await.expect("recover"), Recovered::default());
-        store.insert_session(&session("s1")).await.expect("insert");
+        assert_eq!(store.recover("r1").await.expect("recover"), Recovered::default());
+        store.insert_session(&session("s1"), "r1").await.expect("insert");
         let mut done = execution("e1", "s1");
-        store.insert_execution(&done, "print(1)", "default").await.expect("insert");
+        store.insert_execution(&done, "print(1)", "default", "r1").await.expect("insert");
         done.status = ExecutionStatus::Succeeded;
         done.exit_code = Some(0);
         done.stdout = "1\n".into();
@@ -193,10 +197,10 @@ async fn sessions_and_executions_survive_reopen_and_running_ones_are_closed(db: 
         done.outputs = vec![sandbox_api::Output::Stream { name: sandbox_api::StreamName::Stdout, text: "1\n".into() }];
         done.finished_at = Some(Utc::now());
         store.finish_execution(&done).await.expect("finish");
-        store.insert_execution(&execution("e2", "s1"), "while True: pass", "default").await.expect("insert");
+        store.insert_execution(&execution("e2", "s1"), "while True: pass", "default", "r1").await.expect("insert");
     }
     let store = db.store().await.expect("reopen");
-    assert_eq!(store.recover().await.expect("recover"), Recovered { executions: 1, sessions: 1 });
+    assert_eq!(store.recover("r1").await.expect("recover"), Recovered { executions: 1, sessions: 1 });
     let s1 = store.get_session("s1").await.expect("get").expect("exists");
     assert_eq!(s1.env["A"], "1");
     assert_eq!((s1.status, s1.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
@@ -227,15 +231,15 @@ async fn sessions_and_executions_survive_reopen_and_running_ones_are_closed(db: 
 
 async fn executions_are_pruned_by_age_and_count_never_while_pending(db: TestDatabase) {
     let store = db.store().await.expect("open");
-    store.insert_session(&session("s1")).await.expect("insert");
-    store.insert_session(&session("s2")).await.expect("insert");
+    store.insert_session(&session("s1"), "r1").await.expect("insert");
+    store.insert_session(&session("s2"), "r1").await.expect("insert");
     assert_eq!(store.running_memory_mb().await.expect("sum"), 1024, "two running sessions of 512 MiB");
     let long_ago = Utc::now() - chrono::Duration::days(30);
     for i in 0..6 {
         let mut e = execution(&format!("e{i}"), "s1");
         e.started_at = long_ago + chrono::Duration::seconds(i);
         e.outputs_truncated = i == 5;
-        store.insert_execution(&e, "1", "default").await.expect("insert");
+        store.insert_execution(&e, "1", "default", "r1").await.expect("insert");
         if i < 5 {
             e.status = ExecutionStatus::Succeeded;
             // e0 and e1 finished long ago; the others just now.
@@ -265,7 +269,7 @@ async fn executions_are_pruned_by_age_and_count_never_while_pending(db: TestData
 async fn stop_resume_and_retention(db: TestDatabase) {
     let store = db.store().await.expect("open");
     for id in ["s1", "s2", "s3"] {
-        store.insert_session(&session(id)).await.expect("insert");
+        store.insert_session(&session(id), "r1").await.expect("insert");
     }
     let long_ago = Utc::now() - chrono::Duration::hours(48);
     assert!(store.mark_session_stopped("s1", "idle", long_ago).await.expect("stop"));
@@ -277,10 +281,10 @@ async fn stop_resume_and_retention(db: TestDatabase) {
     store.mark_workspace_removed("s1", Utc::now()).await.expect("removed");
     let due = store.workspaces_to_remove(Utc::now() - chrono::Duration::hours(24)).await.expect("due");
     assert_eq!(due, ["s3"]);
-    assert!(store.mark_session_resumed("s2").await.expect("resume"));
+    assert!(store.mark_session_resumed("s2", "r1").await.expect("resume"));
     let s2 = store.get_session("s2").await.expect("get").expect("exists");
     assert_eq!((s2.status, s2.stop_reason, s2.stopped_at), (SessionStatus::Running, None, None));
-    assert!(!store.mark_session_resumed("s3").await.expect("deleted"), "a deleted session never resumes");
+    assert!(!store.mark_session_resumed("s3", "r1").await.expect("deleted"), "a deleted session never resumes");
     let (sessions, _) = store.counts().await.expect("counts");
     assert_eq!(sessions, [("deleted".to_string(), 1), ("running".to_string(), 1), ("stopped".to_string(), 1)]);
     assert_eq!(store.sessions_with_status(SessionStatus::Running).await.expect("running").len(), 1);
@@ -288,7 +292,7 @@ async fn stop_resume_and_retention(db: TestDatabase) {
 
 async fn deleting_twice_reports_false(db: TestDatabase) {
     let store = db.store().await.expect("open");
-    store.insert_session(&session("s1")).await.expect("insert");
+    store.insert_session(&session("s1"), "r1").await.expect("insert");
     assert!(store.mark_session_deleted("s1", Utc::now()).await.expect("delete"));
     assert!(!store.mark_session_deleted("s1", Utc::now()).await.expect("delete"));
     assert_eq!(store.get_session("s1").await.expect("get").expect("exists").status, SessionStatus::Deleted);
@@ -329,7 +333,7 @@ async fn a_newer_schema_is_refused_and_an_older_one_upgraded(db: TestDatabase) {
     };
     assert_eq!(schema_version(&store).await, known as i64);
     // Reopening migrates nothing and loses nothing.
-    store.insert_session(&session("s1")).await.expect("insert");
+    store.insert_session(&session("s1"), "r1").await.expect("insert");
     drop(store);
     let store = db.store().await.expect("reopen");
     assert!(store.get_session("s1").await.expect("get").is_some());
@@ -361,7 +365,7 @@ async fn stores_opened_at_once_migrate_once(db: TestDatabase) {
             sqlx::query_scalar("SELECT COUNT(*) FROM schema_version").fetch_one(&b.pool).await.expect("count");
         assert_eq!(rows, known as i64, "each step recorded once");
     }
-    a.insert_session(&session("s1")).await.expect("insert through one");
+    a.insert_session(&session("s1"), "r1").await.expect("insert through one");
     assert!(b.get_session("s1").await.expect("get").is_some(), "seen through the other");
 }
 
@@ -396,4 +400,77 @@ async fn an_older_sqlite_database_upgrades_in_place() {
     let old = store.get_session("old").await.expect("get").expect("kept");
     assert_eq!((old.tenant.as_str(), old.status, old.isolation), ("acme", SessionStatus::Stopped, None));
     assert!(old.auto_resume, "fields the old record lacks take their defaults");
+}
+
+/// Sessions and executions of replicas "a" and "b": one running session each, with one queued
+/// and one running execution.
+async fn work_of_two_replicas(store: &Store) {
+    for replica in ["a", "b"] {
+        store.insert_session(&session(&format!("s-{replica}")), replica).await.expect("session");
+        for (n, status) in [(1, ExecutionStatus::Queued), (2, ExecutionStatus::Running)] {
+            let mut e = execution(&format!("e-{replica}{n}"), &format!("s-{replica}"));
+            e.status = status;
+            store.insert_execution(&e, "1", "default", replica).await.expect("execution");
+        }
+    }
+}
+
+async fn a_lapsed_replica_is_adopted_once_and_only_its_work_released(db: TestDatabase) {
+    let (one, two) = (db.store().await.expect("open"), db.store().await.expect("open"));
+    for replica in ["a", "b", "c"] {
+        one.register_replica(replica, &format!("http://{replica}"), "1").await.expect("register");
+    }
+    work_of_two_replicas(&one).await;
+    assert_eq!(one.session_owner("s-a").await.expect("owner").as_deref(), Some("a"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(one.heartbeat_replica("b").await.expect("beat") && one.heartbeat_replica("c").await.expect("beat"));
+    // b and c both look for lapsed replicas at once: a is adopted once.
+    let (by_b, by_c) = tokio::join!(one.adopt_lapsed_replicas("b", 200), two.adopt_lapsed_replicas("c", 200));
+    let mut adopted: Vec<Adopted> = by_b.expect("adopt").into_iter().chain(by_c.expect("adopt")).collect();
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    let a = adopted.pop().expect("one");
+    assert_eq!((a.replica.as_str(), a.released), ("a", Recovered { executions: 2, sessions: 1 }));
+    let s_a = one.get_session("s-a").await.expect("get").expect("kept");
+    assert_eq!((s_a.status, s_a.stop_reason.as_deref()), (SessionStatus::Stopped, Some("replica_lost")));
+    assert_eq!(one.session_owner("s-a").await.expect("owner"), None, "a stopped session belongs to none");
+    for e in ["e-a1", "e-a2"] {
+        assert_eq!(one.get_execution(e, None).await.expect("get").expect("kept").status, ExecutionStatus::Interrupted);
+    }
+    assert!(one.sessions_running_on("a").await.expect("a's").is_empty());
+    let b_runs: Vec<String> = one.sessions_running_on("b").await.expect("b's").into_iter().map(|s| s.id).collect();
+    assert_eq!(b_runs, ["s-b"]);
+    // b's work is b's: untouched.
+    assert_eq!(one.get_session("s-b").await.expect("get").expect("kept").status, SessionStatus::Running);
+    assert_eq!(one.get_execution("e-b2", None).await.expect("get").expect("kept").status, ExecutionStatus::Running);
+    // a's lease is gone: its next heartbeat says so, until it registers again.
+    assert!(!one.heartbeat_replica("a").await.expect("beat"), "an adopted replica has no lease");
+    let listed = one.replicas().await.expect("list");
+    let a_row = listed.iter().find(|r| r.id == "a").expect("listed");
+    assert!(a_row.adopted_by.is_some() && a_row.heartbeat_age_ms >= 200, "{a_row:?}");
+    assert_eq!(listed.iter().find(|r| r.id == "b").expect("listed").sessions, 1);
+    one.register_replica("a", "http://a", "2").await.expect("register again");
+    assert!(one.heartbeat_replica("a").await.expect("beat"), "registered again, it has a lease");
+    assert!(one.adopt_lapsed_replicas("b", 60_000).await.expect("adopt").is_empty(), "nobody lapsed");
+}
+
+async fn a_restart_recovers_only_its_own_work(db: TestDatabase) {
+    let store = db.store().await.expect("open");
+    work_of_two_replicas(&store).await;
+    assert_eq!(store.recover("a").await.expect("recover"), Recovered { executions: 2, sessions: 1 });
+    let s_a = store.get_session("s-a").await.expect("get").expect("kept");
+    assert_eq!((s_a.status, s_a.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
+    assert_eq!(store.get_session("s-b").await.expect("get").expect("kept").status, SessionStatus::Running);
+    assert_eq!(store.get_execution("e-b1", None).await.expect("get").expect("kept").status, ExecutionStatus::Queued);
+    assert!(store.mark_session_resumed("s-a", "b").await.expect("resume"), "it resumes anywhere");
+    assert_eq!(store.session_owner("s-a").await.expect("owner").as_deref(), Some("b"));
+}
+
+async fn a_shared_secret_is_set_once(db: TestDatabase) {
+    let (one, two) = (db.store().await.expect("open"), db.store().await.expect("open"));
+    let (a, b) = tokio::join!(one.shared_secret("replica", "aaa"), two.shared_secret("replica", "bbb"));
+    let (a, b) = (a.expect("secret"), b.expect("secret"));
+    assert_eq!(a, b, "both replicas hold the same");
+    assert!(a == "aaa" || a == "bbb");
+    assert_eq!(one.shared_secret("replica", "ccc").await.expect("secret"), a, "never replaced");
+    assert_eq!(one.shared_secret("other", "ddd").await.expect("secret"), "ddd");
 }

@@ -43,6 +43,21 @@ pub struct ConfigFlags {
     /// to every user in `ps`), or a `sqlite:` URL. By default, SQLite in the data dir.
     #[arg(long, env = "SANDBOXD_DATABASE_URL", hide_env_values = true)]
     database_url: Option<sandbox_store::DatabaseUrl>,
+    /// This process's id among the replicas sharing its database (letters, digits, '-', '_').
+    /// By default a tag of the data dir, so a restart on the same data dir is the same replica
+    /// and recovers its own earlier work. Replicas that share one data dir need ids of their
+    /// own.
+    #[arg(long, env = "SANDBOXD_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Where the other replicas reach this one (`http://host:port`). By default
+    /// `http://<--listen>`.
+    #[arg(long, env = "SANDBOXD_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// A replica whose heartbeat is older than this many seconds is dead to the others: one
+    /// of them adopts its work (its executions interrupted, its sessions stopped, to resume
+    /// anywhere). Heartbeats go every third of it.
+    #[arg(long, env = "SANDBOXD_REPLICA_LEASE_S", default_value_t = defaults().replica_lease_s)]
+    replica_lease_s: f64,
     /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host) or
     /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside).
     #[arg(long, env = "SANDBOXD_RUNTIME", default_value_t = defaults().runtime)]
@@ -193,6 +208,9 @@ impl From<ConfigFlags> for Config {
             e2b_domain: f.e2b_domain,
             data_dir: f.data_dir,
             database_url: f.database_url,
+            replica_id: f.replica_id,
+            advertise_url: f.advertise_url,
+            replica_lease_s: f.replica_lease_s,
             runtime: f.runtime,
             default_memory_mb: f.default_memory_mb,
             max_memory_mb: f.max_memory_mb,

@@ -58,6 +58,27 @@ impl Caller {
     pub fn shares(&self) -> bool {
         self.scope().is_none()
     }
+
+    /// This caller as one replica names it to another on a forwarded request (`open`, or
+    /// `key <admin 0|1> <tenant> <key id>`; tenants and key ids hold no spaces).
+    pub fn to_forwarded(&self) -> String {
+        match self {
+            Caller::Open => "open".into(),
+            Caller::Key { id, tenant, admin } => format!("key {} {tenant} {id}", u8::from(*admin)),
+        }
+    }
+
+    /// The caller [`Caller::to_forwarded`] named.
+    fn from_forwarded(text: &str) -> Option<Caller> {
+        let mut words = text.split(' ');
+        match (words.next()?, words.next(), words.next(), words.next(), words.next()) {
+            ("open", None, ..) => Some(Caller::Open),
+            ("key", Some(admin @ ("0" | "1")), Some(tenant), Some(id), None) => {
+                Some(Caller::Key { id: id.into(), tenant: tenant.into(), admin: admin == "1" })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A key just made, and its one showing.
@@ -120,41 +141,73 @@ pub async fn revoke_key(store: &Store, id: &str) -> Result<(), ServiceError> {
     }
 }
 
-/// The secret session tokens are derived from: 32 random bytes made once per data dir, kept
-/// beside the database (mode 0600), so tokens outlive restarts.
-fn token_secret(data_dir: &std::path::Path) -> Result<Vec<u8>, ServiceError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("db").join("session-tokens.key");
-    let failed = |e: std::io::Error| ServiceError::Internal(format!("session token secret {}: {e}", path.display()));
-    match std::fs::read(&path) {
-        Ok(secret) if secret.len() == 32 => return Ok(secret),
-        Ok(_) => return Err(failed(std::io::Error::other("not 32 bytes"))),
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(failed(e)),
-        Err(_) => {}
+/// What every replica of a database holds alike, kept in the database (`secrets`), the first
+/// replica to start making them.
+pub(crate) struct Secrets {
+    /// What session tokens are derived from: a token made by one replica opens the session on
+    /// any.
+    session_token: Vec<u8>,
+    /// What one replica shows another when it forwards a request to it.
+    pub(crate) replica: String,
+}
+
+impl Secrets {
+    /// Secrets of this process alone (a service over a store no other replica shares).
+    pub(crate) fn random() -> std::io::Result<Secrets> {
+        Ok(Secrets { session_token: random_bytes(32)?, replica: random_hex(32)? })
     }
-    std::fs::create_dir_all(data_dir.join("db")).map_err(failed)?;
-    let secret = random_bytes(32).map_err(failed)?;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
-        Ok(mut file) => file.write_all(&secret).map_err(failed).map(|()| secret),
-        // Another request made it first: that one is the secret.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path).map_err(failed),
-        Err(e) => Err(failed(e)),
+
+    /// The secrets of `store`'s database, made now if it has none. A data dir from before
+    /// replicas keeps its session token secret (`db/session-tokens.key`), so that the tokens
+    /// its clients hold still open their sessions.
+    pub(crate) async fn shared(store: &Store, data_dir: &std::path::Path) -> Result<Secrets, ServiceError> {
+        let legacy = data_dir.join("db").join("session-tokens.key");
+        let failed = |e: std::io::Error| ServiceError::Internal(format!("secret: {e}"));
+        let candidate = match std::fs::read(&legacy) {
+            Ok(secret) if secret.len() == 32 => secret,
+            _ => random_bytes(32).map_err(failed)?,
+        };
+        let session_token = store.shared_secret("session_token", &sandbox_workspace::hex(&candidate)).await?;
+        let session_token = unhex(&session_token)
+            .ok_or_else(|| ServiceError::Internal("the stored session token secret is not hex".into()))?;
+        let replica = store.shared_secret("replica", &random_hex(32).map_err(failed)?).await?;
+        Ok(Secrets { session_token, replica })
     }
+}
+
+/// The bytes of hex text `s`, if it is hex.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
 impl Service {
     /// The token that lets a client reach session `id`'s sandbox without an API key (the E2B
-    /// SDK sends it as `X-Access-Token` to the sandbox routes): a hash of a secret of this
-    /// data dir and the id, so only sandboxd can make one, and only for that session.
+    /// SDK sends it as `X-Access-Token` to the sandbox routes): a hash of the replicas' shared
+    /// secret and the id, so only sandboxd can make one, and only for that session.
     pub fn session_token(&self, id: &str) -> Result<String, ServiceError> {
-        let secret = self.token_secret.get_or_init(|| token_secret(&self.config.data_dir).map_err(|e| e.to_string()));
-        let secret = secret.as_ref().map_err(|e| ServiceError::Internal(e.clone()))?;
         let mut hash = Sha256::new();
-        hash.update(secret);
+        hash.update(&self.secrets.session_token);
         hash.update(b"session:");
         hash.update(id.as_bytes());
         Ok(sandbox_workspace::hex(&hash.finalize()))
+    }
+
+    /// The caller of a request another replica forwarded here, if it shows the replicas'
+    /// shared secret: that replica checked the caller's key already.
+    pub fn forwarded_caller(&self, secret: &str, caller: &str) -> Result<Caller, ServiceError> {
+        if !same(secret, &self.secrets.replica) {
+            return Err(ServiceError::Unauthorized("a forwarded request without the replicas' secret".into()));
+        }
+        Caller::from_forwarded(caller)
+            .ok_or_else(|| ServiceError::Malformed(format!("a forwarded request names no caller: {caller:?}")))
+    }
+
+    /// What this replica shows another when it forwards a request to it.
+    pub fn replica_secret(&self) -> &str {
+        &self.secrets.replica
     }
 
     /// Who sends `token` for session `id`: a caller of the session's tenant that sees that
@@ -240,6 +293,17 @@ mod tests {
         assert!(create_key(&store, "../x", false).await.is_err());
         assert!(create_key(&store, "", false).await.is_err());
         Ok(())
+    }
+
+    #[test]
+    fn a_forwarded_caller_reads_back_as_itself() {
+        let key = Caller::Key { id: "key_1".into(), tenant: "acme".into(), admin: true };
+        for caller in [Caller::Open, key] {
+            assert_eq!(Caller::from_forwarded(&caller.to_forwarded()), Some(caller));
+        }
+        for bad in ["", "key", "key 2 acme key_1", "key 1 acme", "key 1 a b c", "opened"] {
+            assert_eq!(Caller::from_forwarded(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -381,7 +381,7 @@ impl crate::Service {
             }
         };
         let record = plan.running_record();
-        let stored = self.store.insert_execution(&record, &plan.code, caller.tenant()).await;
+        let stored = self.store.insert_execution(&record, &plan.code, caller.tenant(), &self.replica.id).await;
         // Nothing runs unless its record exists; either way tear-down is not the caller's wait.
         let outcome = match &stored {
             Ok(()) => Some(sandbox.exec(plan.request(config), None).await),

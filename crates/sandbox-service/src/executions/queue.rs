@@ -175,7 +175,7 @@ impl Service {
         if live.waiting.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1)).is_err() {
             return Err(ServiceError::Busy(format!("session {} already has {max} executions waiting", session.id)));
         }
-        if let Err(e) = self.store.insert_execution(record, &plan.code, &session.tenant).await {
+        if let Err(e) = self.store.insert_execution(record, &plan.code, &session.tenant, &self.replica.id).await {
             live.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(e.into());
         }

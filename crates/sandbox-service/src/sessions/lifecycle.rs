@@ -29,7 +29,7 @@ pub struct SweepCounts {
 }
 
 /// Runs `task` every `seconds` until the server is gone (it holds the state only weakly).
-fn spawn_every<F, Fut>(state: &Arc<Service>, seconds: f64, task: F)
+pub(crate) fn spawn_every<F, Fut>(state: &Arc<Service>, seconds: f64, task: F)
 where
     F: Fn(Arc<Service>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
@@ -65,7 +65,9 @@ fn due(state: &Service, session: &Session) -> Option<&'static str> {
 }
 
 async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
-    for session in state.store.sessions_with_status(SessionStatus::Running).await? {
+    // Only the sessions whose sandboxes run here: their idleness is known here, and another
+    // replica's are that replica's to stop.
+    for session in state.store.sessions_running_on(&state.replica.id).await? {
         if due(state, &session).is_none() {
             continue;
         }

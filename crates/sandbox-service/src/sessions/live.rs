@@ -134,6 +134,9 @@ pub enum Claim {
 
 #[derive(Default)]
 pub struct Sessions {
+    /// The replica these sessions' sandboxes run on: what a session's record names as its
+    /// owner when one resumes here.
+    replica: String,
     live: Mutex<HashMap<String, Arc<LiveSession>>>,
     /// Executions submitted and not finished, by id: a repeat of an idempotent request waits
     /// on the first instead of running again.
@@ -147,6 +150,11 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// The live sessions of replica `replica`.
+    pub fn new(replica: &str) -> Sessions {
+        Sessions { replica: replica.to_string(), ..Default::default() }
+    }
+
     /// Claims execution id `id` for session `session_id`, or returns the watch of that
     /// session's submission that holds it.
     pub fn claim(&self, id: &str, session_id: &str) -> Claim {
@@ -278,7 +286,7 @@ impl Sessions {
                     )));
                 }
                 Self::check_resumable(&s)?;
-                store.mark_session_resumed(&s.id).await?;
+                store.mark_session_resumed(&s.id, &self.replica).await?;
                 tracing::info!(session = %s.id, "session resumed for an execution");
             }
             _ => return Err(deleted()),
@@ -320,7 +328,7 @@ impl Sessions {
         match store.get_session(&session.id).await? {
             Some(s) if s.status == SessionStatus::Stopped => {
                 Self::check_resumable(&s)?;
-                store.mark_session_resumed(&s.id).await?;
+                store.mark_session_resumed(&s.id, &self.replica).await?;
             }
             Some(s) if s.status == SessionStatus::Running => {}
             _ => return Err(ServiceError::Conflict(format!("session {} is deleted", session.id))),
@@ -355,6 +363,12 @@ impl Sessions {
     /// Destroys every live sandbox, and no sandbox starts after it (server shutdown).
     pub async fn destroy_all(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.destroy_running().await;
+    }
+
+    /// Destroys every live sandbox; a session starts a new one where it is next used (this
+    /// replica lost its lease, and the database already calls them stopped).
+    pub async fn destroy_running(&self) {
         let all: Vec<Arc<LiveSession>> =
             self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, v)| v).collect();
         let mut destroys = tokio::task::JoinSet::new();

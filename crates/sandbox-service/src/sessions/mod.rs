@@ -46,6 +46,7 @@ impl Service {
         if session.status == SessionStatus::Deleted {
             return Err(ServiceError::Conflict(format!("session {id} is deleted")));
         }
+        self.runs_here(&session).await?;
         self.sessions.live(id).touch();
         Ok(session)
     }
@@ -84,6 +85,7 @@ impl Service {
             kernel_restarts: 0,
             last_kernel_death: None,
             isolation: None,
+            replica: None,
             from_pool: false,
             idle_timeout_s,
             max_lifetime_s,
@@ -112,7 +114,7 @@ impl Service {
             pool.refill(&self.runtime, &self.dirs);
             // The warm sandbox was started under this session's id (see `pool.rs`).
             let session = Session { id: warm.name.clone(), from_pool: true, ..session };
-            if let Err(e) = self.store.insert_session(&session).await {
+            if let Err(e) = self.store.insert_session(&session, &self.replica.id).await {
                 warm.sandbox.destroy().await;
                 self.dirs.remove(&warm.name);
                 return Err(e.into());
@@ -121,7 +123,7 @@ impl Service {
             tracing::info!(session = %session.id, template = %session.template, "session created from the warm pool");
             return self.session_record(&session.id).await;
         }
-        let started = match self.store.insert_session(&session).await {
+        let started = match self.store.insert_session(&session, &self.replica.id).await {
             Ok(()) => self.sessions.start(&session, self.runtime.as_ref(), &self.dirs, &self.store).await,
             Err(e) => Err(e.into()),
         };
@@ -150,6 +152,7 @@ impl Service {
         if session.status == SessionStatus::Deleted {
             return Ok(());
         }
+        self.runs_here(&session).await?;
         self.store.mark_session_deleted(id, Utc::now()).await?;
         self.sessions.destroy(id).await;
         lifecycle::write_back(self, id).await;

@@ -1,0 +1,308 @@
+//! Two real `sandboxd` processes on one real PostgreSQL database (each test a database of its
+//! own on the server `scripts/test.sh` starts) and, where files must survive a replica, the S3
+//! test server: what replicas share, what each owns, and what happens when one goes.
+
+use std::time::{Duration, Instant};
+
+use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, SessionStatus};
+use sandbox_client::{Client, ClientError};
+use sandbox_store::testing::TestDatabase;
+use sandbox_store::Backend;
+use sandbox_test_support::{Daemon, S3Server};
+
+/// A replica's lease in these tests: short, so that an adoption happens within seconds.
+const LEASE_S: &str = "1";
+
+/// One database, and the settings every replica of a test shares.
+struct Cluster {
+    db: TestDatabase,
+    env: Vec<(String, String)>,
+    dirs: Vec<tempfile::TempDir>,
+    _s3: Option<S3Server>,
+}
+
+impl Cluster {
+    async fn new(extra: &[(&str, &str)]) -> anyhow::Result<Cluster> {
+        let db = TestDatabase::new(Backend::Postgres).await?;
+        let mut env: Vec<(String, String)> = [
+            ("SANDBOXD_DATABASE_URL", db.url.as_str()),
+            ("SANDBOXD_REPLICA_LEASE_S", LEASE_S),
+            ("SANDBOXD_SWEEP_INTERVAL_S", "0.3"),
+            ("SANDBOXD_SESSION_POOL", "0"),
+            ("SANDBOXD_RUN_POOL", "0"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.sort();
+        Ok(Cluster { db, env, dirs: Vec::new(), _s3: None })
+    }
+
+    /// The same, with workspaces kept in a bucket of the S3 test server (which replicas share).
+    async fn with_s3() -> anyhow::Result<Cluster> {
+        let s3 = S3Server::start().await?;
+        s3.create_bucket("replicas").await?;
+        let endpoint = s3.endpoint.clone();
+        let mut cluster = Cluster::new(&[
+            ("SANDBOXD_STORAGE", "s3://replicas/ws"),
+            ("SANDBOXD_S3_ENDPOINT", &endpoint),
+            ("SANDBOXD_S3_REGION", "us-east-1"),
+            ("SANDBOXD_S3_ACCESS_KEY_ID", "test-key"),
+            ("SANDBOXD_S3_SECRET_ACCESS_KEY", "test-secret"),
+        ])
+        .await?;
+        cluster._s3 = Some(s3);
+        Ok(cluster)
+    }
+
+    /// A data dir for a replica of its own.
+    fn data_dir(&mut self) -> anyhow::Result<std::path::PathBuf> {
+        let dir = tempfile::Builder::new().prefix("sandboxd-replica-").tempdir_in("/tmp")?;
+        let path = dir.path().to_path_buf();
+        self.dirs.push(dir);
+        Ok(path)
+    }
+
+    fn start(&self, data_dir: &std::path::Path) -> anyhow::Result<Daemon> {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Daemon::start(data_dir, &env)
+    }
+
+    /// Two replicas started at once.
+    fn start_two(&mut self) -> anyhow::Result<(Daemon, Daemon)> {
+        let (a_dir, b_dir) = (self.data_dir()?, self.data_dir()?);
+        let env: Vec<(String, String)> = self.env.clone();
+        let started = std::thread::scope(|scope| {
+            let a = scope.spawn(|| start_with(&a_dir, &env));
+            let b = scope.spawn(|| start_with(&b_dir, &env));
+            (a.join(), b.join())
+        });
+        match started {
+            (Ok(a), Ok(b)) => Ok((a?, b?)),
+            _ => anyhow::bail!("a replica's start panicked"),
+        }
+    }
+}
+
+fn start_with(data_dir: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Daemon> {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Daemon::start(data_dir, &env)
+}
+
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut cond: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = Instant::now() + limit;
+    while !cond().await? {
+        anyhow::ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// The id a replica gives itself in `/v1/replicas`.
+async fn id_of(c: &Client) -> anyhow::Result<String> {
+    let replicas = c.replicas().await?;
+    Ok(replicas.into_iter().find(|r| r.this).map(|r| r.id).unwrap_or_default())
+}
+
+async fn python(c: &Client, session: &str, code: &str) -> anyhow::Result<sandbox_api::Execution> {
+    Ok(c.execute(session, &CreateExecution::new(Language::Python, code)).await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_started_at_once_on_an_empty_database_migrate_once_and_see_each_other() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let (ca, cb) = (a.client(), b.client());
+    for c in [&ca, &cb] {
+        let (status, r) = c.readiness().await?;
+        assert!(status.is_success() && r.ready && r.replica.ok, "{r:?}");
+        assert!(
+            r.storage.message.contains("other replicas do not see"),
+            "local storage is named: {}",
+            r.storage.message
+        );
+    }
+    let listed = ca.replicas().await?;
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed.iter().all(|r| r.alive && r.adopted_by.is_none() && r.version == env!("CARGO_PKG_VERSION")));
+    assert_eq!(listed.iter().filter(|r| r.this).count(), 1);
+    let (ida, idb) = (id_of(&ca).await?, id_of(&cb).await?);
+    assert_ne!(ida, idb);
+    assert!(listed.iter().any(|r| r.id == idb && r.address == b.url), "B advertises where it listens: {listed:?}");
+    // Each migration step ran once.
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&cluster.db.url).await?;
+    let steps: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_version").fetch_one(&pool).await?;
+    let distinct: i64 =
+        sqlx::query_scalar("SELECT COUNT(DISTINCT version) FROM schema_version").fetch_one(&pool).await?;
+    assert_eq!((steps, distinct), (sandbox_store::SCHEMA_VERSIONS.1 as i64, sandbox_store::SCHEMA_VERSIONS.1 as i64));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replica_is_adopted_once_and_its_session_resumes_on_another_with_every_file() -> anyhow::Result<()> {
+    let mut cluster = Cluster::with_s3().await?;
+    let (mut a, b) = cluster.start_two()?;
+    let (ca, cb) = (a.client(), b.client());
+    let (ida, idb) = (id_of(&ca).await?, id_of(&cb).await?);
+    let s = ca.create_session(&CreateSession::default()).await?;
+    assert_eq!(s.replica.as_deref(), Some(ida.as_str()), "it runs where it was made");
+    let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    ca.upload(&s.id, "in/data.bin", data.clone(), None).await?;
+    let wrote = python(&ca, &s.id, "open('made.txt', 'w').write('written by code on A')").await?;
+    assert_eq!(wrote.status, ExecutionStatus::Succeeded, "{wrote:?}");
+    // In flight when A dies.
+    let cut = CreateExecution {
+        execution_id: Some("cut-off".into()),
+        ..CreateExecution::new(Language::Python, "import time; time.sleep(60)")
+    };
+    let (c1, sid) = (ca.clone(), s.id.clone());
+    let in_flight = tokio::spawn(async move { c1.execute(&sid, &cut).await });
+    sandbox_test_support::until_running(&ca, "cut-off").await?;
+
+    a.signal(9)?;
+    a.wait_exit(Duration::from_secs(5))?;
+    let _ = in_flight.await;
+    eventually("B to adopt A", Duration::from_secs(15), || async {
+        let listed = cb.replicas().await?;
+        Ok(listed.iter().any(|r| r.id == ida && r.adopted_by.as_deref() == Some(idb.as_str()) && !r.alive))
+    })
+    .await?;
+    let stopped = cb.get_session(&s.id).await?;
+    assert_eq!((stopped.status, stopped.stop_reason.as_deref()), (SessionStatus::Stopped, Some("replica_lost")));
+    assert_eq!(stopped.replica, None, "a stopped session belongs to no replica");
+    let cut = cb.get_execution("cut-off").await?;
+    assert_eq!(cut.status, ExecutionStatus::Interrupted, "{cut:?}");
+
+    // It resumes on B, with every file byte for byte.
+    let back = python(&cb, &s.id, "print(open('made.txt').read(), len(open('in/data.bin', 'rb').read()))").await?;
+    assert_eq!(back.stdout, format!("written by code on A {}\n", data.len()), "{back:?}");
+    assert_eq!(cb.get_session(&s.id).await?.replica.as_deref(), Some(idb.as_str()));
+    assert_eq!(cb.read_file(&s.id, "in/data.bin").await?, data);
+    let adoptions = b.log.lock().map(|l| l.iter().filter(|l| l.contains("adopted a replica")).count()).unwrap_or(0);
+    assert_eq!(adoptions, 1, "adopted once");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_is_stopped_by_its_owner_alone() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let ca = a.client();
+    let s = ca.create_session(&CreateSession { idle_timeout_s: Some(2), ..Default::default() }).await?;
+    // In use on A for longer than its idle timeout: B, which sweeps every 0.3 s too, must not
+    // take it for idle (B has never seen it used).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        assert_eq!(python(&ca, &s.id, "1").await?.status, ExecutionStatus::Succeeded);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(ca.get_session(&s.id).await?.status, SessionStatus::Running, "in use: not stopped");
+    eventually("A to stop the idle session", Duration::from_secs(10), || async {
+        Ok(ca.get_session(&s.id).await?.status == SessionStatus::Stopped)
+    })
+    .await?;
+    assert_eq!(ca.get_session(&s.id).await?.stop_reason.as_deref(), Some("idle"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stops = |d: &Daemon| -> usize {
+        let lines = d.log.lock().map(|l| l.clone()).unwrap_or_default();
+        lines.iter().filter(|l| l.contains("session stopped") && l.contains(&s.id)).count()
+    };
+    assert_eq!((stops(&a), stops(&b)), (1, 0), "stopped once, by its owner");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_limit_on_one_replica_is_refused_on_the_other() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[("SANDBOXD_TENANT_MAX_SESSIONS", "1")]).await?;
+    let (a, b) = cluster.start_two()?;
+    a.client().create_session(&CreateSession::default()).await?;
+    match b.client().create_session(&CreateSession::default()).await {
+        Err(ClientError::Api { status, code, message }) => {
+            assert_eq!((status.as_u16(), code.as_str()), (429, "tenant_limit"), "{message}");
+        }
+        other => anyhow::bail!("a second session past the tenant's limit: {other:?}"),
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_of_one_replica_leaves_the_others_sessions_running() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a_dir, b_dir) = (cluster.data_dir()?, cluster.data_dir()?);
+    let (mut a, b) = (cluster.start(&a_dir)?, cluster.start(&b_dir)?);
+    let (ca, cb) = (a.client(), b.client());
+    let on_a = ca.create_session(&CreateSession::default()).await?;
+    let on_b = cb.create_session(&CreateSession::default()).await?;
+    python(&cb, &on_b.id, "x = 41").await?;
+
+    a.signal(9)?;
+    a.wait_exit(Duration::from_secs(5))?;
+    drop(a);
+    let a = cluster.start(&a_dir)?;
+    let ca = a.client();
+    let a_again = ca.get_session(&on_a.id).await?;
+    // Stopped by A's own recovery, or by B if B saw A's lease lapse first.
+    assert_eq!(a_again.status, SessionStatus::Stopped);
+    assert!(matches!(a_again.stop_reason.as_deref(), Some("server_restart" | "replica_lost")), "{a_again:?}");
+    let b_kept = cb.get_session(&on_b.id).await?;
+    assert_eq!((b_kept.status, b_kept.replica), (SessionStatus::Running, Some(id_of(&cb).await?)));
+    let e = python(&cb, &on_b.id, "print(x + 1)").await?;
+    assert_eq!(e.stdout, "42\n", "B's kernel kept its state: {e:?}");
+    Ok(())
+}
+
+/// Every request for a session, through a replica that does not run it, reaches the one that
+/// does: JSON, a Server-Sent Events stream, an upload and a download of several MiB, a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_for_a_session_reach_it_through_any_replica() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let (ca, cb) = (a.client(), b.client());
+    let ida = id_of(&ca).await?;
+    let s = ca.create_session(&CreateSession::default()).await?;
+    assert_eq!(python(&ca, &s.id, "x = 20").await?.status, ExecutionStatus::Succeeded);
+    // Through B: the kernel is A's.
+    let e = python(&cb, &s.id, "import os; print(x + 22, os.getpid() > 0)").await?;
+    assert_eq!(e.stdout, "42 True\n", "{e:?}");
+    assert_eq!(cb.get_session(&s.id).await?.replica.as_deref(), Some(ida.as_str()), "it stays on A");
+    // A stream through B arrives as it is made.
+    let mut outputs = Vec::new();
+    let code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.2)";
+    let streamed = cb
+        .execute_stream(&s.id, &CreateExecution::new(Language::Python, code), |event, data| {
+            outputs.push(format!("{event}: {data}"))
+        })
+        .await?;
+    assert_eq!(streamed.stdout, "0\n1\n2\n", "{streamed:?}");
+    assert!(outputs.len() >= 3, "the outputs came as events: {outputs:?}");
+    // Files both ways through B, several MiB.
+    let data: Vec<u8> = (0..(6u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    cb.upload(&s.id, "big/data.bin", data.clone(), None).await?;
+    assert_eq!(ca.read_file(&s.id, "big/data.bin").await?, data, "it landed on A");
+    assert_eq!(cb.read_file(&s.id, "big/data.bin").await?, data, "and reads back through B");
+    let seen = python(&ca, &s.id, "print(len(open('big/data.bin', 'rb').read()))").await?;
+    assert_eq!(seen.stdout, format!("{}\n", data.len()));
+    // A request that claims to come from a replica without the replicas' secret is refused.
+    let forged = reqwest::Client::new()
+        .get(format!("{}/v1/sessions/{}", b.url, s.id))
+        .header("x-sandboxd-replica-secret", "guessed")
+        .header("x-sandboxd-caller", "open")
+        .send()
+        .await?;
+    assert_eq!(forged.status().as_u16(), 401);
+    // Deleted through B: A's sandbox goes.
+    cb.delete_session(&s.id).await?;
+    assert_eq!(ca.get_session(&s.id).await?.status, SessionStatus::Deleted);
+    let a_dir = cluster.dirs[0].path().to_string_lossy().to_string();
+    eventually("A's sandbox to go", Duration::from_secs(10), || async {
+        Ok(sandbox_test_support::processes_mentioning(&a_dir) == 0)
+    })
+    .await?;
+    Ok(())
+}
