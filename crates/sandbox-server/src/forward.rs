@@ -32,9 +32,33 @@ static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
         .unwrap_or_default()
 });
 
-/// The session a request path names, for the routes its sandbox's replica must serve.
+/// The session a request path names, for the routes its sandbox's replica must serve: the
+/// REST API's and the E2B control API's (the E2B sandbox routes name it in a header; see
+/// [`e2b_sandbox_to_owner`]).
 pub fn session_of(path: &str) -> Option<&str> {
-    path.strip_prefix("/v1/sessions/")?.split('/').next().filter(|id| !id.is_empty())
+    let rest = ["/v1/sessions/", "/e2b/sandboxes/", "/e2b/v2/sandboxes/"].iter().find_map(|p| path.strip_prefix(p))?;
+    rest.split('/').next().filter(|id| !id.is_empty())
+}
+
+/// In front of the E2B sandbox routes (envd, the code interpreter), which name their session
+/// in `E2b-Sandbox-Id` and check its access token themselves: a request for a session another
+/// replica runs goes there, where its code interpreter contexts are too. The owner checks the
+/// token; nothing here vouches for the caller.
+pub async fn e2b_sandbox_to_owner(
+    axum::extract::State(state): axum::extract::State<Arc<Service>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let headers = req.headers();
+    let forwarded = headers.get(SECRET_HEADER).and_then(|v| v.to_str().ok());
+    let from_a_replica = forwarded.is_some_and(|secret| state.is_replica_secret(secret));
+    let session = headers.get("e2b-sandbox-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    if let (false, Some(id)) = (from_a_replica, session) {
+        if let Some(owner) = state.owner_elsewhere(&Caller::Open, &id).await? {
+            return to_owner(&state, &owner, &Caller::Open, req).await;
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 /// Headers that belong to one connection, not to the request, and what proves who calls.
@@ -72,11 +96,10 @@ pub async fn to_owner(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
-    let target = format!(
-        "{}{}",
-        address.trim_end_matches('/'),
-        parts.uri.path_and_query().map_or(parts.uri.path(), |p| p.as_str())
-    );
+    // Inside a nested router the path has lost its prefix; the owner needs it whole.
+    let uri = parts.extensions.get::<axum::extract::OriginalUri>().map_or(&parts.uri, |o| &o.0);
+    let target =
+        format!("{}{}", address.trim_end_matches('/'), uri.path_and_query().map_or(uri.path(), |p| p.as_str()));
     let mut headers = HeaderMap::new();
     copy_headers(&parts.headers, &mut headers);
     let secret = state.replica_secret().parse().map_err(|_| ApiError::Internal("the replica secret".into()))?;
@@ -114,6 +137,9 @@ mod tests {
         assert_eq!(session_of("/v1/sessions"), None);
         assert_eq!(session_of("/v1/sessions/"), None);
         assert_eq!(session_of("/v1/templates/x"), None);
+        assert_eq!(session_of("/e2b/sandboxes/ses_2/timeout"), Some("ses_2"));
+        assert_eq!(session_of("/e2b/v2/sandboxes/ses_2/connect"), Some("ses_2"));
+        assert_eq!(session_of("/e2b/sandboxes"), None);
     }
 
     #[test]

@@ -108,7 +108,11 @@ pub fn app(state: Arc<Service>) -> Router {
         .route("/docs", get(routes::docs))
         .merge(api)
         // The E2B sandbox routes check each sandbox's access token themselves (sandbox-e2b).
-        .nest_service("/e2b/sandbox", sandbox_e2b::sandbox_routes(e2b))
+        .nest_service(
+            "/e2b/sandbox",
+            sandbox_e2b::sandbox_routes(e2b)
+                .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), forward::e2b_sandbox_to_owner)),
+        )
         .fallback(routes::not_found_fallback)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -306,3 +306,64 @@ async fn requests_for_a_session_reach_it_through_any_replica() -> anyhow::Result
     .await?;
     Ok(())
 }
+
+/// The E2B door through the replica that does not run the sandbox: the control API, and the
+/// code interpreter with the session's access token (one replica's token opens it on another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_e2b_door_reaches_a_sandbox_through_any_replica() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let s = a.client().create_session(&CreateSession::default()).await?;
+    assert_eq!(python(&a.client(), &s.id, "x = 6 * 7").await?.status, ExecutionStatus::Succeeded);
+    let http = reqwest::Client::new();
+    let detail: serde_json::Value =
+        http.get(format!("{}/e2b/sandboxes/{}", b.url, s.id)).send().await?.error_for_status()?.json().await?;
+    let token = detail["envdAccessToken"].as_str().unwrap_or_default().to_string();
+    assert!(!token.is_empty(), "{detail}");
+    let ran = http
+        .post(format!("{}/e2b/sandbox/execute", b.url))
+        .header("e2b-sandbox-id", &s.id)
+        .header("x-access-token", &token)
+        .json(&serde_json::json!({"code": "print(x)"}))
+        .send()
+        .await?;
+    assert!(ran.status().is_success(), "{}", ran.status());
+    let lines = ran.text().await?;
+    assert!(lines.contains("42"), "A's kernel answered through B: {lines}");
+    let refreshed = http
+        .post(format!("{}/e2b/sandboxes/{}/timeout", b.url, s.id))
+        .json(&serde_json::json!({"timeout": 600}))
+        .send()
+        .await?;
+    assert!(refreshed.status().is_success(), "the control API through B: {}", refreshed.status());
+    let wrong = http
+        .post(format!("{}/e2b/sandbox/execute", b.url))
+        .header("e2b-sandbox-id", &s.id)
+        .header("x-access-token", "not-the-token")
+        .json(&serde_json::json!({"code": "print(1)"}))
+        .send()
+        .await?;
+    assert_eq!(wrong.status().as_u16(), 404, "a wrong token opens nothing, on any replica");
+    Ok(())
+}
+
+/// The same execution id posted through both replicas at once runs once, and both callers
+/// get its result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_execution_id_through_both_replicas_at_once_runs_once() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let (ca, cb) = (a.client(), b.client());
+    let s = ca.create_session(&CreateSession::default()).await?;
+    python(&ca, &s.id, "runs = 0").await?;
+    let req = CreateExecution {
+        execution_id: Some("once".into()),
+        ..CreateExecution::new(Language::Python, "import time; time.sleep(0.5); runs += 1; print(runs)")
+    };
+    let (ra, rb) = tokio::join!(ca.execute(&s.id, &req), cb.execute(&s.id, &req));
+    let (ra, rb) = (ra?, rb?);
+    assert_eq!((ra.id.as_str(), rb.id.as_str()), ("once", "once"));
+    assert_eq!((ra.stdout.as_str(), rb.stdout.as_str()), ("1\n", "1\n"), "{ra:?} {rb:?}");
+    assert_eq!(python(&ca, &s.id, "print(runs)").await?.stdout, "1\n", "it ran once");
+    Ok(())
+}

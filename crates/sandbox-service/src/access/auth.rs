@@ -198,11 +198,16 @@ impl Service {
     /// The caller of a request another replica forwarded here, if it shows the replicas'
     /// shared secret: that replica checked the caller's key already.
     pub fn forwarded_caller(&self, secret: &str, caller: &str) -> Result<Caller, ServiceError> {
-        if !same(secret, &self.secrets.replica) {
+        if !self.is_replica_secret(secret) {
             return Err(ServiceError::Unauthorized("a forwarded request without the replicas' secret".into()));
         }
         Caller::from_forwarded(caller)
             .ok_or_else(|| ServiceError::Malformed(format!("a forwarded request names no caller: {caller:?}")))
+    }
+
+    /// Whether `secret` is the one the replicas share (compared in constant time).
+    pub fn is_replica_secret(&self, secret: &str) -> bool {
+        same(secret, &self.secrets.replica)
     }
 
     /// What this replica shows another when it forwards a request to it.
