@@ -27,9 +27,13 @@ case "$cmd" in
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     as_server "$bin/initdb" -D "$dir/data" -A trust -U postgres -E UTF8 >"$dir/initdb.log" 2>&1 ||
       { cat "$dir/initdb.log" >&2; exit 1; }
-    # Tests make and drop many small databases: durability is not what they test.
+    # Tests make and drop many small databases: durability is not what they test. With
+    # POSTGRES_DURABLE=1 (benchmarks), fsync stays on; commits still do not wait for a flush,
+    # as SQLite's WAL with synchronous=NORMAL does not.
+    durability="-c fsync=off -c synchronous_commit=off"
+    if [ "${POSTGRES_DURABLE:-}" = 1 ]; then durability="-c synchronous_commit=off"; fi
     as_server "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c max_connections=300" \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $durability -c max_connections=300" \
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     echo "postgres://postgres@127.0.0.1:$port/postgres"
     ;;

@@ -15,8 +15,11 @@
 //! - `doors` (not by default): a stateful `print(1)` through each door as its own official
 //!   client sees it (REST with a lean keep-alive client, the E2B SDK, the MCP client:
 //!   `bench/doors.py`, calls interleaved), then the Jupyter anchor in the same run.
+//! - `replicas` (not by default, alone): SQLite against PostgreSQL and a forwarding replica,
+//!   latency and sustained throughput (`replicas.rs`).
 
 mod load;
+mod replicas;
 mod sustained;
 
 use std::io::{BufRead, BufReader};
@@ -47,7 +50,8 @@ struct Args {
     /// Scenarios to run (comma-separated): stateless, run, stateful, cold, files, and, not by
     /// default, load (minutes of 200 sessions under faults; `load.rs`), sustained (50
     /// sessions' stateful executions at once; `sustained.rs`), doors, and runtimes (the
-    /// Docker runtime against the local one and llm-sandbox, on the local Docker engine).
+    /// Docker runtime against the local one and llm-sandbox, on the local Docker engine), and
+    /// replicas (one sandboxd on SQLite against replicas on PostgreSQL; `replicas.rs`).
     #[arg(long, value_delimiter = ',', default_value = "stateless,run,stateful,cold,files")]
     only: Vec<String>,
     /// `load`: sessions created at once.
@@ -155,6 +159,9 @@ async fn main() -> anyhow::Result<()> {
     if args.only.iter().any(|o| o == "load") {
         return load::run(&sandboxd, args.load_sessions, args.load_executions, args.load_faults).await;
     }
+    if args.only.iter().any(|o| o == "replicas") {
+        return replicas::run(&sandboxd, args.n, args.sustained_sessions, args.sustained_seconds).await;
+    }
     let floor = args.anchors.join("floor_bwrap.sh");
     if !floor.is_file() {
         bail!("anchor {} not found (pass --anchors)", floor.display());
@@ -205,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
         doors(&sandboxd, &args.clients_python, args.python.as_deref(), &args.anchors, args.n).await?;
     }
     if wants("sustained") {
-        sustained::run(&client, args.sustained_sessions, args.sustained_seconds).await?;
+        sustained::run(std::slice::from_ref(&client), args.sustained_sessions, args.sustained_seconds, "").await?;
     }
     if wants("files") {
         println!("files: workspace storage: {}", r.storage.message);

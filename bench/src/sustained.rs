@@ -1,29 +1,32 @@
-//! Sustained throughput of one server: `sessions` sessions, each running stateful `print(1)`
-//! in its kernel in a loop for `seconds`, all at once, over keep-alive connections. Reports
-//! executions per second and the p50 and p99 of one execution as its client saw it. It is
-//! the baseline several replicas will be held to; there is no anchor (nothing else does this).
+//! Sustained throughput: `sessions` sessions, each running stateful `print(1)` in its kernel
+//! in a loop for `seconds`, all at once, over keep-alive connections. Reports executions per
+//! second and the p50 and p99 of one execution as its client saw it. With several servers
+//! (replicas), sessions are made on each in turn and each session's calls go to the server
+//! that made it. There is no anchor (nothing else does this): replicas are held to one server.
 
 use std::time::{Duration, Instant};
 
 use sandbox_api::{CreateExecution, CreateSession, ExecutionStatus, Language, LimitsRequest};
 use sandbox_client::Client;
 
-pub async fn run(client: &Client, sessions: usize, seconds: u64) -> anyhow::Result<()> {
+/// Runs the load on `servers` and prints one line labelled `label`; returns executions per second.
+pub async fn run(servers: &[Client], sessions: usize, seconds: u64, label: &str) -> anyhow::Result<f64> {
     let limits = LimitsRequest { memory_mb: Some(128), ..Default::default() };
     let mut ids = Vec::new();
-    for _ in 0..sessions {
+    for i in 0..sessions {
+        let client = &servers[i % servers.len()];
         let s = client.create_session(&CreateSession { limits: Some(limits.clone()), ..Default::default() }).await?;
-        ids.push(s.id);
+        ids.push((client.clone(), s.id));
     }
     let print = CreateExecution::new(Language::Python, "print(1)");
     // Every kernel has answered once before the clock starts.
-    for id in &ids {
+    for (client, id) in &ids {
         client.execute(id, &print).await?;
     }
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let loops = ids.iter().map(|id| {
-        let (client, print) = (client.clone(), print.clone());
+    let loops = ids.iter().map(|(client, id)| {
+        let print = print.clone();
         async move {
             let (mut times, mut failed) = (Vec::new(), 0usize);
             while Instant::now() < deadline {
@@ -44,16 +47,16 @@ pub async fn run(client: &Client, sessions: usize, seconds: u64) -> anyhow::Resu
     let mut times: Vec<f64> = results.into_iter().flat_map(|(t, _)| t).collect();
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times.get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1))).copied();
+    let rate = times.len() as f64 / elapsed;
     println!(
-        "sustained: {sessions} sessions x stateful print(1) for {seconds} s: {} executions, {:.1} exec/s, \
+        "sustained{label}: {sessions} sessions x stateful print(1) for {seconds} s: {} executions, {rate:.1} exec/s, \
          p50 {:.1} ms, p99 {:.1} ms, {failed} failed",
         times.len(),
-        times.len() as f64 / elapsed,
         at(0.50).unwrap_or(f64::NAN),
         at(0.99).unwrap_or(f64::NAN),
     );
-    for id in &ids {
+    for (client, id) in &ids {
         client.delete_session(id).await?;
     }
-    Ok(())
+    Ok(rate)
 }
