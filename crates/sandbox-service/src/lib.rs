@@ -81,7 +81,8 @@ impl Service {
         let system = system_dir::SystemDir::open(&config)?;
         let secrets = access::auth::Secrets::random()
             .map_err(|source| SetupError::DataDir { path: config.data_dir.clone(), source })?;
-        Self::with_system_dir(config, store, runtime, system, secrets)
+        let replica = replicas::Replica::of(&config)?;
+        Self::with_system_dir(config, store, runtime, system, secrets, replica)
     }
 
     /// [`Self::new`] with the system dir opened already (the local runtime keeps files in it).
@@ -91,6 +92,7 @@ impl Service {
         runtime: Arc<dyn Runtime>,
         system: system_dir::SystemDir,
         secrets: access::auth::Secrets,
+        replica: replicas::Replica,
     ) -> Result<Service, SetupError> {
         let runtime: Arc<dyn Runtime> =
             Arc::new(sandbox_runtime::StartQueue::new(runtime, config.max_concurrent_starts, config.max_queued_starts));
@@ -107,7 +109,6 @@ impl Service {
             executions::resolve_limits(&config, None).map_err(|e| SetupError::Config(e.to_string()))?;
         let outbound = Arc::new(outbound::OutboundPolicy::new(&config.outbound_allow).map_err(SetupError::Config)?);
         let run_pool = Arc::new(pool::Pool::new(config.run_pool, executions::limits_from(&default_limits), None));
-        let replica = replicas::Replica::of(&config)?;
         let state = Service {
             config,
             store,
@@ -283,7 +284,7 @@ impl Service {
         let secrets = access::auth::Secrets::shared(&store, &config.data_dir)
             .await
             .map_err(|e| SetupError::Config(format!("cannot read the replicas' secrets: {e}")))?;
-        let service = Service::with_system_dir(config, store, runtime, system, secrets)?;
+        let service = Service::with_system_dir(config, store, runtime, system, secrets, me)?;
         lifecycle::remove_orphans(&service).await;
         Ok(service)
     }

@@ -230,6 +230,19 @@ impl Store {
         Ok(due)
     }
 
+    /// Sessions whose workspace was removed at or after `since` (RFC 3339, as stored), with
+    /// that time, oldest first: what a replica still holding a copy of one removes.
+    pub async fn workspaces_removed_since(&self, since: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, workspace_removed_at FROM sessions WHERE workspace_removed_at >= $1
+             ORDER BY workspace_removed_at, id",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     /// How many of tenant `tenant`'s sessions are running.
     pub async fn running_sessions_of(&self, tenant: &str) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE tenant = $1 AND status = 'running'")

@@ -278,7 +278,12 @@ async fn stop_resume_and_retention(db: TestDatabase) {
     store.mark_session_deleted("s3", long_ago).await.expect("delete");
     let due = store.workspaces_to_remove(Utc::now() - chrono::Duration::hours(24)).await.expect("due");
     assert_eq!(due, ["s1", "s3"]);
+    let before_removal = Utc::now().to_rfc3339();
     store.mark_workspace_removed("s1", Utc::now()).await.expect("removed");
+    let removed = store.workspaces_removed_since(&before_removal).await.expect("removed since");
+    assert_eq!(removed.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["s1"]);
+    let after = store.workspaces_removed_since(&Utc::now().to_rfc3339()).await.expect("removed since");
+    assert!(after.is_empty(), "{after:?}");
     let due = store.workspaces_to_remove(Utc::now() - chrono::Duration::hours(24)).await.expect("due");
     assert_eq!(due, ["s3"]);
     assert!(store.mark_session_resumed("s2", "r1").await.expect("resume"));

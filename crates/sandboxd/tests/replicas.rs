@@ -367,3 +367,46 @@ async fn one_execution_id_through_both_replicas_at_once_runs_once() -> anyhow::R
     assert_eq!(python(&ca, &s.id, "print(runs)").await?.stdout, "1\n", "it ran once");
     Ok(())
 }
+
+/// The count of one idle-sweep action in a replica's `/metrics`.
+async fn swept(d: &Daemon, action: &str) -> anyhow::Result<u64> {
+    let text = reqwest::get(format!("{}/metrics", d.url)).await?.text().await?;
+    let line = format!("sandboxd_sweep_actions_total{{action=\"{action}\"}} ");
+    Ok(text.lines().find_map(|l| l.strip_prefix(&line)).and_then(|n| n.trim().parse().ok()).unwrap_or(0))
+}
+
+/// What the replicas share is done once: a workspace whose retention is over is removed by one
+/// replica (and the replica that held it lets its copy go), old executions are pruned by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_and_pruning_are_done_once() -> anyhow::Result<()> {
+    let mut cluster =
+        Cluster::new(&[("SANDBOXD_RETENTION_S", "1"), ("SANDBOXD_MAX_EXECUTIONS_PER_SESSION", "2")]).await?;
+    let (a, b) = cluster.start_two()?;
+    let (ca, cb) = (a.client(), b.client());
+    let kept = ca.create_session(&CreateSession::default()).await?;
+    // Executions over several sweeps, so that pruning happens in several of them: a replica
+    // that is not the one to prune would have its turns.
+    for i in 0..8 {
+        python(&ca, &kept.id, &format!("print({i})")).await?;
+        tokio::time::sleep(Duration::from_millis(350)).await;
+    }
+    let gone = cb.create_session(&CreateSession::default()).await?;
+    cb.upload(&gone.id, "f.txt", b"retained a while".to_vec(), None).await?;
+    cb.delete_session(&gone.id).await?;
+    let b_dir = cluster.dirs[1].path().join("workspaces").join(&gone.id);
+    eventually("the workspace's retention to end", Duration::from_secs(15), || async {
+        Ok(cb.get_session(&gone.id).await?.workspace_removed_at.is_some() && !b_dir.exists())
+    })
+    .await?;
+    eventually("the executions to be pruned", Duration::from_secs(10), || async {
+        Ok(ca.list_executions(&kept.id).await?.executions.len() == 2)
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The live replica of the lowest id does it all; the other none of it.
+    let (leader, other) = if id_of(&ca).await? < id_of(&cb).await? { (&a, &b) } else { (&b, &a) };
+    for (action, done) in [("workspace_removed", 1), ("execution_pruned", 6)] {
+        assert_eq!((swept(leader, action).await?, swept(other, action).await?), (done, 0), "{action}");
+    }
+    Ok(())
+}

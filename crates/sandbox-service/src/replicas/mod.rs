@@ -70,6 +70,11 @@ impl Replica {
         (since > self.lease).then(|| format!("no heartbeat reached the database for {} ms", since.as_millis()))
     }
 
+    /// The lease in milliseconds, as the database measures heartbeats.
+    pub fn lease_ms(&self) -> u64 {
+        u64::try_from(self.lease.as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn renewed(&self) {
         *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         self.adopted.store(false, Ordering::SeqCst);
@@ -88,7 +93,7 @@ impl Service {
         if caller.scope().is_some() {
             return Err(crate::ServiceError::Forbidden("the replicas are for admin keys".into()));
         }
-        let lease_ms = u64::try_from(self.replica.lease.as_millis()).unwrap_or(u64::MAX);
+        let lease_ms = self.replica.lease_ms();
         let listed = self.store.replicas().await?;
         Ok(listed
             .into_iter()
@@ -112,7 +117,7 @@ impl Service {
     /// answer, naming the replica. A stopped session runs wherever it is next used.
     pub(crate) async fn runs_here(&self, session: &sandbox_api::Session) -> Result<(), crate::ServiceError> {
         let Some(owner) = session.replica.as_deref().filter(|o| *o != self.replica.id) else { return Ok(()) };
-        let lease_ms = u64::try_from(self.replica.lease.as_millis()).unwrap_or(u64::MAX);
+        let lease_ms = self.replica.lease_ms();
         let known = self.store.replicas().await?;
         let id = &session.id;
         match known.iter().find(|r| r.id == owner) {
@@ -143,12 +148,30 @@ impl Service {
             Err(crate::ServiceError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
-        let lease_ms = u64::try_from(self.replica.lease.as_millis()).unwrap_or(u64::MAX);
+        let lease_ms = self.replica.lease_ms();
         let known = self.store.replicas().await?;
         Ok(known
             .into_iter()
             .find(|r| r.id == owner && r.adopted_by.is_none() && r.heartbeat_age_ms <= lease_ms)
             .map(|r| r.address))
+    }
+
+    /// Whether this replica does the work the replicas share, which must be done once, not
+    /// once per replica (retention of workspaces in shared storage, pruning of records): the
+    /// live replica of the lowest id does. While the replicas change, two may both think so
+    /// for a sweep; that work is safe to do twice.
+    pub(crate) async fn does_shared_work(&self) -> Result<bool, crate::ServiceError> {
+        if self.store.backend() == sandbox_store::Backend::Sqlite {
+            return Ok(true);
+        }
+        if self.replica.lease_lost().is_some() {
+            return Ok(false);
+        }
+        let lease_ms = self.replica.lease_ms();
+        let known = self.store.replicas().await?;
+        let first_alive =
+            known.iter().filter(|r| r.adopted_by.is_none() && r.heartbeat_age_ms <= lease_ms).map(|r| &r.id).min();
+        Ok(first_alive.is_none_or(|id| *id == self.replica.id))
     }
 
     /// Registers this replica (at start, before any sandbox runs).
@@ -166,7 +189,7 @@ impl Service {
 /// another port), so it is watched for a lease or two: one that keeps beating is another
 /// process.
 pub(crate) async fn refuse_a_live_namesake(store: &sandbox_store::Store, me: &Replica) -> Result<(), SetupError> {
-    let lease_ms = u64::try_from(me.lease.as_millis()).unwrap_or(u64::MAX);
+    let lease_ms = me.lease_ms();
     let deadline = std::time::Instant::now() + me.lease * 2;
     loop {
         let known = store.replicas().await.map_err(SetupError::Store)?;
@@ -204,7 +227,7 @@ async fn beat(state: &Arc<Service>) {
             return;
         }
     }
-    let lease_ms = u64::try_from(me.lease.as_millis()).unwrap_or(u64::MAX);
+    let lease_ms = me.lease_ms();
     match state.store.adopt_lapsed_replicas(&me.id, lease_ms).await {
         Ok(adopted) => {
             for a in adopted {

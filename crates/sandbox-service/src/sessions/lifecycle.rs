@@ -26,6 +26,9 @@ pub struct SweepCounts {
     pub workspaces_removed: AtomicU64,
     pub executions_pruned: AtomicU64,
     pub volumes_unmounted: AtomicU64,
+    /// The removal time of the last removed workspace this replica let its copy of go (RFC
+    /// 3339; empty: none yet, so the first sweep looks at every removal).
+    removals_seen_until: std::sync::Mutex<String>,
 }
 
 /// Runs `task` every `seconds` until the server is gone (it holds the state only weakly).
@@ -83,22 +86,43 @@ async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
             }
         });
     }
-    if state.config.retention_s > 0 {
-        let before = Utc::now() - chrono::Duration::seconds(state.config.retention_s as i64);
-        for id in state.store.workspaces_to_remove(before).await? {
-            if let Err(e) = state.dirs.storage.forget(&id).await {
-                tracing::warn!(session = %id, error = %e, "cannot remove the workspace from storage; retrying later");
-                continue;
+    // What the replicas share is done by one of them: workspaces whose retention is over leave
+    // storage and are marked removed, and old records are pruned.
+    if state.does_shared_work().await? {
+        if state.config.retention_s > 0 {
+            let before = Utc::now() - chrono::Duration::seconds(state.config.retention_s as i64);
+            for id in state.store.workspaces_to_remove(before).await? {
+                if let Err(e) = state.dirs.storage.forget(&id).await {
+                    tracing::warn!(session = %id, error = %e, "cannot remove the workspace from storage; retrying later");
+                    continue;
+                }
+                state.store.mark_workspace_removed(&id, Utc::now()).await?;
+                state.sweeps.workspaces_removed.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(session = %id, "workspace removed: retention over");
             }
-            state.dirs.remove(&id);
-            state.store.mark_workspace_removed(&id, Utc::now()).await?;
-            state.sweeps.workspaces_removed.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(session = %id, "workspace removed: retention over");
         }
+        prune_executions(state).await?;
     }
-    prune_executions(state).await?;
+    remove_local_copies(state).await?;
     for id in state.dirs.workspaces.mounted() {
         unmount_if_idle(state, &id).await;
+    }
+    Ok(())
+}
+
+/// Removes this replica's copies (directories, volumes, caches of storage) of workspaces
+/// marked removed since the last look: whichever replica marked them, every replica that held
+/// one lets it go.
+async fn remove_local_copies(state: &Service) -> Result<(), ServiceError> {
+    let since = state.sweeps.removals_seen_until.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let removed = state.store.workspaces_removed_since(&since).await?;
+    for (id, _) in &removed {
+        if !state.sessions.has_sandbox(id) {
+            state.dirs.remove(id);
+        }
+    }
+    if let Some((_, at)) = removed.last() {
+        *state.sweeps.removals_seen_until.lock().unwrap_or_else(|p| p.into_inner()) = at.clone();
     }
     Ok(())
 }
