@@ -410,3 +410,38 @@ async fn retention_and_pruning_are_done_once() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A replica that stalls past its lease (SIGSTOP) finds, when it runs again, that another
+/// adopted its work: it destroys the sandboxes the database no longer calls its own, says so
+/// in its log, registers again, and the session resumes when next used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replica_lets_go_of_what_was_adopted() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let (ca, cb) = (a.client(), b.client());
+    let (ida, idb) = (id_of(&ca).await?, id_of(&cb).await?);
+    let s = ca.create_session(&CreateSession::default()).await?;
+    python(&ca, &s.id, "x = 1").await?;
+    let a_dir = cluster.dirs[0].path().to_string_lossy().to_string();
+    assert!(sandbox_test_support::processes_mentioning(&a_dir) > 0, "A runs the sandbox");
+
+    a.signal(19)?; // SIGSTOP: A's heartbeats stop, its sandbox stays
+    eventually("B to adopt A", Duration::from_secs(15), || async {
+        Ok(cb.replicas().await?.iter().any(|r| r.id == ida && r.adopted_by.as_deref() == Some(idb.as_str())))
+    })
+    .await?;
+    assert_eq!(cb.get_session(&s.id).await?.stop_reason.as_deref(), Some("replica_lost"));
+    a.signal(18)?; // SIGCONT
+    eventually("A to let its sandbox go", Duration::from_secs(15), || async {
+        Ok(sandbox_test_support::processes_mentioning(&a_dir) == 0)
+    })
+    .await?;
+    let said = a.log.lock().map(|l| l.iter().any(|l| l.contains("lease lapsed and another adopted"))).unwrap_or(false);
+    assert!(said, "A says why it destroyed its sandboxes");
+    eventually("A to hold a lease again", Duration::from_secs(10), || async { Ok(ca.readiness().await?.1.replica.ok) })
+        .await?;
+    // The session runs again, on whichever replica is asked: a new kernel.
+    let e = python(&cb, &s.id, "print('x' in globals())").await?;
+    assert_eq!(e.stdout, "False\n", "a new kernel: {e:?}");
+    Ok(())
+}
