@@ -73,10 +73,22 @@ impl Client {
 
     /// A client that sends `key` (as `Authorization: Bearer`) with every request, or none.
     pub fn with_key(base: &str, key: Option<&str>) -> Client {
+        let bearer = key.map(|k| ("authorization", format!("Bearer {k}")));
+        Self::with_headers(base, bearer.as_slice())
+    }
+
+    /// A client that sends `headers` with every request (values kept out of `Debug`): how one
+    /// replica calls another with the replicas' secret and the caller it speaks for.
+    pub fn with_headers(base: &str, pairs: &[(&str, String)]) -> Client {
         let mut headers = reqwest::header::HeaderMap::new();
-        if let Some(Ok(mut value)) = key.map(|k| reqwest::header::HeaderValue::from_str(&format!("Bearer {k}"))) {
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
+        for (name, value) in pairs {
+            if let (Ok(name), Ok(mut value)) = (
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
+                reqwest::header::HeaderValue::from_str(value),
+            ) {
+                value.set_sensitive(true);
+                headers.insert(name, value);
+            }
         }
         // sandboxd closes a keep-alive connection idle for 10 s (--header-read-timeout-s); a
         // pooled connection reused just as the server closes it fails the request, so the

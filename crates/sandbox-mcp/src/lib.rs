@@ -4,7 +4,9 @@
 //! over stdio against a running sandboxd's REST API.
 
 pub mod backend;
+pub mod rest;
 pub mod tools;
 
 pub use backend::{Backend, BackendError};
+pub use rest::RestBackend;
 pub use tools::SandboxTools;

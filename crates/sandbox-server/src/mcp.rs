@@ -13,7 +13,7 @@ use sandbox_api::{
     CreateExecution, CreateSession, Execution, FileInfo, Output, PackageInstallResult, Session, UploadedFile,
 };
 use sandbox_mcp::backend::{Backend, BackendError, Result};
-use sandbox_mcp::SandboxTools;
+use sandbox_mcp::{RestBackend, SandboxTools};
 use sandbox_service::access::auth::Caller;
 use sandbox_service::executions::queue::Submission;
 use sandbox_service::{Service, ServiceError};
@@ -24,6 +24,22 @@ use sandbox_http::ApiError;
 
 /// The service, as the MCP tools see it.
 pub struct ServiceBackend(pub Arc<Service>);
+
+impl ServiceBackend {
+    /// The REST API of the replica that runs `session`, speaking for `caller`, when another
+    /// one does: a tool call on a session goes where its sandbox is, as a REST request does
+    /// (`forward.rs`).
+    async fn owner(&self, caller: &Caller, session: &str) -> Result<Option<RestBackend>> {
+        let Some(address) = self.0.owner_elsewhere(caller, session).await.map_err(backend_error)? else {
+            return Ok(None);
+        };
+        let headers = [
+            (crate::forward::SECRET_HEADER, self.0.replica_secret().to_string()),
+            (crate::forward::CALLER_HEADER, caller.to_forwarded()),
+        ];
+        Ok(Some(RestBackend(sandbox_client::Client::with_headers(&address, &headers))))
+    }
+}
 
 /// A service error in the API's words: its code (`not_found`, ...) and public message.
 fn backend_error(e: ServiceError) -> BackendError {
@@ -55,6 +71,9 @@ impl Backend for ServiceBackend {
         req: CreateExecution,
         outputs: UnboundedSender<Output>,
     ) -> Result<Execution> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.run_code(&(), session, req, outputs).await;
+        }
         match self.0.submit_execution(caller, session, req, true).await.map_err(backend_error)? {
             Submission::Streaming(mut stream) => {
                 while let Some(output) = stream.next_output().await {
@@ -67,20 +86,32 @@ impl Backend for ServiceBackend {
     }
 
     async fn interrupt(&self, caller: &Caller, session: &str) -> Result<()> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.interrupt(&(), session).await;
+        }
         self.0.interrupt(caller, session).await.map(drop).map_err(backend_error)
     }
 
     async fn list_files(&self, caller: &Caller, session: &str, dir: &str) -> Result<Vec<FileInfo>> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.list_files(&(), session, dir).await;
+        }
         let files = self.0.files(caller, session).await.map_err(backend_error)?;
         files.list(path(dir)?, false).await.map(|(list, _)| list).map_err(backend_error)
     }
 
     async fn read_file(&self, caller: &Caller, session: &str, file: &str, max: u64) -> Result<Vec<u8>> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.read_file(&(), session, file, max).await;
+        }
         let files = self.0.files(caller, session).await.map_err(backend_error)?;
         files.read_all(path(file)?, max).await.map(|(bytes, _)| bytes).map_err(backend_error)
     }
 
     async fn write_file(&self, caller: &Caller, session: &str, file: &str, data: Vec<u8>) -> Result<UploadedFile> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.write_file(&(), session, file, data).await;
+        }
         let files = self.0.files(caller, session).await.map_err(backend_error)?;
         let len = data.len() as u64;
         let mut body = futures_util::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(data))]);
@@ -93,14 +124,23 @@ impl Backend for ServiceBackend {
         session: &str,
         packages: Vec<String>,
     ) -> Result<PackageInstallResult> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.install_packages(&(), session, packages).await;
+        }
         self.0.install_packages(caller, session, &packages).await.map_err(backend_error)
     }
 
     async fn restart_kernel(&self, caller: &Caller, session: &str) -> Result<Session> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.restart_kernel(&(), session).await;
+        }
         self.0.restart_kernel(caller, session).await.map_err(backend_error)
     }
 
     async fn delete_session(&self, caller: &Caller, session: &str) -> Result<()> {
+        if let Some(remote) = self.owner(caller, session).await? {
+            return remote.delete_session(&(), session).await;
+        }
         self.0.delete_session(caller, session).await.map_err(backend_error)
     }
 }

@@ -445,3 +445,52 @@ async fn a_stalled_replica_lets_go_of_what_was_adopted() -> anyhow::Result<()> {
     assert_eq!(e.stdout, "False\n", "a new kernel: {e:?}");
     Ok(())
 }
+
+/// One JSON-RPC call to `/mcp` at `url` (with `session`, once one was given): the answer's
+/// JSON, from a plain body or the event stream, and the MCP session the server named.
+async fn mcp_call(
+    url: &str,
+    session: Option<&str>,
+    body: serde_json::Value,
+) -> anyhow::Result<(serde_json::Value, Option<String>)> {
+    let mut req = reqwest::Client::new()
+        .post(format!("{url}/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18")
+        .json(&body);
+    if let Some(s) = session {
+        req = req.header("mcp-session-id", s);
+    }
+    let resp = req.send().await?;
+    anyhow::ensure!(resp.status().is_success(), "{}: {}", resp.status(), resp.text().await?);
+    let named = resp.headers().get("mcp-session-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = resp.text().await?;
+    let json = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:").map(str::trim).or(Some(l)))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v.get("id").is_some())
+        .unwrap_or(serde_json::Value::Null);
+    Ok((json, named))
+}
+
+/// An MCP tool call on the replica that does not run the session reaches the one that does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_tool_call_reaches_the_session_through_any_replica() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    let s = a.client().create_session(&CreateSession::default()).await?;
+    python(&a.client(), &s.id, "x = 'made on A'").await?;
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let (_, mcp_session) = mcp_call(&b.url, None, init).await?;
+    let initialized = serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let _ = mcp_call(&b.url, mcp_session.as_deref(), initialized).await;
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "run_code", "arguments": {"session_id": s.id, "code": "print(x)"}}});
+    let (answer, _) = mcp_call(&b.url, mcp_session.as_deref(), call).await?;
+    let text = answer["result"]["content"].to_string();
+    assert!(text.contains("made on A"), "A's kernel answered through B: {answer}");
+    assert_ne!(answer["result"]["isError"], true, "{answer}");
+    Ok(())
+}
