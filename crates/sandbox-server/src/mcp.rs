@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use axum::http::request::Parts;
 use bytes::Bytes;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::session::store::{SessionState, SessionStore, SessionStoreError};
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use sandbox_api::{
     CreateExecution, CreateSession, Execution, FileInfo, Output, PackageInstallResult, Session, UploadedFile,
@@ -145,6 +146,35 @@ impl Backend for ServiceBackend {
     }
 }
 
+/// MCP sessions kept in the database: a client's requests may reach any replica (a balancer
+/// without sticky sessions), and the replica that has not seen its session yet takes it up
+/// from what the first kept (its `initialize`).
+struct SharedSessions(Arc<Service>);
+
+/// What the store says went wrong, for rmcp.
+fn store_error(e: ServiceError) -> SessionStoreError {
+    Box::new(std::io::Error::other(e.public_message()))
+}
+
+#[async_trait]
+impl SessionStore for SharedSessions {
+    async fn load(&self, id: &str) -> std::result::Result<Option<SessionState>, SessionStoreError> {
+        match self.0.door_session("mcp", id).await.map_err(store_error)? {
+            Some(kept) => Ok(Some(serde_json::from_str(&kept)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn store(&self, id: &str, state: &SessionState) -> std::result::Result<(), SessionStoreError> {
+        let kept = serde_json::to_string(state)?;
+        self.0.keep_door_session("mcp", id, &kept).await.map_err(store_error)
+    }
+
+    async fn delete(&self, id: &str) -> std::result::Result<(), SessionStoreError> {
+        self.0.forget_door_session("mcp", id).await.map_err(store_error)
+    }
+}
+
 /// The Streamable HTTP service for `/mcp`. Hosts other than loopback ones must be named in
 /// `--mcp-allowed-hosts` (rmcp refuses the rest: a page on another site cannot reach a local
 /// sandboxd through DNS rebinding).
@@ -154,6 +184,7 @@ pub fn service(state: Arc<Service>) -> StreamableHttpService<SandboxTools<Servic
     hosts.extend(state.config().mcp_allowed_hosts.iter().cloned());
     // Sessions (rmcp's default): a client's cancellation reaches the call it names. Without
     // them (stateless), a cancelled run_code went on to its end (tests/mcp/check.py).
-    let config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    let mut config = StreamableHttpServerConfig::default().with_allowed_hosts(hosts);
+    config.session_store = Some(Arc::new(SharedSessions(Arc::clone(&state))));
     StreamableHttpService::new(move || Ok(SandboxTools::new(Arc::clone(&backend))), Default::default(), config)
 }

@@ -30,12 +30,14 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0011_isolation.sql"),
     include_str!("../migrations/sqlite/0012_replicas.sql"),
     include_str!("../migrations/sqlite/0013_secrets.sql"),
+    include_str!("../migrations/sqlite/0014_door_sessions.sql"),
 ];
 
 const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0001_schema.sql"),
     include_str!("../migrations/postgres/0002_replicas.sql"),
     include_str!("../migrations/postgres/0003_secrets.sql"),
+    include_str!("../migrations/postgres/0004_door_sessions.sql"),
 ];
 
 /// The schema version this build migrates each backend to: (SQLite, PostgreSQL).

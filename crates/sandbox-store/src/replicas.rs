@@ -122,6 +122,39 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?)
     }
 
+    /// What door `kind` keeps of its client session `id`, if anything.
+    pub async fn door_session(&self, kind: &str, id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT state FROM door_sessions WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Keeps `state` for door `kind`'s client session `id` (replacing what was kept).
+    pub async fn put_door_session(&self, kind: &str, id: &str, state: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO door_sessions (kind, id, state) VALUES ($1, $2, $3)
+             ON CONFLICT (kind, id) DO UPDATE SET state = $3",
+        )
+        .bind(kind)
+        .bind(id)
+        .bind(state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets door `kind`'s client session `id`.
+    pub async fn delete_door_session(&self, kind: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM door_sessions WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// The replica that runs session `id`'s sandbox, if one does.
     pub async fn session_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
         let owner: Option<Option<String>> =

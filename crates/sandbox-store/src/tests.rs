@@ -46,6 +46,7 @@ on_both_backends!(
     a_lapsed_replica_is_adopted_once_and_only_its_work_released,
     a_restart_recovers_only_its_own_work,
     a_shared_secret_is_set_once,
+    door_sessions_are_kept_replaced_and_forgotten,
 );
 
 fn session(id: &str) -> Session {
@@ -478,4 +479,16 @@ async fn a_shared_secret_is_set_once(db: TestDatabase) {
     assert!(a == "aaa" || a == "bbb");
     assert_eq!(one.shared_secret("replica", "ccc").await.expect("secret"), a, "never replaced");
     assert_eq!(one.shared_secret("other", "ddd").await.expect("secret"), "ddd");
+}
+
+async fn door_sessions_are_kept_replaced_and_forgotten(db: TestDatabase) {
+    let (one, two) = (db.store().await.expect("open"), db.store().await.expect("open"));
+    assert_eq!(one.door_session("mcp", "m1").await.expect("get"), None);
+    one.put_door_session("mcp", "m1", "{\"a\":1}").await.expect("put");
+    assert_eq!(two.door_session("mcp", "m1").await.expect("get").as_deref(), Some("{\"a\":1}"), "seen by another");
+    two.put_door_session("mcp", "m1", "{\"a\":2}").await.expect("replace");
+    assert_eq!(one.door_session("mcp", "m1").await.expect("get").as_deref(), Some("{\"a\":2}"));
+    assert_eq!(one.door_session("e2b", "m1").await.expect("get"), None, "each door its own");
+    one.delete_door_session("mcp", "m1").await.expect("delete");
+    assert_eq!(two.door_session("mcp", "m1").await.expect("get"), None);
 }

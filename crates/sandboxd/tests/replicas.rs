@@ -494,3 +494,12 @@ async fn an_mcp_tool_call_reaches_the_session_through_any_replica() -> anyhow::R
     assert_ne!(answer["result"]["isError"], true, "{answer}");
     Ok(())
 }
+
+/// The official MCP client behind a balancer that sends each request to the other replica in
+/// turn (`tests/mcp/alternate.py`): the tools work, and the session's one kernel counts on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_mcp_client_works_with_its_requests_alternating_between_replicas() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let (a, b) = cluster.start_two()?;
+    sandbox_test_support::run_check_script("tests/mcp/alternate.py", &[&a.url, &b.url], &[])
+}

@@ -174,6 +174,22 @@ impl Service {
         Ok(first_alive.is_none_or(|id| *id == self.replica.id))
     }
 
+    /// What door `door` kept of its client session `id` (an MCP session's `initialize`), on
+    /// whichever replica the session began: any replica takes it up.
+    pub async fn door_session(&self, door: &str, id: &str) -> Result<Option<String>, crate::ServiceError> {
+        Ok(self.store.door_session(door, id).await?)
+    }
+
+    /// Keeps what door `door` needs of its client session `id` for every replica.
+    pub async fn keep_door_session(&self, door: &str, id: &str, state: &str) -> Result<(), crate::ServiceError> {
+        Ok(self.store.put_door_session(door, id, state).await?)
+    }
+
+    /// Forgets door `door`'s client session `id` (the client closed it).
+    pub async fn forget_door_session(&self, door: &str, id: &str) -> Result<(), crate::ServiceError> {
+        Ok(self.store.delete_door_session(door, id).await?)
+    }
+
     /// Registers this replica (at start, before any sandbox runs).
     pub(crate) async fn register_replica(&self) -> Result<(), crate::ServiceError> {
         let r = &self.replica;
