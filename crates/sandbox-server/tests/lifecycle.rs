@@ -68,12 +68,11 @@ async fn idle_sessions_stop_and_resume_with_their_files() -> anyhow::Result<()> 
     assert_eq!(t.client.read_file(&s.id, "notes.txt").await?, b"kept");
     let metrics = t.client.raw(reqwest::Method::GET, "/metrics", None).await?.1;
     assert!(metrics.contains("sandboxd_sessions{status=\"stopped\"} 1"), "{metrics}");
-    assert!(metrics.contains("sandboxd_sweep_actions_total{action=\"stopped_idle\"} 1"), "{metrics}");
+    let stopped_idle =
+        sandbox_test_support::metric_value(&metrics, "sandboxd_sweep_actions_total{action=\"stopped_idle\",");
+    assert_eq!(stopped_idle, Some(1), "{metrics}");
     // 4 bytes of notes.txt; on volumes, whole blocks and a block or two of each empty volume.
-    let bytes: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sandboxd_workspace_bytes "))
-        .and_then(|v| v.trim().parse().ok())
+    let bytes = sandbox_test_support::metric_value(&metrics, "sandboxd_workspace_bytes{")
         .ok_or_else(|| anyhow::anyhow!("no workspace bytes in {metrics}"))?;
     assert!((4..64 << 10).contains(&bytes), "workspace bytes: {bytes}");
 

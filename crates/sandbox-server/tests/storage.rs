@@ -58,9 +58,7 @@ async fn wait_for_objects(s3: &S3Server, session: &str, want: &[(&str, u64)]) ->
 
 async fn metric(t: &TestServer, line: &str) -> anyhow::Result<u64> {
     let text = reqwest::get(format!("{}/metrics", t.client.base())).await?.text().await?;
-    let value =
-        text.lines().find_map(|l| l.strip_prefix(line)).ok_or_else(|| anyhow::anyhow!("no {line} in {text}"))?;
-    Ok(value.trim().parse()?)
+    sandbox_test_support::metric_value(&text, line).ok_or_else(|| anyhow::anyhow!("no {line} in {text}"))
 }
 
 fn sha(bytes: &[u8]) -> Vec<u8> {
@@ -132,7 +130,7 @@ async fn executions_write_back_only_what_changed() -> anyhow::Result<()> {
     let s3 = S3Server::start().await?;
     let t = s3_server(&s3).await?;
     let s = t.session().await?;
-    let up = r#"sandboxd_storage_bytes_total{direction="up"}"#;
+    let up = r#"sandboxd_storage_bytes_total{direction="up","#;
 
     t.exec(&s.id, Language::Python, "open('large.bin','wb').write(b'x' * 3_000_000)").await?;
     wait_for_objects(&s3, &s.id, &[("large.bin", 3_000_000)]).await?;

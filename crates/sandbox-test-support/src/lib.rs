@@ -187,6 +187,14 @@ pub fn run_check_script(script: &str, args: &[&str], env: &[(&str, String)]) -> 
     Ok(())
 }
 
+/// The value of the first series in Prometheus text `metrics` whose line starts with `prefix`
+/// (a name and the first labels, say `sandboxd_sweep_actions_total{action="stopped_idle"`):
+/// the labels after it (the replica's) may be anything.
+pub fn metric_value(metrics: &str, prefix: &str) -> Option<u64> {
+    let line = metrics.lines().find(|l| l.starts_with(prefix))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
 /// The real `sandboxd` binary as a child process, for tests of signals and crashes.
 pub struct Daemon {
     pub child: std::process::Child,

@@ -10,8 +10,10 @@ use sandbox_store::testing::TestDatabase;
 use sandbox_store::Backend;
 use sandbox_test_support::{Daemon, S3Server};
 
-/// A replica's lease in these tests: short, so that an adoption happens within seconds.
-const LEASE_S: &str = "1";
+/// A replica's lease in these tests: short, so that an adoption happens within seconds, and
+/// long enough that a replica starved of CPU on a loaded 2-core machine is not taken for lost
+/// (with 1 s, one was, once, in a run beside the whole suite).
+const LEASE_S: &str = "3";
 
 /// One database, and the settings every replica of a test shares.
 struct Cluster {
@@ -371,8 +373,9 @@ async fn one_execution_id_through_both_replicas_at_once_runs_once() -> anyhow::R
 /// The count of one idle-sweep action in a replica's `/metrics`.
 async fn swept(d: &Daemon, action: &str) -> anyhow::Result<u64> {
     let text = reqwest::get(format!("{}/metrics", d.url)).await?.text().await?;
-    let line = format!("sandboxd_sweep_actions_total{{action=\"{action}\"}} ");
-    Ok(text.lines().find_map(|l| l.strip_prefix(&line)).and_then(|n| n.trim().parse().ok()).unwrap_or(0))
+    let id = d.client().replicas().await?.into_iter().find(|r| r.this).map(|r| r.id).unwrap_or_default();
+    let series = format!("sandboxd_sweep_actions_total{{action=\"{action}\",replica=\"{id}\"}}");
+    Ok(sandbox_test_support::metric_value(&text, &series).unwrap_or(0))
 }
 
 /// What the replicas share is done once: a workspace whose retention is over is removed by one
