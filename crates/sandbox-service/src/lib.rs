@@ -211,6 +211,14 @@ impl Service {
     }
 }
 
+/// Runs `f`, which blocks (file system work), on a thread meant for that, not on the async
+/// threads that serve requests.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+) -> Result<T, ServiceError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("blocking task failed: {e}")))?
+}
+
 /// Volumes for workspaces, as `--workspace-volumes` says and the host allows; else why not.
 fn workspace_volumes(
     config: &Config,

@@ -112,10 +112,8 @@ pub async fn tenant_workspace_bytes(state: &Service, tenant: &str, besides: Opti
     ids.retain(|id| Some(id.as_str()) != besides);
     let dirs = std::sync::Arc::clone(&state.dirs);
     // Measuring walks directories: not on the async threads.
-    crate::files::blocking(move || {
-        ids.iter().try_fold(0u64, |total, id| Ok(total.saturating_add(dirs.workspaces.usage(id)?)))
-    })
-    .await
+    crate::blocking(move || ids.iter().try_fold(0u64, |total, id| Ok(total.saturating_add(dirs.workspaces.usage(id)?))))
+        .await
 }
 
 /// The error for `tenant`'s workspaces holding `used` bytes and `adding` more, past `max` MiB.

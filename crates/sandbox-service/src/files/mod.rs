@@ -23,6 +23,7 @@ use sandbox_runtime::WorkspaceAccess;
 use sandbox_workspace::{Entry, Kind, RelPath, Workspace, WorkspaceError};
 
 use crate::access::auth::Caller;
+use crate::blocking;
 use crate::error::ServiceError;
 use crate::files::workspace_files::{Opened, Upload, WorkspaceFiles};
 use crate::Service;
@@ -51,10 +52,6 @@ pub struct SessionFiles {
     service: Arc<Service>,
     session: Session,
     ws: Arc<WorkspaceFiles>,
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ServiceError::Internal(format!("file task failed: {e}")))?
 }
 
 impl Service {
