@@ -506,3 +506,27 @@ async fn the_official_mcp_client_works_with_its_requests_alternating_between_rep
     let (a, b) = cluster.start_two()?;
     sandbox_test_support::run_check_script("tests/mcp/alternate.py", &[&a.url, &b.url], &[])
 }
+
+/// A sandboxd older than its database's schema (a newer one migrated it) refuses to start, and
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_older_than_the_schema_refuses_to_start() -> anyhow::Result<()> {
+    let mut cluster = Cluster::new(&[]).await?;
+    let dir = cluster.data_dir()?;
+    drop(cluster.start(&dir)?); // migrates the database to this build's schema
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&cluster.db.url).await?;
+    let newer = sandbox_store::SCHEMA_VERSIONS.1 + 1;
+    sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO schema_version (version) VALUES ({newer})")))
+        .execute(&pool)
+        .await?;
+    let out = std::process::Command::new(sandbox_test_support::binary("sandboxd")?)
+        .env("SANDBOXD_LISTEN", "127.0.0.1:0")
+        .env("SANDBOXD_DATA_DIR", cluster.data_dir()?)
+        .env("SANDBOXD_DATABASE_URL", &cluster.db.url)
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it must not start: {said}");
+    assert!(said.contains(&format!("schema is version {newer}, newer than this sandboxd knows")), "{said}");
+    Ok(())
+}
