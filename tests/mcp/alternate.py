@@ -14,6 +14,8 @@ import httpx
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from checks import check, texts
+
 
 class Alternate(httpx.AsyncBaseTransport):
     """Sends each request to the next replica in turn, and counts where each went."""
@@ -33,17 +35,6 @@ class Alternate(httpx.AsyncBaseTransport):
 
     async def aclose(self):
         await self.inner.aclose()
-
-
-def texts(result):
-    return "\n".join(c.text for c in result.content if c.type == "text")
-
-
-def check(ok, what, result=None):
-    if not ok:
-        detail = "" if result is None else f"\n  got: {result!r}"
-        raise SystemExit(f"MCP check failed: {what}{detail}")
-    print(f"ok: {what}")
 
 
 async def main(bases):

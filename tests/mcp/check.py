@@ -18,21 +18,12 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from checks import check, texts
+
 TOOLS = {
     "create_session", "run_code", "list_files", "read_file", "write_file",
     "install_packages", "restart_kernel", "delete_session",
 }
-
-
-def texts(result):
-    return "\n".join(c.text for c in result.content if c.type == "text")
-
-
-def check(ok, what, result=None):
-    if not ok:
-        detail = "" if result is None else f"\n  got: {result!r}"
-        raise SystemExit(f"MCP check failed: {what}{detail}")
-    print(f"ok: {what}")
 
 
 @contextlib.asynccontextmanager
