@@ -195,6 +195,20 @@ pub fn metric_value(metrics: &str, prefix: &str) -> Option<u64> {
     line.rsplit(' ').next()?.parse().ok()
 }
 
+/// Unmounts everything mounted under `dir`, deepest first: what a sandboxd killed in a test,
+/// and never started again, left mounted (its workspace and system volumes), so that the
+/// test's temporary directory can go and no loop device stays attached.
+pub fn unmount_under(dir: &Path) {
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    // The fifth field is the mount point (octal escapes for spaces; these paths have none).
+    let mut points: Vec<&str> =
+        table.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| Path::new(p).starts_with(dir)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = std::process::Command::new("umount").arg(point).status();
+    }
+}
+
 /// The real `sandboxd` binary as a child process, for tests of signals and crashes.
 pub struct Daemon {
     pub child: std::process::Child,

@@ -87,6 +87,16 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    /// The replicas are gone by now (a test's daemons are dropped before its cluster); one
+    /// killed and never started again left its volumes mounted, as a crash does.
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            sandbox_test_support::unmount_under(dir.path());
+        }
+    }
+}
+
 fn start_with(data_dir: &std::path::Path, env: &[(String, String)]) -> anyhow::Result<Daemon> {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Daemon::start(data_dir, &env)
