@@ -22,6 +22,13 @@ pub struct ReplicaRecord {
     pub sessions: u64,
 }
 
+impl ReplicaRecord {
+    /// Whether it holds its lease: a heartbeat within `lease_ms`, and nobody adopted it.
+    pub fn alive(&self, lease_ms: u64) -> bool {
+        self.adopted_by.is_none() && self.heartbeat_age_ms <= lease_ms
+    }
+}
+
 /// A lapsed replica whose work this one took over, and what that released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Adopted {

@@ -99,7 +99,7 @@ impl Service {
             .into_iter()
             .map(|r| sandbox_api::Replica {
                 this: r.id == self.replica.id,
-                alive: r.adopted_by.is_none() && r.heartbeat_age_ms <= lease_ms,
+                alive: r.alive(lease_ms),
                 id: r.id,
                 address: r.address,
                 version: r.version,
@@ -121,9 +121,10 @@ impl Service {
         let known = self.store.replicas().await?;
         let id = &session.id;
         match known.iter().find(|r| r.id == owner) {
-            Some(r) if r.adopted_by.is_none() && r.heartbeat_age_ms <= lease_ms => Err(crate::ServiceError::Conflict(
-                format!("session {id} runs on replica {owner} ({}): send its requests there", r.address),
-            )),
+            Some(r) if r.alive(lease_ms) => Err(crate::ServiceError::Conflict(format!(
+                "session {id} runs on replica {owner} ({}): send its requests there",
+                r.address
+            ))),
             _ => Err(crate::ServiceError::SandboxFailed(format!(
                 "replica {owner}, which runs session {id}, stopped answering; once its lease lapses \
                  (--replica-lease-s) another replica stops the session and it resumes anywhere: try again shortly"
@@ -150,10 +151,7 @@ impl Service {
         }
         let lease_ms = self.replica.lease_ms();
         let known = self.store.replicas().await?;
-        Ok(known
-            .into_iter()
-            .find(|r| r.id == owner && r.adopted_by.is_none() && r.heartbeat_age_ms <= lease_ms)
-            .map(|r| r.address))
+        Ok(known.into_iter().find(|r| r.id == owner && r.alive(lease_ms)).map(|r| r.address))
     }
 
     /// Whether this replica does the work the replicas share, which must be done once, not
@@ -169,8 +167,7 @@ impl Service {
         }
         let lease_ms = self.replica.lease_ms();
         let known = self.store.replicas().await?;
-        let first_alive =
-            known.iter().filter(|r| r.adopted_by.is_none() && r.heartbeat_age_ms <= lease_ms).map(|r| &r.id).min();
+        let first_alive = known.iter().filter(|r| r.alive(lease_ms)).map(|r| &r.id).min();
         Ok(first_alive.is_none_or(|id| *id == self.replica.id))
     }
 
@@ -209,9 +206,7 @@ pub(crate) async fn refuse_a_live_namesake(store: &sandbox_store::Store, me: &Re
     let deadline = std::time::Instant::now() + me.lease * 2;
     loop {
         let known = store.replicas().await.map_err(SetupError::Store)?;
-        let namesake = known.into_iter().find(|r| {
-            r.id == me.id && r.address != me.address && r.adopted_by.is_none() && r.heartbeat_age_ms < lease_ms
-        });
+        let namesake = known.into_iter().find(|r| r.id == me.id && r.address != me.address && r.alive(lease_ms));
         let Some(r) = namesake else { return Ok(()) };
         if std::time::Instant::now() >= deadline {
             return Err(SetupError::Config(format!(

@@ -285,14 +285,21 @@ impl Sessions {
                         s.id
                     )));
                 }
-                Self::check_resumable(&s)?;
-                store.mark_session_resumed(&s.id, &self.replica).await?;
+                self.resume_here(&s, store).await?;
                 tracing::info!(session = %s.id, "session resumed for an execution");
             }
             _ => return Err(deleted()),
         }
         let sandbox = Self::ensure_sandbox(&self.closed, live, session, runtime, dirs, store).await?;
         Ok(Turn { _guard: guard, sandbox, live })
+    }
+
+    /// Marks stopped session `s` running again, its sandbox on this replica (its owner from
+    /// now on); refused if its workspace is gone.
+    async fn resume_here(&self, s: &Session, store: &Store) -> Result<(), ServiceError> {
+        Self::check_resumable(s)?;
+        store.mark_session_resumed(&s.id, &self.replica).await?;
+        Ok(())
     }
 
     /// Refuses to resume a session whose workspace is gone.
@@ -326,10 +333,7 @@ impl Sessions {
         let live = self.live(&session.id);
         let _turn = Self::exclusive(&live, live.ticket()).await;
         match store.get_session(&session.id).await? {
-            Some(s) if s.status == SessionStatus::Stopped => {
-                Self::check_resumable(&s)?;
-                store.mark_session_resumed(&s.id, &self.replica).await?;
-            }
+            Some(s) if s.status == SessionStatus::Stopped => self.resume_here(&s, store).await?,
             Some(s) if s.status == SessionStatus::Running => {}
             _ => return Err(ServiceError::Conflict(format!("session {} is deleted", session.id))),
         }
