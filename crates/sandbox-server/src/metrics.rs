@@ -53,6 +53,15 @@ pub async fn metrics(State(state): State<Arc<Service>>) -> Result<impl IntoRespo
     for (action, n) in m.sweeps {
         let _ = writeln!(out, "sandboxd_sweep_actions_total{{action=\"{action}\",replica=\"{replica}\"}} {n}");
     }
+    family(
+        &mut out,
+        "sandboxd_template_environments_total",
+        "counter",
+        "Template environments this replica built, and fetched from storage (built on another).",
+    );
+    for (how, n) in m.template_environments {
+        let _ = writeln!(out, "sandboxd_template_environments_total{{how=\"{how}\",replica=\"{replica}\"}} {n}");
+    }
     if let Some(c) = &m.storage {
         family(&mut out, "sandboxd_storage_syncs_total", "counter", "Workspace syncs with the S3 bucket.");
         let _ = writeln!(out, "sandboxd_storage_syncs_total{{direction=\"push\",replica=\"{replica}\"}} {}", c.pushes);

@@ -164,7 +164,14 @@ impl Service {
         let env = executions::sandbox_env(&t.limits, &t.env);
         let session = pool::PoolSession { template: t.name.clone(), image: t.image.clone(), env };
         let pool = pool::Pool::new(t.pool_size, executions::limits_from(&t.limits), Some(session));
-        self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).insert(t.name.clone(), Arc::new(pool));
+        let mut pools = self.session_pools.lock().unwrap_or_else(|p| p.into_inner());
+        // Once: the build's end and a sweep may both find the template ready.
+        pools.entry(t.name.clone()).or_insert_with(|| Arc::new(pool));
+    }
+
+    /// The templates with a pool here.
+    pub(crate) fn pooled_templates(&self) -> Vec<String> {
+        self.session_pools.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
     /// Drops template `name`'s pool and destroys its sandboxes.

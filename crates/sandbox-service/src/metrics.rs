@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub pools: Pools,
     pub sweeps: [(&'static str, u64); 5],
     pub storage: Option<SyncCounts>,
+    /// Template environments this replica built, and fetched from storage.
+    pub template_environments: [(&'static str, u64); 2],
 }
 
 /// What workspace syncs with the S3 bucket did since start.
@@ -81,6 +83,7 @@ impl Service {
             pools: self.pool_counts(),
             sweeps: crate::sessions::lifecycle::counts(self),
             storage,
+            template_environments: self.dirs.environments.counts(),
         })
     }
 }

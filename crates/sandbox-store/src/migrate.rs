@@ -31,6 +31,7 @@ pub(crate) const SQLITE: &[&str] = &[
     include_str!("../migrations/sqlite/0012_replicas.sql"),
     include_str!("../migrations/sqlite/0013_secrets.sql"),
     include_str!("../migrations/sqlite/0014_door_sessions.sql"),
+    include_str!("../migrations/sqlite/0015_shared_sizes_and_builds.sql"),
 ];
 
 const POSTGRES: &[&str] = &[
@@ -38,6 +39,7 @@ const POSTGRES: &[&str] = &[
     include_str!("../migrations/postgres/0002_replicas.sql"),
     include_str!("../migrations/postgres/0003_secrets.sql"),
     include_str!("../migrations/postgres/0004_door_sessions.sql"),
+    include_str!("../migrations/postgres/0005_shared_sizes_and_builds.sql"),
 ];
 
 /// The schema version this build migrates each backend to: (SQLite, PostgreSQL).

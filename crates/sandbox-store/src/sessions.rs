@@ -252,12 +252,27 @@ impl Store {
         Ok(uint(n))
     }
 
-    /// The ids of tenant `tenant`'s sessions that still have a workspace.
-    pub async fn workspaces_of(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT id FROM sessions WHERE tenant = $1 AND workspace_removed_at IS NULL")
-            .bind(tenant)
-            .fetch_all(&self.pool)
-            .await?)
+    /// Records that session `id`'s workspace holds `bytes` (as the replica that has it measured).
+    pub async fn set_workspace_bytes(&self, id: &str, bytes: u64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET workspace_bytes = $2 WHERE id = $1")
+            .bind(id)
+            .bind(int(bytes))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The bytes of `tenant`'s kept workspaces as last measured, but for session `besides`'s.
+    pub async fn tenant_workspace_bytes(&self, tenant: &str, besides: Option<&str>) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(workspace_bytes), 0) AS BIGINT) FROM sessions
+             WHERE tenant = $1 AND workspace_removed_at IS NULL AND ($2 IS NULL OR id != $2)",
+        )
+        .bind(tenant)
+        .bind(besides)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(uint(bytes))
     }
 
     /// The memory limits of all running sessions together, MiB (admission control counts it

@@ -1,4 +1,5 @@
-//! Templates: each kept whole as one JSON record.
+//! Templates: each kept whole as one JSON record, beside who builds its environment (`builder`,
+//! while a build is pending) and which build the environment is (`environment`).
 
 use sandbox_api::Template;
 use sqlx::{AssertSqlSafe, Row};
@@ -6,29 +7,71 @@ use sqlx::{AssertSqlSafe, Row};
 use crate::{corrupt_json, cursor, int, Page, Store, StoreError};
 
 impl Store {
-    /// Adds a template; false if one of that name exists.
-    pub async fn insert_template(&self, t: &Template) -> Result<bool, StoreError> {
+    /// Adds a template, its build held by `builder` if it has one to make; false if one of
+    /// that name exists.
+    pub async fn insert_template(&self, t: &Template, builder: Option<&str>) -> Result<bool, StoreError> {
         let record = serde_json::to_string(t).map_err(|e| corrupt_json(&t.name, e))?;
         let done = sqlx::query(
-            "INSERT INTO templates (name, record, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO templates (name, record, created_at, builder) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (name) DO NOTHING",
         )
         .bind(&t.name)
         .bind(record)
         .bind(t.created_at.to_rfc3339())
+        .bind(builder)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Replaces the record of an existing template (its build finished).
-    pub async fn update_template(&self, t: &Template) -> Result<(), StoreError> {
+    /// Takes over, for replica `me`, every pending template build whose builder lost its lease
+    /// (`lease_ms`) or never had one, and with `own` those `me` held before a restart. One
+    /// `UPDATE` decides: a build is taken by one replica.
+    pub async fn claim_template_builds(&self, me: &str, lease_ms: u64, own: bool) -> Result<Vec<Template>, StoreError> {
+        let now = self.backend.now_ms();
+        let records: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(format!(
+            "UPDATE templates SET builder = $1
+             WHERE builder IS NOT NULL AND (($3 = 1 AND builder = $1) OR (builder != $1 AND builder NOT IN
+                (SELECT id FROM replicas WHERE adopted_by IS NULL AND heartbeat_ms >= {now} - $2)))
+             RETURNING name, record"
+        )))
+        .bind(me)
+        .bind(int(lease_ms))
+        .bind(i64::from(own))
+        .fetch_all(&self.pool)
+        .await?;
+        records.iter().map(|(name, r)| serde_json::from_str(r).map_err(|e| corrupt_json(name, e))).collect()
+    }
+
+    /// Records the end of template `t`'s build by `me` (its record as built, and `environment`,
+    /// the build), unless another replica took the build over meanwhile or the template was
+    /// deleted: then false, and this build is not the one to keep.
+    pub async fn finish_template_build(
+        &self,
+        t: &Template,
+        me: &str,
+        environment: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let record = serde_json::to_string(t).map_err(|e| corrupt_json(&t.name, e))?;
-        sqlx::query("UPDATE templates SET record = $2 WHERE name = $1")
-            .bind(&t.name)
-            .bind(record)
-            .execute(&self.pool)
+        let done = sqlx::query(
+            "UPDATE templates SET record = $2, builder = NULL, environment = $4 WHERE name = $1 AND builder = $3",
+        )
+        .bind(&t.name)
+        .bind(record)
+        .bind(me)
+        .bind(environment)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Which build template `name`'s environment is, if it has one.
+    pub async fn template_environment(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let found: Option<Option<String>> = sqlx::query_scalar("SELECT environment FROM templates WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
             .await?;
-        Ok(())
+        Ok(found.flatten())
     }
 
     pub async fn get_template(&self, name: &str) -> Result<Option<Template>, StoreError> {

@@ -47,6 +47,8 @@ on_both_backends!(
     a_restart_recovers_only_its_own_work,
     a_shared_secret_is_set_once,
     door_sessions_are_kept_replaced_and_forgotten,
+    a_template_build_is_taken_over_once_when_its_builder_lapses,
+    workspace_sizes_add_up_per_tenant,
 );
 
 fn session(id: &str) -> Session {
@@ -105,10 +107,13 @@ async fn templates_are_stored_whole_and_names_are_unique(db: TestDatabase) {
         created_at: now,
         updated_at: now,
     };
-    assert!(store.insert_template(&t).await.expect("insert"));
-    assert!(!store.insert_template(&t).await.expect("insert again"), "a second template of one name is refused");
+    assert!(store.insert_template(&t, Some("r1")).await.expect("insert"));
+    assert!(!store.insert_template(&t, None).await.expect("insert again"), "a second template of one name is refused");
     let ready = Template { status: sandbox_api::TemplateStatus::Ready, ..t.clone() };
-    store.update_template(&ready).await.expect("update");
+    assert!(!store.finish_template_build(&ready, "r2", Some("b1")).await.expect("finish"), "r2 does not build it");
+    assert!(store.finish_template_build(&ready, "r1", Some("b1")).await.expect("finish"));
+    assert!(!store.finish_template_build(&ready, "r1", Some("b2")).await.expect("finish"), "finished once");
+    assert_eq!(store.template_environment("data").await.expect("environment").as_deref(), Some("b1"));
     assert_eq!(store.get_template("data").await.expect("get"), Some(ready.clone()));
     assert_eq!(store.list_templates().await.expect("list"), vec![ready]);
     assert!(!store.template_in_use("data").await.expect("in use"));
@@ -154,7 +159,7 @@ async fn templates_come_a_page_at_a_time_in_creation_order_shared_ones_to_every_
             created_at: at,
             updated_at: at,
         };
-        assert!(store.insert_template(&t).await.expect("insert"));
+        assert!(store.insert_template(&t, None).await.expect("insert"));
     }
     let first = store.page_templates(2, None, None).await.expect("page");
     let rest = store.page_templates(2, first.next.as_deref(), None).await.expect("page");
@@ -400,12 +405,21 @@ async fn an_older_sqlite_database_upgrades_in_place() {
     .execute(&pool)
     .await
     .expect("old row");
+    // A build cut off before replicas held builds: any replica may take it up.
+    let cut_off = serde_json::to_string(&building("cut-off")).expect("record");
+    sqlx::query("INSERT INTO templates (name, record, created_at) VALUES ('cut-off', $1, '2026-01-01T00:00:00+00:00')")
+        .bind(cut_off)
+        .execute(&pool)
+        .await
+        .expect("old template");
     pool.close().await;
     let store = db.store().await.expect("upgrade");
     assert_eq!(schema_version(&store).await, SCHEMA_VERSIONS.0 as i64);
     let old = store.get_session("old").await.expect("get").expect("kept");
     assert_eq!((old.tenant.as_str(), old.status, old.isolation), ("acme", SessionStatus::Stopped, None));
     assert!(old.auto_resume, "fields the old record lacks take their defaults");
+    let taken = store.claim_template_builds("r1", 1000, false).await.expect("claim");
+    assert_eq!(taken.into_iter().map(|t| t.name).collect::<Vec<_>>(), ["cut-off"]);
 }
 
 /// Sessions and executions of replicas "a" and "b": one running session each, with one queued
@@ -491,4 +505,79 @@ async fn door_sessions_are_kept_replaced_and_forgotten(db: TestDatabase) {
     assert_eq!(one.door_session("e2b", "m1").await.expect("get"), None, "each door its own");
     one.delete_door_session("mcp", "m1").await.expect("delete");
     assert_eq!(two.door_session("mcp", "m1").await.expect("get"), None);
+}
+
+fn building(name: &str) -> Template {
+    let now = Utc::now();
+    Template {
+        name: name.into(),
+        tenant: None,
+        description: String::new(),
+        rootfs: "host".into(),
+        image: None,
+        limits: Limits { memory_mb: 512, pids: 64, cpu: 1.0 },
+        timeout_s: 30.0,
+        kernel: Some("python".into()),
+        env: Default::default(),
+        packages: vec!["six".into()],
+        pool_size: 0,
+        idle_timeout_s: 60,
+        max_lifetime_s: 3600,
+        allowed_uploads: vec![],
+        status: sandbox_api::TemplateStatus::Building,
+        error: None,
+        installed: vec![],
+        builtin: false,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn a_template_build_is_taken_over_once_when_its_builder_lapses(db: TestDatabase) {
+    let (one, two) = (db.store().await.expect("open"), db.store().await.expect("open"));
+    for replica in ["a", "b", "c"] {
+        one.register_replica(replica, &format!("http://{replica}"), "1").await.expect("register");
+    }
+    assert!(one.insert_template(&building("by-a"), Some("a")).await.expect("insert"));
+    assert!(one.insert_template(&building("by-b"), Some("b")).await.expect("insert"));
+    let names = |ts: Vec<Template>| ts.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    // While its builder lives, a build is nobody else's; the builder takes its own back only
+    // when it asks for them (after a restart).
+    assert!(one.claim_template_builds("c", 60_000, false).await.expect("claim").is_empty());
+    assert!(one.claim_template_builds("b", 60_000, false).await.expect("claim").is_empty());
+    assert_eq!(names(one.claim_template_builds("b", 60_000, true).await.expect("claim")), ["by-b"]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(one.heartbeat_replica("b").await.expect("beat") && one.heartbeat_replica("c").await.expect("beat"));
+    // a lapsed: b and c look at once, and one of them takes its build.
+    let (by_b, by_c) =
+        tokio::join!(one.claim_template_builds("b", 200, false), two.claim_template_builds("c", 200, false));
+    let (by_b, by_c) = (names(by_b.expect("claim")), names(by_c.expect("claim")));
+    let (winner, loser) = match (by_b.as_slice(), by_c.as_slice()) {
+        ([one], []) if one == "by-a" => ("b", "c"),
+        ([], [one]) if one == "by-a" => ("c", "b"),
+        other => panic!("by-a taken once: {other:?}"),
+    };
+    let ready = Template { status: sandbox_api::TemplateStatus::Ready, ..building("by-a") };
+    assert!(!one.finish_template_build(&ready, "a", Some("late")).await.expect("finish"), "a lost it");
+    assert!(!one.finish_template_build(&ready, loser, Some("x")).await.expect("finish"));
+    assert!(one.finish_template_build(&ready, winner, Some("built")).await.expect("finish"));
+    assert_eq!(one.template_environment("by-a").await.expect("environment").as_deref(), Some("built"));
+    assert!(one.claim_template_builds(loser, 200, true).await.expect("claim").is_empty(), "nothing pending");
+}
+
+async fn workspace_sizes_add_up_per_tenant(db: TestDatabase) {
+    let store = db.store().await.expect("open");
+    for (id, tenant) in [("s1", "acme"), ("s2", "acme"), ("s3", "rival")] {
+        store.insert_session(&Session { tenant: tenant.into(), ..session(id) }, "r1").await.expect("session");
+    }
+    assert_eq!(store.tenant_workspace_bytes("acme", None).await.expect("sum"), 0);
+    for (id, bytes) in [("s1", 1000), ("s2", 20), ("s3", 5)] {
+        store.set_workspace_bytes(id, bytes).await.expect("set");
+    }
+    assert_eq!(store.tenant_workspace_bytes("acme", None).await.expect("sum"), 1020);
+    assert_eq!(store.tenant_workspace_bytes("acme", Some("s1")).await.expect("sum"), 20);
+    store.set_workspace_bytes("s1", 10).await.expect("set again");
+    assert_eq!(store.tenant_workspace_bytes("acme", None).await.expect("sum"), 30);
+    store.mark_workspace_removed("s2", Utc::now()).await.expect("removed");
+    assert_eq!(store.tenant_workspace_bytes("acme", None).await.expect("sum"), 10, "a removed workspace holds nothing");
 }

@@ -12,6 +12,7 @@
 //! Operations are blocking; sandboxd calls them from blocking threads.
 
 mod archive;
+pub mod environment;
 #[cfg(feature = "s3")]
 pub mod mirror;
 mod path;

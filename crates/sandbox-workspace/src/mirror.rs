@@ -87,6 +87,8 @@ pub struct Mirror {
     store: Arc<dyn ObjectStore>,
     /// `<prefix>/workspaces`
     root: Key,
+    /// `<prefix>/environments`: template environments, one archive per build.
+    environments: Key,
     url: String,
     manifests: PathBuf,
 }
@@ -136,7 +138,9 @@ impl Mirror {
         std::fs::create_dir_all(&manifests).map_err(|e| WorkspaceError::Remote(format!("{manifests:?}: {e}")))?;
         let root = Key::parse(format!("{prefix}/workspaces"))
             .map_err(|e| WorkspaceError::Remote(format!("storage {:?}: bad prefix: {e}", opts.url)))?;
-        Ok(Mirror { store: Arc::new(store), root, url: opts.url.clone(), manifests })
+        let environments = Key::parse(format!("{prefix}/environments"))
+            .map_err(|e| WorkspaceError::Remote(format!("storage {:?}: bad prefix: {e}", opts.url)))?;
+        Ok(Mirror { store: Arc::new(store), root, environments, url: opts.url.clone(), manifests })
     }
 
     pub fn url(&self) -> &str {
@@ -328,6 +332,40 @@ impl Mirror {
             Ok::<_, WorkspaceError>(())
         })?;
         ws.commit(staged, rel)
+    }
+
+    fn environment_key(&self, build: &str) -> Result<Key> {
+        Key::parse(format!("{}/{build}.tar.gz", self.environments))
+            .map_err(|e| WorkspaceError::Remote(format!("{build:?} cannot be an object name: {e}")))
+    }
+
+    /// Keeps `archive` (a template environment, see [`crate::environment`]) as build `build`.
+    pub fn put_environment(&self, handle: &Handle, build: &str, archive: &Path) -> Result<()> {
+        let file = std::fs::File::open(archive).map_err(|e| WorkspaceError::Remote(format!("{archive:?}: {e}")))?;
+        let size = file.metadata().map_err(|e| WorkspaceError::Remote(format!("{archive:?}: {e}")))?.len();
+        self.upload(handle, &self.environment_key(build)?, file, size).map(drop)
+    }
+
+    /// Writes the archive of build `build` to `to`.
+    pub fn get_environment(&self, handle: &Handle, build: &str, to: &Path) -> Result<()> {
+        let key = self.environment_key(build)?;
+        let mut out = std::fs::File::create(to).map_err(|e| WorkspaceError::Remote(format!("{to:?}: {e}")))?;
+        handle.block_on(async {
+            let mut body = self.store.get(&key).await.map_err(remote)?.into_stream();
+            while let Some(chunk) = body.next().await {
+                std::io::Write::write_all(&mut out, &chunk.map_err(remote)?)
+                    .map_err(|e| WorkspaceError::Remote(format!("{to:?}: {e}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes the archive of build `build`, if it is there.
+    pub fn forget_environment(&self, handle: &Handle, build: &str) -> Result<()> {
+        match handle.block_on(self.store.delete(&self.environment_key(build)?)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(remote(e)),
+        }
     }
 
     /// Deletes workspace `id`'s objects and its manifest.

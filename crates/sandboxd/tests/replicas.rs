@@ -229,18 +229,112 @@ async fn an_idle_session_is_stopped_by_its_owner_alone() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tenant's limits hold across replicas: its running sessions, and the bytes of its
+/// workspaces, wherever each is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_at_its_limit_on_one_replica_is_refused_on_the_other() -> anyhow::Result<()> {
-    let mut cluster = Cluster::new(&[("SANDBOXD_TENANT_MAX_SESSIONS", "1")]).await?;
+    let mut cluster =
+        Cluster::new(&[("SANDBOXD_TENANT_MAX_SESSIONS", "2"), ("SANDBOXD_TENANT_MAX_WORKSPACE_MB", "1")]).await?;
     let (a, b) = cluster.start_two()?;
-    a.client().create_session(&CreateSession::default()).await?;
-    match b.client().create_session(&CreateSession::default()).await {
-        Err(ClientError::Api { status, code, message }) => {
-            assert_eq!((status.as_u16(), code.as_str()), (429, "tenant_limit"), "{message}");
-        }
-        other => anyhow::bail!("a second session past the tenant's limit: {other:?}"),
-    }
+    let (ca, cb) = (a.client(), b.client());
+    let on_a = ca.create_session(&CreateSession::default()).await?;
+    let on_b = cb.create_session(&CreateSession::default()).await?;
+    let refused = |what: &str, got: Result<_, ClientError>, status: u16, flag: &str| match got {
+        Err(ClientError::Api { status: s, message, .. }) if s.as_u16() == status && message.contains(flag) => Ok(()),
+        other => Err(anyhow::anyhow!("{what}: expected {status} naming {flag}, got {other:?}")),
+    };
+    refused(
+        "a third session, on A",
+        ca.create_session(&CreateSession::default()).await.map(drop),
+        429,
+        "--tenant-max-sessions 2",
+    )?;
+
+    // 600 KiB in the workspace on A; 600 KiB more on B is past the tenant's MiB.
+    ca.upload(&on_a.id, "a.bin", vec![1u8; 600 << 10], None).await?;
+    refused(
+        "an upload on B",
+        cb.upload(&on_b.id, "b.bin", vec![2u8; 600 << 10], None).await.map(drop),
+        507,
+        "--tenant-max-workspace-mb 1",
+    )?;
+    // Bytes code writes count too, once the execution ends.
+    python(&cb, &on_b.id, "open('c.bin', 'wb').write(bytes(300 << 10))").await?;
+    eventually("B's bytes to count on A", Duration::from_secs(10), || async {
+        Ok(ca.upload(&on_a.id, "d.bin", vec![3u8; 200 << 10], None).await.is_err())
+    })
+    .await?;
+    // Room again once B's file is gone.
+    python(&cb, &on_b.id, "import os; os.remove('c.bin')").await?;
+    eventually("B's freed bytes to count on A", Duration::from_secs(10), || async {
+        Ok(ca.upload(&on_a.id, "d.bin", vec![3u8; 200 << 10], None).await.is_ok())
+    })
+    .await?;
     Ok(())
+}
+
+/// A template's environment is built once, by one replica, and every replica's sandboxes use
+/// it: built by the replica that takes the build over when its creator dies mid-build, fetched
+/// from storage by the others (pools included), and gone from all of them with the template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_template_is_built_once_and_its_environment_reaches_every_replica() -> anyhow::Result<()> {
+    let mut cluster = Cluster::with_s3().await?;
+    let (a_dir, b_dir) = (cluster.data_dir()?, cluster.data_dir()?);
+    let (mut a, b) = (cluster.start(&a_dir)?, cluster.start(&b_dir)?);
+    let (ca, cb) = (a.client(), b.client());
+    let (ida, idb) = (id_of(&ca).await?, id_of(&cb).await?);
+    let req = sandbox_api::CreateTemplate {
+        name: "writer".into(),
+        packages: Some(vec!["tomli-w".into()]),
+        pool_size: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(ca.create_template(&req).await?.status, sandbox_api::TemplateStatus::Building);
+    // A dies while it builds: B takes the build over once A's lease lapses.
+    a.signal(9)?;
+    a.wait_exit(Duration::from_secs(5))?;
+    drop(a);
+    let built = cb.wait_template("writer", Duration::from_secs(240)).await?;
+    assert_eq!(built.status, sandbox_api::TemplateStatus::Ready, "{built:?}");
+    assert_eq!(environments(&b, &idb).await?, (1, 0), "B built it");
+    let probe = "import tomli_w; print(tomli_w.__file__)";
+    let on_b = cb.create_session(&CreateSession { template: Some("writer".into()), ..Default::default() }).await?;
+    let e = python(&cb, &on_b.id, probe).await?;
+    assert!(e.stdout.starts_with("/opt/sandbox/template/"), "{e:?}");
+
+    // A comes back: it builds nothing, fetches B's build, and fills its pool with it.
+    let a = cluster.start(&a_dir)?;
+    let ca = a.client();
+    eventually("A's pool of the template", Duration::from_secs(60), || async {
+        let text = reqwest::get(format!("{}/metrics", a.url)).await?.text().await?;
+        let series = format!("sandboxd_pooled_sandboxes{{pool=\"session\",template=\"writer\",replica=\"{ida}\"}}");
+        Ok(sandbox_test_support::metric_value(&text, &series) == Some(1))
+    })
+    .await?;
+    assert_eq!(environments(&a, &ida).await?, (0, 1), "A fetched it");
+    let on_a = ca.create_session(&CreateSession { template: Some("writer".into()), ..Default::default() }).await?;
+    assert_eq!(on_a.replica.as_deref(), Some(ida.as_str()));
+    let e = python(&ca, &on_a.id, probe).await?;
+    assert!(e.stdout.starts_with("/opt/sandbox/template/"), "{e:?}");
+
+    // Deleted through A: B lets its copy and its pool go.
+    ca.delete_session(&on_a.id).await?;
+    cb.delete_session(&on_b.id).await?;
+    ca.delete_template("writer").await?;
+    let b_copy = b_dir.join("system/templates/writer");
+    eventually("B to let its copy go", Duration::from_secs(15), || async { Ok(!b_copy.exists()) }).await?;
+    assert!(!a_dir.join("system/templates/writer").exists());
+    Ok(())
+}
+
+/// The template environments a replica built and fetched, from its `/metrics`.
+async fn environments(d: &Daemon, id: &str) -> anyhow::Result<(u64, u64)> {
+    let text = reqwest::get(format!("{}/metrics", d.url)).await?.text().await?;
+    let count = |how: &str| {
+        let series = format!("sandboxd_template_environments_total{{how=\"{how}\",replica=\"{id}\"}}");
+        sandbox_test_support::metric_value(&text, &series).unwrap_or(0)
+    };
+    Ok((count("built"), count("fetched")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,9 @@
 //!
 //! Each tenant is bounded too, whatever the host could give (`--tenant-max-*`): its running
 //! sessions and its queued or running executions (429 `tenant_limit`), and the bytes of its
-//! workspaces on this host (507), each message naming the limit.
+//! workspaces (507), each message naming the limit. Those bytes are measured by the replica
+//! that has a workspace, after each change, and summed from the database: the limit holds
+//! across replicas.
 //!
 //! The checks are made on each request with what is known then; two requests at the same
 //! moment may both pass. They bound the host, not each byte.
@@ -106,14 +108,42 @@ pub async fn check_tenant_executions(state: &Service, tenant: &str) -> Result<()
     Ok(())
 }
 
-/// The bytes of files in `tenant`'s workspaces on this host, but for session `besides`'s.
+/// The bytes of files in `tenant`'s workspaces, but for session `besides`'s: as last recorded,
+/// by whichever replica had each ([`record_workspace_bytes`]).
 pub async fn tenant_workspace_bytes(state: &Service, tenant: &str, besides: Option<&str>) -> Result<u64, ServiceError> {
-    let mut ids = state.store.workspaces_of(tenant).await?;
-    ids.retain(|id| Some(id.as_str()) != besides);
+    Ok(state.store.tenant_workspace_bytes(tenant, besides).await?)
+}
+
+/// Measures session `id`'s workspace here, if it is here, and records its bytes for the
+/// tenant's limit on every replica (only when they changed since this replica last did).
+pub async fn record_workspace_bytes(state: &Service, id: &str) -> Result<(), ServiceError> {
     let dirs = std::sync::Arc::clone(&state.dirs);
-    // Measuring walks directories: not on the async threads.
-    crate::blocking(move || ids.iter().try_fold(0u64, |total, id| Ok(total.saturating_add(dirs.workspaces.usage(id)?))))
-        .await
+    let name = id.to_string();
+    // Measuring may walk directories: not on the async threads.
+    let Some(bytes) = crate::blocking(move || match dirs.workspaces.path(&name).is_dir() {
+        true => dirs.workspaces.usage(&name).map(Some),
+        false => Ok(None),
+    })
+    .await?
+    else {
+        return Ok(());
+    };
+    let live = state.sessions.live(id);
+    if live.recorded_bytes.swap(bytes, std::sync::atomic::Ordering::SeqCst) != bytes {
+        state.store.set_workspace_bytes(id, bytes).await?;
+    }
+    Ok(())
+}
+
+/// [`record_workspace_bytes`] in the background; a failure is logged (the next change records
+/// it again).
+pub fn record_workspace_bytes_soon(state: &std::sync::Arc<Service>, id: &str) {
+    let (state, id) = (std::sync::Arc::clone(state), id.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = record_workspace_bytes(&state, &id).await {
+            tracing::warn!(session = %id, error = %e, "cannot record the workspace's size");
+        }
+    });
 }
 
 /// The error for `tenant`'s workspaces holding `used` bytes and `adding` more, past `max` MiB.

@@ -261,8 +261,10 @@ impl Job {
                 tokio::spawn(crate::executions::callback::deliver(Arc::clone(&service), cb.url.clone(), exec.clone()));
             }
         }
-        // Files the code wrote go to storage (S3) without holding up the answer.
+        // Files the code wrote go to storage (S3), and count for the tenant's limit, without
+        // holding up the answer.
         service.dirs.write_back_soon(&session_id);
+        crate::access::admission::record_workspace_bytes_soon(&service, &session_id);
         let _ = done.send(Some(result));
         service.sessions.release(&id);
     }

@@ -156,14 +156,14 @@ impl SessionFiles {
     pub async fn remove(&self, path: RelPath, recursive: bool) -> Result<()> {
         let ws = Arc::clone(&self.ws);
         blocking(move || Ok(ws.remove(&path, recursive)?)).await?;
-        self.service.dirs.write_back(&self.session.id).await
+        self.written_through().await
     }
 
     /// Moves `from` to `to`, which must not exist.
     pub async fn rename(&self, from: RelPath, to: RelPath) -> Result<FileInfo> {
         let ws = Arc::clone(&self.ws);
         let entry = blocking(move || Ok(ws.rename(&from, &to)?)).await?;
-        self.service.dirs.write_back(&self.session.id).await?;
+        self.written_through().await?;
         Ok(info(&entry))
     }
 
@@ -332,8 +332,15 @@ impl SessionFiles {
         }
         let file = written?;
         // Written through: once answered, the file is in storage for every replica.
-        self.service.dirs.write_back(&self.session.id).await?;
+        self.written_through().await?;
         Ok(file)
+    }
+
+    /// After a change: the workspace is written back to storage, and its new size counts for
+    /// the tenant's limit on every replica.
+    async fn written_through(&self) -> Result<()> {
+        self.service.dirs.write_back(&self.session.id).await?;
+        crate::access::admission::record_workspace_bytes(&self.service, &self.session.id).await
     }
 }
 

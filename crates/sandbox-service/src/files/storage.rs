@@ -137,6 +137,31 @@ impl Storage {
         Ok(())
     }
 
+    /// Keeps `archive` in the bucket as template environment build `build`, for the other
+    /// replicas; false with local storage (nowhere others could fetch it).
+    pub async fn put_environment(&self, build: &str, archive: PathBuf) -> Result<bool, ServiceError> {
+        let build_name = build.to_string();
+        let key = format!("environment {build}");
+        Ok(self.locked(&key, move |m, h| m.put_environment(h, &build_name, &archive)).await?.is_some())
+    }
+
+    /// Writes the archive of template environment build `build` to `to`; false with local
+    /// storage.
+    pub async fn get_environment(&self, build: &str, to: PathBuf) -> Result<bool, ServiceError> {
+        let build_name = build.to_string();
+        let key = format!("environment {build}");
+        Ok(self.locked(&key, move |m, h| m.get_environment(h, &build_name, &to)).await?.is_some())
+    }
+
+    /// Deletes template environment build `build` from the bucket.
+    pub async fn forget_environment(&self, build: &str) -> Result<(), ServiceError> {
+        let build_name = build.to_string();
+        let key = format!("environment {build}");
+        self.locked(&key, move |m, h| m.forget_environment(h, &build_name)).await?;
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+        Ok(())
+    }
+
     /// Whether the bucket answers (`Ok` for local storage).
     pub async fn check(&self) -> Result<(), String> {
         let Some(mirror) = self.mirror.clone() else { return Ok(()) };

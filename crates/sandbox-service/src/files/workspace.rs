@@ -32,6 +32,8 @@ pub struct HostDirs {
     pub storage: Arc<Storage>,
     /// Holds the package and template directories.
     pub system: SystemDir,
+    /// Template environments built and fetched here.
+    pub environments: crate::templates::environment::Environments,
 }
 
 /// Where these directories are, for a runtime whose sandboxes share this disk.
@@ -68,6 +70,7 @@ impl HostDirs {
             templates: NamedDirs::new(layout.templates, owner)?,
             storage,
             system,
+            environments: Default::default(),
         })
     }
 
@@ -162,6 +165,11 @@ impl NamedDirs {
 
     pub fn path(&self, id: &str) -> PathBuf {
         self.root.join(id)
+    }
+
+    /// Host uid/gid that owns them, if not sandboxd's own.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        self.owner
     }
 
     /// Creates (or finds again, mounting its volume) the workspace of `id`, owned by the

@@ -104,6 +104,7 @@ async fn sweep(state: &Arc<Service>) -> Result<(), ServiceError> {
         prune_executions(state).await?;
     }
     remove_local_copies(state).await?;
+    crate::templates::sync(state).await;
     for id in state.dirs.workspaces.mounted() {
         unmount_if_idle(state, &id).await;
     }
@@ -185,6 +186,9 @@ async fn stop_when_due(state: &Service, session: Session) {
 pub async fn write_back(state: &Service, id: &str) {
     if let Err(e) = state.dirs.write_back(id).await {
         tracing::warn!(session = %id, error = %e, "cannot write the workspace back to storage");
+    }
+    if let Err(e) = crate::access::admission::record_workspace_bytes(state, id).await {
+        tracing::warn!(session = %id, error = %e, "cannot record the workspace's size");
     }
 }
 
@@ -271,7 +275,8 @@ pub async fn workspace_taken(state: &Service, source: &Session, to: &str) -> Res
     state.store.mark_session_deleted(&source.id, now).await?;
     state.store.mark_workspace_removed(&source.id, now).await?;
     state.dirs.packages.remove(&source.id);
-    Ok(())
+    // The files are the new session's now, for the tenant's limit too.
+    crate::access::admission::record_workspace_bytes(state, to).await
 }
 
 /// The idle sweep counts, as a snapshot.

@@ -37,6 +37,8 @@ pub struct LiveSession {
     pub stopping: AtomicBool,
     /// Held while packages are installed for the session (one installation at a time).
     pub installing: tokio::sync::Mutex<()>,
+    /// The workspace's bytes as this replica last recorded them (`u64::MAX`: not yet).
+    pub recorded_bytes: AtomicU64,
 }
 
 impl Default for LiveSession {
@@ -52,6 +54,7 @@ impl Default for LiveSession {
             started: Mutex::new(None),
             stopping: AtomicBool::new(false),
             installing: tokio::sync::Mutex::new(()),
+            recorded_bytes: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -201,8 +204,13 @@ impl Sessions {
         // Mounted from here until the sandbox is registered as live, which keeps it mounted.
         let pin = dirs.workspaces.pin(&session.id);
         dirs.prepare(&session.id).await?;
-        // The template's own image, if it names one (the built-in one is not stored).
-        let image = store.get_template(&session.template).await?.and_then(|t| t.image);
+        // The template's own image, if it names one (the built-in one is not stored), and its
+        // environment, which may have been built on another replica.
+        let template = store.get_template(&session.template).await?;
+        if template.as_ref().is_some_and(|t| !t.packages.is_empty()) {
+            crate::templates::environment::ensure_here(store, dirs, &session.template).await?;
+        }
+        let image = template.and_then(|t| t.image);
         let spec = dirs.session_spec(
             &session.id,
             &session.template,

@@ -4,8 +4,14 @@
 //! "default" is built in: the server's configured defaults and no packages. Others are created
 //! through the API and kept in the store. One with packages is built in the background
 //! ("building", then "ready" or "failed"); sessions can use a template only when it is ready.
-//! Each template may keep a warm pool of its own.
+//! Each template may keep a warm pool of its own, on every replica.
+//!
+//! With several replicas, one builds: the one that created the template, or, if its lease
+//! lapses first, the one that takes the build over (`Store::claim_template_builds`). The
+//! others fetch the environment it built ([`environment`]) and start their pools once it is
+//! ready, at their next sweep ([`sync`]).
 
+pub mod environment;
 pub mod packages;
 
 use std::sync::Arc;
@@ -182,7 +188,8 @@ pub async fn create(state: &Arc<Service>, caller: &Caller, req: CreateTemplate) 
         created_at: now,
         updated_at: now,
     };
-    if t.name == DEFAULT || !state.store.insert_template(&t).await? {
+    let builder = (t.status == TemplateStatus::Building).then_some(state.replica.id.as_str());
+    if t.name == DEFAULT || !state.store.insert_template(&t, builder).await? {
         return Err(ServiceError::Conflict(format!("template {:?} already exists", t.name)));
     }
     start(state, &t);
@@ -212,7 +219,8 @@ pub fn check_seconds(field: &str, given: Option<u64>, default: u64) -> Result<u6
     }
 }
 
-/// Builds `t` in the background if it is building; gives it its pool once it is ready.
+/// Builds `t` in the background if it is building (this replica holds its build); gives it
+/// its pool once it is ready.
 fn start(state: &Arc<Service>, t: &Template) {
     match t.status {
         TemplateStatus::Building => {
@@ -224,11 +232,50 @@ fn start(state: &Arc<Service>, t: &Template) {
     }
 }
 
-/// Picks up stored templates at start-up: pools for ready ones, builds cut off by a restart.
+/// At start-up: takes up this replica's builds that a restart cut off, then [`sync`]s.
 pub async fn resume(state: &Arc<Service>) {
-    match state.store.list_templates().await {
-        Ok(all) => all.iter().for_each(|t| start(state, t)),
-        Err(e) => tracing::error!(error = %e, "cannot read templates"),
+    take_builds(state, true).await;
+    sync(state).await;
+}
+
+/// Starts the builds this replica takes over: those whose builder's lease lapsed and, with
+/// `own`, its own from before a restart.
+async fn take_builds(state: &Arc<Service>, own: bool) {
+    let me = &state.replica;
+    match state.store.claim_template_builds(&me.id, me.lease_ms(), own).await {
+        Ok(taken) => taken.iter().for_each(|t| start(state, t)),
+        Err(e) => tracing::warn!(error = %e, "cannot look for template builds to take over"),
+    }
+}
+
+/// Brings this replica in line with the stored templates (at start, then every sweep):
+/// builds whose builder was lost are taken over, each ready template with a pool has its
+/// pool here (its environment fetched first), and a deleted template's pool and environment
+/// go.
+pub async fn sync(state: &Arc<Service>) {
+    take_builds(state, false).await;
+    let stored = match state.store.list_templates().await {
+        Ok(all) => all,
+        Err(e) => return tracing::warn!(error = %e, "cannot read templates"),
+    };
+    for t in stored.iter().filter(|t| t.status == TemplateStatus::Ready && t.pool_size > 0) {
+        if state.session_pool(&t.name).is_some() {
+            continue;
+        }
+        match environment::ensure_here(&state.store, &state.dirs, &t.name).await {
+            Ok(()) => state.add_pool(t),
+            Err(e) => tracing::warn!(template = %t.name, error = %e, "no pool: the environment is not here"),
+        }
+    }
+    // Gone from the list read above, and still gone now (one made since is no stale leftover).
+    let listed = |name: &str| stored.iter().any(|t| t.name == name);
+    let pooled = state.pooled_templates().into_iter().filter(|n| n != DEFAULT && !listed(n));
+    let held = environment::held_here(&state.dirs).into_iter().filter(|n| !listed(n));
+    for name in pooled.chain(held) {
+        if matches!(state.store.get_template(&name).await, Ok(None)) {
+            state.remove_pool(&name).await;
+            environment::remove_here(&state.dirs, &name);
+        }
     }
 }
 
@@ -236,7 +283,7 @@ async fn build(state: Arc<Service>, t: Template) {
     tracing::info!(template = %t.name, packages = ?t.packages, "building template");
     let dirs = &state.dirs;
     // Start from nothing: a build cut off by a restart may have left half an environment.
-    dirs.templates.remove(&t.name);
+    environment::remove_here(dirs, &t.name);
     let result = match dirs.templates.ensure(&t.name) {
         Ok(_) => {
             let timeout = Duration::from_secs(state.config.package_timeout_s);
@@ -245,6 +292,12 @@ async fn build(state: Arc<Service>, t: Template) {
             crate::templates::packages::install(state.runtime.as_ref(), &name, &t.packages, into, index, timeout).await
         }
         Err(e) => Err(e),
+    };
+    // Kept for the other replicas under a name of its own.
+    let build = executions::new_id(&t.name);
+    let result = match result {
+        Ok(r) if r.status == InstallStatus::Succeeded => environment::publish(&state, &t.name, &build).await.map(|_| r),
+        other => other,
     };
     let finished = match result {
         Ok(r) if r.status == InstallStatus::Succeeded => {
@@ -259,17 +312,31 @@ async fn build(state: Arc<Service>, t: Template) {
         }
     };
     let finished = Template { updated_at: Utc::now(), ..finished };
-    if finished.status != TemplateStatus::Ready {
-        dirs.templates.remove(&t.name);
+    let ready = finished.status == TemplateStatus::Ready;
+    if ready {
+        dirs.environments.built.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        environment::remove_here(dirs, &t.name);
     }
-    // Deleted meanwhile: leave nothing behind.
-    if !matches!(state.store.get_template(&t.name).await, Ok(Some(_))) {
-        dirs.templates.remove(&t.name);
-        return;
-    }
-    if let Err(e) = state.store.update_template(&finished).await {
-        tracing::error!(template = %t.name, error = %e, "cannot store the template build");
-        return;
+    let recorded = state.store.finish_template_build(&finished, &state.replica.id, ready.then_some(&build)).await;
+    match recorded {
+        Ok(true) => {}
+        // Deleted meanwhile, or taken over by another replica (this one lost its lease): this
+        // build is nobody's.
+        other => {
+            if let Err(e) = other {
+                tracing::error!(template = %t.name, error = %e, "cannot store the template build");
+            }
+            if ready {
+                if let Err(e) = dirs.storage.forget_environment(&build).await {
+                    tracing::warn!(template = %t.name, error = %e, "cannot remove an unused environment from storage");
+                }
+            }
+            if !matches!(state.store.get_template(&t.name).await, Ok(Some(_))) {
+                environment::remove_here(dirs, &t.name);
+            }
+            return;
+        }
     }
     tracing::info!(template = %t.name, status = ?finished.status, error = ?finished.error, "template built");
     start(&state, &finished);
@@ -291,9 +358,15 @@ pub async fn delete(state: &Service, caller: &Caller, name: &str) -> Result<(), 
     if state.store.template_in_use(name).await? {
         return Err(ServiceError::Conflict(format!("template {name:?} is used by sessions; delete them first")));
     }
+    let build = state.store.template_environment(name).await?;
     state.store.delete_template(name).await?;
     state.remove_pool(name).await;
-    state.dirs.templates.remove(name);
+    environment::remove_here(&state.dirs, name);
+    if let Some(build) = build {
+        if let Err(e) = state.dirs.storage.forget_environment(&build).await {
+            tracing::warn!(template = %name, error = %e, "cannot remove the environment from storage");
+        }
+    }
     if let Some(image) = &t.image {
         if !state.store.image_in_use(image).await? {
             state.runtime.release_image(image).await;
