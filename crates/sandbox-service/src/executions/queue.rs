@@ -62,6 +62,7 @@ impl Service {
         stream: bool,
     ) -> Result<Submission> {
         let session = self.active_session(caller, session_id).await?;
+        let given_id = req.execution_id.is_some();
         let exec_id = match req.execution_id {
             Some(given) => executions::check_execution_id(given)?,
             None => executions::new_id("exe"),
@@ -93,7 +94,12 @@ impl Service {
             Claim::New(tx) => tx,
         };
         let claim = ClaimGuard { service: self, id: &exec_id };
-        if let Some(existing) = self.store.get_execution(&exec_id, None).await? {
+        // Only a caller's own id can have been used before (ours are new UUIDs).
+        let existing = match given_id {
+            true => self.store.get_execution(&exec_id, None).await?,
+            false => None,
+        };
+        if let Some(existing) = existing {
             if existing.session_id.as_deref() != Some(session_id) {
                 return Err(taken());
             }

@@ -136,8 +136,10 @@ impl Service {
     /// replica runs its sandbox: that replica's address. `None`: serve it here (this replica
     /// runs it, none does, or the caller may not see it, which the request will say).
     pub async fn owner_elsewhere(&self, caller: &Caller, id: &str) -> Result<Option<String>, crate::ServiceError> {
-        // One SQLite database has one replica: nothing to ask the database.
-        if self.store.backend() == sandbox_store::Backend::Sqlite {
+        // One SQLite database has one replica: nothing to ask the database. A session whose
+        // sandbox runs here is this replica's (the request's own read of the session checks
+        // it again, `runs_here`): the owner's requests, the most common, cost no query here.
+        if self.store.backend() == sandbox_store::Backend::Sqlite || self.sessions.has_sandbox(id) {
             return Ok(None);
         }
         let owner = match self.store.session_owner(id).await? {

@@ -275,13 +275,22 @@ impl Sessions {
         dirs: &HostDirs,
         store: &Store,
     ) -> Result<Turn<'a>, ServiceError> {
+        // Nothing ahead in the queue: `session`, read for this request a moment ago, is as
+        // fresh as a read now would be.
+        let at_once = *live.serving.borrow() == ticket.0;
         let guard = Self::exclusive(live, ticket).await;
-        // The store is the truth: a delete that raced with this request (and dropped the live
-        // entry this one may have re-created) is visible there, so nothing starts for it.
         let deleted = || ServiceError::Conflict(format!("session {} is deleted", session.id));
         if live.is_deleted() {
             return Err(deleted());
         }
+        // It ran here then, and its sandbox still does (a stop or a delete since would have
+        // taken it, or marked this entry): no need to ask the store again.
+        let running_here = live.current().is_some_and(|sb| sb.is_alive());
+        if at_once && running_here && session.status == SessionStatus::Running {
+            return Ok(Turn { _guard: guard, sandbox: live.current().ok_or_else(deleted)?, live });
+        }
+        // The store is the truth: a delete that raced with this request (and dropped the live
+        // entry this one may have re-created) is visible there, so nothing starts for it.
         match store.get_session(&session.id).await? {
             Some(s) if s.status == SessionStatus::Running => {}
             Some(s) if s.status == SessionStatus::Stopped => {
