@@ -46,9 +46,12 @@ impl Harness {
         let mut config = sandbox_test_support::test_config(data.path())?;
         (target.configure)(&mut config);
         let service = Arc::new(Service::open(config).await?);
-        let readiness = service.readiness().await;
+        // The harness first: on a runtime that is not ready, its drop still unmounts the
+        // system volume that opening the service mounted.
+        let harness = Harness { service, target, data };
+        let readiness = harness.service.readiness().await;
         anyhow::ensure!(readiness.ready, "runtime not ready: {}", readiness.sandbox.message);
-        Ok(Harness { service, target, data })
+        Ok(harness)
     }
 
     async fn session(&self, limits: Option<LimitsRequest>) -> anyhow::Result<String> {
