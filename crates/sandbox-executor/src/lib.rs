@@ -1,7 +1,7 @@
 //! The agent that runs as PID 1 inside every sandbox.
 //!
 //! It reads [`sandbox_protocol::Request`]s from stdin and writes [`sandbox_protocol::Event`]s to
-//! stdout. Before anything else it raises the second isolation layer that every process it
+//! stdout, or serves them over TCP ([`network`]). Before anything else it raises the second isolation layer that every process it
 //! starts inherits: not dumpable (so user code, which shares its uid, cannot read its memory or
 //! fds), `no_new_privs`, and a seccomp filter ([`seccomp`]). As PID 1 it also reaps every
 //! orphan ([`reaper`]), like tini.
@@ -9,18 +9,45 @@
 pub mod exec;
 pub mod files;
 pub mod kernel;
+pub mod network;
 pub mod outputs;
 pub mod proctree;
 pub mod reaper;
 pub mod seccomp;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use sandbox_protocol::files::{FileFault, FileResult};
 use sandbox_protocol::{Event, Language, Request, PROTOCOL_VERSION};
 
+/// Where events go: stdout, or the current network connection (replaced when a new client
+/// takes over).
+type Out = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// What the executor serves requests with, whichever client it serves.
+#[derive(Clone)]
+struct Executor {
+    out: Out,
+    children: Arc<reaper::Children>,
+    kernel: Arc<kernel::Kernel>,
+    files: Arc<files::FileServer>,
+}
+
+/// How serving one client ended.
+enum Ended {
+    /// Told to shut down: the sandbox is done.
+    Shutdown,
+    /// The client's stream closed or broke.
+    Closed,
+}
+
 /// Runs the executor until its input closes or it is told to shut down; returns the exit code.
+///
+/// By default it serves one client over stdin and stdout (a pipe, or a container's attach
+/// stream). With `SANDBOX_EXECUTOR_LISTEN` it serves clients over TCP instead, one at a time,
+/// each proven by the sandbox's token ([`network`]): a client that goes away (its sandboxd
+/// died) leaves the kernel and its variables for the next one.
 pub fn run() -> i32 {
     if let Err(e) = harden() {
         eprintln!("sandbox-executor: cannot harden the sandbox: {e}");
@@ -28,7 +55,6 @@ pub fn run() -> i32 {
     }
     let _ = std::fs::create_dir_all(exec::SCRATCH_DIR);
 
-    let out: Arc<Mutex<io::Stdout>> = Arc::new(Mutex::new(io::stdout()));
     let children = Arc::new(reaper::Children::default());
     {
         let children = Arc::clone(&children);
@@ -37,17 +63,47 @@ pub fn run() -> i32 {
             return 71;
         }
     }
-    if send(&out, &Event::Ready { version: PROTOCOL_VERSION }).is_err() {
+    let executor = Executor {
+        out: Arc::new(Mutex::new(Box::new(io::stdout()))),
+        kernel: Arc::new(kernel::Kernel::new(Arc::clone(&children))),
+        children,
+        files: Arc::new(files::FileServer::new(std::path::Path::new(sandbox_protocol::WORKSPACE_DIR))),
+    };
+    if let Ok(addr) = std::env::var(sandbox_protocol::LISTEN_ENV) {
+        let token = std::env::var(sandbox_protocol::TOKEN_ENV).unwrap_or_default();
+        // Returns only when it cannot serve at all (a shutdown ends the process from the
+        // client's thread), before any process of the sandbox was started.
+        return network::serve(&executor, &addr, &token);
+    }
+    if send(&executor.out, &Event::Ready { version: PROTOCOL_VERSION }).is_err() {
         return 0;
     }
+    executor.serve(&mut io::stdin().lock());
+    proctree::kill_all_but_self();
+    0
+}
 
-    let kernel = Arc::new(kernel::Kernel::new(Arc::clone(&children)));
-    let files = Arc::new(files::FileServer::new(std::path::Path::new(sandbox_protocol::WORKSPACE_DIR)));
-    let mut input = io::stdin().lock();
-    loop {
-        match sandbox_protocol::read_frame::<_, Request>(&mut input) {
-            Ok(Some(Request::Exec(req))) => {
-                let (out, children, kernel) = (Arc::clone(&out), Arc::clone(&children), Arc::clone(&kernel));
+impl Executor {
+    /// Answers the requests read from `input` until it ends or says to shut down.
+    fn serve(&self, input: &mut impl Read) -> Ended {
+        loop {
+            match sandbox_protocol::read_frame::<_, Request>(input) {
+                Ok(Some(Request::Shutdown)) => return Ended::Shutdown,
+                Ok(Some(request)) => self.handle(request),
+                Ok(None) => return Ended::Closed,
+                Err(e) => {
+                    eprintln!("sandbox-executor: bad request stream: {e}");
+                    return Ended::Closed;
+                }
+            }
+        }
+    }
+
+    fn handle(&self, request: Request) {
+        match request {
+            Request::Exec(req) => {
+                let (out, children, kernel) =
+                    (Arc::clone(&self.out), Arc::clone(&self.children), Arc::clone(&self.kernel));
                 spawn_or_inline(move || {
                     let sink: Option<outputs::Sink> = req.stream.then(|| {
                         let (out, id) = (Arc::clone(&out), req.id.clone());
@@ -65,24 +121,24 @@ pub fn run() -> i32 {
                     }
                 });
             }
-            Ok(Some(Request::StartKernel { env })) => {
-                let kernel = Arc::clone(&kernel);
+            Request::StartKernel { env } => {
+                let kernel = Arc::clone(&self.kernel);
                 spawn_or_inline(move || {
                     if let Err(e) = kernel.ensure_started(env) {
                         eprintln!("sandbox-executor: {e}");
                     }
                 });
             }
-            Ok(Some(Request::Interrupt)) => kernel.interrupt(),
-            Ok(Some(Request::RestartKernel { id })) => {
-                let (out, kernel) = (Arc::clone(&out), Arc::clone(&kernel));
+            Request::Interrupt => self.kernel.interrupt(),
+            Request::RestartKernel { id } => {
+                let (out, kernel) = (Arc::clone(&self.out), Arc::clone(&self.kernel));
                 spawn_or_inline(move || {
                     let error = kernel.restart().err();
                     let _ = send(&out, &Event::Ack { id, error });
                 });
             }
-            Ok(Some(Request::File { id, op })) => {
-                let (out, files) = (Arc::clone(&out), Arc::clone(&files));
+            Request::File { id, op } => {
+                let (out, files) = (Arc::clone(&self.out), Arc::clone(&self.files));
                 spawn_or_inline(move || {
                     let result = files.handle(op);
                     if let Err(e) = send(&out, &Event::FileDone { id: id.clone(), result }) {
@@ -96,15 +152,9 @@ pub fn run() -> i32 {
                     }
                 });
             }
-            Ok(Some(Request::Shutdown)) | Ok(None) => break,
-            Err(e) => {
-                eprintln!("sandbox-executor: bad request stream: {e}");
-                break;
-            }
+            Request::Shutdown => {}
         }
     }
-    proctree::kill_all_but_self();
-    0
 }
 
 /// Runs `f` on a thread of its own, or on this one when no thread can be made: threads count
@@ -132,7 +182,7 @@ fn harden() -> io::Result<()> {
     sandbox_sys::close_fds_from(3)
 }
 
-fn send(out: &Mutex<io::Stdout>, event: &Event) -> io::Result<()> {
+fn send(out: &Mutex<Box<dyn Write + Send>>, event: &Event) -> io::Result<()> {
     let frame = match (sandbox_protocol::encode(event), event) {
         (Ok(frame), _) => frame,
         // A result must always be sent, or sandboxd waits out the timeout and loses the
@@ -144,7 +194,7 @@ fn send(out: &Mutex<io::Stdout>, event: &Event) -> io::Result<()> {
         }
         (Err(e), _) => return Err(e),
     };
-    let mut guard = out.lock().map_err(|_| io::Error::other("stdout lock poisoned"))?;
+    let mut guard = out.lock().map_err(|_| io::Error::other("output lock poisoned"))?;
     guard.write_all(&frame)?;
     guard.flush()
 }

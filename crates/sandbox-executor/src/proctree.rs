@@ -52,9 +52,15 @@ pub fn kill_execution(sid: i32, before: &HashSet<i32>, spared: i32) {
     }
 }
 
-/// SIGKILLs every process in the sandbox but the executor (on shutdown).
+/// SIGKILLs every process in the sandbox but the executor (on shutdown). Only where the
+/// executor is its PID namespace's first process (bubblewrap's `--as-pid-1`), or the child of
+/// it (a container's init, tini): there `kill(-1)` reaches the sandbox's processes alone.
+/// Started anywhere else (by hand, or by a test outside a namespace) it would reach every
+/// process its user may signal, the host's included.
 pub fn kill_all_but_self() {
-    let _ = sandbox_sys::kill(-1, libc::SIGKILL);
+    if std::process::id() == 1 || std::os::unix::process::parent_id() == 1 {
+        let _ = sandbox_sys::kill(-1, libc::SIGKILL);
+    }
 }
 
 #[cfg(test)]

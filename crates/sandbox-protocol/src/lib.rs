@@ -31,6 +31,21 @@ pub const MAX_OUTPUTS_LIMIT: usize = MAX_FRAME_BYTES / 4;
 /// Where the executor expects the workspace and runs code.
 pub const WORKSPACE_DIR: &str = "/workspace";
 
+/// Where an executor listens when the runtime reaches it over a network (Kubernetes: the pod's
+/// network), not over its stdin and stdout: `SANDBOX_EXECUTOR_LISTEN` (`ip:port`). A client
+/// must open with a [`Hello`] frame carrying `SANDBOX_EXECUTOR_TOKEN`, the sandbox's secret.
+pub const LISTEN_ENV: &str = "SANDBOX_EXECUTOR_LISTEN";
+pub const TOKEN_ENV: &str = "SANDBOX_EXECUTOR_TOKEN";
+/// The port an executor listens on over a network.
+pub const EXECUTOR_PORT: u16 = 7323;
+
+/// The first frame on a network connection to an executor: the sandbox's secret. Any other
+/// first frame, or a wrong secret, closes the connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub token: String,
+}
+
 /// The `PATH` of everything run inside a sandbox.
 pub const SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

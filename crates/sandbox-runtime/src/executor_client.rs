@@ -76,6 +76,26 @@ impl ExecutorClient {
         }
     }
 
+    /// Connects to an executor that listens on `addr` (see `sandbox_executor::network`) and
+    /// proves this client with the sandbox's `token`. The connection, and the executor's
+    /// `Ready`, must come within `timeout`.
+    pub async fn connect(addr: std::net::SocketAddr, token: &str, timeout: Duration) -> Result<Self, RuntimeError> {
+        let unreachable =
+            |e: std::io::Error| RuntimeError::SandboxDied(format!("cannot reach the executor at {addr}: {e}"));
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| RuntimeError::Unresponsive(timeout.as_secs()))?
+            .map_err(unreachable)?;
+        let _ = stream.set_nodelay(true);
+        let (reader, mut writer) = stream.into_split();
+        let hello =
+            sandbox_protocol::encode(&sandbox_protocol::Hello { token: token.to_string() }).map_err(unreachable)?;
+        writer.write_all(&hello).await.map_err(unreachable)?;
+        let client = ExecutorClient::new(reader, writer);
+        client.wait_ready(timeout).await?;
+        Ok(client)
+    }
+
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::SeqCst)
     }

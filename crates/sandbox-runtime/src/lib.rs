@@ -18,7 +18,7 @@ pub mod runtime;
 pub mod start_queue;
 
 pub use error::RuntimeError;
-pub use executor_client::OutputSink;
+pub use executor_client::{ExecutorClient, OutputSink};
 pub use layout::HostLayout;
 pub use runtime::{
     Dir, ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime,
