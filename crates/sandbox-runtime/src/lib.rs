@@ -11,6 +11,7 @@ pub mod error;
 pub mod executor_client;
 pub mod fake;
 pub mod install;
+pub mod kubernetes;
 pub mod layout;
 pub mod local;
 pub mod measured;
