@@ -4,6 +4,8 @@
 //! real local runtime with bubblewrap) on a temporary data dir that is removed on drop. The
 //! executor binary must have been built (`cargo build --bins`; the test script does it).
 
+pub mod kubernetes;
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};

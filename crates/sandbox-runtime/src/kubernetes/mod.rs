@@ -1,8 +1,526 @@
-//! The Kubernetes runtime (issue 20, in progress): each sandbox a hardened Pod, its executor
-//! reached over the pod network with a token of its own (`sandbox_executor::network`).
+//! The Kubernetes runtime (issue 20, in progress): each sandbox a hardened Pod ([`spec`]), its
+//! executor reached over the pod network with a token of its own
+//! (`sandbox_executor::network`), never through the API server's attach: with `stdinOnce` a
+//! pod's stdin closes when the first attach ends, so a sandbox would die with the replica that
+//! attached it, and every execution's bytes would cross the API server. Over TCP, a replica
+//! that adopts a lost one's sessions connects to their executors again.
 //!
-//! Built so far: the objects it sends ([`spec`]). Next: the runtime itself over kube's
-//! client (create, watch until ready, connect, OOM status, delete, list by label, reconcile),
-//! tested against a fake of the API server.
+//! A start creates the token's Secret, then the Pod, then makes the Pod the Secret's owner (so
+//! the cluster deletes the Secret with it); watches the Pod (a watch, never a sleep loop) until
+//! its container is ready or the cluster says why it cannot be ([`pod_state`]), within
+//! `start_timeout`; then connects to `podIP:7323`.
+//!
+//! Not built yet: package installs in a pod of their own, workspaces restored from S3 into
+//! the pod, reconnection after a restart, and sandboxd's config and flags for it.
 
 pub mod spec;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::Api;
+use sandbox_protocol::ExecRequest;
+
+use crate::executor_client::{ExecutorClient, OutputSink};
+use crate::runtime::{ExecOutcome, InstallOutcome, PackageInstall, Readiness, Sandbox, SandboxSpec, WorkspaceAccess};
+use crate::{Runtime, RuntimeError};
+
+/// What a pod's status says of its start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodState {
+    /// Its container runs and is ready, at this address.
+    Ready(IpAddr),
+    /// Not yet; the cluster's reason so far, if it gave one (`Unschedulable: 0/3 nodes ...`).
+    Waiting(Option<String>),
+    /// It will not start, or it ended: the cluster's reason.
+    Failed(String),
+    /// Out of memory: its container was OOM-killed.
+    OutOfMemory,
+}
+
+/// Container reasons that never clear by waiting.
+const FATAL_WAITING: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerError",
+    "CreateContainerConfigError",
+];
+
+/// Reads a pod's status as the kubelet and scheduler report it.
+pub fn pod_state(pod: &Pod) -> PodState {
+    let Some(status) = &pod.status else { return PodState::Waiting(None) };
+    let container = status.container_statuses.as_ref().and_then(|c| c.first());
+    if let Some(state) = container.and_then(|c| c.state.as_ref()) {
+        if let Some(t) = &state.terminated {
+            if t.reason.as_deref() == Some("OOMKilled") {
+                return PodState::OutOfMemory;
+            }
+            let why = t.reason.clone().unwrap_or_else(|| format!("exit code {}", t.exit_code));
+            return PodState::Failed(join(&why, t.message.as_deref()));
+        }
+        if let Some(w) = &state.waiting {
+            let reason = w.reason.clone().unwrap_or_default();
+            if FATAL_WAITING.contains(&reason.as_str()) {
+                return PodState::Failed(join(&reason, w.message.as_deref()));
+            }
+        }
+    }
+    match status.phase.as_deref() {
+        Some("Failed") | Some("Succeeded") => {
+            let why = status.reason.clone().unwrap_or_else(|| "the pod ended".into());
+            return PodState::Failed(join(&why, status.message.as_deref()));
+        }
+        Some("Running") if container.is_some_and(|c| c.ready) => {
+            if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+                return PodState::Ready(ip);
+            }
+        }
+        _ => {}
+    }
+    // The latest word of the scheduler, or of the kubelet, while it waits.
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| join(c.reason.as_deref().unwrap_or("Unschedulable"), c.message.as_deref()));
+    let waiting = container
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.as_deref().map(|r| join(r, w.message.as_deref())));
+    PodState::Waiting(unscheduled.or(waiting))
+}
+
+fn join(reason: &str, message: Option<&str>) -> String {
+    match message.filter(|m| !m.is_empty()) {
+        Some(m) => format!("{reason}: {m}"),
+        None => reason.to_string(),
+    }
+}
+
+/// The API server's refusal in plain words: its own message (a quota, a LimitRange, Pod
+/// Security or a webhook says what it refused and why).
+fn refused(what: &str, e: kube::Error) -> RuntimeError {
+    match e {
+        kube::Error::Api(status) => {
+            RuntimeError::Start(format!("the cluster refused {what}: {} ({})", status.message, status.reason))
+        }
+        other => RuntimeError::Start(format!("cannot reach the Kubernetes API to create {what}: {other}")),
+    }
+}
+
+/// A sandbox executor's token: 32 random bytes, hex.
+fn new_token() -> Result<String, RuntimeError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| RuntimeError::Io { op: "read", path: "/dev/urandom".into(), source })?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub struct KubernetesRuntime {
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    settings: spec::Settings,
+    /// How long a pod may take to be ready before its start fails with the cluster's reason.
+    start_timeout: Duration,
+}
+
+impl KubernetesRuntime {
+    pub fn new(client: kube::Client, settings: spec::Settings, start_timeout: Duration) -> KubernetesRuntime {
+        KubernetesRuntime {
+            pods: Api::namespaced(client.clone(), &settings.namespace),
+            secrets: Api::namespaced(client, &settings.namespace),
+            settings,
+            start_timeout,
+        }
+    }
+
+    fn layers(&self) -> String {
+        let mut layers = vec!["pod".to_string()];
+        if let Some(class) = &self.settings.runtime_class {
+            layers.push(format!("runtime class {class}"));
+        }
+        match (&self.settings.seccomp, self.settings.second_layer) {
+            (spec::Seccomp::Localhost(_), true) => layers.push("bubblewrap + seccomp inside".into()),
+            _ => layers.push("RuntimeDefault seccomp; missing: the second layer (bubblewrap inside the pod)".into()),
+        }
+        layers.join(", ")
+    }
+
+    /// Watches pod `name` until it is ready or cannot start, within the start timeout.
+    async fn wait_ready(&self, name: &str) -> Result<IpAddr, RuntimeError> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut events = watcher(self.pods.clone(), config).boxed();
+        let mut last: Option<String> = None;
+        let waited = tokio::time::timeout(self.start_timeout, async {
+            while let Some(event) = events.next().await {
+                let pod = match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+                    Ok(watcher::Event::Delete(_)) => {
+                        return Err(RuntimeError::Start(format!("pod {name} was deleted while it started")));
+                    }
+                    Ok(_) => continue,
+                    // The watcher retries by itself; say what failed if it never recovers.
+                    Err(e) => {
+                        last = Some(format!("watching the pod failed: {e}"));
+                        continue;
+                    }
+                };
+                match pod_state(&pod) {
+                    PodState::Ready(ip) => return Ok(ip),
+                    PodState::Waiting(why) => last = why.or(last.take()),
+                    PodState::Failed(why) => return Err(RuntimeError::Start(format!("pod {name}: {why}"))),
+                    PodState::OutOfMemory => {
+                        return Err(RuntimeError::Start(format!("pod {name} ran out of memory as it started")))
+                    }
+                }
+            }
+            Err(RuntimeError::Start(format!("the watch of pod {name} ended")))
+        })
+        .await;
+        match waited {
+            Ok(result) => result,
+            Err(_) => Err(RuntimeError::Start(format!(
+                "pod {name} was not ready within {} s{}",
+                self.start_timeout.as_secs(),
+                last.map(|why| format!(" ({why})")).unwrap_or_default()
+            ))),
+        }
+    }
+
+    async fn delete_pod(&self, name: &str) {
+        let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
+        match self.pods.delete(name, &now).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => tracing::warn!(pod = name, error = %e, "cannot delete the sandbox pod"),
+        }
+    }
+
+    async fn delete_secret(&self, name: &str) {
+        match self.secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => tracing::warn!(secret = name, error = %e, "cannot delete the sandbox's token"),
+        }
+    }
+
+    /// Creates the token and the pod of `spec`, and waits until its executor answers.
+    async fn start(&self, spec: &SandboxSpec, token: &str) -> Result<(String, ExecutorClient), RuntimeError> {
+        let owner =
+            spec::Owner { sandbox: spec.name.clone(), template: spec.template.clone(), tenant: spec.tenant.clone() };
+        let name = spec::object_name(&spec.name);
+        let secret = spec::token_secret(&self.settings, &owner, token, None);
+        self.secrets.create(&PostParams::default(), &secret).await.map_err(|e| refused("the sandbox's token", e))?;
+        let pod = spec::sandbox_pod(&self.settings, &owner, &spec.limits, spec.image.as_deref());
+        let created =
+            self.pods.create(&PostParams::default(), &pod).await.map_err(|e| refused("the sandbox pod", e))?;
+        // Owned by its pod, the token goes when the pod goes, whoever deletes it.
+        if let Some(uid) = created.metadata.uid.clone() {
+            let owned = serde_json::json!({"metadata": {"ownerReferences": [OwnerReference {
+                api_version: "v1".into(),
+                kind: "Pod".into(),
+                name: name.clone(),
+                uid,
+                controller: None,
+                block_owner_deletion: None,
+            }]}});
+            if let Err(e) = self.secrets.patch(&name, &PatchParams::default(), &Patch::Merge(&owned)).await {
+                tracing::warn!(secret = %name, error = %e, "cannot make the pod own its token; it is deleted with the pod by sandboxd");
+            }
+        }
+        let ip = self.wait_ready(&name).await?;
+        let addr = SocketAddr::new(ip, sandbox_protocol::EXECUTOR_PORT);
+        let client = ExecutorClient::connect(addr, token, Duration::from_secs(30)).await?;
+        Ok((name, client))
+    }
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn workspace_access(&self) -> WorkspaceAccess {
+        WorkspaceAccess::Executor
+    }
+
+    async fn readiness(&self) -> Readiness {
+        let namespace = &self.settings.namespace;
+        let probe = self.pods.list(&ListParams::default().limit(1)).await;
+        let (ready, message) = match probe {
+            Ok(_) => (true, String::new()),
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                (false, format!("sandboxd may not list pods in namespace {namespace} (RBAC): {}", status.message))
+            }
+            Err(kube::Error::Api(status)) => {
+                (false, format!("the Kubernetes API refused to list pods in {namespace}: {}", status.message))
+            }
+            Err(e) => (false, format!("the Kubernetes API cannot be reached: {e}")),
+        };
+        Readiness {
+            ready,
+            message,
+            runtime: "kubernetes",
+            detail: BTreeMap::from([("namespace".to_string(), namespace.clone())]),
+        }
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
+
+    async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
+        let token = new_token()?;
+        match self.start(&spec, &token).await {
+            Ok((pod, client)) => Ok(Box::new(KubernetesSandbox {
+                name: spec.name,
+                pod,
+                client,
+                pods: self.pods.clone(),
+                layers: self.layers(),
+                destroyed: AtomicBool::new(false),
+            })),
+            Err(e) => {
+                // Nothing of a failed start stays behind.
+                let name = spec::object_name(&spec.name);
+                self.delete_pod(&name).await;
+                self.delete_secret(&name).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn install_packages(&self, _req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        Err(RuntimeError::NotReady("package installs on the Kubernetes runtime are not built yet".into()))
+    }
+
+    async fn check_image(&self, _image: &str) -> Result<(), RuntimeError> {
+        // The cluster pulls it: whether it can shows when a pod starts (ErrImagePull).
+        Ok(())
+    }
+
+    async fn release_image(&self, _image: &str) {}
+}
+
+pub struct KubernetesSandbox {
+    name: String,
+    pod: String,
+    client: ExecutorClient,
+    pods: Api<Pod>,
+    layers: String,
+    destroyed: AtomicBool,
+}
+
+impl KubernetesSandbox {
+    /// Why the pod ended, once its status says so (it lags the lost connection by a moment on
+    /// a real cluster), or was deleted: watched for at most `within`.
+    async fn ended(&self, within: Duration) -> Option<PodState> {
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.pod));
+        let mut events = watcher(self.pods.clone(), config).boxed();
+        let watched = tokio::time::timeout(within, async {
+            let mut listed = false;
+            while let Some(event) = events.next().await {
+                let pod = match event {
+                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+                    Ok(watcher::Event::Delete(_)) => return Some(self.deleted()),
+                    // The first list did not have it: deleted before the watch began.
+                    Ok(watcher::Event::InitDone) if !listed => return Some(self.deleted()),
+                    _ => continue,
+                };
+                listed = true;
+                if let ended @ (PodState::Failed(_) | PodState::OutOfMemory) = pod_state(&pod) {
+                    return Some(ended);
+                }
+            }
+            None
+        });
+        watched.await.ok().flatten()
+    }
+
+    fn deleted(&self) -> PodState {
+        PodState::Failed(format!("pod {} was deleted from outside sandboxd", self.pod))
+    }
+}
+
+#[async_trait]
+impl Sandbox for KubernetesSandbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
+        let outcome = crate::measured::exec(&self.client, None, req, sink, String::new).await;
+        match outcome {
+            Ok(o) => Ok(o),
+            Err(e) => {
+                // The connection is gone: the pod's status says why (an OOM kill of the whole
+                // container, a deletion, an exit).
+                let why = match self.ended(Duration::from_secs(5)).await {
+                    Some(PodState::OutOfMemory) => Err(RuntimeError::SandboxDied(format!(
+                        "pod {} was killed: the sandbox hit its memory limit (OOMKilled)",
+                        self.pod
+                    ))),
+                    Some(PodState::Failed(why)) => Err(RuntimeError::SandboxDied(why)),
+                    _ => Err(e),
+                };
+                self.destroy().await;
+                why
+            }
+        }
+    }
+
+    async fn start_kernel(&self, env: BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        self.client.start_kernel(env).await
+    }
+
+    async fn interrupt(&self) -> Result<(), RuntimeError> {
+        self.client.interrupt().await
+    }
+
+    async fn restart_kernel(&self) -> Result<(), RuntimeError> {
+        self.client.restart_kernel().await
+    }
+
+    async fn file(
+        &self,
+        op: sandbox_protocol::files::FileOp,
+    ) -> Result<sandbox_protocol::files::FileResult, RuntimeError> {
+        self.client.file(op).await
+    }
+
+    fn isolation(&self) -> String {
+        self.layers.clone()
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.destroyed.load(Ordering::SeqCst) && self.client.is_alive()
+    }
+
+    async fn destroy(&self) {
+        if self.destroyed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
+        match self.pods.delete(&self.pod, &now).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => tracing::warn!(pod = %self.pod, error = %e, "cannot delete the sandbox pod"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodCondition, PodStatus,
+    };
+
+    use super::*;
+
+    fn pod(status: PodStatus) -> Pod {
+        Pod { status: Some(status), ..Default::default() }
+    }
+
+    fn container(state: ContainerState, ready: bool) -> Option<Vec<ContainerStatus>> {
+        Some(vec![ContainerStatus { name: "sandbox".into(), ready, state: Some(state), ..Default::default() }])
+    }
+
+    #[test]
+    fn a_running_ready_pod_is_ready_at_its_address() {
+        let running = ContainerState { running: Some(Default::default()), ..Default::default() };
+        let ready = pod(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.1.2.3".into()),
+            container_statuses: container(running.clone(), true),
+            ..Default::default()
+        });
+        assert_eq!(pod_state(&ready), PodState::Ready("10.1.2.3".parse().expect("ip")));
+        let not_yet = pod(PodStatus {
+            phase: Some("Running".into()),
+            pod_ip: Some("10.1.2.3".into()),
+            container_statuses: container(running, false),
+            ..Default::default()
+        });
+        assert_eq!(pod_state(&not_yet), PodState::Waiting(None));
+    }
+
+    #[test]
+    fn the_clusters_reasons_are_kept() {
+        let unschedulable = pod(PodStatus {
+            phase: Some("Pending".into()),
+            conditions: Some(vec![PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/3 nodes are available: 3 Insufficient memory.".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert_eq!(
+            pod_state(&unschedulable),
+            PodState::Waiting(Some("Unschedulable: 0/3 nodes are available: 3 Insufficient memory.".into()))
+        );
+        let pull = ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ImagePullBackOff".into()),
+                message: Some("Back-off pulling image \"nope:1\"".into()),
+            }),
+            ..Default::default()
+        };
+        let failed = pod(PodStatus {
+            phase: Some("Pending".into()),
+            container_statuses: container(pull, false),
+            ..Default::default()
+        });
+        assert_eq!(pod_state(&failed), PodState::Failed("ImagePullBackOff: Back-off pulling image \"nope:1\"".into()));
+        let creating = ContainerState {
+            waiting: Some(ContainerStateWaiting { reason: Some("ContainerCreating".into()), message: None }),
+            ..Default::default()
+        };
+        let waiting = pod(PodStatus {
+            phase: Some("Pending".into()),
+            container_statuses: container(creating, false),
+            ..Default::default()
+        });
+        assert_eq!(pod_state(&waiting), PodState::Waiting(Some("ContainerCreating".into())));
+    }
+
+    #[test]
+    fn an_oom_kill_is_told_apart_from_other_ends() {
+        let ended = |reason: &str, code: i32| ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                reason: Some(reason.into()),
+                exit_code: code,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let oom = pod(PodStatus {
+            phase: Some("Failed".into()),
+            container_statuses: container(ended("OOMKilled", 137), false),
+            ..Default::default()
+        });
+        assert_eq!(pod_state(&oom), PodState::OutOfMemory);
+        let error = pod(PodStatus {
+            phase: Some("Failed".into()),
+            container_statuses: container(ended("Error", 1), false),
+            ..Default::default()
+        });
+        assert_eq!(pod_state(&error), PodState::Failed("Error".into()));
+    }
+}

@@ -1,0 +1,190 @@
+//! The Kubernetes runtime against a fake API server (`sandbox_test_support::kubernetes`), which
+//! answers as the real one does and runs each pod as the real executor under bubblewrap: a
+//! sandbox starts, runs code in its kernel and goes with its token; and what goes wrong on a
+//! cluster is said in the cluster's words, within a bound, leaving nothing behind.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use sandbox_protocol::{ExecRequest, Language};
+use sandbox_runtime::kubernetes::spec::{self, Seccomp, Settings, WorkspaceVolume};
+use sandbox_runtime::kubernetes::KubernetesRuntime;
+use sandbox_runtime::{ResourceLimits, Runtime, RuntimeError, SandboxSpec};
+use sandbox_test_support::kubernetes::{Behaviour, FakeCluster};
+
+const NAMESPACE: &str = "sandboxes";
+
+fn settings() -> Settings {
+    Settings {
+        namespace: NAMESPACE.into(),
+        image: "registry.example/sandbox:1".into(),
+        user: (10001, 10001),
+        replica: "replica-a".into(),
+        tmp_size_bytes: 64 << 20,
+        ephemeral_storage_bytes: 1 << 30,
+        runtime_class: None,
+        node_selector: BTreeMap::new(),
+        tolerations: Vec::new(),
+        seccomp: Seccomp::RuntimeDefault,
+        second_layer: false,
+        workspace: WorkspaceVolume::Scratch { size_bytes: 1 << 30 },
+    }
+}
+
+async fn cluster(behaviour: Behaviour) -> anyhow::Result<(FakeCluster, KubernetesRuntime)> {
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, behaviour).await?;
+    let runtime = runtime_at(&fake.url, Duration::from_secs(4))?;
+    Ok((fake, runtime))
+}
+
+fn runtime_at(url: &str, start_timeout: Duration) -> anyhow::Result<KubernetesRuntime> {
+    let config = kube::Config::new(url.parse()?);
+    let client = kube::Client::try_from(config)?;
+    Ok(KubernetesRuntime::new(client, settings(), start_timeout))
+}
+
+fn sandbox_spec(name: &str, memory_bytes: u64, image: Option<&str>) -> SandboxSpec {
+    SandboxSpec {
+        name: name.into(),
+        workspace: name.into(),
+        limits: ResourceLimits { memory_bytes, pids: 128, cpus: 1.0 },
+        mounts: Vec::new(),
+        image: image.map(String::from),
+        template: Some("default".into()),
+        tenant: Some("acme".into()),
+    }
+}
+
+fn python(id: &str, code: &str) -> ExecRequest {
+    ExecRequest {
+        id: id.into(),
+        language: Language::Python,
+        code: code.into(),
+        stdin: None,
+        env: Default::default(),
+        timeout_ms: 30_000,
+        output_limit: 1 << 20,
+        outputs_limit: 1 << 20,
+        kernel: true,
+        context: None,
+        forget_context: false,
+        stream: false,
+    }
+}
+
+/// Waits until the fake holds no pod and no secret of the namespace.
+async fn nothing_left(fake: &FakeCluster) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(fake.pods(NAMESPACE).is_empty() && fake.secrets(NAMESPACE).is_empty()) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "left behind: pods {:?}, secrets {:?}",
+            fake.pods(NAMESPACE),
+            fake.secrets(NAMESPACE)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn start_error(result: Result<Box<dyn sandbox_runtime::Sandbox>, RuntimeError>) -> anyhow::Result<String> {
+    match result {
+        Err(RuntimeError::Start(why)) => Ok(why),
+        Err(other) => anyhow::bail!("expected a start error, got {other}"),
+        Ok(_) => anyhow::bail!("expected a start error, got a sandbox"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_pod_starts_runs_code_and_goes_with_its_token() -> anyhow::Result<()> {
+    let (fake, runtime) = cluster(Behaviour::default()).await?;
+    assert!(runtime.readiness().await.ready);
+    let sandbox = runtime.create(sandbox_spec("ses_01", 256 << 20, None)).await?;
+    let pod_name = spec::object_name("ses_01");
+    assert_eq!(fake.pods(NAMESPACE), vec![pod_name.clone()]);
+    let pod = fake.pod(NAMESPACE, &pod_name).expect("the pod");
+    assert_eq!(pod["metadata"]["labels"][spec::LABEL_TENANT], "acme");
+    let secret = fake.secrets(NAMESPACE);
+    assert_eq!(secret, vec![pod_name.clone()], "its token");
+
+    let set = sandbox.exec(python("e1", "x = 20"), None).await?;
+    assert_eq!(set.result.exit_code, Some(0), "{:?}", set.result);
+    let got = sandbox.exec(python("e2", "print(x * 2 + 2)"), None).await?;
+    assert_eq!(got.result.stdout, "42\n", "{:?}", got.result);
+    assert!(sandbox.isolation().contains("missing: the second layer"), "{}", sandbox.isolation());
+
+    sandbox.destroy().await;
+    nothing_left(&fake).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_the_cluster_cannot_pull_fails_the_start_with_its_reason() -> anyhow::Result<()> {
+    let behaviour = Behaviour { unpullable: vec!["acme/missing:1".into()], ..Default::default() };
+    let (fake, runtime) = cluster(behaviour).await?;
+    let started = Instant::now();
+    let why = start_error(runtime.create(sandbox_spec("ses_02", 256 << 20, Some("acme/missing:1"))).await)?;
+    assert!(why.contains("ErrImagePull") && why.contains("acme/missing:1"), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(4), "at once, not at the timeout: {:?}", started.elapsed());
+    nothing_left(&fake).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_no_node_has_room_for_fails_within_the_bound_saying_so() -> anyhow::Result<()> {
+    let behaviour = Behaviour { node_memory_bytes: 1 << 30, ..Default::default() };
+    let (fake, runtime) = cluster(behaviour).await?;
+    let why = start_error(runtime.create(sandbox_spec("ses_03", 4 << 30, None)).await)?;
+    assert!(why.contains("not ready within 4 s") && why.contains("Insufficient memory"), "{why}");
+    nothing_left(&fake).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_refusal_is_told_in_the_clusters_words() -> anyhow::Result<()> {
+    let behaviour = Behaviour { quota_memory_bytes: 1 << 30, ..Default::default() };
+    let (fake, runtime) = cluster(behaviour).await?;
+    let why = start_error(runtime.create(sandbox_spec("ses_04", 2 << 30, None)).await)?;
+    assert!(why.contains("exceeded quota") && why.contains("Forbidden"), "{why}");
+    nothing_left(&fake).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_rbac_and_an_unreachable_api_server_show_in_readiness() -> anyhow::Result<()> {
+    let (fake, runtime) = cluster(Behaviour { forbid_list: true, ..Default::default() }).await?;
+    let r = runtime.readiness().await;
+    assert!(!r.ready && r.message.contains("RBAC") && r.message.contains("cannot list resource"), "{r:?}");
+    drop(fake);
+    let gone = runtime_at("http://127.0.0.1:9", Duration::from_secs(1))?.readiness().await;
+    assert!(!gone.ready && gone.message.contains("cannot be reached"), "{gone:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_and_a_pod_deleted_from_outside_end_the_sandbox_saying_why() -> anyhow::Result<()> {
+    let (fake, runtime) = cluster(Behaviour::default()).await?;
+    let sandbox = runtime.create(sandbox_spec("ses_05", 256 << 20, None)).await?;
+    let pod = spec::object_name("ses_05");
+    let (f, p) = (&fake, pod.clone());
+    let running = sandbox.exec(python("e1", "import time; time.sleep(30)"), None);
+    let kill = async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        f.oom_kill(NAMESPACE, &p);
+    };
+    let (outcome, ()) = tokio::join!(running, kill);
+    match outcome {
+        Err(RuntimeError::SandboxDied(why)) => assert!(why.contains("OOMKilled"), "{why}"),
+        other => anyhow::bail!("an OOM-killed pod: {:?}", other.map(|o| o.result)),
+    }
+    assert!(!sandbox.is_alive());
+    nothing_left(&fake).await?;
+
+    let sandbox = runtime.create(sandbox_spec("ses_06", 256 << 20, None)).await?;
+    let outside = reqwest::Client::new()
+        .delete(format!("{}/api/v1/namespaces/{NAMESPACE}/pods/{}", fake.url, spec::object_name("ses_06")))
+        .send()
+        .await?;
+    assert!(outside.status().is_success());
+    match sandbox.exec(python("e2", "print(1)"), None).await {
+        Err(RuntimeError::SandboxDied(why)) => assert!(why.contains("deleted"), "{why}"),
+        other => anyhow::bail!("a pod deleted from outside: {:?}", other.map(|o| o.result)),
+    }
+    nothing_left(&fake).await
+}

@@ -1,0 +1,644 @@
+//! A fake Kubernetes API server: the subset the Kubernetes runtime uses, answering as the real
+//! one answers (objects, lists, watches as JSON lines, `Status` errors), over real HTTP that
+//! kube's own client speaks to. No API server can run on these machines; this one stands in
+//! for it alone. Its pods are real: each runs the real executor under bubblewrap, in a PID
+//! namespace of its own, listening at an address of its own on loopback (`127.x.y.z`, the
+//! pod's "IP"), with its own workspace. What the API server and kubelet would say of a pod
+//! that cannot start, the fake says the same way:
+//!
+//! - an image it is told it cannot pull: `ErrImagePull`, then `ImagePullBackOff`;
+//! - more memory than its one node has: `PodScheduled=False`, `Unschedulable`;
+//! - a token Secret that does not exist: `CreateContainerConfigError`;
+//! - a pod that is not "restricted" (Pod Security's profile): 403 at admission;
+//! - a memory request past the namespace's quota: 403 at admission;
+//! - listing pods without the right: 403 (RBAC);
+//! - an OOM kill ([`FakeCluster::oom_kill`]): the container `OOMKilled`, the pod `Failed`.
+//!
+//! Deleting a pod kills its executor and deletes the Secrets it owns, as the garbage
+//! collector does.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+/// What the fake cluster refuses or cannot do, as a test sets it.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// Images no node can pull.
+    pub unpullable: Vec<String>,
+    /// Memory of the one node (pods asking more are unschedulable); 0: no limit.
+    pub node_memory_bytes: u64,
+    /// The namespace's memory quota (a pod whose request passes it is refused); 0: none.
+    pub quota_memory_bytes: u64,
+    /// RBAC: listing pods is forbidden.
+    pub forbid_list: bool,
+}
+
+struct PodEntry {
+    object: Value,
+    process: Option<tokio::process::Child>,
+    oom: Arc<AtomicBool>,
+    _workspace: Option<tempfile::TempDir>,
+}
+
+struct Inner {
+    version: u64,
+    pods: BTreeMap<(String, String), PodEntry>,
+    secrets: BTreeMap<(String, String), Value>,
+    /// Every pod event, for watches that start from an older version.
+    history: Vec<(u64, String, Value)>,
+}
+
+#[derive(Clone)]
+struct Cluster {
+    inner: Arc<Mutex<Inner>>,
+    events: broadcast::Sender<(u64, String, Value)>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    executor: PathBuf,
+    uids: Arc<AtomicU64>,
+}
+
+pub struct FakeCluster {
+    pub url: String,
+    cluster: Cluster,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        self.server.abort();
+        let mut inner = self.cluster.lock();
+        for entry in inner.pods.values_mut() {
+            if let Some(p) = entry.process.as_mut() {
+                let _ = p.start_kill();
+            }
+        }
+    }
+}
+
+impl FakeCluster {
+    /// Starts the fake on a free loopback port; its pods run `executor`.
+    pub async fn start(executor: PathBuf, behaviour: Behaviour) -> anyhow::Result<FakeCluster> {
+        let (events, _) = broadcast::channel(1024);
+        let cluster = Cluster {
+            inner: Arc::new(Mutex::new(Inner {
+                version: 1,
+                pods: BTreeMap::new(),
+                secrets: BTreeMap::new(),
+                history: Vec::new(),
+            })),
+            events,
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            executor,
+            uids: Arc::new(AtomicU64::new(1)),
+        };
+        let app = Router::new()
+            .route("/api/v1/namespaces/{ns}/pods", get(list_pods).post(create_pod))
+            .route("/api/v1/namespaces/{ns}/pods/{name}", get(get_pod).delete(delete_pod))
+            .route("/api/v1/namespaces/{ns}/secrets", axum::routing::post(create_secret))
+            .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret).patch(patch_secret).delete(delete_secret))
+            .with_state(cluster.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(FakeCluster { url, cluster, server })
+    }
+
+    /// Changes what the cluster refuses from now on.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.cluster.behaviour.lock().unwrap_or_else(|p| p.into_inner()) = behaviour;
+    }
+
+    /// The names of the pods in `namespace`.
+    pub fn pods(&self, namespace: &str) -> Vec<String> {
+        self.cluster.lock().pods.keys().filter(|(ns, _)| ns == namespace).map(|(_, n)| n.clone()).collect()
+    }
+
+    /// The names of the Secrets in `namespace`.
+    pub fn secrets(&self, namespace: &str) -> Vec<String> {
+        self.cluster.lock().secrets.keys().filter(|(ns, _)| ns == namespace).map(|(_, n)| n.clone()).collect()
+    }
+
+    /// Pod `name` as the API server has it.
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<Value> {
+        self.cluster.lock().pods.get(&(namespace.to_string(), name.to_string())).map(|e| e.object.clone())
+    }
+
+    /// Kills pod `name`'s container as the kernel's OOM killer would, and reports it so.
+    pub fn oom_kill(&self, namespace: &str, name: &str) {
+        let mut inner = self.cluster.lock();
+        if let Some(entry) = inner.pods.get_mut(&(namespace.to_string(), name.to_string())) {
+            entry.oom.store(true, Ordering::SeqCst);
+            if let Some(p) = entry.process.as_mut() {
+                let _ = p.start_kill();
+            }
+        }
+    }
+}
+
+impl Cluster {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn behaviour(&self) -> Behaviour {
+        self.behaviour.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records a change of pod `key` (its object set or removed) and tells the watches.
+    fn pod_event(&self, inner: &mut Inner, kind: &str, ns: &str, object: &mut Value) {
+        inner.version += 1;
+        object["metadata"]["resourceVersion"] = json!(inner.version.to_string());
+        let event = json!({"type": kind, "object": object.clone()});
+        inner.history.push((inner.version, ns.to_string(), event.clone()));
+        let _ = self.events.send((inner.version, ns.to_string(), event));
+    }
+
+    /// Sets pod `name`'s status by `change`, if the pod still exists.
+    fn update_status(&self, ns: &str, name: &str, change: impl FnOnce(&mut Value)) {
+        let mut inner = self.lock();
+        let key = (ns.to_string(), name.to_string());
+        let Some(mut object) = inner.pods.get(&key).map(|e| e.object.clone()) else { return };
+        change(&mut object["status"]);
+        self.pod_event(&mut inner, "MODIFIED", ns, &mut object);
+        if let Some(entry) = inner.pods.get_mut(&key) {
+            entry.object = object;
+        }
+    }
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    (code, Json(body)).into_response()
+}
+
+fn not_found(kind: &str, name: &str) -> Response {
+    status(StatusCode::NOT_FOUND, "NotFound", format!("{kind} \"{name}\" not found"))
+}
+
+/// `k=v,k2=v2` (equality only, as the runtime sends).
+fn matches(selector: Option<&String>, values: &Value) -> bool {
+    selector.is_none_or(|s| {
+        s.split(',').filter(|p| !p.is_empty()).all(|pair| match pair.split_once('=') {
+            Some((k, v)) => values.get(k).and_then(Value::as_str) == Some(v),
+            None => false,
+        })
+    })
+}
+
+fn selected(q: &BTreeMap<String, String>, pod: &Value) -> bool {
+    let name = json!({"metadata.name": pod["metadata"]["name"]});
+    matches(q.get("labelSelector"), &pod["metadata"]["labels"]) && matches(q.get("fieldSelector"), &name)
+}
+
+async fn list_pods(
+    State(c): State<Cluster>,
+    Path(ns): Path<String>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Response {
+    if c.behaviour().forbid_list {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("pods is forbidden: User \"system:serviceaccount:platform:sandboxd\" cannot list resource \"pods\" in API group \"\" in the namespace \"{ns}\""),
+        );
+    }
+    let watching = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+    if !watching {
+        let inner = c.lock();
+        let items: Vec<Value> = inner
+            .pods
+            .iter()
+            .filter(|((n, _), e)| *n == ns && selected(&q, &e.object))
+            .map(|(_, e)| e.object.clone())
+            .collect();
+        let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": inner.version.to_string()}, "items": items});
+        return Json(list).into_response();
+    }
+    // A watch: the events after the version given, then each as it happens, a JSON line each.
+    let since: u64 = q.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let (backlog, mut live) = {
+        let inner = c.lock();
+        let backlog: Vec<(u64, String, Value)> = inner.history.iter().filter(|(v, _, _)| *v > since).cloned().collect();
+        (backlog, c.events.subscribe())
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        let mut last = since;
+        let keep = |ev_ns: &str, event: &Value| ev_ns == ns && selected(&q, &event["object"]);
+        for (v, ev_ns, event) in backlog {
+            last = v;
+            if keep(&ev_ns, &event) && tx.send(Ok(line(&event))).await.is_err() {
+                return;
+            }
+        }
+        while let Ok((v, ev_ns, event)) = live.recv().await {
+            if v <= last {
+                continue;
+            }
+            last = v;
+            if keep(&ev_ns, &event) && tx.send(Ok(line(&event))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = Body::from_stream(tokio_stream_from(rx));
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn line(event: &Value) -> bytes::Bytes {
+    let mut text = event.to_string();
+    text.push('\n');
+    bytes::Bytes::from(text)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn get_pod(State(c): State<Cluster>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match c.lock().pods.get(&(ns, name.clone())) {
+        Some(e) => Json(e.object.clone()).into_response(),
+        None => not_found("pods", &name),
+    }
+}
+
+/// Pod Security's "restricted" profile, the parts a sandbox pod must meet.
+fn restricted_violations(pod: &Value) -> Vec<String> {
+    let mut why = Vec::new();
+    let spec = &pod["spec"];
+    let pod_non_root = spec["securityContext"]["runAsNonRoot"] == json!(true);
+    let pod_seccomp = spec["securityContext"]["seccompProfile"]["type"].as_str();
+    for c in spec["containers"].as_array().into_iter().flatten() {
+        let sc = &c["securityContext"];
+        let name = c["name"].as_str().unwrap_or_default();
+        if sc["allowPrivilegeEscalation"] != json!(false) {
+            why.push(format!("allowPrivilegeEscalation != false (container \"{name}\" must set securityContext.allowPrivilegeEscalation=false)"));
+        }
+        let drops_all = sc["capabilities"]["drop"].as_array().is_some_and(|d| d.contains(&json!("ALL")));
+        if !drops_all {
+            why.push(format!(
+                "unrestricted capabilities (container \"{name}\" must set securityContext.capabilities.drop=[\"ALL\"])"
+            ));
+        }
+        if !pod_non_root && sc["runAsNonRoot"] != json!(true) {
+            why.push(format!("runAsNonRoot != true (container \"{name}\" must set securityContext.runAsNonRoot=true)"));
+        }
+        let seccomp = sc["seccompProfile"]["type"].as_str().or(pod_seccomp);
+        if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+            why.push("seccompProfile (pod or containers must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")".into());
+        }
+    }
+    if spec["hostNetwork"] == json!(true) || spec["hostPID"] == json!(true) || spec["hostIPC"] == json!(true) {
+        why.push("host namespaces".into());
+    }
+    why
+}
+
+/// Bytes of a quantity as the runtime writes them (plain integers).
+fn quantity_bytes(q: &Value) -> u64 {
+    q.as_str().and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+async fn create_pod(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut pod): Json<Value>) -> Response {
+    let Some(name) = pod["metadata"]["name"].as_str().map(String::from) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "Pod \"\" is invalid: metadata.name: Required value".into(),
+        );
+    };
+    let violations = restricted_violations(&pod);
+    if !violations.is_empty() {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "pods \"{name}\" is forbidden: violates PodSecurity \"restricted:latest\": {}",
+                violations.join(", ")
+            ),
+        );
+    }
+    let behaviour = c.behaviour();
+    let memory = quantity_bytes(&pod["spec"]["containers"][0]["resources"]["requests"]["memory"]);
+    if behaviour.quota_memory_bytes > 0 && memory > behaviour.quota_memory_bytes {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "pods \"{name}\" is forbidden: exceeded quota: sandboxes, requested: requests.memory={memory}, used: requests.memory=0, limited: requests.memory={}",
+                behaviour.quota_memory_bytes
+            ),
+        );
+    }
+    let mut inner = c.lock();
+    let key = (ns.clone(), name.clone());
+    if inner.pods.contains_key(&key) {
+        return status(StatusCode::CONFLICT, "AlreadyExists", format!("pods \"{name}\" already exists"));
+    }
+    let uid = format!("00000000-0000-4000-8000-{:012}", c.uids.fetch_add(1, Ordering::SeqCst));
+    pod["metadata"]["uid"] = json!(uid);
+    pod["metadata"]["namespace"] = json!(ns);
+    pod["metadata"]["creationTimestamp"] = json!("2026-12-07T00:00:00Z");
+    pod["status"] = json!({"phase": "Pending", "qosClass": "Guaranteed"});
+    c.pod_event(&mut inner, "ADDED", &ns, &mut pod);
+    let oom = Arc::new(AtomicBool::new(false));
+    inner.pods.insert(key, PodEntry { object: pod.clone(), process: None, oom: Arc::clone(&oom), _workspace: None });
+    drop(inner);
+    let ip = pod_ip();
+    tokio::spawn(kubelet(c.clone(), ns, name, ip, behaviour, memory, oom));
+    (StatusCode::CREATED, Json(pod)).into_response()
+}
+
+/// A loopback address no other pod has, in this process or another test process (each test
+/// may run in a process of its own): the pod's number in the second octet, the process id in
+/// the other two.
+fn pod_ip() -> String {
+    static PODS: AtomicU64 = AtomicU64::new(0);
+    let n = PODS.fetch_add(1, Ordering::SeqCst) % 150;
+    let pid = std::process::id();
+    format!("127.{}.{}.{}", 100 + n, (pid >> 8) & 0xff, pid & 0xff)
+}
+
+/// What the scheduler and kubelet do with a new pod: place it, pull its image, start its
+/// container (the executor at the pod's address), and report its end.
+async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour, memory: u64, oom: Arc<AtomicBool>) {
+    let Some(pod) = c.lock().pods.get(&(ns.clone(), name.clone())).map(|e| e.object.clone()) else { return };
+    if b.node_memory_bytes > 0 && memory > b.node_memory_bytes {
+        c.update_status(&ns, &name, |s| {
+            s["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient memory. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."}]);
+        });
+        return;
+    }
+    c.update_status(&ns, &name, |s| {
+        s["conditions"] = json!([{"type": "PodScheduled", "status": "True"}]);
+        s["hostIP"] = json!("127.0.0.1");
+        s["containerStatuses"] = json!([{"name": "sandbox", "ready": false, "restartCount": 0, "image": "", "imageID": "",
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]);
+    });
+    let container = &pod["spec"]["containers"][0];
+    let image = container["image"].as_str().unwrap_or_default().to_string();
+    if b.unpullable.contains(&image) {
+        let message = format!("failed to pull and unpack image \"{image}\": failed to resolve reference: not found");
+        for reason in ["ErrImagePull", "ImagePullBackOff"] {
+            let message = message.clone();
+            c.update_status(&ns, &name, |s| {
+                s["containerStatuses"][0]["state"] = json!({"waiting": {"reason": reason, "message": message}});
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        return;
+    }
+    // The environment, with secret references resolved as the kubelet does (it retries while
+    // a Secret is missing, then reports it).
+    let mut env = BTreeMap::new();
+    for var in container["env"].as_array().into_iter().flatten() {
+        let key = var["name"].as_str().unwrap_or_default().to_string();
+        if let Some(v) = var["value"].as_str() {
+            env.insert(key, v.to_string());
+            continue;
+        }
+        let reference = &var["valueFrom"]["secretKeyRef"];
+        let (secret, field) =
+            (reference["name"].as_str().unwrap_or_default(), reference["key"].as_str().unwrap_or_default());
+        let mut value = None;
+        for _ in 0..20 {
+            value = c
+                .lock()
+                .secrets
+                .get(&(ns.clone(), secret.to_string()))
+                .and_then(|s| s["data"][field].as_str().map(String::from));
+            if value.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match value.and_then(|v| base64_decode(&v)) {
+            Some(v) => {
+                env.insert(key, v);
+            }
+            None => {
+                let message = format!("secret \"{secret}\" not found");
+                c.update_status(&ns, &name, |s| {
+                    s["containerStatuses"][0]["state"] =
+                        json!({"waiting": {"reason": "CreateContainerConfigError", "message": message}});
+                });
+                return;
+            }
+        }
+    }
+    // The pod's own address: `0.0.0.0` in a pod's network namespace is the pod's IP.
+    env.insert(sandbox_protocol::LISTEN_ENV.into(), format!("{ip}:{}", sandbox_protocol::EXECUTOR_PORT));
+    let Ok(workspace) = tempfile::tempdir() else { return };
+    let bin_dir = c.executor.parent().map(PathBuf::from).unwrap_or_default();
+    let child = tokio::process::Command::new("bwrap")
+        .args(["--unshare-pid", "--as-pid-1", "--die-with-parent", "--tmpfs", "/", "--ro-bind", "/usr", "/usr"])
+        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+        .args(["--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"])
+        .arg(workspace.path())
+        .arg("/workspace")
+        .arg("--ro-bind")
+        .arg(&bin_dir)
+        .arg(&bin_dir)
+        .arg("--")
+        .arg(&c.executor)
+        .env_clear()
+        .envs(env)
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(child) = child else { return };
+    {
+        let mut inner = c.lock();
+        match inner.pods.get_mut(&(ns.clone(), name.clone())) {
+            Some(entry) => {
+                entry.process = Some(child);
+                entry._workspace = Some(workspace);
+            }
+            None => return, // deleted meanwhile: the child is dropped, and killed
+        }
+    }
+    // Ready once the executor listens.
+    let addr = format!("{ip}:{}", sandbox_protocol::EXECUTOR_PORT);
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    c.update_status(&ns, &name, |s| {
+        s["phase"] = json!("Running");
+        s["podIP"] = json!(ip);
+        s["podIPs"] = json!([{"ip": ip}]);
+        s["conditions"] = json!([{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"},
+            {"type": "ContainersReady", "status": "True"}]);
+        s["containerStatuses"][0]["ready"] = json!(true);
+        s["containerStatuses"][0]["started"] = json!(true);
+        s["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2026-12-07T00:00:01Z"}});
+    });
+    // Its end, as the kubelet reports it.
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let exited = {
+            let mut inner = c.lock();
+            let Some(entry) = inner.pods.get_mut(&(ns.clone(), name.clone())) else { return };
+            match entry.process.as_mut().map(|p| p.try_wait()) {
+                Some(Ok(Some(exit))) => Some(exit),
+                Some(Ok(None)) => None,
+                _ => return,
+            }
+        };
+        let Some(exit) = exited else { continue };
+        let killed_for_memory = oom.load(Ordering::SeqCst);
+        let code = exit.code().unwrap_or(137);
+        let (phase, reason) = match (killed_for_memory, code) {
+            (true, _) => ("Failed", "OOMKilled"),
+            (false, 0) => ("Succeeded", "Completed"),
+            (false, _) => ("Failed", "Error"),
+        };
+        let code = if killed_for_memory { 137 } else { code };
+        c.update_status(&ns, &name, |s| {
+            s["phase"] = json!(phase);
+            s["containerStatuses"][0]["ready"] = json!(false);
+            s["containerStatuses"][0]["state"] = json!({"terminated": {"reason": reason, "exitCode": code}});
+        });
+        return;
+    }
+}
+
+fn base64_decode(text: &str) -> Option<String> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for b in text.bytes().filter(|b| *b != b'=') {
+        let v = ALPHABET.iter().position(|a| *a == b)? as u32;
+        bits = (bits << 6) | v;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn delete_pod(State(c): State<Cluster>, Path((ns, name)): Path<(String, String)>) -> Response {
+    let mut inner = c.lock();
+    let Some(mut entry) = inner.pods.remove(&(ns.clone(), name.clone())) else { return not_found("pods", &name) };
+    if let Some(p) = entry.process.as_mut() {
+        let _ = p.start_kill();
+    }
+    let mut object = entry.object.clone();
+    c.pod_event(&mut inner, "DELETED", &ns, &mut object);
+    // The garbage collector: what the pod owned goes with it.
+    let uid = object["metadata"]["uid"].clone();
+    inner.secrets.retain(|(s_ns, _), secret| {
+        let owned =
+            secret["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
+        !(*s_ns == ns && owned)
+    });
+    Json(object).into_response()
+}
+
+async fn create_secret(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut secret): Json<Value>) -> Response {
+    let Some(name) = secret["metadata"]["name"].as_str().map(String::from) else {
+        return status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            "Secret \"\" is invalid: metadata.name: Required value".into(),
+        );
+    };
+    let mut inner = c.lock();
+    let key = (ns.clone(), name.clone());
+    if inner.secrets.contains_key(&key) {
+        return status(StatusCode::CONFLICT, "AlreadyExists", format!("secrets \"{name}\" already exists"));
+    }
+    inner.version += 1;
+    secret["metadata"]["uid"] = json!(format!("secret-{}", c.uids.fetch_add(1, Ordering::SeqCst)));
+    secret["metadata"]["namespace"] = json!(ns);
+    secret["metadata"]["resourceVersion"] = json!(inner.version.to_string());
+    inner.secrets.insert(key, secret.clone());
+    (StatusCode::CREATED, Json(secret)).into_response()
+}
+
+async fn get_secret(State(c): State<Cluster>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match c.lock().secrets.get(&(ns, name.clone())) {
+        Some(s) => Json(s.clone()).into_response(),
+        None => not_found("secrets", &name),
+    }
+}
+
+/// A JSON merge patch (RFC 7386), which is what the runtime sends.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(fields) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            for (k, v) in fields {
+                if v.is_null() {
+                    if let Some(map) = target.as_object_mut() {
+                        map.remove(k);
+                    }
+                } else {
+                    merge(&mut target[k], v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// The body of a patch: kube sends it as `application/merge-patch+json`, which axum's `Json`
+/// refuses.
+async fn patch_secret(
+    State(c): State<Cluster>,
+    Path((ns, name)): Path<(String, String)>,
+    body: bytes::Bytes,
+) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the patch is not JSON".into());
+    };
+    let mut inner = c.lock();
+    inner.version += 1;
+    let version = inner.version;
+    match inner.secrets.get_mut(&(ns, name.clone())) {
+        Some(secret) => {
+            merge(secret, &patch);
+            secret["metadata"]["resourceVersion"] = json!(version.to_string());
+            Json(secret.clone()).into_response()
+        }
+        None => not_found("secrets", &name),
+    }
+}
+
+async fn delete_secret(State(c): State<Cluster>, Path((ns, name)): Path<(String, String)>) -> Response {
+    match c.lock().secrets.remove(&(ns, name.clone())) {
+        Some(s) => Json(s).into_response(),
+        None => not_found("secrets", &name),
+    }
+}
