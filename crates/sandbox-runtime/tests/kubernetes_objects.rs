@@ -57,3 +57,24 @@ fn every_object_validates_against_the_schemas_of_the_versions_supported() -> any
     args.extend(VERSIONS);
     sandbox_test_support::run_check_script("tests/kubernetes/validate.py", &args, &[])
 }
+
+/// The Helm chart (`deploy/helm/sandbox-platform`) lints and renders offline with Helm's own
+/// engine, validates for the same versions, and ships the runtime's NetworkPolicy and the
+/// Docker runtime's seccomp profile (`tests/kubernetes/chart.py`).
+#[test]
+fn the_chart_lints_renders_validates_and_matches_the_runtime() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let policy = tempfile::NamedTempFile::new()?;
+    // The chart's release namespace in the check is "platform".
+    serde_json::to_writer(&policy, &spec::sandbox_network_policy("sandboxes", "platform"))?;
+    let chart = root.join("deploy/helm/sandbox-platform");
+    let seccomp = root.join("crates/sandbox-runtime/src/docker/seccomp.json");
+    let (chart, policy, seccomp) = (
+        chart.to_string_lossy().into_owned(),
+        policy.path().to_string_lossy().into_owned(),
+        seccomp.to_string_lossy().into_owned(),
+    );
+    let mut args = vec![chart.as_str(), policy.as_str(), seccomp.as_str()];
+    args.extend(VERSIONS);
+    sandbox_test_support::run_check_script("tests/kubernetes/chart.py", &args, &[])
+}
