@@ -142,6 +142,8 @@ pub struct Config {
     pub local: LocalSection,
     /// The Docker runtime (`--runtime docker`).
     pub docker: DockerSection,
+    /// The Kubernetes runtime (`--runtime kubernetes`).
+    pub kubernetes: KubernetesSection,
     /// What each tenant may hold at once.
     pub tenant: TenantLimits,
 }
@@ -199,6 +201,7 @@ impl Default for Config {
             outbound_allow: Vec::new(),
             local: LocalSection::default(),
             docker: DockerSection::default(),
+            kubernetes: KubernetesSection::default(),
             tenant: TenantLimits::default(),
         }
     }
@@ -294,6 +297,60 @@ impl Default for DockerSection {
     }
 }
 
+/// Settings of the Kubernetes runtime (`--runtime kubernetes`): each sandbox a Pod in
+/// `namespace`, reached over the pod network. The cluster is found as kubectl finds it
+/// (`KUBECONFIG`, `~/.kube/config`, or the pod's service account in a cluster).
+#[derive(Debug, Clone)]
+pub struct KubernetesSection {
+    /// The namespace of sandbox pods (`--kubernetes-namespace`).
+    pub namespace: String,
+    /// The image of sandboxes without a template image of their own (`--kubernetes-image`).
+    pub image: String,
+    /// The uid and gid code runs as (`--kubernetes-user uid:gid`; the sandbox image's user).
+    pub user: (u32, u32),
+    /// The second layer (bubblewrap and `seccomp_profile` inside each pod): needs user
+    /// namespaces for pods on the cluster (`--kubernetes-second-layer on|off`).
+    pub second_layer: bool,
+    /// A `Localhost` seccomp profile on every node, relative to the kubelet's seccomp
+    /// directory (`--kubernetes-seccomp-profile`); none: `RuntimeDefault`.
+    pub seccomp_profile: Option<String>,
+    /// A RuntimeClass for sandbox pods (gVisor, Kata) (`--kubernetes-runtime-class`).
+    pub runtime_class: Option<String>,
+    /// Node labels sandbox pods must land on, as a JSON object (`--kubernetes-node-selector`).
+    pub node_selector: Option<String>,
+    /// Tolerations of sandbox pods, as the API's JSON list (`--kubernetes-tolerations`).
+    pub tolerations: Option<String>,
+    /// A ReadWriteMany claim holding every workspace, one directory each
+    /// (`--kubernetes-workspace-claim`); none: an `emptyDir` per pod.
+    pub workspace_claim: Option<String>,
+    /// Size of a pod's `emptyDir` workspace, MiB (`--kubernetes-workspace-mb`).
+    pub workspace_mb: u64,
+    /// Size of a pod's `/tmp`, MiB (`--kubernetes-tmp-mb`).
+    pub tmp_mb: u64,
+    /// How long a pod may take to be ready before its start fails with the cluster's reason
+    /// (`--kubernetes-start-timeout-s`).
+    pub start_timeout_s: f64,
+}
+
+impl Default for KubernetesSection {
+    fn default() -> Self {
+        KubernetesSection {
+            namespace: "sandboxes".to_string(),
+            image: "sandbox-platform/sandbox:latest".to_string(),
+            user: (1000, 1000),
+            second_layer: false,
+            seccomp_profile: None,
+            runtime_class: None,
+            node_selector: None,
+            tolerations: None,
+            workspace_claim: None,
+            workspace_mb: 1024,
+            tmp_mb: 256,
+            start_timeout_s: 120.0,
+        }
+    }
+}
+
 /// See `--file-access`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileAccess {
@@ -306,6 +363,7 @@ pub enum FileAccess {
 pub enum RuntimeKind {
     Local,
     Docker,
+    Kubernetes,
 }
 
 fn default_concurrent_starts() -> usize {
@@ -346,7 +404,8 @@ impl std::str::FromStr for RuntimeKind {
         match s {
             "local" => Ok(RuntimeKind::Local),
             "docker" => Ok(RuntimeKind::Docker),
-            other => Err(format!("{other:?}: expected local, docker")),
+            "kubernetes" => Ok(RuntimeKind::Kubernetes),
+            other => Err(format!("{other:?}: expected local, docker, kubernetes")),
         }
     }
 }
@@ -356,6 +415,7 @@ impl std::fmt::Display for RuntimeKind {
         f.write_str(match self {
             RuntimeKind::Local => "local",
             RuntimeKind::Docker => "docker",
+            RuntimeKind::Kubernetes => "kubernetes",
         })
     }
 }

@@ -295,7 +295,7 @@ impl Service {
             tracing::warn!("{}", replicas::LOCAL_STORAGE_ON_SHARED_DATABASE);
         }
         let system = system_dir::SystemDir::open(&config)?;
-        let runtime = runtimes::build(&config, &system, &me.id);
+        let runtime = runtimes::build(&config, &system, &me.id).await;
         let secrets = access::auth::Secrets::shared(&store, &config.data_dir)
             .await
             .map_err(|e| SetupError::Config(format!("cannot read the replicas' secrets: {e}")))?;

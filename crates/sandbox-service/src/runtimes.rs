@@ -14,10 +14,51 @@ use crate::files::system_dir::SystemDir;
 
 /// The runtime `config` names, for replica `replica`. Never fails: what is wrong is reported
 /// by its readiness.
-pub fn build(config: &Config, system: &SystemDir, replica: &str) -> Arc<dyn Runtime> {
+pub async fn build(config: &Config, system: &SystemDir, replica: &str) -> Arc<dyn Runtime> {
     match config.runtime {
         RuntimeKind::Local => Arc::new(local(config, &config.local, system)),
         RuntimeKind::Docker => Arc::new(docker(config, system, replica)),
+        RuntimeKind::Kubernetes => kubernetes(config, replica).await,
+    }
+}
+
+/// The Kubernetes runtime on the cluster found as kubectl finds it (`KUBECONFIG`, the user's
+/// kubeconfig, or the pod's service account); a runtime that says why not when there is none.
+async fn kubernetes(config: &Config, replica: &str) -> Arc<dyn Runtime> {
+    use sandbox_runtime::kubernetes::{spec, KubernetesRuntime, Unavailable};
+    let k = &config.kubernetes;
+    let settings = (|| -> Result<spec::Settings, String> {
+        let workspace = match &k.workspace_claim {
+            Some(claim) => spec::WorkspaceVolume::Claim { claim: claim.clone() },
+            None => spec::WorkspaceVolume::Scratch { size_bytes: k.workspace_mb << 20 },
+        };
+        let scratch = if k.workspace_claim.is_some() { 0 } else { k.workspace_mb };
+        Ok(spec::Settings {
+            namespace: k.namespace.clone(),
+            image: k.image.clone(),
+            user: k.user,
+            replica: replica.to_string(),
+            tmp_size_bytes: k.tmp_mb << 20,
+            // The workspace and /tmp on the node's disk, and room for the container's logs.
+            ephemeral_storage_bytes: (scratch + k.tmp_mb + 256) << 20,
+            runtime_class: k.runtime_class.clone(),
+            node_selector: spec::parse_node_selector(k.node_selector.as_deref())?,
+            tolerations: spec::parse_tolerations(k.tolerations.as_deref())?,
+            seccomp: match &k.seccomp_profile {
+                Some(path) => spec::Seccomp::Localhost(path.clone()),
+                None => spec::Seccomp::RuntimeDefault,
+            },
+            second_layer: k.second_layer,
+            workspace,
+        })
+    })();
+    let settings = match settings {
+        Ok(s) => s,
+        Err(why) => return Arc::new(Unavailable(why)),
+    };
+    match KubernetesRuntime::from_environment(settings, Duration::from_secs_f64(k.start_timeout_s)).await {
+        Ok(runtime) => Arc::new(runtime),
+        Err(why) => Arc::new(Unavailable(why)),
     }
 }
 

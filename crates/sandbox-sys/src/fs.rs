@@ -203,13 +203,29 @@ pub fn used_bytes(fd: impl AsFd) -> io::Result<u64> {
     Ok(st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize))
 }
 
-/// Whether directory `dir` is the root of a mount (a filesystem of its own, or a bind of one).
-/// Kernels before 5.8 do not say; then it is not.
-pub fn is_mount_root(dir: BorrowedFd<'_>) -> io::Result<bool> {
+/// Whether directory `dir` is the root of a whole filesystem as mounted here: a mount root
+/// (`STATX_ATTR_MOUNT_ROOT`; kernels before 5.8 do not say, and then it is not) whose mount shows the filesystem from its own root. A bind of a
+/// subdirectory of a larger filesystem (an `emptyDir` of a pod, a plain workspace directory
+/// bound into a sandbox) is a mount root too, but its filesystem's counts are the disk's, not
+/// its own. Read from `/proc/self/mountinfo` by the mount's id; unknown: not.
+pub fn is_filesystem_root(dir: BorrowedFd<'_>) -> io::Result<bool> {
     use rustix::fs::{StatxAttributes, StatxFlags};
-    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)?;
-    Ok(st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
-        && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
+    let st = rustix::fs::statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS | StatxFlags::MNT_ID)?;
+    let mount_root = st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+        && st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
+    if !mount_root || !StatxFlags::from_bits_retain(st.stx_mask).contains(StatxFlags::MNT_ID) {
+        return Ok(false);
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(mount_shows_whole_filesystem(&mountinfo, st.stx_mnt_id))
+}
+
+/// Whether mount `id` of `mountinfo` shows its filesystem from the root (its fourth field).
+fn mount_shows_whole_filesystem(mountinfo: &str, id: u64) -> bool {
+    mountinfo.lines().any(|line| {
+        let mut fields = line.split(' ');
+        fields.next().and_then(|f| f.parse::<u64>().ok()) == Some(id) && fields.nth(2) == Some("/")
+    })
 }
 
 /// Whether `e` is the refusal of a link on the way (`RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`:
@@ -234,6 +250,17 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bind_of_a_subdirectory_is_not_a_whole_filesystem() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    40 22 8:1 /var/lib/kubelet/pods/x/volumes/empty-dir/workspace /workspace rw - ext4 /dev/sda1 rw\n\
+                    41 22 7:3 / /data/workspaces/s1 rw - ext4 /dev/loop3 rw\n";
+        assert!(mount_shows_whole_filesystem(info, 22));
+        assert!(!mount_shows_whole_filesystem(info, 40));
+        assert!(mount_shows_whole_filesystem(info, 41));
+        assert!(!mount_shows_whole_filesystem(info, 99), "an unknown mount is not");
+    }
 
     #[test]
     fn links_and_parent_paths_never_lead_out() {

@@ -46,7 +46,7 @@ pub struct Workspace {
 impl Workspace {
     pub fn open(dir: &Path, owner: Option<(u32, u32)>) -> Result<Workspace> {
         let root = sfs::open_dir(dir).map_err(|e| io_error("open", &RelPath::root(), e))?;
-        let volume = sfs::is_mount_root(root.as_fd()).unwrap_or(false);
+        let volume = sfs::is_filesystem_root(root.as_fd()).unwrap_or(false);
         Ok(Workspace { root, owner, volume })
     }
 

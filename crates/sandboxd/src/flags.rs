@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use sandbox_runtime::cgroup::CgroupMode;
 use sandbox_runtime::docker::SecondLayer;
-use sandbox_service::config::{Config, DockerSection, FileAccess, LocalSection, RuntimeKind, TenantLimits, VolumeMode};
+use sandbox_service::config::{
+    Config, DockerSection, FileAccess, KubernetesSection, LocalSection, RuntimeKind, TenantLimits, VolumeMode,
+};
 
 /// Where each flag's default comes from, so that there is one default per setting.
 fn defaults() -> Config {
@@ -58,8 +60,9 @@ pub struct ConfigFlags {
     /// anywhere). Heartbeats go every third of it.
     #[arg(long, env = "SANDBOXD_REPLICA_LEASE_S", default_value_t = defaults().replica_lease_s)]
     replica_lease_s: f64,
-    /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host) or
-    /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside).
+    /// Which runtime runs sandboxes: `local` (bubblewrap + seccomp + cgroups on this host),
+    /// `docker` (a container per sandbox on a Docker engine, bubblewrap inside) or
+    /// `kubernetes` (a pod per sandbox; being built, see the README).
     #[arg(long, env = "SANDBOXD_RUNTIME", default_value_t = defaults().runtime)]
     runtime: RuntimeKind,
     /// Default memory limit of a sandbox, MiB.
@@ -195,6 +198,8 @@ pub struct ConfigFlags {
     local: LocalFlags,
     #[command(flatten, next_help_heading = "Docker runtime")]
     docker: DockerFlags,
+    #[command(flatten, next_help_heading = "Kubernetes runtime")]
+    kubernetes: KubernetesFlags,
     #[command(flatten, next_help_heading = "Limits of each tenant")]
     tenant: TenantFlags,
 }
@@ -252,6 +257,7 @@ impl From<ConfigFlags> for Config {
             outbound_allow: f.outbound_allow,
             local: f.local.into(),
             docker: f.docker.into(),
+            kubernetes: f.kubernetes.into(),
             tenant: f.tenant.into(),
         }
     }
@@ -357,6 +363,104 @@ impl From<DockerFlags> for DockerSection {
     }
 }
 
+/// The Kubernetes runtime's settings.
+#[derive(Debug, clap::Args)]
+pub struct KubernetesFlags {
+    /// The namespace of sandbox pods (the chart makes it and its NetworkPolicy).
+    #[arg(id = "kubernetes-namespace", long = "kubernetes-namespace", env = "SANDBOXD_KUBERNETES_NAMESPACE", default_value_t = defaults().kubernetes.namespace)]
+    namespace: String,
+    /// The image of sandboxes without a template image of their own.
+    #[arg(id = "kubernetes-image", long = "kubernetes-image", env = "SANDBOXD_KUBERNETES_IMAGE", default_value_t = defaults().kubernetes.image)]
+    image: String,
+    /// The uid:gid code runs as in sandbox pods (never 0).
+    #[arg(id = "kubernetes-user", long = "kubernetes-user", env = "SANDBOXD_KUBERNETES_USER", default_value = "1000:1000", value_parser = parse_user)]
+    user: (u32, u32),
+    /// The second layer inside each pod (bubblewrap, and the seccomp profile below): `on`
+    /// needs user namespaces for pods; `off` runs pods with the RuntimeDefault profile and
+    /// sessions name the missing layer.
+    #[arg(id = "kubernetes-second-layer", long = "kubernetes-second-layer", env = "SANDBOXD_KUBERNETES_SECOND_LAYER", default_value = "off", value_parser = parse_on_off)]
+    second_layer: bool,
+    /// A `Localhost` seccomp profile on every node, relative to the kubelet's seccomp
+    /// directory (the chart can install ours).
+    #[arg(
+        id = "kubernetes-seccomp-profile",
+        long = "kubernetes-seccomp-profile",
+        env = "SANDBOXD_KUBERNETES_SECCOMP_PROFILE"
+    )]
+    seccomp_profile: Option<String>,
+    /// A RuntimeClass for sandbox pods (gVisor, Kata), where the cluster has one.
+    #[arg(
+        id = "kubernetes-runtime-class",
+        long = "kubernetes-runtime-class",
+        env = "SANDBOXD_KUBERNETES_RUNTIME_CLASS"
+    )]
+    runtime_class: Option<String>,
+    /// Node labels sandbox pods must land on, as a JSON object.
+    #[arg(
+        id = "kubernetes-node-selector",
+        long = "kubernetes-node-selector",
+        env = "SANDBOXD_KUBERNETES_NODE_SELECTOR"
+    )]
+    node_selector: Option<String>,
+    /// Tolerations of sandbox pods, as the API's JSON list.
+    #[arg(id = "kubernetes-tolerations", long = "kubernetes-tolerations", env = "SANDBOXD_KUBERNETES_TOLERATIONS")]
+    tolerations: Option<String>,
+    /// A ReadWriteMany PersistentVolumeClaim holding every workspace, one directory each;
+    /// without one, each pod's workspace is an emptyDir.
+    #[arg(
+        id = "kubernetes-workspace-claim",
+        long = "kubernetes-workspace-claim",
+        env = "SANDBOXD_KUBERNETES_WORKSPACE_CLAIM"
+    )]
+    workspace_claim: Option<String>,
+    /// Size of a pod's emptyDir workspace, MiB.
+    #[arg(id = "kubernetes-workspace-mb", long = "kubernetes-workspace-mb", env = "SANDBOXD_KUBERNETES_WORKSPACE_MB", default_value_t = defaults().kubernetes.workspace_mb)]
+    workspace_mb: u64,
+    /// Size of a pod's /tmp, MiB.
+    #[arg(id = "kubernetes-tmp-mb", long = "kubernetes-tmp-mb", env = "SANDBOXD_KUBERNETES_TMP_MB", default_value_t = defaults().kubernetes.tmp_mb)]
+    tmp_mb: u64,
+    /// How long a pod may take to be ready before its start fails with the cluster's reason.
+    #[arg(id = "kubernetes-start-timeout-s", long = "kubernetes-start-timeout-s", env = "SANDBOXD_KUBERNETES_START_TIMEOUT_S", default_value_t = defaults().kubernetes.start_timeout_s)]
+    start_timeout_s: f64,
+}
+
+impl From<KubernetesFlags> for KubernetesSection {
+    fn from(f: KubernetesFlags) -> KubernetesSection {
+        KubernetesSection {
+            namespace: f.namespace,
+            image: f.image,
+            user: f.user,
+            second_layer: f.second_layer,
+            seccomp_profile: f.seccomp_profile,
+            runtime_class: f.runtime_class,
+            node_selector: f.node_selector,
+            tolerations: f.tolerations,
+            workspace_claim: f.workspace_claim,
+            workspace_mb: f.workspace_mb,
+            tmp_mb: f.tmp_mb,
+            start_timeout_s: f.start_timeout_s,
+        }
+    }
+}
+
+/// `uid:gid`, neither 0.
+fn parse_user(s: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = s.split_once(':').ok_or_else(|| format!("{s:?}: expected uid:gid"))?;
+    let parse = |n: &str| n.parse::<u32>().map_err(|_| format!("{s:?}: expected uid:gid, numbers"));
+    match (parse(uid)?, parse(gid)?) {
+        (0, _) | (_, 0) => Err(format!("{s:?}: sandboxes never run as root")),
+        ids => Ok(ids),
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: expected on, off")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -402,6 +506,6 @@ mod tests {
     #[test]
     fn a_bad_value_is_refused_with_the_choices() {
         let err = Args::try_parse_from(["sandboxd", "--runtime=qemu"]).expect_err("refused").to_string();
-        assert!(err.contains("expected local, docker"), "{err}");
+        assert!(err.contains("expected local, docker, kubernetes"), "{err}");
     }
 }

@@ -147,6 +147,15 @@ impl KubernetesRuntime {
         }
     }
 
+    /// On the cluster found as kubectl finds it: `KUBECONFIG`, the user's kubeconfig, or the
+    /// pod's service account inside a cluster.
+    pub async fn from_environment(settings: spec::Settings, start_timeout: Duration) -> Result<Self, String> {
+        let client = kube::Client::try_default().await.map_err(|e| {
+            format!("no Kubernetes cluster is configured (KUBECONFIG, ~/.kube/config or a service account): {e}")
+        })?;
+        Ok(KubernetesRuntime::new(client, settings, start_timeout))
+    }
+
     fn layers(&self) -> String {
         let mut layers = vec!["pod".to_string()];
         if let Some(class) = &self.settings.runtime_class {
@@ -311,6 +320,43 @@ impl Runtime for KubernetesRuntime {
     async fn check_image(&self, _image: &str) -> Result<(), RuntimeError> {
         // The cluster pulls it: whether it can shows when a pod starts (ErrImagePull).
         Ok(())
+    }
+
+    async fn release_image(&self, _image: &str) {}
+}
+
+/// The Kubernetes runtime when it cannot run at all (no cluster configured, settings that do
+/// not parse): not ready, saying why, and every start refused with that.
+pub struct Unavailable(pub String);
+
+#[async_trait]
+impl Runtime for Unavailable {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn workspace_access(&self) -> WorkspaceAccess {
+        WorkspaceAccess::Executor
+    }
+
+    async fn readiness(&self) -> Readiness {
+        Readiness { ready: false, message: self.0.clone(), runtime: "kubernetes", detail: BTreeMap::new() }
+    }
+
+    fn workspace_owner(&self) -> Option<(u32, u32)> {
+        None
+    }
+
+    async fn create(&self, _spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
+        Err(RuntimeError::NotReady(self.0.clone()))
+    }
+
+    async fn install_packages(&self, _req: PackageInstall) -> Result<InstallOutcome, RuntimeError> {
+        Err(RuntimeError::NotReady(self.0.clone()))
+    }
+
+    async fn check_image(&self, _image: &str) -> Result<(), RuntimeError> {
+        Err(RuntimeError::NotReady(self.0.clone()))
     }
 
     async fn release_image(&self, _image: &str) {}

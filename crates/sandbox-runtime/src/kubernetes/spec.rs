@@ -118,6 +118,20 @@ pub fn label_value(value: &str) -> String {
     mapped.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_string()
 }
 
+/// Node labels from a JSON object (`{"pool": "sandboxes"}`); none: any node.
+pub fn parse_node_selector(json: Option<&str>) -> Result<BTreeMap<String, String>, String> {
+    json.map_or(Ok(BTreeMap::new()), |j| {
+        serde_json::from_str(j).map_err(|e| format!("node selector {j:?}: expected a JSON object of strings: {e}"))
+    })
+}
+
+/// Tolerations from the API's JSON list; none: no toleration.
+pub fn parse_tolerations(json: Option<&str>) -> Result<Vec<Toleration>, String> {
+    json.map_or(Ok(Vec::new()), |j| {
+        serde_json::from_str(j).map_err(|e| format!("tolerations {j:?}: expected the API's JSON list: {e}"))
+    })
+}
+
 fn labels(s: &Settings, owner: &Owner) -> BTreeMap<String, String> {
     let mut l = BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),

@@ -1,0 +1,98 @@
+//! The real `sandboxd` with `--runtime kubernetes`, against the fake API server of
+//! test-support (whose pods are real executors under bubblewrap): a session is a pod, code
+//! runs in its kernel, files cross through the executor, and the pod goes with the session.
+//! And with no cluster configured, sandboxd says so in `/readyz` instead of failing.
+
+use std::time::{Duration, Instant};
+
+use sandbox_api::{CreateExecution, CreateSession, Language};
+use sandbox_runtime::kubernetes::spec;
+use sandbox_test_support::kubernetes::{Behaviour, FakeCluster};
+use sandbox_test_support::Daemon;
+
+const NAMESPACE: &str = "sandboxes";
+
+/// A kubeconfig that points at the fake, as kubectl's would at a cluster.
+fn kubeconfig(dir: &std::path::Path, server: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = dir.join("kubeconfig");
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {NAMESPACE}\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+        ),
+    )?;
+    Ok(path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_a_pod_that_runs_code_holds_files_and_goes_with_the_session() -> anyhow::Result<()> {
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
+    let config = kubeconfig(data.path(), &fake.url)?;
+    let config = config.to_string_lossy().into_owned();
+    let env = [
+        ("SANDBOXD_RUNTIME", "kubernetes"),
+        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
+        ("SANDBOXD_SESSION_POOL", "0"),
+        ("SANDBOXD_RUN_POOL", "0"),
+        ("KUBECONFIG", config.as_str()),
+    ];
+    let d = Daemon::start(&data.path().join("data"), &env)?;
+    let c = d.client();
+    let ready: serde_json::Value = reqwest::get(format!("{}/readyz", d.url)).await?.json().await?;
+    assert_eq!(ready["ready"], true, "{ready}");
+
+    let s = c.create_session(&CreateSession::default()).await?;
+    let pod = spec::object_name(&s.id);
+    assert_eq!(fake.pods(NAMESPACE), vec![pod.clone()]);
+    let object = fake.pod(NAMESPACE, &pod).expect("the pod");
+    assert_eq!(object["metadata"]["labels"][spec::LABEL_SANDBOX], s.id);
+    let replica = c.replicas().await?.into_iter().find(|r| r.this).map(|r| r.id).unwrap_or_default();
+    assert_eq!(object["metadata"]["labels"][spec::LABEL_REPLICA], replica);
+    assert!(s.isolation.as_deref().unwrap_or_default().contains("pod"), "{:?}", s.isolation);
+
+    let set = c.execute(&s.id, &CreateExecution::new(Language::Python, "x = 41")).await?;
+    assert_eq!(set.exit_code, Some(0), "{set:?}");
+    c.upload(&s.id, "in/data.txt", b"through the executor".to_vec(), None).await?;
+    let got =
+        c.execute(&s.id, &CreateExecution::new(Language::Python, "print(x + 1, open('in/data.txt').read())")).await?;
+    assert_eq!(got.stdout, "42 through the executor\n", "{got:?}");
+    c.execute(&s.id, &CreateExecution::new(Language::Python, "open('out.txt', 'w').write('from code')")).await?;
+    assert_eq!(c.read_file(&s.id, "out.txt").await?, b"from code");
+
+    c.delete_session(&s.id).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(fake.pods(NAMESPACE).is_empty() && fake.secrets(NAMESPACE).is_empty()) {
+        anyhow::ensure!(Instant::now() < deadline, "left: {:?} {:?}", fake.pods(NAMESPACE), fake.secrets(NAMESPACE));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cluster_sandboxd_starts_and_says_why_it_cannot_run_sandboxes() -> anyhow::Result<()> {
+    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
+    let missing = data.path().join("no-such-kubeconfig").to_string_lossy().into_owned();
+    let env = [
+        ("SANDBOXD_RUNTIME", "kubernetes"),
+        ("SANDBOXD_SESSION_POOL", "0"),
+        ("SANDBOXD_RUN_POOL", "0"),
+        ("KUBECONFIG", missing.as_str()),
+        ("KUBERNETES_SERVICE_HOST", ""),
+    ];
+    let d = Daemon::start(&data.path().join("data"), &env)?;
+    let ready = reqwest::get(format!("{}/readyz", d.url)).await?;
+    assert_eq!(ready.status().as_u16(), 503);
+    let text = ready.text().await?;
+    assert!(text.contains("no Kubernetes cluster is configured"), "{text}");
+    match d.client().create_session(&CreateSession::default()).await {
+        Err(sandbox_client::ClientError::Api { status, message, .. }) => {
+            assert_eq!(status.as_u16(), 503, "{message}");
+            assert!(message.contains("no Kubernetes cluster"), "{message}");
+        }
+        other => anyhow::bail!("a session without a cluster: {other:?}"),
+    }
+    Ok(())
+}
