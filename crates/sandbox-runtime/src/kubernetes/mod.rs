@@ -161,10 +161,15 @@ impl KubernetesRuntime {
         if let Some(class) = &self.settings.runtime_class {
             layers.push(format!("runtime class {class}"));
         }
-        match (&self.settings.seccomp, self.settings.second_layer) {
-            (spec::Seccomp::Localhost(_), true) => layers.push("bubblewrap + seccomp inside".into()),
-            _ => layers.push("RuntimeDefault seccomp; missing: the second layer (bubblewrap inside the pod)".into()),
+        if let spec::Seccomp::Localhost(profile) = &self.settings.seccomp {
+            layers.push(format!("seccomp profile {profile}"));
+        } else {
+            layers.push("RuntimeDefault seccomp".into());
         }
+        // The pod's settings for it (`hostUsers: false`, an unmasked /proc) are built, the
+        // relay that would keep the executor reachable from inside bubblewrap's network
+        // namespace is not: never claim a layer that does not run.
+        layers.push("missing: the second layer (bubblewrap inside the pod is not built yet)".into());
         layers.join(", ")
     }
 
