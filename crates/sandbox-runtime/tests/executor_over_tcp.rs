@@ -4,8 +4,7 @@
 //! that adopts a lost one's sessions finds them as they were).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use sandbox_protocol::{ExecRequest, Language, Request};
@@ -27,29 +26,10 @@ impl Drop for Listening {
     }
 }
 
-fn executor_binary() -> anyhow::Result<PathBuf> {
-    // target/<profile>/deps/<this test> → target/<profile>/sandbox-executor
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().and_then(|d| d.parent()).map(|d| d.join("sandbox-executor")).unwrap_or_default();
-    anyhow::ensure!(path.is_file(), "{} is not built; run `cargo build --bins` first", path.display());
-    Ok(path)
-}
-
 fn start(addr: SocketAddr) -> anyhow::Result<Listening> {
     let workspace = tempfile::tempdir()?;
-    let executor = executor_binary()?;
-    let bin_dir = executor.parent().unwrap_or(std::path::Path::new("/"));
-    let child = Command::new("bwrap")
-        // Its own PID namespace, as in a pod: a shutdown kills every process but itself.
-        .args(["--unshare-pid", "--as-pid-1", "--die-with-parent", "--tmpfs", "/", "--ro-bind", "/usr", "/usr"])
-        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
-        .args(["--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"])
-        .arg(workspace.path())
-        .arg("/workspace")
-        .arg("--ro-bind")
-        .args([bin_dir, bin_dir])
-        .arg("--")
-        .arg(&executor)
+    let executor = sandbox_test_support::binary("sandbox-executor")?;
+    let child = sandbox_test_support::kubernetes::sandboxed_executor(&executor, workspace.path())
         .env(sandbox_protocol::LISTEN_ENV, addr.to_string())
         .env(sandbox_protocol::TOKEN_ENV, TOKEN)
         .spawn()?;
@@ -75,20 +55,7 @@ async fn connect(addr: SocketAddr, token: &str) -> Result<ExecutorClient, Runtim
 }
 
 fn python(id: &str, code: &str) -> ExecRequest {
-    ExecRequest {
-        id: id.into(),
-        language: Language::Python,
-        code: code.into(),
-        stdin: None,
-        env: Default::default(),
-        timeout_ms: 30_000,
-        output_limit: 1 << 20,
-        outputs_limit: 1 << 20,
-        kernel: true,
-        context: None,
-        forget_context: false,
-        stream: false,
-    }
+    sandbox_test_support::exec_request(id, Language::Python, code, true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,9 +98,9 @@ async fn the_kernel_outlives_its_client_and_only_the_token_holder_is_served() ->
 
 #[test]
 fn an_executor_told_to_listen_with_no_token_refuses_to_start() -> anyhow::Result<()> {
-    let status = Command::new("bwrap")
-        .args(["--unshare-pid", "--as-pid-1", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--"])
-        .arg(executor_binary()?)
+    let workspace = tempfile::tempdir()?;
+    let executor = sandbox_test_support::binary("sandbox-executor")?;
+    let status = sandbox_test_support::kubernetes::sandboxed_executor(&executor, workspace.path())
         .env(sandbox_protocol::LISTEN_ENV, free_addr()?.to_string())
         .env_remove(sandbox_protocol::TOKEN_ENV)
         .status()?;

@@ -13,12 +13,8 @@ const VERSIONS: [&str; 2] = ["1.33", "1.37"];
 
 fn settings(second_layer: bool) -> Settings {
     Settings {
-        namespace: "sandboxes".into(),
         image: "registry.example/sandbox:1".into(),
-        user: (10001, 10001),
         replica: "replica-a".into(),
-        tmp_size_bytes: 64 << 20,
-        ephemeral_storage_bytes: 1 << 30,
         runtime_class: second_layer.then(|| "gvisor".into()),
         node_selector: BTreeMap::from([("sandbox-platform.org/pool".into(), "sandboxes".into())]),
         tolerations: vec![Toleration {
@@ -36,6 +32,7 @@ fn settings(second_layer: bool) -> Settings {
             true => WorkspaceVolume::Claim { claim: "workspaces".into() },
             false => WorkspaceVolume::Scratch { size_bytes: 1 << 30 },
         },
+        ..Settings::default()
     }
 }
 

@@ -3,11 +3,10 @@
 //! sandbox starts, runs code in its kernel and goes with its token; and what goes wrong on a
 //! cluster is said in the cluster's words, within a bound, leaving nothing behind.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use sandbox_protocol::{ExecRequest, Language};
-use sandbox_runtime::kubernetes::spec::{self, Seccomp, Settings, WorkspaceVolume};
+use sandbox_runtime::kubernetes::spec::{self, Settings};
 use sandbox_runtime::kubernetes::KubernetesRuntime;
 use sandbox_runtime::{ResourceLimits, Runtime, RuntimeError, SandboxSpec};
 use sandbox_test_support::kubernetes::{Behaviour, FakeCluster};
@@ -15,20 +14,7 @@ use sandbox_test_support::kubernetes::{Behaviour, FakeCluster};
 const NAMESPACE: &str = "sandboxes";
 
 fn settings() -> Settings {
-    Settings {
-        namespace: NAMESPACE.into(),
-        image: "registry.example/sandbox:1".into(),
-        user: (10001, 10001),
-        replica: "replica-a".into(),
-        tmp_size_bytes: 64 << 20,
-        ephemeral_storage_bytes: 1 << 30,
-        runtime_class: None,
-        node_selector: BTreeMap::new(),
-        tolerations: Vec::new(),
-        seccomp: Seccomp::RuntimeDefault,
-        second_layer: false,
-        workspace: WorkspaceVolume::Scratch { size_bytes: 1 << 30 },
-    }
+    Settings { namespace: NAMESPACE.into(), replica: "replica-a".into(), ..Settings::default() }
 }
 
 async fn cluster(behaviour: Behaviour) -> anyhow::Result<(FakeCluster, KubernetesRuntime)> {
@@ -56,20 +42,7 @@ fn sandbox_spec(name: &str, memory_bytes: u64, image: Option<&str>) -> SandboxSp
 }
 
 fn python(id: &str, code: &str) -> ExecRequest {
-    ExecRequest {
-        id: id.into(),
-        language: Language::Python,
-        code: code.into(),
-        stdin: None,
-        env: Default::default(),
-        timeout_ms: 30_000,
-        output_limit: 1 << 20,
-        outputs_limit: 1 << 20,
-        kernel: true,
-        context: None,
-        forget_context: false,
-        stream: false,
-    }
+    sandbox_test_support::exec_request(id, Language::Python, code, true)
 }
 
 /// Waits until the fake holds no pod and no secret of the namespace.

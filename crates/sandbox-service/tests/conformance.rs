@@ -91,20 +91,7 @@ impl Drop for Harness {
 }
 
 fn request(language: Language, code: &str, kernel: bool) -> ExecRequest {
-    ExecRequest {
-        id: format!("conformance-{}", rand_suffix()),
-        language,
-        code: code.into(),
-        stdin: None,
-        env: Default::default(),
-        timeout_ms: 30_000,
-        output_limit: 1 << 20,
-        outputs_limit: 1 << 20,
-        kernel,
-        context: None,
-        forget_context: false,
-        stream: false,
-    }
+    sandbox_test_support::exec_request(&format!("conformance-{}", rand_suffix()), language, code, kernel)
 }
 
 fn rand_suffix() -> String {

@@ -372,6 +372,27 @@ async fn create_pod(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut p
     (StatusCode::CREATED, Json(pod)).into_response()
 }
 
+/// `executor` under bubblewrap as a pod runs it: a PID namespace of its own (it is PID 1, so
+/// its shutdown kills only the sandbox's processes), `/usr` and `/etc` read-only, `workspace`
+/// at /workspace, a fresh /tmp, and the host's network (a pod's own, in a real cluster). It
+/// ends with its parent.
+pub fn sandboxed_executor(executor: &std::path::Path, workspace: &std::path::Path) -> std::process::Command {
+    let bin_dir = executor.parent().map(PathBuf::from).unwrap_or_default();
+    let mut command = std::process::Command::new("bwrap");
+    command
+        .args(["--unshare-pid", "--as-pid-1", "--die-with-parent", "--tmpfs", "/", "--ro-bind", "/usr", "/usr"])
+        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+        .args(["--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"])
+        .arg(workspace)
+        .arg("/workspace")
+        .arg("--ro-bind")
+        .arg(&bin_dir)
+        .arg(&bin_dir)
+        .arg("--")
+        .arg(executor);
+    command
+}
+
 /// A loopback address no other pod has, in this process or another test process (each test
 /// may run in a process of its own): the pod's number in the second octet, the process id in
 /// the other two.
@@ -453,18 +474,7 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
     // The pod's own address: `0.0.0.0` in a pod's network namespace is the pod's IP.
     env.insert(sandbox_protocol::LISTEN_ENV.into(), format!("{ip}:{}", sandbox_protocol::EXECUTOR_PORT));
     let Ok(workspace) = tempfile::tempdir() else { return };
-    let bin_dir = c.executor.parent().map(PathBuf::from).unwrap_or_default();
-    let child = tokio::process::Command::new("bwrap")
-        .args(["--unshare-pid", "--as-pid-1", "--die-with-parent", "--tmpfs", "/", "--ro-bind", "/usr", "/usr"])
-        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
-        .args(["--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"])
-        .arg(workspace.path())
-        .arg("/workspace")
-        .arg("--ro-bind")
-        .arg(&bin_dir)
-        .arg(&bin_dir)
-        .arg("--")
-        .arg(&c.executor)
+    let child = tokio::process::Command::from(sandboxed_executor(&c.executor, workspace.path()))
         .env_clear()
         .envs(env)
         .kill_on_drop(true)

@@ -150,6 +150,25 @@ impl Drop for TestServer {
     }
 }
 
+/// An executor request as sandboxd sends it: `code` in `language`, in the kernel if `kernel`,
+/// with a 30 s timeout and 1 MiB of output.
+pub fn exec_request(id: &str, language: Language, code: &str, kernel: bool) -> sandbox_protocol::ExecRequest {
+    sandbox_protocol::ExecRequest {
+        id: id.into(),
+        language,
+        code: code.into(),
+        stdin: None,
+        env: Default::default(),
+        timeout_ms: 30_000,
+        output_limit: 1 << 20,
+        outputs_limit: 1 << 20,
+        kernel,
+        context: None,
+        forget_context: false,
+        stream: false,
+    }
+}
+
 pub fn exec_req(language: Language, code: &str) -> CreateExecution {
     CreateExecution::new(language, code)
 }

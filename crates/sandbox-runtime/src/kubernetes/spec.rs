@@ -88,6 +88,27 @@ pub struct Settings {
     pub workspace: WorkspaceVolume,
 }
 
+impl Default for Settings {
+    /// The sandbox image's user, 256 MiB of /tmp, a 1 GiB emptyDir workspace, RuntimeDefault
+    /// seccomp and no second layer, in namespace `sandboxes`.
+    fn default() -> Self {
+        Settings {
+            namespace: "sandboxes".into(),
+            image: "sandbox-platform/sandbox:latest".into(),
+            user: (1000, 1000),
+            replica: String::new(),
+            tmp_size_bytes: 256 << 20,
+            ephemeral_storage_bytes: 1536 << 20,
+            runtime_class: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            seccomp: Seccomp::RuntimeDefault,
+            second_layer: false,
+            workspace: WorkspaceVolume::Scratch { size_bytes: 1 << 30 },
+        }
+    }
+}
+
 /// Who a sandbox is for.
 #[derive(Debug, Clone, Default)]
 pub struct Owner {
@@ -377,18 +398,12 @@ mod tests {
 
     pub(crate) fn settings() -> Settings {
         Settings {
-            namespace: "sandboxes".into(),
             image: "registry.example/sandbox:1".into(),
             user: (10001, 10001),
             replica: "replica-a".into(),
             tmp_size_bytes: 64 << 20,
             ephemeral_storage_bytes: 1 << 30,
-            runtime_class: None,
-            node_selector: BTreeMap::new(),
-            tolerations: Vec::new(),
-            seccomp: Seccomp::RuntimeDefault,
-            second_layer: false,
-            workspace: WorkspaceVolume::Scratch { size_bytes: 1 << 30 },
+            ..Settings::default()
         }
     }
 
