@@ -9,9 +9,11 @@
 //! inside), and the pip cache that installations share. They live in the system dir
 //! ([`SystemDir`]), so that no host path shows inside a sandbox.
 
+use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use sandbox_runtime::{Dir, HostLayout, ReadOnlyMount, ResourceLimits, SandboxSpec};
 use sandbox_workspace::Volumes;
@@ -33,7 +35,7 @@ pub struct HostDirs {
     /// Holds the package and template directories.
     pub system: SystemDir,
     /// Template environments built and fetched here.
-    pub environments: crate::templates::environment::Environments,
+    pub environments: Environments,
 }
 
 /// Where these directories are, for a runtime whose sandboxes share this disk.
@@ -139,6 +141,27 @@ impl HostDirs {
     pub fn remove(&self, name: &str) {
         self.workspaces.remove(name);
         self.packages.remove(name);
+    }
+}
+
+/// Environments this replica built and fetched, and one lock per template so that sandboxes
+/// starting at once fetch its environment once.
+#[derive(Default)]
+pub struct Environments {
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub built: AtomicU64,
+    pub fetched: AtomicU64,
+}
+
+impl Environments {
+    pub(crate) fn lock_of(&self, template: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(template.to_string()).or_default())
+    }
+
+    /// For `/metrics`.
+    pub fn counts(&self) -> [(&'static str, u64); 2] {
+        [("built", self.built.load(Ordering::Relaxed)), ("fetched", self.fetched.load(Ordering::Relaxed))]
     }
 }
 

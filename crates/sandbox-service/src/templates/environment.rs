@@ -9,37 +9,15 @@
 //! first. With local storage there is nowhere to fetch from: only the builder has it, and a
 //! session of it elsewhere is refused, saying why.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use sandbox_store::Store;
 
 use crate::error::ServiceError;
 use crate::files::workspace::{HostDirs, NamedDirs};
 use crate::Service;
-
-/// Environments this replica built and fetched, and one lock per template so that sandboxes
-/// starting at once fetch its environment once.
-#[derive(Default)]
-pub struct Environments {
-    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    pub built: AtomicU64,
-    pub fetched: AtomicU64,
-}
-
-impl Environments {
-    fn lock_of(&self, template: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.fetching.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(locks.entry(template.to_string()).or_default())
-    }
-
-    /// For `/metrics`.
-    pub fn counts(&self) -> [(&'static str, u64); 2] {
-        [("built", self.built.load(Ordering::Relaxed)), ("fetched", self.fetched.load(Ordering::Relaxed))]
-    }
-}
 
 /// Where this replica notes which build of `template` its directory holds.
 fn marker(templates: &NamedDirs, template: &str) -> PathBuf {
