@@ -161,3 +161,30 @@ async fn an_oom_kill_and_a_pod_deleted_from_outside_end_the_sandbox_saying_why()
     }
     nothing_left(&fake).await
 }
+
+/// A sandboxd that dies leaves its sandboxes' pods running; a new one (after a restart, or the
+/// replica that adopts the lost one's sessions) finds each again by name and its kernel as it
+/// was, and cuts off any client the executor still had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_runtime_reattaches_to_a_running_pod_and_finds_its_kernel_as_it_was() -> anyhow::Result<()> {
+    let (fake, first) = cluster(Behaviour::default()).await?;
+    let sandbox = first.create(sandbox_spec("ses_07", 256 << 20, None)).await?;
+    let set = sandbox.exec(python("e1", "x = 41"), None).await?;
+    assert_eq!(set.result.exit_code, Some(0), "{:?}", set.result);
+
+    // Another process's runtime, with a client of its own, while the first still holds on.
+    let second = runtime_at(&fake.url, Duration::from_secs(4))?;
+    let again = second.reattach("ses_07").await?.expect("the pod still runs");
+    let got = again.exec(python("e2", "print(x + 1)"), None).await?;
+    assert_eq!(got.result.stdout, "42\n", "{:?}", got.result);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sandbox.is_alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!sandbox.is_alive(), "the older client is cut off");
+
+    assert!(second.reattach("ses_unknown").await?.is_none(), "no pod, nothing to find");
+    again.destroy().await;
+    assert!(second.reattach("ses_07").await?.is_none(), "a deleted pod is not found again");
+    nothing_left(&fake).await
+}

@@ -231,6 +231,33 @@ impl KubernetesRuntime {
         }
     }
 
+    /// Finds sandbox `name` again, if its pod still runs: after sandboxd restarted, or when a
+    /// replica takes over a lost one's sessions. The executor's token is read back from the
+    /// pod's Secret, and the connection replaces whatever client the executor had (a stalled
+    /// replica's is cut off); the kernel and its variables are as they were. `None`: the pod
+    /// is gone, or not running.
+    pub async fn reattach(&self, name: &str) -> Result<Option<Box<dyn Sandbox>>, RuntimeError> {
+        let pod_name = spec::object_name(name);
+        let unreachable = |e: kube::Error| RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}"));
+        let Some(pod) = self.pods.get_opt(&pod_name).await.map_err(unreachable)? else { return Ok(None) };
+        let PodState::Ready(ip) = pod_state(&pod) else { return Ok(None) };
+        let secret = self.secrets.get_opt(&pod_name).await.map_err(unreachable)?;
+        let token = secret
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(spec::TOKEN_KEY).map(|t| String::from_utf8_lossy(&t.0).into_owned()));
+        let Some(token) = token else { return Ok(None) };
+        let addr = SocketAddr::new(ip, sandbox_protocol::EXECUTOR_PORT);
+        let client = ExecutorClient::connect(addr, &token, Duration::from_secs(30)).await?;
+        Ok(Some(Box::new(KubernetesSandbox {
+            name: name.to_string(),
+            pod: pod_name,
+            client,
+            pods: self.pods.clone(),
+            layers: self.layers(),
+            destroyed: AtomicBool::new(false),
+        })))
+    }
+
     /// Creates the token and the pod of `spec`, and waits until its executor answers.
     async fn start(&self, spec: &SandboxSpec, token: &str) -> Result<(String, ExecutorClient), RuntimeError> {
         let owner =
