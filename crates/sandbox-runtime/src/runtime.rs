@@ -163,6 +163,23 @@ pub trait Runtime: Send + Sync {
     /// Lets the runtime drop `image`, which no template names any more (the Docker runtime
     /// removes it from the engine unless a container still uses it). Nothing for others.
     async fn release_image(&self, image: &str);
+
+    /// Whether its sandboxes outlive sandboxd's process (a cluster's pods do): then a restart,
+    /// or the replica that adopts a lost one's sessions, finds them again
+    /// ([`Runtime::reattach`]) instead of stopping their sessions. A wrapper must pass this and
+    /// the two below on.
+    fn keeps_sandboxes(&self) -> bool {
+        false
+    }
+
+    /// Sandbox `name` as the runtime still runs it, connected again; `None` if it does not.
+    async fn reattach(&self, _name: &str) -> Result<Option<Box<dyn Sandbox>>, RuntimeError> {
+        Ok(None)
+    }
+
+    /// Removes what the runtime still runs of sandbox `name` that no [`Sandbox`] here holds
+    /// (a pod a lost replica started). Nothing where sandboxes end with sandboxd.
+    async fn remove(&self, _name: &str) {}
 }
 
 /// [`Runtime::check_image`]'s answer for runtimes that run no images.

@@ -93,6 +93,18 @@ impl Runtime for StartQueue {
     async fn release_image(&self, image: &str) {
         self.inner.release_image(image).await
     }
+
+    fn keeps_sandboxes(&self) -> bool {
+        self.inner.keeps_sandboxes()
+    }
+
+    async fn reattach(&self, name: &str) -> Result<Option<Box<dyn Sandbox>>, RuntimeError> {
+        self.inner.reattach(name).await
+    }
+
+    async fn remove(&self, name: &str) {
+        self.inner.remove(name).await
+    }
 }
 
 #[cfg(test)]

@@ -42,9 +42,15 @@ fn every_object_validates_against_the_schemas_of_the_versions_supported() -> any
     let limits = ResourceLimits { memory_bytes: 512 << 20, pids: 128, cpus: 1.0 };
     // k8s-openapi writes each object's `apiVersion` and `kind`, as the API takes it.
     let objects = vec![
-        serde_json::to_value(spec::sandbox_pod(&settings(false), &owner, &limits, None))?,
-        serde_json::to_value(spec::sandbox_pod(&settings(true), &owner, &limits, Some("acme/data:1")))?,
-        serde_json::to_value(spec::token_secret(&settings(false), &owner, "s3cret", None))?,
+        serde_json::to_value(spec::sandbox_pod(&settings(false), &owner, "sbx-ses-0190ab-1a2b3c", &limits, None))?,
+        serde_json::to_value(spec::sandbox_pod(
+            &settings(true),
+            &owner,
+            "sbx-ses-0190ab-4d5e6f",
+            &limits,
+            Some("acme/data:1"),
+        ))?,
+        serde_json::to_value(spec::token_secret(&settings(false), &owner, "sbx-ses-0190ab-1a2b3c", "s3cret", None))?,
         serde_json::to_value(spec::sandbox_network_policy("sandboxes", "platform"))?,
     ];
     let file = tempfile::NamedTempFile::new()?;

@@ -283,19 +283,19 @@ impl Service {
         let store = Store::connect(&config.database_url()).await?;
         let me = replicas::Replica::of(&config)?;
         replicas::refuse_a_live_namesake(&store, &me).await?;
-        let recovered = store.recover(&me.id).await?;
-        if recovered != sandbox_store::Recovered::default() {
-            tracing::warn!(
-                executions = recovered.executions,
-                sessions = recovered.sessions,
-                "a previous run left work open: executions marked interrupted, sessions stopped (server_restart)"
-            );
-        }
         if store.backend() == sandbox_store::Backend::Postgres && config.s3().is_none() {
             tracing::warn!("{}", replicas::LOCAL_STORAGE_ON_SHARED_DATABASE);
         }
         let system = system_dir::SystemDir::open(&config)?;
         let runtime = runtimes::build(&config, &system, &me.id).await;
+        let recovered = store.recover(&me.id, runtime.keeps_sandboxes()).await?;
+        if recovered != sandbox_store::Recovered::default() {
+            tracing::warn!(
+                executions = recovered.executions,
+                sessions = recovered.sessions,
+                "a previous run left work open: executions marked interrupted, sessions stopped (server_restart) unless their sandboxes outlive sandboxd"
+            );
+        }
         let secrets = access::auth::Secrets::shared(&store, &config.data_dir)
             .await
             .map_err(|e| SetupError::Config(format!("cannot read the replicas' secrets: {e}")))?;
@@ -322,7 +322,7 @@ impl Service {
     /// back, and unmounts the workspace volumes; no sandbox starts after it begins.
     pub async fn shut_down_sandboxes(&self) {
         let running = self.sessions.with_sandbox();
-        self.sessions.destroy_all().await;
+        self.sessions.destroy_all(self.runtime.keeps_sandboxes()).await;
         for id in running {
             lifecycle::write_back(self, &id).await;
         }

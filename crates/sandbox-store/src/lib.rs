@@ -283,10 +283,12 @@ impl Store {
 
     /// Closes what replica `replica`'s previous run left open (see [`Recovered`]): what it was
     /// running when it ended will never finish. Other replicas' work is not touched; rows from
-    /// before replicas had names (no owner) are taken as this one's.
-    pub async fn recover(&self, replica: &str) -> Result<Recovered, StoreError> {
+    /// before replicas had names (no owner) are taken as this one's. With `keep_sessions`
+    /// (sandboxes that outlive sandboxd), its running sessions stay running, to be found again.
+    pub async fn recover(&self, replica: &str, keep_sessions: bool) -> Result<Recovered, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let recovered = release(&mut tx, replica, "server_restart", true).await?;
+        let heir = keep_sessions.then_some(replica);
+        let recovered = release(&mut tx, replica, "server_restart", true, heir).await?;
         tx.commit().await?;
         Ok(recovered)
     }
@@ -321,6 +323,7 @@ async fn release(
     replica: &str,
     stop_reason: &str,
     unowned_too: bool,
+    heir: Option<&str>,
 ) -> Result<Recovered, StoreError> {
     let now = Utc::now().to_rfc3339();
     let executions = sqlx::query(
@@ -336,6 +339,20 @@ async fn release(
     .bind(flag(unowned_too))
     .execute(&mut **tx)
     .await?;
+    // Sandboxes that outlive their replica (a cluster's pods) stay running, now the heir's:
+    // it finds them again when they are next used. Else the sessions stop.
+    if let Some(heir) = heir {
+        sqlx::query(
+            "UPDATE sessions SET owner = $1
+             WHERE status = 'running' AND (owner = $2 OR ($3 = 1 AND owner IS NULL))",
+        )
+        .bind(heir)
+        .bind(replica)
+        .bind(flag(unowned_too))
+        .execute(&mut **tx)
+        .await?;
+        return Ok(Recovered { executions: count(executions.rows_affected()), sessions: 0 });
+    }
     let sessions = sqlx::query(
         "UPDATE sessions SET status = 'stopped', stop_reason = $2, stopped_at = $1, owner = NULL
          WHERE status = 'running' AND (owner = $3 OR ($4 = 1 AND owner IS NULL))",

@@ -98,7 +98,14 @@ impl Store {
     /// its work (see `release`): its sessions stop (`replica_lost`) and resume on whichever
     /// replica serves them next. One transaction: a replica is adopted once, by one adopter,
     /// and never adopted without its work released.
-    pub async fn adopt_lapsed_replicas(&self, me: &str, lease_ms: u64) -> Result<Vec<Adopted>, StoreError> {
+    /// With `keep_sessions` (sandboxes that outlive their replica), the sessions are not
+    /// stopped but become `me`'s, which finds their sandboxes again.
+    pub async fn adopt_lapsed_replicas(
+        &self,
+        me: &str,
+        lease_ms: u64,
+        keep_sessions: bool,
+    ) -> Result<Vec<Adopted>, StoreError> {
         let now = self.backend.now_ms();
         let mut tx = self.pool.begin().await?;
         let lapsed: Vec<String> = sqlx::query_scalar(AssertSqlSafe(format!(
@@ -111,7 +118,7 @@ impl Store {
         .await?;
         let mut adopted = Vec::new();
         for replica in lapsed {
-            let released = release(&mut tx, &replica, "replica_lost", false).await?;
+            let released = release(&mut tx, &replica, "replica_lost", false, keep_sessions.then_some(me)).await?;
             adopted.push(Adopted { replica, released });
         }
         tx.commit().await?;

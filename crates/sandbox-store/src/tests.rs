@@ -48,6 +48,7 @@ on_both_backends!(
     a_shared_secret_is_set_once,
     door_sessions_are_kept_replaced_and_forgotten,
     a_template_build_is_taken_over_once_when_its_builder_lapses,
+    sessions_whose_sandboxes_outlive_their_replica_are_kept_and_handed_on,
     workspace_sizes_add_up_per_tenant,
 );
 
@@ -192,7 +193,7 @@ async fn a_tenant_scope_finds_only_that_tenants_sessions_and_executions(db: Test
 async fn sessions_and_executions_survive_reopen_and_running_ones_are_closed(db: TestDatabase) {
     {
         let store = db.store().await.expect("open");
-        assert_eq!(store.recover("r1").await.expect("recover"), Recovered::default());
+        assert_eq!(store.recover("r1", false).await.expect("recover"), Recovered::default());
         store.insert_session(&session("s1"), "r1").await.expect("insert");
         let mut done = execution("e1", "s1");
         store.insert_execution(&done, "print(1)", "default", "r1").await.expect("insert");
@@ -206,7 +207,7 @@ async fn sessions_and_executions_survive_reopen_and_running_ones_are_closed(db: 
         store.insert_execution(&execution("e2", "s1"), "while True: pass", "default", "r1").await.expect("insert");
     }
     let store = db.store().await.expect("reopen");
-    assert_eq!(store.recover("r1").await.expect("recover"), Recovered { executions: 1, sessions: 1 });
+    assert_eq!(store.recover("r1", false).await.expect("recover"), Recovered { executions: 1, sessions: 1 });
     let s1 = store.get_session("s1").await.expect("get").expect("exists");
     assert_eq!(s1.env["A"], "1");
     assert_eq!((s1.status, s1.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
@@ -445,7 +446,8 @@ async fn a_lapsed_replica_is_adopted_once_and_only_its_work_released(db: TestDat
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(one.heartbeat_replica("b").await.expect("beat") && one.heartbeat_replica("c").await.expect("beat"));
     // b and c both look for lapsed replicas at once: a is adopted once.
-    let (by_b, by_c) = tokio::join!(one.adopt_lapsed_replicas("b", 200), two.adopt_lapsed_replicas("c", 200));
+    let (by_b, by_c) =
+        tokio::join!(one.adopt_lapsed_replicas("b", 200, false), two.adopt_lapsed_replicas("c", 200, false));
     let mut adopted: Vec<Adopted> = by_b.expect("adopt").into_iter().chain(by_c.expect("adopt")).collect();
     assert_eq!(adopted.len(), 1, "{adopted:?}");
     let a = adopted.pop().expect("one");
@@ -470,13 +472,13 @@ async fn a_lapsed_replica_is_adopted_once_and_only_its_work_released(db: TestDat
     assert_eq!(listed.iter().find(|r| r.id == "b").expect("listed").sessions, 1);
     one.register_replica("a", "http://a", "2").await.expect("register again");
     assert!(one.heartbeat_replica("a").await.expect("beat"), "registered again, it has a lease");
-    assert!(one.adopt_lapsed_replicas("b", 60_000).await.expect("adopt").is_empty(), "nobody lapsed");
+    assert!(one.adopt_lapsed_replicas("b", 60_000, false).await.expect("adopt").is_empty(), "nobody lapsed");
 }
 
 async fn a_restart_recovers_only_its_own_work(db: TestDatabase) {
     let store = db.store().await.expect("open");
     work_of_two_replicas(&store).await;
-    assert_eq!(store.recover("a").await.expect("recover"), Recovered { executions: 2, sessions: 1 });
+    assert_eq!(store.recover("a", false).await.expect("recover"), Recovered { executions: 2, sessions: 1 });
     let s_a = store.get_session("s-a").await.expect("get").expect("kept");
     assert_eq!((s_a.status, s_a.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
     assert_eq!(store.get_session("s-b").await.expect("get").expect("kept").status, SessionStatus::Running);
@@ -582,4 +584,30 @@ async fn workspace_sizes_add_up_per_tenant(db: TestDatabase) {
     assert_eq!(store.tenant_workspace_bytes("acme", None).await.expect("sum"), 30);
     store.mark_workspace_removed("s2", Utc::now()).await.expect("removed");
     assert_eq!(store.tenant_workspace_bytes("acme", None).await.expect("sum"), 10, "a removed workspace holds nothing");
+}
+
+/// With sandboxes that outlive sandboxd (a cluster's pods), a restart and an adoption
+/// interrupt the executions but keep the sessions running, now the heir's.
+async fn sessions_whose_sandboxes_outlive_their_replica_are_kept_and_handed_on(db: TestDatabase) {
+    let store = db.store().await.expect("open");
+    work_of_two_replicas(&store).await;
+    assert_eq!(store.recover("a", true).await.expect("recover"), Recovered { executions: 2, sessions: 0 });
+    let s_a = store.get_session("s-a").await.expect("get").expect("kept");
+    assert_eq!(s_a.status, SessionStatus::Running);
+    assert_eq!(store.session_owner("s-a").await.expect("owner").as_deref(), Some("a"));
+    assert_eq!(
+        store.get_execution("e-a2", None).await.expect("get").expect("kept").status,
+        ExecutionStatus::Interrupted
+    );
+
+    for replica in ["a", "b"] {
+        store.register_replica(replica, &format!("http://{replica}"), "1").await.expect("register");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(store.heartbeat_replica("b").await.expect("beat"));
+    let adopted = store.adopt_lapsed_replicas("b", 200, true).await.expect("adopt");
+    assert_eq!(adopted.len(), 1, "{adopted:?}");
+    let s_a = store.get_session("s-a").await.expect("get").expect("kept");
+    assert_eq!(s_a.status, SessionStatus::Running, "kept running");
+    assert_eq!(store.session_owner("s-a").await.expect("owner").as_deref(), Some("b"), "now b's");
 }

@@ -45,8 +45,9 @@ async fn a_session_is_a_pod_that_runs_code_holds_files_and_goes_with_the_session
     assert_eq!(ready["ready"], true, "{ready}");
 
     let s = c.create_session(&CreateSession::default()).await?;
-    let pod = spec::object_name(&s.id);
-    assert_eq!(fake.pods(NAMESPACE), vec![pod.clone()]);
+    let pods = fake.pods(NAMESPACE);
+    assert!(pods.len() == 1 && pods[0].starts_with(&spec::object_name(&s.id)), "{pods:?}");
+    let pod = pods[0].clone();
     let object = fake.pod(NAMESPACE, &pod).expect("the pod");
     assert_eq!(object["metadata"]["labels"][spec::LABEL_SANDBOX], s.id);
     let replica = c.replicas().await?.into_iter().find(|r| r.this).map(|r| r.id).unwrap_or_default();
@@ -94,5 +95,66 @@ async fn without_a_cluster_sandboxd_starts_and_says_why_it_cannot_run_sandboxes(
         }
         other => anyhow::bail!("a session without a cluster: {other:?}"),
     }
+    Ok(())
+}
+
+/// Two real replicas on one PostgreSQL, on the fake cluster: the replica that runs a session
+/// is SIGKILLed, and its sandbox's pod runs on. The replica that adopts its work keeps the
+/// session running, finds the pod again on the next request and the kernel as it was: no
+/// second pod, no variable lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_replica_kills_no_sandbox_and_the_adopter_finds_the_kernel_as_it_was() -> anyhow::Result<()> {
+    use sandbox_store::testing::TestDatabase;
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    let db = TestDatabase::new(sandbox_store::Backend::Postgres).await?;
+    let dirs = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
+    let config = kubeconfig(dirs.path(), &fake.url)?.to_string_lossy().into_owned();
+    let env = [
+        ("SANDBOXD_RUNTIME", "kubernetes"),
+        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
+        ("SANDBOXD_SESSION_POOL", "0"),
+        ("SANDBOXD_RUN_POOL", "0"),
+        ("SANDBOXD_DATABASE_URL", db.url.as_str()),
+        ("SANDBOXD_REPLICA_LEASE_S", "3"),
+        ("SANDBOXD_SWEEP_INTERVAL_S", "0.3"),
+        ("KUBECONFIG", config.as_str()),
+    ];
+    let (a_dir, b_dir) = (dirs.path().join("a"), dirs.path().join("b"));
+    let mut a = Daemon::start(&a_dir, &env)?;
+    let b = Daemon::start(&b_dir, &env)?;
+    let (ca, cb) = (a.client(), b.client());
+    let idb = cb.replicas().await?.into_iter().find(|r| r.this).map(|r| r.id).unwrap_or_default();
+    let s = ca.create_session(&CreateSession::default()).await?;
+    ca.execute(&s.id, &CreateExecution::new(Language::Python, "x = 41")).await?;
+
+    a.signal(9)?;
+    a.wait_exit(Duration::from_secs(5))?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = cb.replicas().await?;
+        if listed.iter().any(|r| !r.this && r.adopted_by.as_deref() == Some(idb.as_str())) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "B never adopted A: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let kept = cb.get_session(&s.id).await?;
+    assert_eq!(kept.status, sandbox_api::SessionStatus::Running, "{kept:?}");
+    assert_eq!(kept.replica.as_deref(), Some(idb.as_str()), "now B's");
+
+    let got = cb.execute(&s.id, &CreateExecution::new(Language::Python, "print(x + 1)")).await?;
+    assert_eq!(got.stdout, "42\n", "{got:?}");
+    assert_eq!(fake.pods(NAMESPACE).len(), 1, "the same pod, not a second one");
+    assert!(b.log.lock().map(|l| l.iter().any(|l| l.contains("sandbox found again"))).unwrap_or(false));
+
+    cb.delete_session(&s.id).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fake.pods(NAMESPACE).is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "left: {:?}", fake.pods(NAMESPACE));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((a, b));
+    // A was killed: what it had mounted stays until unmounted.
+    sandbox_test_support::unmount_under(dirs.path());
     Ok(())
 }

@@ -231,41 +231,21 @@ impl KubernetesRuntime {
         }
     }
 
-    /// Finds sandbox `name` again, if its pod still runs: after sandboxd restarted, or when a
-    /// replica takes over a lost one's sessions. The executor's token is read back from the
-    /// pod's Secret, and the connection replaces whatever client the executor had (a stalled
-    /// replica's is cut off); the kernel and its variables are as they were. `None`: the pod
-    /// is gone, or not running.
-    pub async fn reattach(&self, name: &str) -> Result<Option<Box<dyn Sandbox>>, RuntimeError> {
-        let pod_name = spec::object_name(name);
-        let unreachable = |e: kube::Error| RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}"));
-        let Some(pod) = self.pods.get_opt(&pod_name).await.map_err(unreachable)? else { return Ok(None) };
-        let PodState::Ready(ip) = pod_state(&pod) else { return Ok(None) };
-        let secret = self.secrets.get_opt(&pod_name).await.map_err(unreachable)?;
-        let token = secret
-            .and_then(|s| s.data)
-            .and_then(|d| d.get(spec::TOKEN_KEY).map(|t| String::from_utf8_lossy(&t.0).into_owned()));
-        let Some(token) = token else { return Ok(None) };
-        let addr = SocketAddr::new(ip, sandbox_protocol::EXECUTOR_PORT);
-        let client = ExecutorClient::connect(addr, &token, Duration::from_secs(30)).await?;
-        Ok(Some(Box::new(KubernetesSandbox {
-            name: name.to_string(),
-            pod: pod_name,
-            client,
-            pods: self.pods.clone(),
-            layers: self.layers(),
-            destroyed: AtomicBool::new(false),
-        })))
+    /// The pods of sandbox `name` (one, but for a start whose delete is still under way).
+    async fn pods_of(&self, name: &str) -> Result<Vec<Pod>, RuntimeError> {
+        let selector = format!("{}={}", spec::LABEL_SANDBOX, spec::label_value(name));
+        let listed = self.pods.list(&ListParams::default().labels(&selector)).await;
+        listed.map(|l| l.items).map_err(|e| RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}")))
     }
 
     /// Creates the token and the pod of `spec`, and waits until its executor answers.
-    async fn start(&self, spec: &SandboxSpec, token: &str) -> Result<(String, ExecutorClient), RuntimeError> {
+    async fn start(&self, spec: &SandboxSpec, name: &str, token: &str) -> Result<ExecutorClient, RuntimeError> {
         let owner =
             spec::Owner { sandbox: spec.name.clone(), template: spec.template.clone(), tenant: spec.tenant.clone() };
-        let name = spec::object_name(&spec.name);
-        let secret = spec::token_secret(&self.settings, &owner, token, None);
+        let name = name.to_string();
+        let secret = spec::token_secret(&self.settings, &owner, &name, token, None);
         self.secrets.create(&PostParams::default(), &secret).await.map_err(|e| refused("the sandbox's token", e))?;
-        let pod = spec::sandbox_pod(&self.settings, &owner, &spec.limits, spec.image.as_deref());
+        let pod = spec::sandbox_pod(&self.settings, &owner, &name, &spec.limits, spec.image.as_deref());
         let created =
             self.pods.create(&PostParams::default(), &pod).await.map_err(|e| refused("the sandbox pod", e))?;
         // Owned by its pod, the token goes when the pod goes, whoever deletes it.
@@ -285,7 +265,7 @@ impl KubernetesRuntime {
         let ip = self.wait_ready(&name).await?;
         let addr = SocketAddr::new(ip, sandbox_protocol::EXECUTOR_PORT);
         let client = ExecutorClient::connect(addr, token, Duration::from_secs(30)).await?;
-        Ok((name, client))
+        Ok(client)
     }
 }
 
@@ -326,8 +306,10 @@ impl Runtime for KubernetesRuntime {
 
     async fn create(&self, spec: SandboxSpec) -> Result<Box<dyn Sandbox>, RuntimeError> {
         let token = new_token()?;
-        match self.start(&spec, &token).await {
-            Ok((pod, client)) => Ok(Box::new(KubernetesSandbox {
+        // Its own randomness, not the token's: the name is no secret.
+        let pod = spec::pod_name(&spec.name, &new_token()?[..6]);
+        match self.start(&spec, &pod, &token).await {
+            Ok(client) => Ok(Box::new(KubernetesSandbox {
                 name: spec.name,
                 pod,
                 client,
@@ -336,10 +318,10 @@ impl Runtime for KubernetesRuntime {
                 destroyed: AtomicBool::new(false),
             })),
             Err(e) => {
-                // Nothing of a failed start stays behind.
-                let name = spec::object_name(&spec.name);
-                self.delete_pod(&name).await;
-                self.delete_secret(&name).await;
+                // Nothing of a failed start stays behind: its pod, and its token (made first,
+                // and not yet owned by a pod that was refused).
+                self.delete_pod(&pod).await;
+                self.delete_secret(&pod).await;
                 Err(e)
             }
         }
@@ -355,6 +337,51 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn release_image(&self, _image: &str) {}
+
+    fn keeps_sandboxes(&self) -> bool {
+        true
+    }
+
+    /// Finds sandbox `name`'s running pod (by its label) after sandboxd restarted, or when a
+    /// replica takes over a lost one's sessions; reads the executor's token back from the
+    /// pod's Secret and connects, which cuts off whatever client the executor had (a stalled
+    /// replica's). The kernel and its variables are as they were. `None`: no running pod.
+    async fn reattach(&self, name: &str) -> Result<Option<Box<dyn Sandbox>>, RuntimeError> {
+        let running = self.pods_of(name).await?.into_iter().find_map(|pod| match pod_state(&pod) {
+            PodState::Ready(ip) => pod.metadata.name.map(|n| (n, ip)),
+            _ => None,
+        });
+        let Some((pod_name, ip)) = running else { return Ok(None) };
+        let secret = self.secrets.get_opt(&pod_name).await;
+        let secret = secret.map_err(|e| RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}")))?;
+        let token = secret
+            .and_then(|s| s.data)
+            .and_then(|d| d.get(spec::TOKEN_KEY).map(|t| String::from_utf8_lossy(&t.0).into_owned()));
+        let Some(token) = token else { return Ok(None) };
+        let addr = SocketAddr::new(ip, sandbox_protocol::EXECUTOR_PORT);
+        let client = ExecutorClient::connect(addr, &token, Duration::from_secs(30)).await?;
+        Ok(Some(Box::new(KubernetesSandbox {
+            name: name.to_string(),
+            pod: pod_name,
+            client,
+            pods: self.pods.clone(),
+            layers: self.layers(),
+            destroyed: AtomicBool::new(false),
+        })))
+    }
+
+    /// Deletes sandbox `name`'s pods and their tokens.
+    async fn remove(&self, name: &str) {
+        match self.pods_of(name).await {
+            Ok(pods) => {
+                for pod in pods.into_iter().filter_map(|p| p.metadata.name) {
+                    self.delete_pod(&pod).await;
+                    self.delete_secret(&pod).await;
+                }
+            }
+            Err(e) => tracing::warn!(sandbox = name, error = %e, "cannot find the sandbox's pods to delete"),
+        }
+    }
 }
 
 /// The Kubernetes runtime when it cannot run at all (no cluster configured, settings that do

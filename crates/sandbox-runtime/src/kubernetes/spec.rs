@@ -131,6 +131,14 @@ pub fn object_name(sandbox: &str) -> String {
     name
 }
 
+/// The name of one start of sandbox `sandbox`'s pod (and its token's Secret): its
+/// [`object_name`] and `suffix`, unique per start, so that a new pod never waits for an old
+/// one's deletion to finish.
+pub fn pod_name(sandbox: &str, suffix: &str) -> String {
+    let base: String = object_name(sandbox).chars().take(62 - suffix.len()).collect();
+    format!("{}-{suffix}", base.trim_end_matches('-'))
+}
+
 /// `value` as a label value: at most 63 of `[A-Za-z0-9._-]`, starting and ending with a letter
 /// or digit (anything else becomes `-`).
 pub fn label_value(value: &str) -> String {
@@ -177,12 +185,12 @@ fn cpu(cpus: f64) -> Quantity {
     Quantity(format!("{}m", ((cpus * 1000.0).round() as u64).max(1)))
 }
 
-/// The Secret holding sandbox `owner`'s executor token; `pod` (once created) owns it, so it
+/// The Secret `name` (its pod's name) holding sandbox `owner`'s executor token; `pod` (once created) owns it, so it
 /// goes when the pod goes.
-pub fn token_secret(s: &Settings, owner: &Owner, token: &str, pod: Option<OwnerReference>) -> Secret {
+pub fn token_secret(s: &Settings, owner: &Owner, name: &str, token: &str, pod: Option<OwnerReference>) -> Secret {
     Secret {
         metadata: ObjectMeta {
-            name: Some(object_name(&owner.sandbox)),
+            name: Some(name.to_string()),
             namespace: Some(s.namespace.clone()),
             labels: Some(labels(s, owner)),
             owner_references: pod.map(|p| vec![p]),
@@ -195,10 +203,10 @@ pub fn token_secret(s: &Settings, owner: &Owner, token: &str, pod: Option<OwnerR
     }
 }
 
-/// The pod of one sandbox: the executor as its process (under tini, and under bubblewrap with
+/// Pod `name` ([`pod_name`]) of one sandbox: the executor as its process (under tini, and under bubblewrap with
 /// the second layer), listening on the executor's port for sandboxd's pods.
-pub fn sandbox_pod(s: &Settings, owner: &Owner, limits: &ResourceLimits, image: Option<&str>) -> Pod {
-    let name = object_name(&owner.sandbox);
+pub fn sandbox_pod(s: &Settings, owner: &Owner, name: &str, limits: &ResourceLimits, image: Option<&str>) -> Pod {
+    let name = name.to_string();
     let resources = BTreeMap::from([
         ("cpu".to_string(), cpu(limits.cpus)),
         ("memory".to_string(), bytes(limits.memory_bytes)),
@@ -418,6 +426,8 @@ mod tests {
         assert_eq!(object_name("ses_0190AB_cd"), "sbx-ses-0190ab-cd");
         assert_eq!(object_name(&"x".repeat(100)).len(), 63);
         assert_eq!(object_name("run_"), "sbx-run");
+        assert_eq!(pod_name("ses_0190AB_cd", "a1b2c3"), "sbx-ses-0190ab-cd-a1b2c3");
+        assert_eq!(pod_name(&"x".repeat(100), "a1b2c3").len(), 63);
         assert_eq!(label_value("data science"), "data-science");
         assert_eq!(label_value("-a/b-"), "a-b");
         assert_eq!(label_value(&"y".repeat(80)).len(), 63);
@@ -425,7 +435,7 @@ mod tests {
 
     #[test]
     fn a_sandbox_pod_is_locked_down() {
-        let pod = sandbox_pod(&settings(), &owner(), &LIMITS, None);
+        let pod = sandbox_pod(&settings(), &owner(), "sbx-ses-0190ab-cd", &LIMITS, None);
         let spec = pod.spec.expect("spec");
         assert_eq!(pod.metadata.name.as_deref(), Some("sbx-ses-0190ab-cd"));
         let labels = pod.metadata.labels.expect("labels");
@@ -475,7 +485,7 @@ mod tests {
             workspace: WorkspaceVolume::Claim { claim: "workspaces".into() },
             ..settings()
         };
-        let pod = sandbox_pod(&s, &owner(), &LIMITS, Some("acme/data:1"));
+        let pod = sandbox_pod(&s, &owner(), "sbx-ses-0190ab-cd", &LIMITS, Some("acme/data:1"));
         let spec = pod.spec.expect("spec");
         assert_eq!(spec.host_users, Some(false));
         assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
@@ -514,7 +524,7 @@ mod tests {
             controller: None,
             block_owner_deletion: None,
         };
-        let secret = token_secret(&settings(), &owner(), "s3cret", Some(pod));
+        let secret = token_secret(&settings(), &owner(), "sbx-ses-0190ab-cd", "s3cret", Some(pod));
         assert_eq!(secret.immutable, Some(true));
         assert_eq!(secret.data.expect("data")[TOKEN_KEY].0, b"s3cret");
         assert_eq!(secret.metadata.owner_references.expect("owner")[0].kind, "Pod");

@@ -10,10 +10,13 @@
 //!   next used. A restart recovers only the replica's own earlier work (`Store::recover`).
 //! - Every heartbeat also looks for replicas whose lease lapsed. One replica adopts each, once
 //!   (one `UPDATE` decides): their queued and running executions become `interrupted`, their
-//!   sessions `stopped` (`replica_lost`).
+//!   sessions `stopped` (`replica_lost`). Where sandboxes outlive their replica (a cluster's
+//!   pods: `Runtime::keeps_sandboxes`), the sessions stay running and become the adopter's,
+//!   which finds each sandbox again when the session is next used (`Runtime::reattach`).
 //! - A replica that finds its own lease gone (it stalled past the lease, and another adopted
-//!   its work) destroys its sandboxes, which the database no longer calls its own, and
-//!   registers again. `/readyz` says so meanwhile.
+//!   its work) destroys its sandboxes, which the database no longer calls its own (or, where
+//!   they outlive it, lets go of them for the adopter), and registers again. `/readyz` says
+//!   so meanwhile.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -241,7 +244,7 @@ async fn beat(state: &Arc<Service>) {
         }
     }
     let lease_ms = me.lease_ms();
-    match state.store.adopt_lapsed_replicas(&me.id, lease_ms).await {
+    match state.store.adopt_lapsed_replicas(&me.id, lease_ms, state.runtime.keeps_sandboxes()).await {
         Ok(adopted) => {
             for a in adopted {
                 tracing::warn!(
@@ -262,7 +265,12 @@ async fn lease_lost(state: &Arc<Service>) {
     if !me.adopted.swap(true, Ordering::SeqCst) {
         tracing::error!(replica = %me.id, "this replica's lease lapsed and another adopted its work: destroying its sandboxes");
     }
-    state.sessions.destroy_running().await;
+    // Its sandboxes are the adopter's now: where they outlive a replica, it finds them again
+    // (and its connection cuts this one's off); else they end here.
+    match state.runtime.keeps_sandboxes() {
+        true => state.sessions.let_go_running(),
+        false => state.sessions.destroy_running().await,
+    }
     match state.register_replica().await {
         Ok(()) => tracing::info!(replica = %me.id, "registered again"),
         Err(e) => tracing::warn!(error = %e, "cannot register again; retrying at the next heartbeat"),

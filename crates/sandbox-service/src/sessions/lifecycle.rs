@@ -166,6 +166,7 @@ async fn stop_when_due(state: &Service, session: Session) {
     // The sandbox goes first: holding the turn, nothing can start a new one meanwhile, and
     // whoever sees "stopped" finds it gone.
     live.suspend().await;
+    state.remove_kept_sandbox(&session.id).await;
     match state.store.mark_session_stopped(&session.id, reason, Utc::now()).await {
         Ok(true) => {}
         Ok(false) => return, // deleted or stopped meanwhile

@@ -218,7 +218,19 @@ impl Sessions {
             Some(&session.tenant),
             crate::executions::limits_from(&session.limits),
         )?;
-        let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
+        // A sandbox that outlives the replica that started it (a cluster's pod) is found again
+        // after a restart or an adoption, kernel and all; else a new one starts.
+        let found = match runtime.keeps_sandboxes() {
+            true => runtime.reattach(&session.id).await?,
+            false => None,
+        };
+        let sb: Arc<dyn Sandbox> = match found {
+            Some(sb) => {
+                tracing::info!(session = %session.id, "sandbox found again");
+                Arc::from(sb)
+            }
+            None => Arc::from(runtime.create(spec).await?),
+        };
         record_isolation(store, &session.id, sb.as_ref()).await;
         if session.kernel.is_some() {
             // Warm the kernel while the caller gets on with its request.
@@ -381,10 +393,24 @@ impl Sessions {
         live.iter().filter(|(_, l)| l.current().is_some()).map(|(id, _)| id.clone()).collect()
     }
 
-    /// Destroys every live sandbox, and no sandbox starts after it (server shutdown).
-    pub async fn destroy_all(&self) {
+    /// Destroys every live sandbox, and no sandbox starts after it (server shutdown). Where
+    /// sandboxes outlive sandboxd (`keep`), they are let go instead, for the next run or the
+    /// replica that adopts this one's sessions to find again.
+    pub async fn destroy_all(&self, keep: bool) {
         self.closed.store(true, Ordering::SeqCst);
-        self.destroy_running().await;
+        match keep {
+            true => self.let_go_running(),
+            false => self.destroy_running().await,
+        }
+    }
+
+    /// Drops this replica's hold on every live sandbox without ending it: another replica
+    /// that adopted the sessions finds the sandboxes again (runtimes whose sandboxes outlive
+    /// sandboxd).
+    pub fn let_go_running(&self) {
+        let all: Vec<Arc<LiveSession>> =
+            self.live.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, v)| v).collect();
+        all.iter().for_each(|l| drop(l.take()));
     }
 
     /// Destroys every live sandbox; a session starts a new one where it is next used (this

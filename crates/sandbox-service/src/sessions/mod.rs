@@ -155,11 +155,20 @@ impl Service {
         self.runs_here(&session).await?;
         self.store.mark_session_deleted(id, Utc::now()).await?;
         self.sessions.destroy(id).await;
+        self.remove_kept_sandbox(id).await;
         lifecycle::write_back(self, id).await;
         self.dirs.packages.remove(id);
         lifecycle::unmount_if_idle(self, id).await;
         tracing::info!(session = %id, "session deleted");
         Ok(())
+    }
+
+    /// Removes what a runtime whose sandboxes outlive sandboxd still runs of session `id`
+    /// with no handle here (a pod of a lost replica's, not yet found again).
+    pub(crate) async fn remove_kept_sandbox(&self, id: &str) {
+        if self.runtime.keeps_sandboxes() {
+            self.runtime.remove(id).await;
+        }
     }
 
     /// Starts a new sandbox on a stopped session's workspace (a fresh kernel; the files are
@@ -204,6 +213,7 @@ impl Service {
         self.active_session(caller, id).await?;
         if self.store.mark_session_stopped(id, "user", Utc::now()).await? {
             self.sessions.live(id).suspend().await;
+            self.remove_kept_sandbox(id).await;
             lifecycle::write_back(self, id).await;
             lifecycle::unmount_if_idle(self, id).await;
             tracing::info!(session = %id, "session stopped by request");
