@@ -115,7 +115,8 @@ pub async fn tenant_workspace_bytes(state: &Service, tenant: &str, besides: Opti
 }
 
 /// Measures session `id`'s workspace here, if it is here, and records its bytes for the
-/// tenant's limit on every replica (only when they changed since this replica last did).
+/// tenant's limit on every replica (only when they changed since this replica last did, where
+/// it keeps a live entry for the session).
 pub async fn record_workspace_bytes(state: &Service, id: &str) -> Result<(), ServiceError> {
     let dirs = std::sync::Arc::clone(&state.dirs);
     let name = id.to_string();
@@ -128,8 +129,13 @@ pub async fn record_workspace_bytes(state: &Service, id: &str) -> Result<(), Ser
     else {
         return Ok(());
     };
-    let live = state.sessions.live(id);
-    if live.recorded_bytes.swap(bytes, std::sync::atomic::Ordering::SeqCst) != bytes {
+    // Never a new live entry: a deleted session's is gone for good, and this runs after its
+    // delete too. Without one, the bytes are written whether or not they changed.
+    let unchanged = state
+        .sessions
+        .existing(id)
+        .is_some_and(|live| live.recorded_bytes.swap(bytes, std::sync::atomic::Ordering::SeqCst) == bytes);
+    if !unchanged {
         state.store.set_workspace_bytes(id, bytes).await?;
     }
     Ok(())

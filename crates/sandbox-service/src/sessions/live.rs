@@ -182,6 +182,11 @@ impl Sessions {
         Arc::clone(map.entry(id.to_string()).or_default())
     }
 
+    /// Session `id`'s entry, if it has one here (unlike [`Self::live`], never makes one).
+    pub fn existing(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
     /// Starts a sandbox for `session` (on its workspace) if it has no live one.
     async fn ensure_sandbox(
         closed: &std::sync::atomic::AtomicBool,
