@@ -119,6 +119,11 @@ fn refused(what: &str, e: kube::Error) -> RuntimeError {
     }
 }
 
+/// The API server out of reach, in plain words.
+fn unreachable(e: kube::Error) -> RuntimeError {
+    RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}"))
+}
+
 /// A sandbox executor's token: 32 random bytes, hex.
 fn new_token() -> Result<String, RuntimeError> {
     use std::io::Read;
@@ -215,12 +220,7 @@ impl KubernetesRuntime {
     }
 
     async fn delete_pod(&self, name: &str) {
-        let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
-        match self.pods.delete(name, &now).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => tracing::warn!(pod = name, error = %e, "cannot delete the sandbox pod"),
-        }
+        delete_pod(&self.pods, name).await
     }
 
     async fn delete_secret(&self, name: &str) {
@@ -235,7 +235,7 @@ impl KubernetesRuntime {
     async fn pods_of(&self, name: &str) -> Result<Vec<Pod>, RuntimeError> {
         let selector = format!("{}={}", spec::LABEL_SANDBOX, spec::label_value(name));
         let listed = self.pods.list(&ListParams::default().labels(&selector)).await;
-        listed.map(|l| l.items).map_err(|e| RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}")))
+        listed.map(|l| l.items).map_err(unreachable)
     }
 
     /// Creates the token and the pod of `spec`, and waits until its executor answers.
@@ -353,7 +353,7 @@ impl Runtime for KubernetesRuntime {
         });
         let Some((pod_name, ip)) = running else { return Ok(None) };
         let secret = self.secrets.get_opt(&pod_name).await;
-        let secret = secret.map_err(|e| RuntimeError::NotReady(format!("cannot reach the Kubernetes API: {e}")))?;
+        let secret = secret.map_err(unreachable)?;
         let token = secret
             .and_then(|s| s.data)
             .and_then(|d| d.get(spec::TOKEN_KEY).map(|t| String::from_utf8_lossy(&t.0).into_owned()));
@@ -519,12 +519,18 @@ impl Sandbox for KubernetesSandbox {
         if self.destroyed.swap(true, Ordering::SeqCst) {
             return;
         }
-        let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
-        match self.pods.delete(&self.pod, &now).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(e) => tracing::warn!(pod = %self.pod, error = %e, "cannot delete the sandbox pod"),
-        }
+        delete_pod(&self.pods, &self.pod).await
+    }
+}
+
+/// Deletes pod `name` at once (no grace: the executor ends its processes itself); one already
+/// gone is no error.
+async fn delete_pod(pods: &Api<Pod>, name: &str) {
+    let now = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::background() };
+    match pods.delete(name, &now).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(e) => tracing::warn!(pod = name, error = %e, "cannot delete the sandbox pod"),
     }
 }
 
