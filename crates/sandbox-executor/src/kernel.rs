@@ -83,8 +83,12 @@ impl Kernel {
     }
 
     /// Starts the kernel with `env` unless one is running.
-    pub fn ensure_started(&self, env: BTreeMap<String, String>) -> Result<(), String> {
+    /// The environment kernels start with from now on (the session's).
+    pub fn set_env(&self, env: BTreeMap<String, String>) {
         *lock(&self.env) = env;
+    }
+
+    pub fn ensure_started(&self) -> Result<(), String> {
         let mut slot = lock(&self.slot);
         if slot.is_none() {
             *slot = Some(self.start()?);
@@ -282,8 +286,7 @@ impl Kernel {
             // can be made (pid limit), the next cell starts it instead.
             let kernel = Arc::clone(self);
             let _ = std::thread::Builder::new().spawn(move || {
-                let env = lock(&kernel.env).clone();
-                let _ = kernel.ensure_started(env);
+                let _ = kernel.ensure_started();
             });
         } else {
             result.exit_code = Some(if status == Some(true) { 0 } else { 1 });

@@ -122,9 +122,12 @@ impl Executor {
                 });
             }
             Request::StartKernel { env } => {
+                // Stored here, in request order: a restart that follows at once starts its
+                // kernel with this environment, whichever thread runs first.
+                self.kernel.set_env(env);
                 let kernel = Arc::clone(&self.kernel);
                 spawn_or_inline(move || {
-                    if let Err(e) = kernel.ensure_started(env) {
+                    if let Err(e) = kernel.ensure_started() {
                         eprintln!("sandbox-executor: {e}");
                     }
                 });
