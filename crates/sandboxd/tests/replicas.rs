@@ -543,8 +543,11 @@ async fn a_stalled_replica_lets_go_of_what_was_adopted() -> anyhow::Result<()> {
         Ok(sandbox_test_support::processes_mentioning(&a_dir) == 0)
     })
     .await?;
-    let said = a.log.lock().map(|l| l.iter().any(|l| l.contains("lease lapsed and another adopted"))).unwrap_or(false);
-    assert!(said, "A says why it destroyed its sandboxes");
+    // Said before the sandboxes went; the log reaches the test through a reader thread.
+    eventually("A to say why it destroyed its sandboxes", Duration::from_secs(5), || async {
+        Ok(a.log.lock().map(|l| l.iter().any(|l| l.contains("lease lapsed and another adopted"))).unwrap_or(false))
+    })
+    .await?;
     eventually("A to hold a lease again", Duration::from_secs(10), || async { Ok(ca.readiness().await?.1.replica.ok) })
         .await?;
     // The session runs again, on whichever replica is asked: a new kernel.
