@@ -13,6 +13,7 @@ pub mod network;
 pub mod outputs;
 pub mod proctree;
 pub mod reaper;
+pub mod relay;
 pub mod seccomp;
 
 use std::io::{self, Read, Write};
@@ -48,7 +49,15 @@ enum Ended {
 /// stream). With `SANDBOX_EXECUTOR_LISTEN` it serves clients over TCP instead, one at a time,
 /// each proven by the sandbox's token ([`network`]): a client that goes away (its sandboxd
 /// died) leaves the kernel and its variables for the next one.
+///
+/// `sandbox-executor relay -- COMMAND...` runs the [`relay`] instead, in front of an executor
+/// that COMMAND starts under bubblewrap.
 pub fn run() -> i32 {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("relay") {
+        let command = args[1..].strip_prefix(&["--".to_string()]).unwrap_or(&args[1..]);
+        return relay::run(command);
+    }
     if let Err(e) = harden() {
         eprintln!("sandbox-executor: cannot harden the sandbox: {e}");
         return 70;

@@ -265,15 +265,26 @@ pub fn write_frame<W: Write, T: Serialize>(w: &mut W, msg: &T) -> io::Result<()>
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
 pub fn read_frame<R: Read, T: for<'de> Deserialize<'de>>(r: &mut R) -> io::Result<Option<T>> {
+    match read_raw_frame(r)? {
+        Some(frame) => decode(&frame[4..]).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads one whole frame, its length header included, without decoding it (a relay passes
+/// frames on as they are); `Ok(None)` on a clean end of stream between frames.
+pub fn read_raw_frame<R: Read>(r: &mut R) -> io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; 4];
     match r.read_exact(&mut header) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let mut body = vec![0u8; body_len(header)?];
-    r.read_exact(&mut body)?;
-    decode(&body).map(Some)
+    let len = body_len(header)?;
+    let mut frame = vec![0u8; 4 + len];
+    frame[..4].copy_from_slice(&header);
+    r.read_exact(&mut frame[4..])?;
+    Ok(Some(frame))
 }
 
 #[cfg(test)]

@@ -82,7 +82,19 @@ impl ExecutorClient {
     pub async fn connect(addr: std::net::SocketAddr, token: &str, timeout: Duration) -> Result<Self, RuntimeError> {
         let unreachable =
             |e: std::io::Error| RuntimeError::SandboxDied(format!("cannot reach the executor at {addr}: {e}"));
-        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        // A pod is ready once its container runs, which can be a moment before its executor
+        // listens: a refused connection is tried again, within `timeout`.
+        let connecting = async {
+            loop {
+                match tokio::net::TcpStream::connect(addr).await {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        let stream = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| RuntimeError::Unresponsive(timeout.as_secs()))?
             .map_err(unreachable)?;

@@ -24,9 +24,13 @@ async fn cluster(behaviour: Behaviour) -> anyhow::Result<(FakeCluster, Kubernete
 }
 
 fn runtime_at(url: &str, start_timeout: Duration) -> anyhow::Result<KubernetesRuntime> {
+    runtime_with(url, settings(), start_timeout)
+}
+
+fn runtime_with(url: &str, settings: Settings, start_timeout: Duration) -> anyhow::Result<KubernetesRuntime> {
     let config = kube::Config::new(url.parse()?);
     let client = kube::Client::try_from(config)?;
-    Ok(KubernetesRuntime::new(client, settings(), start_timeout))
+    Ok(KubernetesRuntime::new(client, settings, start_timeout))
 }
 
 fn sandbox_spec(name: &str, memory_bytes: u64, image: Option<&str>) -> SandboxSpec {
@@ -85,9 +89,38 @@ async fn a_sandbox_pod_starts_runs_code_and_goes_with_its_token() -> anyhow::Res
     assert_eq!(set.result.exit_code, Some(0), "{:?}", set.result);
     let got = sandbox.exec(python("e2", "print(x * 2 + 2)"), None).await?;
     assert_eq!(got.result.stdout, "42\n", "{:?}", got.result);
-    assert!(sandbox.isolation().contains("missing: the second layer"), "{}", sandbox.isolation());
+    assert!(sandbox.isolation().contains("NO bubblewrap layer"), "{}", sandbox.isolation());
 
     sandbox.destroy().await;
+    nothing_left(&fake).await
+}
+
+/// The second layer: the pod runs the relay and the executor under bubblewrap, and code runs
+/// there; on nodes that mask /proc the start fails at once with bubblewrap's own words and
+/// what to do about it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_second_layer_code_runs_under_bubblewrap_or_the_start_says_why_not() -> anyhow::Result<()> {
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    let layered = Settings { second_layer: true, ..settings() };
+    let runtime = runtime_with(&fake.url, layered, Duration::from_secs(10))?;
+    let sandbox = runtime.create(sandbox_spec("ses_10", 256 << 20, None)).await?;
+    assert!(sandbox.isolation().contains("+ bubblewrap + executor seccomp"), "{}", sandbox.isolation());
+    let set = sandbox.exec(python("e1", "x = 6"), None).await?;
+    assert_eq!(set.result.exit_code, Some(0), "{:?}", set.result);
+    // Inside bubblewrap: the uid is the image's, the network namespace holds nothing (not
+    // even loopback is up), and the executor is PID 1 of a namespace of its own.
+    let probe = "import os; print(x * 7, os.getuid(), sorted(os.listdir('/sys/class/net')) if os.path.isdir('/sys/class/net') else [], open('/proc/1/cmdline').read().split(chr(0))[0])";
+    let got = sandbox.exec(python("e2", probe), None).await?;
+    assert_eq!(got.result.stdout, "42 1000 [] /.sandbox/executor\n", "{:?}", got.result);
+    sandbox.destroy().await;
+    nothing_left(&fake).await?;
+
+    fake.set_behaviour(Behaviour { masked_proc: true, ..Default::default() });
+    let started = Instant::now();
+    let why = start_error(runtime.create(sandbox_spec("ses_11", 256 << 20, None)).await)?;
+    assert!(why.contains("bwrap") && why.contains("proc"), "bubblewrap's own words: {why}");
+    assert!(why.contains("--kubernetes-second-layer off"), "what to do: {why}");
+    assert!(started.elapsed() < Duration::from_secs(10), "at once, not at the timeout: {:?}", started.elapsed());
     nothing_left(&fake).await
 }
 

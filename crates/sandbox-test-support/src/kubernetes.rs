@@ -30,6 +30,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use sandbox_runtime::bwrap;
+use sandbox_runtime::kubernetes::spec;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -44,6 +46,9 @@ pub struct Behaviour {
     pub quota_memory_bytes: u64,
     /// RBAC: listing pods is forbidden.
     pub forbid_list: bool,
+    /// Nodes mask parts of a container's `/proc`, as container runtimes do unless a pod asks
+    /// for `procMount: Unmasked` and may have it: bubblewrap cannot mount a /proc of its own.
+    pub masked_proc: bool,
 }
 
 struct PodEntry {
@@ -66,7 +71,7 @@ struct Cluster {
     inner: Arc<Mutex<Inner>>,
     events: broadcast::Sender<(u64, String, Value)>,
     behaviour: Arc<Mutex<Behaviour>>,
-    executor: PathBuf,
+    image: Arc<FakeImage>,
     uids: Arc<AtomicU64>,
 }
 
@@ -101,7 +106,7 @@ impl FakeCluster {
             })),
             events,
             behaviour: Arc::new(Mutex::new(behaviour)),
-            executor,
+            image: Arc::new(FakeImage::new(executor)?),
             uids: Arc::new(AtomicU64::new(1)),
         };
         let app = Router::new()
@@ -372,25 +377,71 @@ async fn create_pod(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut p
     (StatusCode::CREATED, Json(pod)).into_response()
 }
 
-/// `executor` under bubblewrap as a pod runs it: a PID namespace of its own (it is PID 1, so
-/// its shutdown kills only the sandbox's processes), `/usr` and `/etc` read-only, `workspace`
-/// at /workspace, a fresh /tmp, and the host's network (a pod's own, in a real cluster). It
-/// ends with its parent.
-pub fn sandboxed_executor(executor: &std::path::Path, workspace: &std::path::Path) -> std::process::Command {
-    let bin_dir = executor.parent().map(PathBuf::from).unwrap_or_default();
-    let mut command = std::process::Command::new("bwrap");
-    command
-        .args(["--unshare-pid", "--as-pid-1", "--die-with-parent", "--tmpfs", "/", "--ro-bind", "/usr", "/usr"])
-        .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
-        .args(["--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--bind"])
-        .arg(workspace)
-        .arg("/workspace")
-        .arg("--ro-bind")
-        .arg(&bin_dir)
-        .arg(&bin_dir)
-        .arg("--")
-        .arg(executor);
-    command
+/// The sandbox image as the fake's pods see it, and bubblewrap standing in for the container
+/// runtime: the host's `/usr` (which has what the image has: Python, Node, bubblewrap),
+/// with `/usr/local/bin` holding the executor alone, as in the image; the image's prepared
+/// `/etc` for the second layer at [`bwrap::IMAGE_ETC`]; the host's `/etc` as the container's.
+pub struct FakeImage {
+    executor: PathBuf,
+    etc: tempfile::TempDir,
+}
+
+impl FakeImage {
+    pub fn new(executor: PathBuf) -> anyhow::Result<FakeImage> {
+        let etc = tempfile::tempdir()?;
+        bwrap::prepare_etc(etc.path())?;
+        Ok(FakeImage { executor, etc })
+    }
+
+    /// `argv` in a container of this image, as a pod's container runs: as `user` in a user
+    /// namespace of its own with no capabilities (a pod with `hostUsers: false`), `argv[0]` as
+    /// PID 1 of a PID namespace of its own, `workspace` at /workspace, a fresh /tmp, and the
+    /// host's network (a pod's own, in a real cluster). It ends with its parent.
+    ///
+    /// Run by root, the container is made by the host's unprivileged `sandbox` user (as the
+    /// local runtime's sandboxes are), so that its user namespace maps no host root: a pod's
+    /// does not either, and `/proc` is then mounted whole, as with `procMount: Unmasked` (with
+    /// host root mapped, bubblewrap covers parts of it, and the second layer's own /proc
+    /// mount is refused). `workspace` is given to that user.
+    pub fn container(
+        &self,
+        workspace: &std::path::Path,
+        user: (u32, u32),
+        argv: &[String],
+        masked_proc: bool,
+    ) -> std::process::Command {
+        let mut command = std::process::Command::new("bwrap");
+        if sandbox_sys::real_uid() == 0 {
+            if let Ok(Some((uid, gid))) = sandbox_sys::lookup_user("sandbox") {
+                let _ = sandbox_sys::chown(workspace, uid, gid);
+                use std::os::unix::process::CommandExt;
+                command.uid(uid).gid(gid);
+            }
+        }
+        command
+            .args(["--unshare-pid", "--as-pid-1", "--unshare-user"])
+            .args(["--uid", &user.0.to_string(), "--gid", &user.1.to_string()])
+            .args(["--die-with-parent", "--tmpfs", "/", "--ro-bind", "/usr", "/usr"])
+            .args(["--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin"])
+            .args(["--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64"])
+            .args(["--ro-bind", "/etc", "/etc", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]);
+        if masked_proc {
+            // As a container runtime masks it: part of /proc covered read-only.
+            command.args(["--ro-bind", "/proc/sys", "/proc/sys"]);
+        }
+        command
+            .args(["--tmpfs", "/usr/local/bin", "--ro-bind"])
+            .arg(&self.executor)
+            .arg(spec::EXECUTOR_IN_IMAGE)
+            .arg("--ro-bind")
+            .arg(self.etc.path())
+            .arg(bwrap::IMAGE_ETC)
+            .arg("--bind")
+            .arg(workspace)
+            .args([sandbox_protocol::WORKSPACE_DIR, "--chdir", sandbox_protocol::WORKSPACE_DIR, "--"])
+            .args(argv);
+        command
+    }
 }
 
 /// A loopback address no other pod has, in this process or another test process (each test
@@ -474,12 +525,46 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
     // The pod's own address: `0.0.0.0` in a pod's network namespace is the pod's IP.
     env.insert(sandbox_protocol::LISTEN_ENV.into(), format!("{ip}:{}", sandbox_protocol::EXECUTOR_PORT));
     let Ok(workspace) = tempfile::tempdir() else { return };
-    let child = tokio::process::Command::from(sandboxed_executor(&c.executor, workspace.path()))
-        .env_clear()
-        .envs(env)
-        .kill_on_drop(true)
-        .spawn();
-    let Ok(child) = child else { return };
+    let argv: Vec<String> = ["command", "args"]
+        .iter()
+        .flat_map(|k| container[*k].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let security = &pod["spec"]["securityContext"];
+    let id = |key: &str| security[key].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    let child = tokio::process::Command::from(c.image.container(
+        workspace.path(),
+        (id("runAsUser"), id("runAsGroup")),
+        &argv,
+        b.masked_proc,
+    ))
+    .env_clear()
+    .envs(env)
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn();
+    let Ok(mut child) = child else { return };
+    // The container's log: echoed for the test's output, its tail kept for the termination
+    // message (`FallbackToLogsOnError`).
+    let log = Arc::new(Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let (log, pod) = (Arc::clone(&log), name.clone());
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[pod {pod}] {line}");
+                let mut tail = log.lock().unwrap_or_else(|p| p.into_inner());
+                tail.push_str(&line);
+                tail.push('\n');
+                if tail.len() > 2048 {
+                    let cut = tail.len() - 2048;
+                    let cut = (cut..tail.len()).find(|&i| tail.is_char_boundary(i)).unwrap_or(0);
+                    tail.drain(..cut);
+                }
+            }
+        });
+    }
     {
         let mut inner = c.lock();
         match inner.pods.get_mut(&(ns.clone(), name.clone())) {
@@ -490,14 +575,8 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
             None => return, // deleted meanwhile: the child is dropped, and killed
         }
     }
-    // Ready once the executor listens.
-    let addr = format!("{ip}:{}", sandbox_protocol::EXECUTOR_PORT);
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // Ready once its container runs, as the kubelet says of a pod without a readiness probe:
+    // the executor may not listen yet.
     c.update_status(&ns, &name, |s| {
         s["phase"] = json!("Running");
         s["podIP"] = json!(ip);
@@ -529,10 +608,16 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
             (false, _) => ("Failed", "Error"),
         };
         let code = if killed_for_memory { 137 } else { code };
+        // Give the log reader a moment to take the last lines.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let message = log.lock().unwrap_or_else(|p| p.into_inner()).trim_end().to_string();
         c.update_status(&ns, &name, |s| {
             s["phase"] = json!(phase);
             s["containerStatuses"][0]["ready"] = json!(false);
             s["containerStatuses"][0]["state"] = json!({"terminated": {"reason": reason, "exitCode": code}});
+            if code != 0 && !killed_for_memory && !message.is_empty() {
+                s["containerStatuses"][0]["state"]["terminated"]["message"] = json!(message);
+            }
         });
         return;
     }

@@ -10,8 +10,11 @@
 //! its container is ready or the cluster says why it cannot be ([`pod_state`]), within
 //! `start_timeout`; then connects to `podIP:7323`.
 //!
-//! Not built yet: package installs in a pod of their own, workspaces restored from S3 into
-//! the pod, reconnection after a restart, and sandboxd's config and flags for it.
+//! With the second layer, the pod runs the executor's relay (`sandbox_executor::relay`), which
+//! listens in the executor's stead and passes frames to the executor under bubblewrap.
+//!
+//! Not built yet: package installs in a pod of their own, and workspaces restored from S3
+//! into the pod.
 
 pub mod spec;
 
@@ -161,21 +164,19 @@ impl KubernetesRuntime {
         Ok(KubernetesRuntime::new(client, settings, start_timeout))
     }
 
+    /// The layers of a sandbox pod in plain words.
     fn layers(&self) -> String {
-        let mut layers = vec!["pod".to_string()];
-        if let Some(class) = &self.settings.runtime_class {
-            layers.push(format!("runtime class {class}"));
-        }
-        if let spec::Seccomp::Localhost(profile) = &self.settings.seccomp {
-            layers.push(format!("seccomp profile {profile}"));
+        let seccomp = match &self.settings.seccomp {
+            spec::Seccomp::Localhost(profile) => format!("seccomp profile {profile}"),
+            spec::Seccomp::RuntimeDefault => "RuntimeDefault seccomp".into(),
+        };
+        let class = self.settings.runtime_class.as_ref().map(|c| format!(", runtime class {c}")).unwrap_or_default();
+        let pod = format!("pod (no network but sandboxd's, no capabilities, {seccomp}, read-only root, limits{class})");
+        if self.settings.second_layer {
+            format!("{pod} + bubblewrap + executor seccomp")
         } else {
-            layers.push("RuntimeDefault seccomp".into());
+            format!("{pod} + executor seccomp; NO bubblewrap layer: off (--kubernetes-second-layer off)")
         }
-        // The pod's settings for it (`hostUsers: false`, an unmasked /proc) are built, the
-        // relay that would keep the executor reachable from inside bubblewrap's network
-        // namespace is not: never claim a layer that does not run.
-        layers.push("missing: the second layer (bubblewrap inside the pod is not built yet)".into());
-        layers.join(", ")
     }
 
     /// Watches pod `name` until it is ready or cannot start, within the start timeout.
@@ -264,8 +265,35 @@ impl KubernetesRuntime {
         }
         let ip = self.wait_ready(&name).await?;
         let addr = SocketAddr::new(ip, sandbox_protocol::EXECUTOR_PORT);
-        let client = ExecutorClient::connect(addr, token, Duration::from_secs(30)).await?;
-        Ok(client)
+        // A pod is ready when its container runs; what runs in it may still fail (bubblewrap
+        // refused by the node): its end, with the container's last words, is the reason.
+        let within = Duration::from_secs(30);
+        let failed = async {
+            match pod_ended(&self.pods, &name, within).await {
+                Some(ended) => ended,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            client = ExecutorClient::connect(addr, token, within) => client,
+            ended = failed => Err(self.start_failure(&name, ended)),
+        }
+    }
+
+    /// Why pod `name` ended as it started, in plain words.
+    fn start_failure(&self, name: &str, ended: PodState) -> RuntimeError {
+        let why = match ended {
+            PodState::OutOfMemory => "it ran out of memory as it started (OOMKilled)".to_string(),
+            PodState::Failed(why) | PodState::Waiting(Some(why)) => why,
+            PodState::Waiting(None) | PodState::Ready(_) => "it ended".to_string(),
+        };
+        let hint = if self.settings.second_layer && why.contains("bwrap") {
+            " (the second layer, bubblewrap inside the pod, cannot run on this cluster's nodes: \
+             SECURITY.md says what it needs; --kubernetes-second-layer off runs without it)"
+        } else {
+            ""
+        };
+        RuntimeError::Start(format!("pod {name}: {why}{hint}"))
     }
 }
 
@@ -434,31 +462,34 @@ impl KubernetesSandbox {
     /// Why the pod ended, once its status says so (it lags the lost connection by a moment on
     /// a real cluster), or was deleted: watched for at most `within`.
     async fn ended(&self, within: Duration) -> Option<PodState> {
-        let config = watcher::Config::default().fields(&format!("metadata.name={}", self.pod));
-        let mut events = watcher(self.pods.clone(), config).boxed();
-        let watched = tokio::time::timeout(within, async {
-            let mut listed = false;
-            while let Some(event) = events.next().await {
-                let pod = match event {
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
-                    Ok(watcher::Event::Delete(_)) => return Some(self.deleted()),
-                    // The first list did not have it: deleted before the watch began.
-                    Ok(watcher::Event::InitDone) if !listed => return Some(self.deleted()),
-                    _ => continue,
-                };
-                listed = true;
-                if let ended @ (PodState::Failed(_) | PodState::OutOfMemory) = pod_state(&pod) {
-                    return Some(ended);
-                }
-            }
-            None
-        });
-        watched.await.ok().flatten()
+        pod_ended(&self.pods, &self.pod, within).await
     }
+}
 
-    fn deleted(&self) -> PodState {
-        PodState::Failed(format!("pod {} was deleted from outside sandboxd", self.pod))
-    }
+/// How pod `name` ended ([`PodState::Failed`] or [`PodState::OutOfMemory`]), once its status
+/// says so or it is deleted; `None` if it did not within `within`.
+async fn pod_ended(pods: &Api<Pod>, name: &str, within: Duration) -> Option<PodState> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(pods.clone(), config).boxed();
+    let deleted = || PodState::Failed(format!("pod {name} was deleted from outside sandboxd"));
+    let watched = tokio::time::timeout(within, async {
+        let mut listed = false;
+        while let Some(event) = events.next().await {
+            let pod = match event {
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
+                Ok(watcher::Event::Delete(_)) => return Some(deleted()),
+                // The first list did not have it: deleted before the watch began.
+                Ok(watcher::Event::InitDone) if !listed => return Some(deleted()),
+                _ => continue,
+            };
+            listed = true;
+            if let ended @ (PodState::Failed(_) | PodState::OutOfMemory) = pod_state(&pod) {
+                return Some(ended);
+            }
+        }
+        None
+    });
+    watched.await.ok().flatten()
 }
 
 #[async_trait]

@@ -26,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::ByteString;
 
+use crate::bwrap::{self, Layout};
 use crate::ResourceLimits;
 
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -42,9 +43,11 @@ pub const SANDBOXD_NAME: &str = "sandboxd";
 /// The key of the executor's token in a sandbox's Secret.
 pub const TOKEN_KEY: &str = "token";
 const CONTAINER: &str = "sandbox";
-/// Where the image keeps the executor and its init (as the Docker image does).
+/// Where the image keeps the executor (as the Docker image does). It is the container's PID 1
+/// itself, not under the image's init: the container's environment holds the executor's
+/// token, and an init's `/proc/1/environ` is readable by code of the same uid, where the
+/// executor's is not (it is not dumpable). The executor reaps orphans as an init does.
 pub const EXECUTOR_IN_IMAGE: &str = "/usr/local/bin/sandbox-executor";
-pub const INIT_IN_IMAGE: &str = "/usr/bin/tini";
 
 /// How sandbox pods are confined beyond the container's own settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -203,8 +206,9 @@ pub fn token_secret(s: &Settings, owner: &Owner, name: &str, token: &str, pod: O
     }
 }
 
-/// Pod `name` ([`pod_name`]) of one sandbox: the executor as its process (under tini, and under bubblewrap with
-/// the second layer), listening on the executor's port for sandboxd's pods.
+/// Pod `name` ([`pod_name`]) of one sandbox: the executor as its PID 1, listening on the
+/// executor's port for sandboxd's pods (with the second layer: its relay, the executor under
+/// bubblewrap).
 pub fn sandbox_pod(s: &Settings, owner: &Owner, name: &str, limits: &ResourceLimits, image: Option<&str>) -> Pod {
     let name = name.to_string();
     let resources = BTreeMap::from([
@@ -264,8 +268,8 @@ pub fn sandbox_pod(s: &Settings, owner: &Owner, name: &str, limits: &ResourceLim
         name: CONTAINER.into(),
         image: Some(image.unwrap_or(&s.image).to_string()),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec![INIT_IN_IMAGE.into(), "--".into()]),
-        args: Some(vec![EXECUTOR_IN_IMAGE.into()]),
+        command: Some(vec![EXECUTOR_IN_IMAGE.into()]),
+        args: (s.second_layer).then(|| relay_args(s, limits)),
         working_dir: Some(sandbox_protocol::WORKSPACE_DIR.into()),
         env: Some(env),
         ports: Some(vec![ContainerPort {
@@ -350,6 +354,19 @@ pub fn sandbox_pod(s: &Settings, owner: &Owner, name: &str, limits: &ResourceLim
         }),
         status: None,
     }
+}
+
+/// With the second layer, the executor's arguments: run as the relay, which listens on the
+/// pod's network in front of the executor under bubblewrap (the Docker runtime's inner command
+/// line), which has no network at all.
+fn relay_args(s: &Settings, limits: &ResourceLimits) -> Vec<String> {
+    let layout = Layout::merged_usr_image(EXECUTOR_IN_IMAGE.into(), s.tmp_size_bytes);
+    let workspace = std::path::Path::new(sandbox_protocol::WORKSPACE_DIR);
+    let mut args: Vec<String> = ["relay", "--", "bwrap"].map(String::from).into();
+    args.extend(
+        bwrap::args(&layout, workspace, &[], limits.memory_bytes).into_iter().map(|a| a.to_string_lossy().into_owned()),
+    );
+    args
 }
 
 /// The NetworkPolicy of the sandbox namespace: sandbox pods take connections from sandboxd's
@@ -461,6 +478,8 @@ mod tests {
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
         assert_eq!(security.proc_mount, None);
+        assert_eq!(c.command, Some(vec![EXECUTOR_IN_IMAGE.to_string()]), "the executor is PID 1 and listens");
+        assert_eq!(c.args, None);
         let resources = c.resources.as_ref().expect("resources");
         assert_eq!(resources.requests, resources.limits, "the node reserves what the session may use");
         let limits = resources.limits.as_ref().expect("limits");
@@ -497,6 +516,13 @@ mod tests {
         let c = &spec.containers[0];
         assert_eq!(c.image.as_deref(), Some("acme/data:1"), "a template's own image");
         assert_eq!(c.security_context.as_ref().and_then(|s| s.proc_mount.as_deref()), Some("Unmasked"));
+        let args = c.args.clone().expect("args").join(" ");
+        assert!(
+            args.starts_with("relay -- bwrap --unshare-all --unshare-user --disable-userns"),
+            "the relay listens, the executor runs under bubblewrap: {args}"
+        );
+        assert!(!args.contains("--share-net"), "code has no network at all: {args}");
+        assert!(args.ends_with("--clearenv -- /.sandbox/executor"), "{args}");
         let workspace =
             c.volume_mounts.as_ref().and_then(|m| m.iter().find(|m| m.name == "workspace").cloned()).expect("mount");
         assert_eq!(workspace.sub_path.as_deref(), Some("ses_0190AB_cd"), "its own directory of the shared claim");
