@@ -164,6 +164,14 @@ pub trait Runtime: Send + Sync {
     /// removes it from the engine unless a container still uses it). Nothing for others.
     async fn release_image(&self, image: &str);
 
+    /// Whether a sandbox keeps its workspace on a disk of its own (a pod's `emptyDir`), not
+    /// on the host directory its spec names: then sandboxd copies that directory into a new
+    /// sandbox before it serves the session, and copies the sandbox's files back out before
+    /// it ends and whenever it writes the workspace back. A wrapper must pass this on.
+    fn copies_workspace(&self) -> bool {
+        false
+    }
+
     /// Whether its sandboxes outlive sandboxd's process (a cluster's pods do): then a restart,
     /// or the replica that adopts a lost one's sessions, finds them again
     /// ([`Runtime::reattach`]) instead of stopping their sessions. A wrapper must pass this and

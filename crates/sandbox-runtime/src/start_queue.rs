@@ -94,6 +94,10 @@ impl Runtime for StartQueue {
         self.inner.release_image(image).await
     }
 
+    fn copies_workspace(&self) -> bool {
+        self.inner.copies_workspace()
+    }
+
     fn keeps_sandboxes(&self) -> bool {
         self.inner.keeps_sandboxes()
     }

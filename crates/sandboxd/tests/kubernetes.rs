@@ -72,6 +72,93 @@ async fn a_session_is_a_pod_that_runs_code_holds_files_and_goes_with_the_session
     Ok(())
 }
 
+/// A session's files outlive its pods (each an `emptyDir`): sandboxd copies them out of the
+/// pod (at each sync, at an upload, before a stop) to its copy, which S3 keeps, and into
+/// each new pod. A stop and a resume, and a pod deleted from outside, lose nothing that was
+/// synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_files_outlive_its_pods_through_s3() -> anyhow::Result<()> {
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    let s3 = sandbox_test_support::S3Server::start().await?;
+    s3.create_bucket("pods").await?;
+    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
+    let config = kubeconfig(data.path(), &fake.url)?;
+    let config = config.to_string_lossy().into_owned();
+    let env = [
+        ("SANDBOXD_RUNTIME", "kubernetes"),
+        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
+        ("SANDBOXD_SESSION_POOL", "0"),
+        ("SANDBOXD_RUN_POOL", "0"),
+        ("SANDBOXD_SYNC_INTERVAL_S", "1"),
+        ("SANDBOXD_STORAGE", "s3://pods/site"),
+        ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test-key"),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret"),
+        ("KUBECONFIG", config.as_str()),
+    ];
+    let d = Daemon::start(&data.path().join("data"), &env)?;
+    let c = d.client();
+    let s = c.create_session(&CreateSession::default()).await?;
+    let key = |path: &str| format!("site/workspaces/{}/{path}", s.id);
+    let python = |code: &str| CreateExecution::new(Language::Python, code);
+
+    // Code writes files in the pod; an upload copies them out with it, and on to the bucket.
+    let made = "import os; os.makedirs('deep/er', exist_ok=True); open('deep/er/made.txt', 'w').write('by code')";
+    assert_eq!(c.execute(&s.id, &python(made)).await?.exit_code, Some(0));
+    c.upload(&s.id, "up.txt", b"uploaded".to_vec(), None).await?;
+    assert_eq!(s3.object("pods", &key("up.txt")).await?, b"uploaded");
+    assert_eq!(s3.object("pods", &key("deep/er/made.txt")).await?, b"by code");
+
+    // A stop deletes the pod; its files were copied out first. A resume is a new pod, filled.
+    c.execute(&s.id, &python("open('before-stop.txt', 'w').write('kept')")).await?;
+    c.stop_session(&s.id).await?;
+    wait_until(|| fake.pods(NAMESPACE).is_empty(), "the stopped session's pod goes").await?;
+    assert_eq!(s3.object("pods", &key("before-stop.txt")).await?, b"kept");
+    let read = "print(open('deep/er/made.txt').read(), open('up.txt').read(), open('before-stop.txt').read())";
+    let got = c.execute(&s.id, &python(read)).await?;
+    assert_eq!(got.stdout, "by code uploaded kept\n", "{got:?}");
+    let first_pods = fake.pods(NAMESPACE);
+    assert_eq!(first_pods.len(), 1, "{first_pods:?}");
+
+    // Code changes and removes files; the sync (each second here) brings both to the bucket.
+    c.execute(&s.id, &python("import os; open('synced.txt', 'w').write('soon'); os.remove('up.txt')")).await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s3.object("pods", &key("synced.txt")).await.is_err() || s3.object("pods", &key("up.txt")).await.is_ok() {
+        anyhow::ensure!(Instant::now() < deadline, "the sync did not bring the changes to the bucket");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The pod is deleted from outside: the next execution runs in a new pod with the files.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/api/v1/namespaces/{NAMESPACE}/pods/{}", fake.url, first_pods[0]))
+        .send()
+        .await?;
+    assert!(deleted.status().is_success(), "{}", deleted.status());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        let got =
+            c.execute(&s.id, &python("import os; print(open('synced.txt').read(), os.path.exists('up.txt'))")).await?;
+        if got.exit_code == Some(0) || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(got.stdout, "soon False\n", "{got:?}");
+    assert!(!fake.pods(NAMESPACE).contains(&first_pods[0]), "a new pod");
+    c.delete_session(&s.id).await?;
+    Ok(())
+}
+
+async fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        anyhow::ensure!(Instant::now() < deadline, "{what}: not within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cluster_sandboxd_starts_and_says_why_it_cannot_run_sandboxes() -> anyhow::Result<()> {
     let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;

@@ -13,8 +13,11 @@
 //! With the second layer, the pod runs the executor's relay (`sandbox_executor::relay`), which
 //! listens in the executor's stead and passes frames to the executor under bubblewrap.
 //!
-//! Not built yet: package installs in a pod of their own, and workspaces restored from S3
-//! into the pod.
+//! A pod's `emptyDir` workspace is filled from sandboxd's copy at start and copied back out
+//! through the executor ([`Runtime::copies_workspace`]); with S3 storage that copy is the
+//! bucket's cache, as on the other runtimes.
+//!
+//! Not built yet: package installs in a pod of their own.
 
 pub mod spec;
 
@@ -365,6 +368,12 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn release_image(&self, _image: &str) {}
+
+    /// An `emptyDir` workspace lives and dies with its pod: sandboxd keeps a copy. A claim
+    /// every pod mounts keeps the files itself.
+    fn copies_workspace(&self) -> bool {
+        matches!(self.settings.workspace, spec::WorkspaceVolume::Scratch { .. })
+    }
 
     fn keeps_sandboxes(&self) -> bool {
         true

@@ -9,6 +9,7 @@
 //! through a bounded channel to a blocking thread, so a 1 GiB upload is never held in memory,
 //! and a file becomes visible (atomically, by a rename) only once it is complete.
 
+pub mod copy;
 pub mod storage;
 pub mod system_dir;
 pub mod workspace;
@@ -339,6 +340,8 @@ impl SessionFiles {
     /// After a change: the workspace is written back to storage, and its new size counts for
     /// the tenant's limit on every replica.
     async fn written_through(&self) -> Result<()> {
+        // A sandbox with a disk of its own holds the change: its copy here gets it first.
+        crate::sessions::lifecycle::save_sandbox_files(&self.service, &self.session.id, false).await;
         self.service.dirs.write_back(&self.session.id).await?;
         crate::access::admission::record_workspace_bytes(&self.service, &self.session.id).await
     }

@@ -15,6 +15,7 @@ use sandbox_runtime::{Runtime, Sandbox};
 use sandbox_store::Store;
 
 use crate::error::ServiceError;
+use crate::files::copy::Manifest;
 use crate::files::workspace::HostDirs;
 
 /// The live part of a session.
@@ -39,6 +40,9 @@ pub struct LiveSession {
     pub installing: tokio::sync::Mutex<()>,
     /// The workspace's bytes as this replica last recorded them (`u64::MAX`: not yet).
     pub recorded_bytes: AtomicU64,
+    /// With a runtime whose sandboxes keep their own workspace: the sandbox's files as last
+    /// copied here (held while a copy runs, so copies of one workspace take turns).
+    pub copied: tokio::sync::Mutex<Option<Manifest>>,
 }
 
 impl Default for LiveSession {
@@ -55,6 +59,7 @@ impl Default for LiveSession {
             stopping: AtomicBool::new(false),
             installing: tokio::sync::Mutex::new(()),
             recorded_bytes: AtomicU64::new(u64::MAX),
+            copied: tokio::sync::Mutex::new(None),
         }
     }
 }
@@ -234,7 +239,23 @@ impl Sessions {
                 tracing::info!(session = %session.id, "sandbox found again");
                 Arc::from(sb)
             }
-            None => Arc::from(runtime.create(spec).await?),
+            None => {
+                let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
+                // A sandbox with a disk of its own starts with the workspace's files.
+                if runtime.copies_workspace() {
+                    match crate::files::copy::fill(Arc::clone(&sb), dirs, &session.id, &live.copied).await {
+                        Ok(copied) if copied.files > 0 => {
+                            tracing::info!(session = %session.id, files = copied.files, bytes = copied.bytes, "workspace copied into the sandbox");
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            sb.destroy().await;
+                            return Err(e);
+                        }
+                    }
+                }
+                sb
+            }
         };
         record_isolation(store, &session.id, sb.as_ref()).await;
         if session.kernel.is_some() {
