@@ -165,7 +165,8 @@ async fn missing_rbac_and_an_unreachable_api_server_show_in_readiness() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_oom_kill_and_a_pod_deleted_from_outside_end_the_sandbox_saying_why() -> anyhow::Result<()> {
+async fn an_oom_kill_ends_the_execution_as_killed_for_memory_and_a_pod_deleted_from_outside_says_so(
+) -> anyhow::Result<()> {
     let (fake, runtime) = cluster(Behaviour::default()).await?;
     let sandbox = runtime.create(sandbox_spec("ses_05", 256 << 20, None)).await?;
     let pod = fake.pods(NAMESPACE).pop().expect("the pod");
@@ -176,11 +177,10 @@ async fn an_oom_kill_and_a_pod_deleted_from_outside_end_the_sandbox_saying_why()
         f.oom_kill(NAMESPACE, &p);
     };
     let (outcome, ()) = tokio::join!(running, kill);
-    match outcome {
-        Err(RuntimeError::SandboxDied(why)) => assert!(why.contains("OOMKilled"), "{why}"),
-        other => anyhow::bail!("an OOM-killed pod: {:?}", other.map(|o| o.result)),
-    }
-    assert!(!sandbox.is_alive());
+    let killed = outcome?;
+    assert_eq!(killed.limit, Some(sandbox_runtime::LimitKind::Memory), "{killed:?}");
+    assert!(killed.result.kernel_died && killed.result.stderr.contains("OOMKilled"), "{killed:?}");
+    assert!(!sandbox.is_alive(), "the pod is gone: the session's next execution needs a new one");
     nothing_left(&fake).await?;
 
     let sandbox = runtime.create(sandbox_spec("ses_06", 256 << 20, None)).await?;

@@ -302,6 +302,9 @@ impl Default for DockerSection {
 /// (`KUBECONFIG`, `~/.kube/config`, or the pod's service account in a cluster).
 #[derive(Debug, Clone)]
 pub struct KubernetesSection {
+    /// A kubeconfig file naming the cluster (`--kubernetes-kubeconfig`); none: found as
+    /// kubectl finds it.
+    pub kubeconfig: Option<std::path::PathBuf>,
     /// The namespace of sandbox pods (`--kubernetes-namespace`).
     pub namespace: String,
     /// The image of sandboxes without a template image of their own (`--kubernetes-image`).
@@ -335,6 +338,7 @@ pub struct KubernetesSection {
 impl Default for KubernetesSection {
     fn default() -> Self {
         KubernetesSection {
+            kubeconfig: None,
             namespace: "sandboxes".to_string(),
             image: "sandbox-platform/sandbox:latest".to_string(),
             user: (1000, 1000),

@@ -56,7 +56,9 @@ async fn kubernetes(config: &Config, replica: &str) -> Arc<dyn Runtime> {
         Ok(s) => s,
         Err(why) => return Arc::new(Unavailable(why)),
     };
-    match KubernetesRuntime::from_environment(settings, Duration::from_secs_f64(k.start_timeout_s)).await {
+    match KubernetesRuntime::connect(k.kubeconfig.as_deref(), settings, Duration::from_secs_f64(k.start_timeout_s))
+        .await
+    {
         Ok(runtime) => Arc::new(runtime),
         Err(why) => Arc::new(Unavailable(why)),
     }

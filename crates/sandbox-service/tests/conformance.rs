@@ -24,12 +24,21 @@ use sandbox_workspace::RelPath;
 
 /// What a runtime brings to the suite.
 pub struct Target {
-    /// Points a test config at the runtime.
+    /// Points a test config (whose data dir is set) at the runtime.
     pub configure: fn(&mut Config),
-    /// The same as `SANDBOXD_*` variables, for the tests that run the real `sandboxd` binary.
-    pub env: &'static [(&'static str, &'static str)],
+    /// The same as `SANDBOXD_*` variables, for the tests that run the real `sandboxd` binary
+    /// on the given data dir.
+    pub env: fn(&Path) -> Vec<(String, String)>,
     /// How many sandboxes (processes, containers, pods) of the data dir's server still run.
     pub leftovers: fn(&Path) -> usize,
+    /// Whether its sandboxes outlive sandboxd (a cluster's pods): a killed or stopped
+    /// server leaves them running, and the next finds them again.
+    pub keeps_sandboxes: bool,
+    /// Whether a session's process limit is the runtime's to hold (on Kubernetes it is the
+    /// node's `podPidsLimit`, the same for every pod).
+    pub holds_pids_limit: bool,
+    /// Removes what the data dir's server left running on purpose (pods it let go of).
+    pub clean_up: fn(&Path),
 }
 
 /// A service in-process over the runtime, on a data dir of its own; shut down when dropped,
@@ -87,6 +96,7 @@ impl Drop for Harness {
             tokio::runtime::Handle::current().block_on(service.shut_down_sandboxes());
         });
         self.service.unmount_system_dir();
+        (self.target.clean_up)(self.data.path());
     }
 }
 
@@ -183,9 +193,11 @@ pub async fn each_limit_ends_what_passes_it(target: &'static Target) -> anyhow::
     let e = h.run(&s, fresh(Language::Python, memory, 20.0)).await?;
     assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Memory)), "{e:?}");
 
-    let fork_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
-    let e = h.run(&s, fresh(Language::Python, fork_bomb, 20.0)).await?;
-    assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Pids)), "{e:?}");
+    if target.holds_pids_limit {
+        let fork_bomb = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass";
+        let e = h.run(&s, fresh(Language::Python, fork_bomb, 20.0)).await?;
+        assert_eq!((e.status, e.reason), (ExecutionStatus::Killed, Some(ExecutionReason::Pids)), "{e:?}");
+    }
 
     let started = Instant::now();
     let e = h.run(&s, fresh(Language::Bash, "sleep 60", 1.0)).await?;
@@ -288,8 +300,11 @@ pub async fn destroy_leaves_nothing_running(target: &'static Target) -> anyhow::
 /// `interrupted`, the session stopped and resumable with its files, nothing left running.
 pub async fn a_restarted_server_recovers_what_it_finds(target: &'static Target) -> anyhow::Result<()> {
     let data = tempfile::Builder::new().prefix("sandbox-conformance-").tempdir_in("/tmp")?;
-    let mut env = vec![("SANDBOXD_SESSION_POOL", "0"), ("SANDBOXD_RUN_POOL", "0")];
-    env.extend_from_slice(target.env);
+    let _clean_up = CleanUp(target, data.path().to_path_buf());
+    let mut env: Vec<(String, String)> =
+        vec![("SANDBOXD_SESSION_POOL".into(), "0".into()), ("SANDBOXD_RUN_POOL".into(), "0".into())];
+    env.extend((target.env)(data.path()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut d = sandbox_test_support::Daemon::start(data.path(), &env)?;
     let c = d.client();
     let s = c.create_session(&CreateSession::default()).await?;
@@ -302,22 +317,41 @@ pub async fn a_restarted_server_recovers_what_it_finds(target: &'static Target) 
     d.signal(9)?;
     d.wait_exit(Duration::from_secs(5))?;
     let _ = in_flight.await;
-    eventually("the killed server's sandboxes to end", Duration::from_secs(10), || {
-        (target.leftovers)(data.path()) == 0
-    })
-    .await?;
+    if target.keeps_sandboxes {
+        assert_eq!((target.leftovers)(data.path()), 1, "the killed server's sandbox runs on");
+    } else {
+        eventually("the killed server's sandboxes to end", Duration::from_secs(10), || {
+            (target.leftovers)(data.path()) == 0
+        })
+        .await?;
+    }
 
     let d2 = sandbox_test_support::Daemon::start(data.path(), &env)?;
     let c = d2.client();
     let cut = c.get_execution("cut-off").await?;
     assert_eq!((cut.status, cut.reason), (ExecutionStatus::Interrupted, Some(ExecutionReason::ServerRestart)));
     let session = c.get_session(&s.id).await?;
-    assert_eq!((session.status, session.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
+    if target.keeps_sandboxes {
+        // Found again on its next use, kernel and files as they were.
+        assert_eq!(session.status, SessionStatus::Running, "{session:?}");
+    } else {
+        assert_eq!((session.status, session.stop_reason.as_deref()), (SessionStatus::Stopped, Some("server_restart")));
+    }
     let again = c.execute(&s.id, &CreateExecution::new(Language::Bash, "cat kept.txt")).await?;
     assert_eq!(again.stdout, "kept\n", "{again:?}");
     drop(d2);
-    assert_eq!((target.leftovers)(data.path()), 0, "nothing runs after a clean stop");
+    let left = if target.keeps_sandboxes { 1 } else { 0 };
+    assert_eq!((target.leftovers)(data.path()), left, "what runs after a clean stop");
     Ok(())
+}
+
+/// Runs the target's clean-up for a data dir when dropped, passed or failed.
+struct CleanUp(&'static Target, std::path::PathBuf);
+
+impl Drop for CleanUp {
+    fn drop(&mut self) {
+        (self.0.clean_up)(&self.1);
+    }
 }
 
 /// A session's new sandbox may start while its last one is still being torn down (a resume
@@ -371,12 +405,22 @@ fn local_leftovers(data_dir: &Path) -> usize {
     sandbox_test_support::processes_mentioning(&data_dir.to_string_lossy())
 }
 
+/// `SANDBOXD_*` variables, owned.
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn nothing_to_clean(_: &Path) {}
+
 conformance!(
     local,
     Target {
         configure: |c| c.runtime = sandbox_service::config::RuntimeKind::Local,
-        env: &[("SANDBOXD_RUNTIME", "local")],
+        env: |_| vars(&[("SANDBOXD_RUNTIME", "local")]),
         leftovers: local_leftovers,
+        keeps_sandboxes: false,
+        holds_pids_limit: true,
+        clean_up: nothing_to_clean,
     }
 );
 
@@ -389,8 +433,11 @@ conformance!(
             c.runtime = sandbox_service::config::RuntimeKind::Local;
             c.local.file_access = sandbox_service::config::FileAccess::Executor;
         },
-        env: &[("SANDBOXD_RUNTIME", "local"), ("SANDBOXD_FILE_ACCESS", "executor")],
+        env: |_| vars(&[("SANDBOXD_RUNTIME", "local"), ("SANDBOXD_FILE_ACCESS", "executor")]),
         leftovers: local_leftovers,
+        keeps_sandboxes: false,
+        holds_pids_limit: true,
+        clean_up: nothing_to_clean,
     }
 );
 
@@ -404,7 +451,53 @@ conformance!(
     docker,
     Target {
         configure: |c| c.runtime = sandbox_service::config::RuntimeKind::Docker,
-        env: &[("SANDBOXD_RUNTIME", "docker")],
+        env: |_| vars(&[("SANDBOXD_RUNTIME", "docker")]),
         leftovers: docker_leftovers,
+        keeps_sandboxes: false,
+        holds_pids_limit: true,
+        clean_up: nothing_to_clean,
+    }
+);
+
+/// The Kubernetes runtime's sandboxes are pods of the shared fake cluster, in a namespace of
+/// the data dir's own.
+fn kubernetes_namespace(data_dir: &Path) -> String {
+    let name = data_dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(60).collect();
+    format!("c-{}", name.trim_matches('-'))
+}
+
+fn kubernetes_env(data_dir: &Path) -> Vec<(String, String)> {
+    let fake = sandbox_test_support::kubernetes::FakeCluster::shared();
+    let kubeconfig = fake.kubeconfig_in(data_dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut env = vars(&[("SANDBOXD_RUNTIME", "kubernetes"), ("SANDBOXD_KUBERNETES_SECOND_LAYER", "on")]);
+    env.push(("SANDBOXD_KUBERNETES_KUBECONFIG".into(), kubeconfig));
+    env.push(("SANDBOXD_KUBERNETES_NAMESPACE".into(), kubernetes_namespace(data_dir)));
+    env
+}
+
+// The Kubernetes runtime, with the second layer, against the fake API server of test-support
+// (whose pods run their own command lines in containers of the sandbox image). Its nodes hold
+// a pod's memory to its limit as a kubelet on cgroup v2 does; the process limit is the node's
+// (`podPidsLimit`), not a session's.
+conformance!(
+    kubernetes,
+    Target {
+        configure: |c| {
+            let fake = sandbox_test_support::kubernetes::FakeCluster::shared();
+            c.runtime = sandbox_service::config::RuntimeKind::Kubernetes;
+            c.kubernetes.kubeconfig = fake.kubeconfig_in(&c.data_dir).ok();
+            c.kubernetes.namespace = kubernetes_namespace(&c.data_dir);
+            c.kubernetes.second_layer = true;
+        },
+        env: kubernetes_env,
+        leftovers: |data_dir| {
+            sandbox_test_support::kubernetes::FakeCluster::shared().pods(&kubernetes_namespace(data_dir)).len()
+        },
+        keeps_sandboxes: true,
+        holds_pids_limit: false,
+        clean_up: |data_dir| {
+            sandbox_test_support::kubernetes::FakeCluster::shared().delete_pods(&kubernetes_namespace(data_dir))
+        },
     }
 );

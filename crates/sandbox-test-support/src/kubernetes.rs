@@ -12,7 +12,9 @@
 //! - a pod that is not "restricted" (Pod Security's profile): 403 at admission;
 //! - a memory request past the namespace's quota: 403 at admission;
 //! - listing pods without the right: 403 (RBAC);
-//! - an OOM kill ([`FakeCluster::oom_kill`]): the container `OOMKilled`, the pod `Failed`.
+//! - an OOM kill ([`FakeCluster::oom_kill`], or a container past its memory limit in its
+//!   cgroup, where the host lets the fake make one): the whole container killed (as with
+//!   `memory.oom.group` on cgroup v2), `OOMKilled`, the pod `Failed`.
 //!
 //! Deleting a pod kills its executor and deletes the Secrets it owns, as the garbage
 //! collector does.
@@ -31,7 +33,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use sandbox_runtime::bwrap;
+use sandbox_runtime::cgroup::{CgroupMode, Cgroups, SandboxCgroup};
 use sandbox_runtime::kubernetes::spec;
+use sandbox_runtime::ResourceLimits;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -72,6 +76,9 @@ struct Cluster {
     events: broadcast::Sender<(u64, String, Value)>,
     behaviour: Arc<Mutex<Behaviour>>,
     image: Arc<FakeImage>,
+    /// The node's cgroups, where the host lets the fake make them: pods are held to their
+    /// memory limit as a kubelet holds them.
+    cgroups: Option<Arc<Cgroups>>,
     uids: Arc<AtomicU64>,
 }
 
@@ -107,6 +114,10 @@ impl FakeCluster {
             events,
             behaviour: Arc::new(Mutex::new(behaviour)),
             image: Arc::new(FakeImage::new(executor)?),
+            cgroups: Cgroups::detect(CgroupMode::Auto, "fake-kubelet")
+                .map_err(|e| eprintln!("fake kubelet: no cgroups, so no memory limits: {e}"))
+                .ok()
+                .map(Arc::new),
             uids: Arc::new(AtomicU64::new(1)),
         };
         let app = Router::new()
@@ -121,6 +132,63 @@ impl FakeCluster {
             let _ = axum::serve(listener, app).await;
         });
         Ok(FakeCluster { url, cluster, server })
+    }
+
+    /// One fake cluster for the whole test process, on a runtime of its own (each test has
+    /// its own runtime, and the fake must outlive each). Its pods end with the process.
+    pub fn shared() -> &'static FakeCluster {
+        static SHARED: std::sync::OnceLock<FakeCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+                let Ok(runtime) = runtime else { return };
+                runtime.block_on(async move {
+                    let started = match crate::binary("sandbox-executor") {
+                        Ok(executor) => FakeCluster::start(executor, Behaviour::default()).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(started);
+                    std::future::pending::<()>().await;
+                });
+            });
+            match rx.recv() {
+                Ok(Ok(fake)) => fake,
+                Ok(Err(e)) => panic!("the shared fake cluster did not start: {e:#}"),
+                Err(_) => panic!("the shared fake cluster's thread ended"),
+            }
+        })
+    }
+
+    /// A kubeconfig in `dir` that points at this cluster, as kubectl's would at a real one.
+    pub fn kubeconfig_in(&self, dir: &std::path::Path) -> std::io::Result<PathBuf> {
+        let path = dir.join("kubeconfig");
+        let server = &self.url;
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
+                 contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+                 current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
+            ),
+        )?;
+        Ok(path)
+    }
+
+    /// Deletes every pod of `namespace` (and their tokens), as `kubectl delete pods --all`.
+    pub fn delete_pods(&self, namespace: &str) {
+        let mut inner = self.cluster.lock();
+        let names: Vec<(String, String)> = inner.pods.keys().filter(|(ns, _)| ns == namespace).cloned().collect();
+        for key in names {
+            if let Some(mut entry) = inner.pods.remove(&key) {
+                if let Some(p) = entry.process.as_mut() {
+                    let _ = p.start_kill();
+                }
+                let mut object = entry.object.clone();
+                self.cluster.pod_event(&mut inner, "DELETED", namespace, &mut object);
+            }
+        }
+        inner.secrets.retain(|(ns, _), _| ns != namespace);
     }
 
     /// Changes what the cluster refuses from now on.
@@ -410,7 +478,33 @@ impl FakeImage {
         argv: &[String],
         masked_proc: bool,
     ) -> std::process::Command {
-        let mut command = std::process::Command::new("bwrap");
+        self.command(&["bwrap"], workspace, user, argv, masked_proc)
+    }
+
+    /// As [`Self::container`], held before it starts until a line comes on its stdin: time
+    /// for the kubelet to put it in its cgroup, as a container runtime does before it runs
+    /// anything of the container's.
+    fn held_container(
+        &self,
+        workspace: &std::path::Path,
+        user: (u32, u32),
+        argv: &[String],
+        masked_proc: bool,
+    ) -> std::process::Command {
+        let held = ["sh", "-c", "read -r _ && exec \"$@\"", "sh", "bwrap"];
+        self.command(&held, workspace, user, argv, masked_proc)
+    }
+
+    fn command(
+        &self,
+        program: &[&str],
+        workspace: &std::path::Path,
+        user: (u32, u32),
+        argv: &[String],
+        masked_proc: bool,
+    ) -> std::process::Command {
+        let mut command = std::process::Command::new(program[0]);
+        command.args(&program[1..]);
         if sandbox_sys::real_uid() == 0 {
             if let Ok(Some((uid, gid))) = sandbox_sys::lookup_user("sandbox") {
                 let _ = sandbox_sys::chown(workspace, uid, gid);
@@ -532,18 +626,35 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
         .collect();
     let security = &pod["spec"]["securityContext"];
     let id = |key: &str| security[key].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
-    let child = tokio::process::Command::from(c.image.container(
-        workspace.path(),
-        (id("runAsUser"), id("runAsGroup")),
-        &argv,
-        b.masked_proc,
-    ))
-    .env_clear()
-    .envs(env)
-    .stderr(std::process::Stdio::piped())
-    .kill_on_drop(true)
-    .spawn();
+    let user = (id("runAsUser"), id("runAsGroup"));
+    let child = tokio::process::Command::from(c.image.held_container(workspace.path(), user, &argv, b.masked_proc))
+        .env_clear()
+        .envs(env)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
     let Ok(mut child) = child else { return };
+    // The container's cgroup, with its memory limit; an OOM kill in it ends the whole
+    // container (`memory.oom.group`, as the kubelet sets on cgroup v2).
+    let cpu = container["resources"]["limits"]["cpu"].as_str().unwrap_or("1");
+    let cpus = match cpu.strip_suffix('m') {
+        Some(milli) => milli.parse::<f64>().map(|m| m / 1000.0),
+        None => cpu.parse::<f64>(),
+    };
+    let limits = ResourceLimits { memory_bytes: memory.max(1 << 20), pids: NODE_PIDS_LIMIT, cpus: cpus.unwrap_or(1.0) };
+    let cgroup = Contained(c.cgroups.as_ref().and_then(|cgroups| {
+        let made = cgroups.create(&format!("{ns}.{name}"), &limits);
+        let cg = made.map_err(|e| eprintln!("fake kubelet: no cgroup for pod {name}: {e}")).ok().flatten()?;
+        let pid = child.id()?;
+        cg.add_process(pid).map_err(|e| eprintln!("fake kubelet: pod {name} not in its cgroup: {e}")).ok()?;
+        Some(cg)
+    }));
+    // In its cgroup: the container may start.
+    if let Some(mut hold) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let _ = hold.write_all(b"go\n").await;
+    }
     // The container's log: echoed for the test's output, its tail kept for the termination
     // message (`FallbackToLogsOnError`).
     let log = Arc::new(Mutex::new(String::new()));
@@ -599,7 +710,13 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
                 _ => return,
             }
         };
-        let Some(exit) = exited else { continue };
+        let Some(exit) = exited else {
+            if let Some(cg) = cgroup.0.as_ref().filter(|cg| cg.counters().oom_kills > 0) {
+                oom.store(true, Ordering::SeqCst);
+                cg.kill_all();
+            }
+            continue;
+        };
         let killed_for_memory = oom.load(Ordering::SeqCst);
         let code = exit.code().unwrap_or(137);
         let (phase, reason) = match (killed_for_memory, code) {
@@ -620,6 +737,23 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
             }
         });
         return;
+    }
+}
+
+/// The node's process limit per pod (`podPidsLimit`): the same for every pod, whatever the
+/// session's limits say.
+const NODE_PIDS_LIMIT: u32 = 1024;
+
+/// A container's cgroup: what is left in it is killed, and it is removed, when the container
+/// is done with.
+struct Contained(Option<SandboxCgroup>);
+
+impl Drop for Contained {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            cg.kill_all();
+            cg.remove();
+        }
     }
 }
 

@@ -367,6 +367,10 @@ impl From<DockerFlags> for DockerSection {
 #[derive(Debug, clap::Args)]
 pub struct KubernetesFlags {
     /// The namespace of sandbox pods (the chart makes it and its NetworkPolicy).
+    /// A kubeconfig file naming the cluster; without one, it is found as kubectl finds it
+    /// (KUBECONFIG, ~/.kube/config, or the pod's service account).
+    #[arg(id = "kubernetes-kubeconfig", long = "kubernetes-kubeconfig", env = "SANDBOXD_KUBERNETES_KUBECONFIG")]
+    kubeconfig: Option<std::path::PathBuf>,
     #[arg(id = "kubernetes-namespace", long = "kubernetes-namespace", env = "SANDBOXD_KUBERNETES_NAMESPACE", default_value_t = defaults().kubernetes.namespace)]
     namespace: String,
     /// The image of sandboxes without a template image of their own.
@@ -427,6 +431,7 @@ pub struct KubernetesFlags {
 impl From<KubernetesFlags> for KubernetesSection {
     fn from(f: KubernetesFlags) -> KubernetesSection {
         KubernetesSection {
+            kubeconfig: f.kubeconfig,
             namespace: f.namespace,
             image: f.image,
             user: f.user,

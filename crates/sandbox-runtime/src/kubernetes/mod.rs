@@ -158,12 +158,27 @@ impl KubernetesRuntime {
         }
     }
 
-    /// On the cluster found as kubectl finds it: `KUBECONFIG`, the user's kubeconfig, or the
-    /// pod's service account inside a cluster.
-    pub async fn from_environment(settings: spec::Settings, start_timeout: Duration) -> Result<Self, String> {
-        let client = kube::Client::try_default().await.map_err(|e| {
-            format!("no Kubernetes cluster is configured (KUBECONFIG, ~/.kube/config or a service account): {e}")
-        })?;
+    /// On the cluster `kubeconfig` names, or without one the cluster found as kubectl finds
+    /// it: `KUBECONFIG`, the user's kubeconfig, or the pod's service account inside a cluster.
+    pub async fn connect(
+        kubeconfig: Option<&std::path::Path>,
+        settings: spec::Settings,
+        start_timeout: Duration,
+    ) -> Result<Self, String> {
+        let client = match kubeconfig {
+            Some(path) => {
+                let read = kube::config::Kubeconfig::read_from(path)
+                    .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+                let options = kube::config::KubeConfigOptions::default();
+                let config = kube::Config::from_custom_kubeconfig(read, &options)
+                    .await
+                    .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+                kube::Client::try_from(config).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+            }
+            None => kube::Client::try_default().await.map_err(|e| {
+                format!("no Kubernetes cluster is configured (KUBECONFIG, ~/.kube/config or a service account): {e}")
+            })?,
+        };
         Ok(KubernetesRuntime::new(client, settings, start_timeout))
     }
 
@@ -508,6 +523,7 @@ impl Sandbox for KubernetesSandbox {
     }
 
     async fn exec(&self, req: ExecRequest, sink: Option<OutputSink>) -> Result<ExecOutcome, RuntimeError> {
+        let (id, kernel, started) = (req.id.clone(), req.kernel, std::time::Instant::now());
         let outcome = crate::measured::exec(&self.client, None, req, sink, String::new).await;
         match outcome {
             Ok(o) => Ok(o),
@@ -515,10 +531,18 @@ impl Sandbox for KubernetesSandbox {
                 // The connection is gone: the pod's status says why (an OOM kill of the whole
                 // container, a deletion, an exit).
                 let why = match self.ended(Duration::from_secs(5)).await {
-                    Some(PodState::OutOfMemory) => Err(RuntimeError::SandboxDied(format!(
-                        "pod {} was killed: the sandbox hit its memory limit (OOMKilled)",
-                        self.pod
-                    ))),
+                    // The node kills a container past its memory limit whole: the execution
+                    // ends as killed by that limit, and the session's next one finds a new pod.
+                    Some(PodState::OutOfMemory) => {
+                        let why =
+                            format!("pod {} was killed whole: the sandbox hit its memory limit (OOMKilled)", self.pod);
+                        Ok(ExecOutcome {
+                            result: killed_by_memory(id, kernel, started.elapsed(), &why),
+                            limit: Some(crate::LimitKind::Memory),
+                            cpu_ms: None,
+                            peak_memory_bytes: None,
+                        })
+                    }
                     Some(PodState::Failed(why)) => Err(RuntimeError::SandboxDied(why)),
                     _ => Err(e),
                 };
@@ -560,6 +584,28 @@ impl Sandbox for KubernetesSandbox {
             return;
         }
         delete_pod(&self.pods, &self.pod).await
+    }
+}
+
+/// The result of execution `id` whose pod the node killed for memory (with the kernel, if it
+/// ran in it).
+fn killed_by_memory(id: String, kernel: bool, took: Duration, why: &str) -> sandbox_protocol::ExecResult {
+    sandbox_protocol::ExecResult {
+        id,
+        exit_code: None,
+        signal: Some(9),
+        timed_out: false,
+        stdout: String::new(),
+        stderr: format!("{why}\n"),
+        stdout_truncated: false,
+        stderr_truncated: false,
+        duration_ms: took.as_millis() as u64,
+        spawn_error: None,
+        outputs: Vec::new(),
+        kernel_died: kernel,
+        outputs_truncated: false,
+        kernel_replaced: None,
+        kernel_death: kernel.then(|| why.to_string()),
     }
 }
 
