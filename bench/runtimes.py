@@ -14,6 +14,7 @@ calls interleaved so both share the machine's noise.
   (the local runtime's `<session>.<n>`, the container's under `docker/`; v1 or v2).
 
     python bench/runtimes.py LOCAL_URL DOCKER_URL N
+    python bench/runtimes.py local=URL kubernetes=URL N     (any runtimes, by name)
 
 Prints one `name_runtime_p50_ms=… name_runtime_p99_ms=…` line (sandbox-bench reads it).
 """
@@ -48,6 +49,8 @@ def wait_for_pool(c, pool="session"):
 
 
 def idle_mib(runtime, session):
+    if runtime not in ("docker", "local"):
+        return float("nan")  # a pod's cgroup is on its node, not here
     if runtime == "docker":
         label = f"label=org.sandbox-platform.sandbox={session}"
         cid = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", label], capture_output=True, text=True).stdout.strip()
@@ -125,4 +128,9 @@ def main(urls, n):
 
 
 if __name__ == "__main__":
-    main({"local": sys.argv[1], "docker": sys.argv[2]}, int(sys.argv[3]))
+    # `NAME=URL` per runtime (`kubernetes=http://...`); a bare URL is, in order, local then docker.
+    named = {}
+    for i, arg in enumerate(sys.argv[1:-1]):
+        name, sep, url = arg.partition("=")
+        named[name if sep else ("local", "docker")[i]] = url if sep else arg
+    main(named, int(sys.argv[-1]))

@@ -18,6 +18,7 @@
 //! - `replicas` (not by default, alone): SQLite against PostgreSQL and a forwarding replica,
 //!   latency and sustained throughput (`replicas.rs`).
 
+mod kubernetes;
 mod load;
 mod replicas;
 mod sustained;
@@ -51,7 +52,9 @@ struct Args {
     /// default, load (minutes of 200 sessions under faults; `load.rs`), sustained (50
     /// sessions' stateful executions at once; `sustained.rs`), doors, and runtimes (the
     /// Docker runtime against the local one and llm-sandbox, on the local Docker engine), and
-    /// replicas (one sandboxd on SQLite against replicas on PostgreSQL; `replicas.rs`).
+    /// replicas (one sandboxd on SQLite against replicas on PostgreSQL; `replicas.rs`), and
+    /// kubernetes (the Kubernetes runtime on the fake cluster against the local runtime, or on
+    /// `--kubeconfig`'s cluster against Docker; `kubernetes.rs`).
     #[arg(long, value_delimiter = ',', default_value = "stateless,run,stateful,cold,files")]
     only: Vec<String>,
     /// `load`: sessions created at once.
@@ -77,6 +80,19 @@ struct Args {
     /// `load`: kill kernels, sandboxes and sandboxd at random moments.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     load_faults: bool,
+    /// `kubernetes`: a real cluster to measure (against the Docker runtime here); without
+    /// one, the fake cluster of test-support (against the local runtime).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// `kubernetes` on a real cluster: the sandbox image it pulls.
+    #[arg(long, default_value = "sandbox-platform/sandbox:latest")]
+    kubernetes_image: String,
+    /// `kubernetes` on a real cluster: the namespace of the sandbox pods.
+    #[arg(long, default_value = "sandbox-bench")]
+    kubernetes_namespace: String,
+    /// `kubernetes` on a real cluster: the second layer, on or off.
+    #[arg(long, default_value = "on")]
+    kubernetes_second_layer: String,
 }
 
 struct Stats {
@@ -158,6 +174,15 @@ async fn main() -> anyhow::Result<()> {
     };
     if args.only.iter().any(|o| o == "load") {
         return load::run(&sandboxd, args.load_sessions, args.load_executions, args.load_faults).await;
+    }
+    if args.only.iter().any(|o| o == "kubernetes") {
+        let real = args.kubeconfig.map(|kubeconfig| kubernetes::RealCluster {
+            kubeconfig,
+            image: args.kubernetes_image,
+            namespace: args.kubernetes_namespace,
+            second_layer: args.kubernetes_second_layer,
+        });
+        return kubernetes::run(&sandboxd, &args.clients_python, args.n, real).await;
     }
     if args.only.iter().any(|o| o == "replicas") {
         return replicas::run(&sandboxd, args.n, args.sustained_sessions, args.sustained_seconds).await;

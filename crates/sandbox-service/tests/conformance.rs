@@ -20,6 +20,7 @@ use sandbox_service::access::auth::Caller;
 use sandbox_service::config::Config;
 use sandbox_service::executions::queue::Submission;
 use sandbox_service::{Service, ServiceError};
+use sandbox_test_support::kubernetes::TestCluster;
 use sandbox_workspace::RelPath;
 
 /// What a runtime brings to the suite.
@@ -460,44 +461,52 @@ conformance!(
 );
 
 /// The Kubernetes runtime's sandboxes are pods of the shared fake cluster, in a namespace of
-/// the data dir's own.
+/// the data dir's own; or of the real cluster `scripts/e2e-kubernetes.sh` names.
 fn kubernetes_namespace(data_dir: &Path) -> String {
     let name = data_dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(60).collect();
-    format!("c-{}", name.trim_matches('-'))
+    TestCluster::for_tests().namespace(&format!("c-{}", name.trim_matches('-')))
+}
+
+/// The second layer, unless a real cluster cannot give it (`scripts/e2e-kubernetes.sh
+/// --second-layer off`: then the check that every layer is up fails, as it should).
+fn kubernetes_second_layer() -> bool {
+    std::env::var("SANDBOX_E2E_SECOND_LAYER").map_or(true, |v| v != "off")
 }
 
 fn kubernetes_env(data_dir: &Path) -> Vec<(String, String)> {
-    let fake = sandbox_test_support::kubernetes::FakeCluster::shared();
-    let kubeconfig = fake.kubeconfig_in(data_dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let mut env = vars(&[("SANDBOXD_RUNTIME", "kubernetes"), ("SANDBOXD_KUBERNETES_SECOND_LAYER", "on")]);
+    let cluster = TestCluster::for_tests();
+    let kubeconfig = cluster.kubeconfig_in(data_dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    let layer = if kubernetes_second_layer() { "on" } else { "off" };
+    let mut env = vars(&[("SANDBOXD_RUNTIME", "kubernetes"), ("SANDBOXD_KUBERNETES_SECOND_LAYER", layer)]);
     env.push(("SANDBOXD_KUBERNETES_KUBECONFIG".into(), kubeconfig));
     env.push(("SANDBOXD_KUBERNETES_NAMESPACE".into(), kubernetes_namespace(data_dir)));
+    env.extend(cluster.image().map(|image| ("SANDBOXD_KUBERNETES_IMAGE".to_string(), image)));
     env
 }
 
 // The Kubernetes runtime, with the second layer, against the fake API server of test-support
-// (whose pods run their own command lines in containers of the sandbox image). Its nodes hold
-// a pod's memory to its limit as a kubelet on cgroup v2 does; the process limit is the node's
-// (`podPidsLimit`), not a session's.
+// (whose pods run their own command lines in containers of the sandbox image), or a real
+// cluster (`scripts/e2e-kubernetes.sh`). The fake's nodes hold a pod's memory to its limit as
+// a kubelet on cgroup v2 does; the process limit is the node's (`podPidsLimit`), not a
+// session's.
 conformance!(
     kubernetes,
     Target {
         configure: |c| {
-            let fake = sandbox_test_support::kubernetes::FakeCluster::shared();
+            let cluster = TestCluster::for_tests();
             c.runtime = sandbox_service::config::RuntimeKind::Kubernetes;
-            c.kubernetes.kubeconfig = fake.kubeconfig_in(&c.data_dir).ok();
+            c.kubernetes.kubeconfig = cluster.kubeconfig_in(&c.data_dir).ok();
             c.kubernetes.namespace = kubernetes_namespace(&c.data_dir);
-            c.kubernetes.second_layer = true;
+            c.kubernetes.second_layer = kubernetes_second_layer();
+            if let Some(image) = cluster.image() {
+                c.kubernetes.image = image;
+            }
         },
         env: kubernetes_env,
-        leftovers: |data_dir| {
-            sandbox_test_support::kubernetes::FakeCluster::shared().pods(&kubernetes_namespace(data_dir)).len()
-        },
+        leftovers: |data_dir| TestCluster::for_tests().pods(&kubernetes_namespace(data_dir)).len(),
         keeps_sandboxes: true,
         holds_pids_limit: false,
-        clean_up: |data_dir| {
-            sandbox_test_support::kubernetes::FakeCluster::shared().delete_pods(&kubernetes_namespace(data_dir))
-        },
+        clean_up: |data_dir| TestCluster::for_tests().delete_pods(&kubernetes_namespace(data_dir)),
     }
 );

@@ -137,14 +137,20 @@ impl FakeCluster {
     /// One fake cluster for the whole test process, on a runtime of its own (each test has
     /// its own runtime, and the fake must outlive each). Its pods end with the process.
     pub fn shared() -> &'static FakeCluster {
+        Self::shared_running(crate::binary("sandbox-executor"))
+    }
+
+    /// [`Self::shared`], its pods running `executor` (a benchmark's release build) if it is
+    /// the first to start it.
+    pub fn shared_running(executor: anyhow::Result<PathBuf>) -> &'static FakeCluster {
         static SHARED: std::sync::OnceLock<FakeCluster> = std::sync::OnceLock::new();
-        SHARED.get_or_init(|| {
+        SHARED.get_or_init(move || {
             let (tx, rx) = std::sync::mpsc::channel();
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
                 let Ok(runtime) = runtime else { return };
                 runtime.block_on(async move {
-                    let started = match crate::binary("sandbox-executor") {
+                    let started = match executor {
                         Ok(executor) => FakeCluster::start(executor, Behaviour::default()).await,
                         Err(e) => Err(e),
                     };
@@ -869,5 +875,91 @@ async fn delete_secret(State(c): State<Cluster>, Path((ns, name)): Path<(String,
     match c.lock().secrets.remove(&(ns, name.clone())) {
         Some(s) => Json(s).into_response(),
         None => not_found("secrets", &name),
+    }
+}
+
+/// The cluster the Kubernetes tests that can run on a real one use: the shared fake, or the
+/// real cluster `scripts/e2e-kubernetes.sh` names (`SANDBOX_E2E_KUBECONFIG`, with its sandbox
+/// image in `SANDBOX_E2E_IMAGE` and its namespace in `SANDBOX_E2E_NAMESPACE`), reached with
+/// `kubectl` as an operator would.
+pub enum TestCluster {
+    Fake(&'static FakeCluster),
+    Real { kubeconfig: PathBuf, namespace: String, image: Option<String> },
+}
+
+impl TestCluster {
+    pub fn for_tests() -> TestCluster {
+        match std::env::var_os("SANDBOX_E2E_KUBECONFIG") {
+            Some(kubeconfig) => TestCluster::Real {
+                kubeconfig: PathBuf::from(kubeconfig),
+                namespace: std::env::var("SANDBOX_E2E_NAMESPACE").unwrap_or_else(|_| "sandbox-e2e".into()),
+                image: std::env::var("SANDBOX_E2E_IMAGE").ok(),
+            },
+            None => TestCluster::Fake(FakeCluster::shared()),
+        }
+    }
+
+    /// A kubeconfig for the cluster (written into `dir` for the fake).
+    pub fn kubeconfig_in(&self, dir: &std::path::Path) -> std::io::Result<PathBuf> {
+        match self {
+            TestCluster::Fake(fake) => fake.kubeconfig_in(dir),
+            TestCluster::Real { kubeconfig, .. } => Ok(kubeconfig.clone()),
+        }
+    }
+
+    /// The namespace a test's sandboxes run in: on the fake, `wanted` (a namespace per test);
+    /// on a real cluster, the one the script made (tests run one at a time there).
+    pub fn namespace(&self, wanted: &str) -> String {
+        match self {
+            TestCluster::Fake(_) => wanted.to_string(),
+            TestCluster::Real { namespace, .. } => namespace.clone(),
+        }
+    }
+
+    /// The sandbox image to run, where the cluster needs one named (the fake runs its own).
+    pub fn image(&self) -> Option<String> {
+        match self {
+            TestCluster::Fake(_) => None,
+            TestCluster::Real { image, .. } => image.clone(),
+        }
+    }
+
+    /// The names of the sandbox pods in `namespace` (on a real cluster, those not yet being
+    /// deleted).
+    pub fn pods(&self, namespace: &str) -> Vec<String> {
+        match self {
+            TestCluster::Fake(fake) => fake.pods(namespace),
+            TestCluster::Real { kubeconfig, .. } => {
+                let template = "{range .items[?(!@.metadata.deletionTimestamp)]}{.metadata.name}{\"\\n\"}{end}";
+                let out = std::process::Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["get", "pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=sandboxd"])
+                    .args(["-o", &format!("jsonpath={template}")])
+                    .output();
+                match out {
+                    Ok(o) if o.status.success() => {
+                        String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect()
+                    }
+                    // Unknown is not none: a count the tests cannot mistake for a clean cluster.
+                    _ => vec!["(kubectl failed)".to_string()],
+                }
+            }
+        }
+    }
+
+    /// Deletes every sandbox pod of `namespace`.
+    pub fn delete_pods(&self, namespace: &str) {
+        match self {
+            TestCluster::Fake(fake) => fake.delete_pods(namespace),
+            TestCluster::Real { kubeconfig, .. } => {
+                let _ = std::process::Command::new("kubectl")
+                    .arg("--kubeconfig")
+                    .arg(kubeconfig)
+                    .args(["delete", "pods", "-n", namespace, "-l", "app.kubernetes.io/managed-by=sandboxd"])
+                    .args(["--wait=false", "--grace-period=0"])
+                    .output();
+            }
+        }
     }
 }

@@ -1,45 +1,39 @@
 //! The real `sandboxd` with `--runtime kubernetes`, against the fake API server of
 //! test-support (whose pods are real executors under bubblewrap): a session is a pod, code
-//! runs in its kernel, files cross through the executor, and the pod goes with the session.
-//! And with no cluster configured, sandboxd says so in `/readyz` instead of failing.
+//! runs in its kernel, files cross through the executor and outlive the pod, and the pod goes
+//! with the session; a lost replica kills no pod (this one also on a real cluster, with
+//! `scripts/e2e-kubernetes.sh`). And with no cluster configured, sandboxd says so in
+//! `/readyz` instead of failing.
 
 use std::time::{Duration, Instant};
 
 use sandbox_api::{CreateExecution, CreateSession, Language};
 use sandbox_runtime::kubernetes::spec;
-use sandbox_test_support::kubernetes::{Behaviour, FakeCluster};
+use sandbox_test_support::kubernetes::{Behaviour, FakeCluster, TestCluster};
 use sandbox_test_support::Daemon;
 
 const NAMESPACE: &str = "sandboxes";
 
-/// A kubeconfig that points at the fake, as kubectl's would at a cluster.
-fn kubeconfig(dir: &std::path::Path, server: &str) -> anyhow::Result<std::path::PathBuf> {
-    let path = dir.join("kubeconfig");
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {server}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: {NAMESPACE}\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\n"
-        ),
-    )?;
-    Ok(path)
+/// A fake cluster, and the real sandboxd on it with `extra` settings (pools off).
+async fn sandboxd_on_a_fake(extra: &[(&str, &str)]) -> anyhow::Result<(FakeCluster, tempfile::TempDir, Daemon)> {
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
+    let config = fake.kubeconfig_in(data.path())?.to_string_lossy().into_owned();
+    let mut env = vec![
+        ("SANDBOXD_RUNTIME", "kubernetes"),
+        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
+        ("SANDBOXD_KUBERNETES_KUBECONFIG", config.as_str()),
+        ("SANDBOXD_SESSION_POOL", "0"),
+        ("SANDBOXD_RUN_POOL", "0"),
+    ];
+    env.extend_from_slice(extra);
+    let d = Daemon::start(&data.path().join("data"), &env)?;
+    Ok((fake, data, d))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_a_pod_that_runs_code_holds_files_and_goes_with_the_session() -> anyhow::Result<()> {
-    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
-    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
-    let config = kubeconfig(data.path(), &fake.url)?;
-    let config = config.to_string_lossy().into_owned();
-    let env = [
-        ("SANDBOXD_RUNTIME", "kubernetes"),
-        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
-        ("SANDBOXD_SESSION_POOL", "0"),
-        ("SANDBOXD_RUN_POOL", "0"),
-        ("KUBECONFIG", config.as_str()),
-    ];
-    let d = Daemon::start(&data.path().join("data"), &env)?;
+    let (fake, _data, d) = sandboxd_on_a_fake(&[]).await?;
     let c = d.client();
     let ready: serde_json::Value = reqwest::get(format!("{}/readyz", d.url)).await?.json().await?;
     assert_eq!(ready["ready"], true, "{ready}");
@@ -78,26 +72,17 @@ async fn a_session_is_a_pod_that_runs_code_holds_files_and_goes_with_the_session
 /// synced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sessions_files_outlive_its_pods_through_s3() -> anyhow::Result<()> {
-    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
     let s3 = sandbox_test_support::S3Server::start().await?;
     s3.create_bucket("pods").await?;
-    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
-    let config = kubeconfig(data.path(), &fake.url)?;
-    let config = config.to_string_lossy().into_owned();
-    let env = [
-        ("SANDBOXD_RUNTIME", "kubernetes"),
-        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
-        ("SANDBOXD_SESSION_POOL", "0"),
-        ("SANDBOXD_RUN_POOL", "0"),
+    let (fake, _data, d) = sandboxd_on_a_fake(&[
         ("SANDBOXD_SYNC_INTERVAL_S", "1"),
         ("SANDBOXD_STORAGE", "s3://pods/site"),
         ("AWS_ENDPOINT_URL", s3.endpoint.as_str()),
         ("AWS_DEFAULT_REGION", "us-east-1"),
         ("AWS_ACCESS_KEY_ID", "test-key"),
         ("AWS_SECRET_ACCESS_KEY", "test-secret"),
-        ("KUBECONFIG", config.as_str()),
-    ];
-    let d = Daemon::start(&data.path().join("data"), &env)?;
+    ])
+    .await?;
     let c = d.client();
     let s = c.create_session(&CreateSession::default()).await?;
     let key = |path: &str| format!("site/workspaces/{}/{path}", s.id);
@@ -185,26 +170,31 @@ async fn without_a_cluster_sandboxd_starts_and_says_why_it_cannot_run_sandboxes(
     Ok(())
 }
 
-/// Two real replicas on one PostgreSQL, on the fake cluster: the replica that runs a session
+/// Two real replicas on one PostgreSQL, on the fake cluster (or a real one: see
+/// `scripts/e2e-kubernetes.sh`): the replica that runs a session
 /// is SIGKILLed, and its sandbox's pod runs on. The replica that adopts its work keeps the
 /// session running, finds the pod again on the next request and the kernel as it was: no
 /// second pod, no variable lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_replica_kills_no_sandbox_and_the_adopter_finds_the_kernel_as_it_was() -> anyhow::Result<()> {
     use sandbox_store::testing::TestDatabase;
-    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    // The shared fake, or the real cluster of `scripts/e2e-kubernetes.sh`.
+    let cluster = TestCluster::for_tests();
+    let namespace = cluster.namespace("replica-loss");
     let db = TestDatabase::new(sandbox_store::Backend::Postgres).await?;
     let dirs = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
-    let config = kubeconfig(dirs.path(), &fake.url)?.to_string_lossy().into_owned();
+    let config = cluster.kubeconfig_in(dirs.path())?.to_string_lossy().into_owned();
+    let image = cluster.image().unwrap_or_else(|| spec::Settings::default().image);
     let env = [
         ("SANDBOXD_RUNTIME", "kubernetes"),
-        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
+        ("SANDBOXD_KUBERNETES_NAMESPACE", namespace.as_str()),
+        ("SANDBOXD_KUBERNETES_KUBECONFIG", config.as_str()),
+        ("SANDBOXD_KUBERNETES_IMAGE", image.as_str()),
         ("SANDBOXD_SESSION_POOL", "0"),
         ("SANDBOXD_RUN_POOL", "0"),
         ("SANDBOXD_DATABASE_URL", db.url.as_str()),
         ("SANDBOXD_REPLICA_LEASE_S", "3"),
         ("SANDBOXD_SWEEP_INTERVAL_S", "0.3"),
-        ("KUBECONFIG", config.as_str()),
     ];
     let (a_dir, b_dir) = (dirs.path().join("a"), dirs.path().join("b"));
     let mut a = Daemon::start(&a_dir, &env)?;
@@ -231,13 +221,13 @@ async fn a_lost_replica_kills_no_sandbox_and_the_adopter_finds_the_kernel_as_it_
 
     let got = cb.execute(&s.id, &CreateExecution::new(Language::Python, "print(x + 1)")).await?;
     assert_eq!(got.stdout, "42\n", "{got:?}");
-    assert_eq!(fake.pods(NAMESPACE).len(), 1, "the same pod, not a second one");
+    assert_eq!(cluster.pods(&namespace).len(), 1, "the same pod, not a second one");
     assert!(b.log.lock().map(|l| l.iter().any(|l| l.contains("sandbox found again"))).unwrap_or(false));
 
     cb.delete_session(&s.id).await?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !fake.pods(NAMESPACE).is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "left: {:?}", fake.pods(NAMESPACE));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.pods(&namespace).is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "left: {:?}", cluster.pods(&namespace));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop((a, b));

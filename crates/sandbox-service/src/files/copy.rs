@@ -51,39 +51,35 @@ pub struct Copied {
     pub removed: u64,
 }
 
-/// Fills new sandbox `sandbox` of workspace `id` from its directory here, and notes in
-/// `manifest` what the sandbox then holds.
-pub async fn fill(
-    sandbox: Arc<dyn Sandbox>,
-    dirs: &HostDirs,
-    id: &str,
-    manifest: &tokio::sync::Mutex<Option<Manifest>>,
-) -> std::result::Result<Copied, ServiceError> {
-    let mut known = manifest.lock().await;
-    let host = Workspace::open(&dirs.workspaces.path(id), dirs.workspaces.owner())?;
-    let theirs = WorkspaceFiles::through(sandbox);
-    let copied = tokio::task::spawn_blocking(move || copy_in(&WorkspaceFiles::Host(host), &theirs))
-        .await
-        .map_err(|e| ServiceError::Internal(format!("copy task failed: {e}")))??;
-    *known = Some(copied.0);
-    Ok(copied.1)
+/// Which way a copy goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Direction {
+    /// [`copy_in`]: a new sandbox filled from the directory here.
+    In,
+    /// [`copy_out`]: the directory here brought up to date with the sandbox, reading only
+    /// what changed since the manifest was noted (everything, without one).
+    Out,
 }
 
-/// Brings workspace `id`'s directory here up to date with `sandbox`, reading only what
-/// changed since `manifest` was noted (everything, without one).
-pub async fn save(
+/// Copies workspace `id` between its directory here and `sandbox`, and notes in `manifest`
+/// what the sandbox then holds (copies of one workspace take turns on it).
+pub async fn copy(
+    direction: Direction,
     sandbox: Arc<dyn Sandbox>,
     dirs: &HostDirs,
     id: &str,
     manifest: &tokio::sync::Mutex<Option<Manifest>>,
 ) -> std::result::Result<Copied, ServiceError> {
     let mut known = manifest.lock().await;
-    let host = Workspace::open(&dirs.workspaces.ensure_soon(id).await?, dirs.workspaces.owner())?;
+    let host = WorkspaceFiles::Host(Workspace::open(&dirs.workspaces.ensure_soon(id).await?, dirs.workspaces.owner())?);
     let theirs = WorkspaceFiles::through(sandbox);
     let before = known.clone().unwrap_or_default();
-    let copied = tokio::task::spawn_blocking(move || copy_out(&theirs, &WorkspaceFiles::Host(host), &before))
-        .await
-        .map_err(|e| ServiceError::Internal(format!("copy task failed: {e}")))??;
+    let copied = tokio::task::spawn_blocking(move || match direction {
+        Direction::In => copy_in(&host, &theirs),
+        Direction::Out => copy_out(&theirs, &host, &before),
+    })
+    .await
+    .map_err(|e| ServiceError::Internal(format!("copy task failed: {e}")))??;
     *known = Some(copied.0);
     Ok(copied.1)
 }

@@ -203,7 +203,7 @@ pub async fn save_sandbox_files(state: &Service, id: &str, find_again: bool) {
     };
     let unknown = tokio::sync::Mutex::new(None);
     let manifest = live.as_ref().map_or(&unknown, |l| &l.copied);
-    match crate::files::copy::save(sandbox, &state.dirs, id, manifest).await {
+    match crate::files::copy::copy(crate::files::copy::Direction::Out, sandbox, &state.dirs, id, manifest).await {
         Ok(copied) if copied.files + copied.removed > 0 => tracing::info!(
             session = %id,
             files = copied.files,

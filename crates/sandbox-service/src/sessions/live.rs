@@ -15,7 +15,7 @@ use sandbox_runtime::{Runtime, Sandbox};
 use sandbox_store::Store;
 
 use crate::error::ServiceError;
-use crate::files::copy::Manifest;
+use crate::files::copy::{Direction, Manifest};
 use crate::files::workspace::HostDirs;
 
 /// The live part of a session.
@@ -243,7 +243,9 @@ impl Sessions {
                 let sb: Arc<dyn Sandbox> = Arc::from(runtime.create(spec).await?);
                 // A sandbox with a disk of its own starts with the workspace's files.
                 if runtime.copies_workspace() {
-                    match crate::files::copy::fill(Arc::clone(&sb), dirs, &session.id, &live.copied).await {
+                    match crate::files::copy::copy(Direction::In, Arc::clone(&sb), dirs, &session.id, &live.copied)
+                        .await
+                    {
                         Ok(copied) if copied.files > 0 => {
                             tracing::info!(session = %session.id, files = copied.files, bytes = copied.bytes, "workspace copied into the sandbox");
                         }
