@@ -417,6 +417,26 @@ impl SandboxCgroup {
         }
     }
 
+    /// Makes an OOM kill take every process of the cgroup at once, as a kubelet on cgroup v2
+    /// has the kernel do for a container (`memory.oom.group`). v1 has no such thing: there
+    /// the kernel's OOM killer is held off (`oom_kill_disable`), so processes wait at the
+    /// limit ([`Self::waiting_at_oom`]) for the caller to kill them all.
+    pub fn oom_kills_whole(&self) -> Result<(), RuntimeError> {
+        if self.v2 {
+            return write(&self.dirs[0].join("memory.oom.group"), "1");
+        }
+        match self.dirs.iter().find(|d| d.join("memory.oom_control").exists()) {
+            Some(d) => write(&d.join("memory.oom_control"), "1"),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the cgroup's processes wait at its memory limit (v1, after
+    /// [`Self::oom_kills_whole`]).
+    pub fn waiting_at_oom(&self) -> bool {
+        !self.v2 && self.dirs.iter().any(|d| keyed(&d.join("memory.oom_control"), "under_oom") > 0)
+    }
+
     /// SIGKILLs every process in the cgroup.
     pub fn kill_all(&self) {
         if self.v2 && std::fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {

@@ -652,9 +652,18 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
     let cgroup = Contained(c.cgroups.as_ref().and_then(|cgroups| {
         let made = cgroups.create(&format!("{ns}.{name}"), &limits);
         let cg = made.map_err(|e| eprintln!("fake kubelet: no cgroup for pod {name}: {e}")).ok().flatten()?;
-        let pid = child.id()?;
-        cg.add_process(pid).map_err(|e| eprintln!("fake kubelet: pod {name} not in its cgroup: {e}")).ok()?;
-        Some(cg)
+        let joined = cg.oom_kills_whole().and_then(|()| match child.id() {
+            Some(pid) => cg.add_process(pid),
+            None => Ok(()), // it has ended already
+        });
+        match joined {
+            Ok(()) => Some(cg),
+            Err(e) => {
+                eprintln!("fake kubelet: pod {name} not in its cgroup: {e}");
+                cg.remove();
+                None
+            }
+        }
     }));
     // In its cgroup: the container may start.
     if let Some(mut hold) = child.stdin.take() {
@@ -717,7 +726,7 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
             }
         };
         let Some(exit) = exited else {
-            if let Some(cg) = cgroup.0.as_ref().filter(|cg| cg.counters().oom_kills > 0) {
+            if let Some(cg) = cgroup.0.as_ref().filter(|cg| cg.waiting_at_oom() || cg.counters().oom_kills > 0) {
                 oom.store(true, Ordering::SeqCst);
                 cg.kill_all();
             }
