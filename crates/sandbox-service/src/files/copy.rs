@@ -84,6 +84,39 @@ pub async fn copy(
     Ok(copied.1)
 }
 
+/// With a runtime whose sandboxes keep their own workspace, brings the copy here up to date
+/// with session `id`'s sandbox: the one live here, or with `find_again` (before a stop or a
+/// delete removes it) one the runtime still runs for it with no handle here. A failure is
+/// logged: the copy keeps what the last one brought.
+pub async fn save_sandbox_files(state: &crate::Service, id: &str, find_again: bool) {
+    if !state.runtime.copies_workspace() {
+        return;
+    }
+    let live = state.sessions.existing(id);
+    let sandbox = match live.as_ref().and_then(|l| l.current()).filter(|sb| sb.is_alive()) {
+        Some(sb) => sb,
+        None if find_again && state.runtime.keeps_sandboxes() => match state.runtime.reattach(id).await {
+            Ok(Some(sb)) => Arc::from(sb),
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(session = %id, error = %e, "cannot reach the sandbox to save its files"),
+        },
+        None => return,
+    };
+    let unknown = tokio::sync::Mutex::new(None);
+    let manifest = live.as_ref().map_or(&unknown, |l| &l.copied);
+    match copy(Direction::Out, sandbox, &state.dirs, id, manifest).await {
+        Ok(copied) if copied.files + copied.removed > 0 => tracing::info!(
+            session = %id,
+            files = copied.files,
+            bytes = copied.bytes,
+            removed = copied.removed,
+            "workspace copied out of the sandbox"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(session = %id, error = %e, "cannot copy the workspace out of its sandbox"),
+    }
+}
+
 /// Bytes read at a time.
 const BUFFER: usize = 1 << 20;
 

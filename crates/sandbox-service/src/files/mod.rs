@@ -341,7 +341,7 @@ impl SessionFiles {
     /// the tenant's limit on every replica.
     async fn written_through(&self) -> Result<()> {
         // A sandbox with a disk of its own holds the change: its copy here gets it first.
-        crate::sessions::lifecycle::save_sandbox_files(&self.service, &self.session.id, false).await;
+        copy::save_sandbox_files(&self.service, &self.session.id, false).await;
         self.service.dirs.write_back(&self.session.id).await?;
         crate::access::admission::record_workspace_bytes(&self.service, &self.session.id).await
     }

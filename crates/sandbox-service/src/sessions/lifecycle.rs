@@ -165,7 +165,7 @@ async fn stop_when_due(state: &Service, session: Session) {
     let Some(reason) = due(state, &session) else { return };
     // The sandbox goes first: holding the turn, nothing can start a new one meanwhile, and
     // whoever sees "stopped" finds it gone. Its files are saved before.
-    save_sandbox_files(state, &session.id, true).await;
+    crate::files::copy::save_sandbox_files(state, &session.id, true).await;
     live.suspend().await;
     state.remove_kept_sandbox(&session.id).await;
     match state.store.mark_session_stopped(&session.id, reason, Utc::now()).await {
@@ -183,44 +183,11 @@ async fn stop_when_due(state: &Service, session: Session) {
     tracing::info!(session = %session.id, reason, "session stopped");
 }
 
-/// With a runtime whose sandboxes keep their own workspace, brings the copy here up to date
-/// with session `id`'s sandbox: the one live here, or with `find_again` (before a stop or a
-/// delete removes it) one the runtime still runs for it with no handle here. A failure is
-/// logged: the copy keeps what the last one brought.
-pub async fn save_sandbox_files(state: &Service, id: &str, find_again: bool) {
-    if !state.runtime.copies_workspace() {
-        return;
-    }
-    let live = state.sessions.existing(id);
-    let sandbox = match live.as_ref().and_then(|l| l.current()).filter(|sb| sb.is_alive()) {
-        Some(sb) => sb,
-        None if find_again && state.runtime.keeps_sandboxes() => match state.runtime.reattach(id).await {
-            Ok(Some(sb)) => Arc::from(sb),
-            Ok(None) => return,
-            Err(e) => return tracing::warn!(session = %id, error = %e, "cannot reach the sandbox to save its files"),
-        },
-        None => return,
-    };
-    let unknown = tokio::sync::Mutex::new(None);
-    let manifest = live.as_ref().map_or(&unknown, |l| &l.copied);
-    match crate::files::copy::copy(crate::files::copy::Direction::Out, sandbox, &state.dirs, id, manifest).await {
-        Ok(copied) if copied.files + copied.removed > 0 => tracing::info!(
-            session = %id,
-            files = copied.files,
-            bytes = copied.bytes,
-            removed = copied.removed,
-            "workspace copied out of the sandbox"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(session = %id, error = %e, "cannot copy the workspace out of its sandbox"),
-    }
-}
-
 /// Writes a stopped session's workspace back to storage; a failure is logged, and the files
 /// stay in the local cache for the next attempt (at resume, or the next start of sandboxd).
 /// A running session's sandbox that keeps its own workspace is copied out first.
 pub async fn write_back(state: &Service, id: &str) {
-    save_sandbox_files(state, id, false).await;
+    crate::files::copy::save_sandbox_files(state, id, false).await;
     if let Err(e) = state.dirs.write_back(id).await {
         tracing::warn!(session = %id, error = %e, "cannot write the workspace back to storage");
     }

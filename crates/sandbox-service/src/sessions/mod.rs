@@ -155,7 +155,7 @@ impl Service {
         self.runs_here(&session).await?;
         self.store.mark_session_deleted(id, Utc::now()).await?;
         // Kept for the retention period (`workspace_from`), whatever the runtime.
-        lifecycle::save_sandbox_files(self, id, true).await;
+        crate::files::copy::save_sandbox_files(self, id, true).await;
         self.sessions.destroy(id).await;
         self.remove_kept_sandbox(id).await;
         lifecycle::write_back(self, id).await;
@@ -214,7 +214,7 @@ impl Service {
     pub async fn stop_session(&self, caller: &Caller, id: &str) -> Result<Session> {
         self.active_session(caller, id).await?;
         if self.store.mark_session_stopped(id, "user", Utc::now()).await? {
-            lifecycle::save_sandbox_files(self, id, true).await;
+            crate::files::copy::save_sandbox_files(self, id, true).await;
             self.sessions.live(id).suspend().await;
             self.remove_kept_sandbox(id).await;
             lifecycle::write_back(self, id).await;
