@@ -22,7 +22,7 @@ pub use error::RuntimeError;
 pub use executor_client::{ExecutorClient, OutputSink};
 pub use layout::HostLayout;
 pub use runtime::{
-    Dir, ExecOutcome, InstallOutcome, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits, Runtime,
-    Sandbox, SandboxSpec, WorkspaceAccess,
+    Dir, ExecOutcome, InstallOutcome, KeptSandbox, LimitKind, PackageInstall, ReadOnlyMount, Readiness, ResourceLimits,
+    Runtime, Sandbox, SandboxSpec, WorkspaceAccess,
 };
 pub use start_queue::StartQueue;

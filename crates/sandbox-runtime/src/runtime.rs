@@ -188,6 +188,21 @@ pub trait Runtime: Send + Sync {
     /// Removes what the runtime still runs of sandbox `name` that no [`Sandbox`] here holds
     /// (a pod a lost replica started). Nothing where sandboxes end with sandboxd.
     async fn remove(&self, _name: &str) {}
+
+    /// The sandboxes the runtime still runs, whoever started them: what a restart reconciles
+    /// with the store. None where sandboxes end with sandboxd.
+    async fn kept_sandboxes(&self) -> Result<Vec<KeptSandbox>, RuntimeError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A sandbox that outlives sandboxd ([`Runtime::keeps_sandboxes`]), as the runtime lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptSandbox {
+    /// The sandbox's name: a session's id, or a pool's or a one-shot run's name.
+    pub name: String,
+    /// Whether this replica started it.
+    pub started_here: bool,
 }
 
 /// [`Runtime::check_image`]'s answer for runtimes that run no images.

@@ -109,6 +109,10 @@ impl Runtime for StartQueue {
     async fn remove(&self, name: &str) {
         self.inner.remove(name).await
     }
+
+    async fn kept_sandboxes(&self) -> Result<Vec<crate::runtime::KeptSandbox>, RuntimeError> {
+        self.inner.kept_sandboxes().await
+    }
 }
 
 #[cfg(test)]

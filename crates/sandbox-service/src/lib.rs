@@ -301,6 +301,7 @@ impl Service {
             .map_err(|e| SetupError::Config(format!("cannot read the replicas' secrets: {e}")))?;
         let service = Service::with_system_dir(config, store, runtime, system, secrets, me)?;
         lifecycle::remove_orphans(&service).await;
+        lifecycle::reconcile_kept_sandboxes(&service).await;
         Ok(service)
     }
 

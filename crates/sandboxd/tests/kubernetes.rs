@@ -135,6 +135,49 @@ async fn a_sessions_files_outlive_its_pods_through_s3() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// After a crash, a restart reconciles the pods it finds with the store: a running session's
+/// pod stays and is found again, kernel and all; the pods of the crashed run's pools go (the
+/// pools fill again with new ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_running_sessions_pods_and_removes_its_pools_pods() -> anyhow::Result<()> {
+    let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
+    let data = tempfile::Builder::new().prefix("sandboxd-kubernetes-").tempdir_in("/tmp")?;
+    let config = fake.kubeconfig_in(data.path())?.to_string_lossy().into_owned();
+    let env = [
+        ("SANDBOXD_RUNTIME", "kubernetes"),
+        ("SANDBOXD_KUBERNETES_NAMESPACE", NAMESPACE),
+        ("SANDBOXD_KUBERNETES_KUBECONFIG", config.as_str()),
+        ("SANDBOXD_SESSION_POOL", "1"),
+        ("SANDBOXD_RUN_POOL", "1"),
+    ];
+    let mut d = Daemon::start(&data.path().join("data"), &env)?;
+    let c = d.client();
+    let s = c
+        .create_session(&CreateSession { env: Some([("OWN".into(), "1".into())].into()), ..Default::default() })
+        .await?;
+    c.execute(&s.id, &CreateExecution::new(Language::Python, "x = 41")).await?;
+    // The session's pod, and one pod in each pool.
+    wait_until(|| fake.pods(NAMESPACE).len() == 3, "the pools fill").await?;
+    let session_pod: Vec<String> =
+        fake.pods(NAMESPACE).into_iter().filter(|p| p.starts_with(&spec::object_name(&s.id))).collect();
+    assert_eq!(session_pod.len(), 1, "{:?}", fake.pods(NAMESPACE));
+    let pool_pods: Vec<String> = fake.pods(NAMESPACE).into_iter().filter(|p| *p != session_pod[0]).collect();
+
+    d.signal(9)?;
+    d.wait_exit(Duration::from_secs(5))?;
+    assert_eq!(fake.pods(NAMESPACE).len(), 3, "a crash kills no pod");
+    let d2 = Daemon::start(&data.path().join("data"), &env)?;
+    wait_until(|| pool_pods.iter().all(|p| !fake.pods(NAMESPACE).contains(p)), "the crashed run's pool pods go")
+        .await?;
+    assert!(fake.pods(NAMESPACE).contains(&session_pod[0]), "the running session's pod stays");
+    let got = d2.client().execute(&s.id, &CreateExecution::new(Language::Python, "print(x + 1)")).await?;
+    assert_eq!(got.stdout, "42\n", "found again, kernel and all: {got:?}");
+    drop(d2);
+    fake.delete_pods(NAMESPACE);
+    sandbox_test_support::unmount_under(data.path());
+    Ok(())
+}
+
 async fn wait_until(done: impl Fn() -> bool, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() {

@@ -422,6 +422,22 @@ impl Runtime for KubernetesRuntime {
         })))
     }
 
+    /// Every sandbox pod of the namespace, by its sandbox's and its replica's labels.
+    async fn kept_sandboxes(&self) -> Result<Vec<crate::KeptSandbox>, RuntimeError> {
+        let selector = format!("{}={},{}=sandbox", spec::LABEL_MANAGED_BY, spec::MANAGED_BY, spec::LABEL_COMPONENT);
+        let pods = self.pods.list(&ListParams::default().labels(&selector)).await.map_err(unreachable)?;
+        let label = |pod: &Pod, key: &str| pod.metadata.labels.as_ref().and_then(|l| l.get(key).cloned());
+        let here = spec::label_value(&self.settings.replica);
+        Ok(pods
+            .items
+            .iter()
+            .filter_map(|pod| {
+                let name = label(pod, spec::LABEL_SANDBOX)?;
+                Some(crate::KeptSandbox { name, started_here: label(pod, spec::LABEL_REPLICA) == Some(here.clone()) })
+            })
+            .collect())
+    }
+
     /// Deletes sandbox `name`'s pods and their tokens.
     async fn remove(&self, name: &str) {
         match self.pods_of(name).await {

@@ -295,6 +295,47 @@ pub fn counts(state: &Service) -> [(&'static str, u64); 5] {
     ]
 }
 
+/// Reconciles the sandboxes a runtime kept running across a restart (a cluster's pods) with
+/// the store. Called once at start, before any pool fills:
+/// - a running session's sandbox stays, to be found again on the session's next use;
+/// - a stopped or deleted session's goes, whichever replica started it;
+/// - this replica's pool sandboxes and one-shot runs go: a crash left them with nobody to
+///   claim them (the pools fill again with new ones).
+///
+/// Another replica's pool sandboxes are that replica's to keep. Returns how many went.
+pub async fn reconcile_kept_sandboxes(state: &Service) -> usize {
+    if !state.runtime.keeps_sandboxes() {
+        return 0;
+    }
+    let kept = match state.runtime.kept_sandboxes().await {
+        Ok(kept) => kept,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the sandboxes the runtime kept; they are left as they are");
+            return 0;
+        }
+    };
+    let mut removed = 0;
+    for sandbox in kept {
+        let goes = match state.store.get_session(&sandbox.name).await {
+            Ok(Some(session)) => session.status != SessionStatus::Running,
+            // A pool's sandbox (started under a session id to be) or a one-shot run.
+            Ok(None) => sandbox.started_here,
+            Err(e) => {
+                tracing::warn!(sandbox = %sandbox.name, error = %e, "cannot look the sandbox's session up; it is left");
+                false
+            }
+        };
+        if goes {
+            state.runtime.remove(&sandbox.name).await;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, "removed the sandboxes a restart left with no running session");
+    }
+    removed
+}
+
 /// Removes the directories a crash left behind with no session to own them: the workspaces
 /// (and package directories) of warm sandboxes and one-shot runs. Called once at start, before
 /// any pool fills; a workspace named by a session record, of any status, is never touched.
