@@ -43,10 +43,14 @@ command -v kubectl >/dev/null || { echo "e2e-kubernetes.sh: kubectl is missing" 
 [ -f "$kubeconfig" ] || { echo "e2e-kubernetes.sh: no kubeconfig at $kubeconfig (set KUBECONFIG)" >&2; exit 69; }
 kubectl --kubeconfig "$kubeconfig" version >/dev/null || { echo "e2e-kubernetes.sh: the cluster does not answer" >&2; exit 69; }
 
-# The namespace: Pod Security `baseline` with the second layer (it needs `procMount:
-# Unmasked`), `restricted` without, as the chart labels it.
+# The namespace's Pod Security level, as the chart picks it: `restricted`; with the second
+# layer (`procMount: Unmasked` in a user namespace of the pod's own) `baseline` on 1.35+,
+# whose policy lets it in, and `privileged` before.
 level=restricted
-[ "$second_layer" = on ] && level=baseline
+if [ "$second_layer" = on ]; then
+  minor=$(kubectl --kubeconfig "$kubeconfig" version -o json | python3 -c 'import json,sys; print(int("".join(c for c in json.load(sys.stdin)["serverVersion"]["minor"] if c.isdigit())))')
+  if [ "$minor" -ge 35 ]; then level=baseline; else level=privileged; fi
+fi
 kubectl --kubeconfig "$kubeconfig" create namespace "$namespace" --dry-run=client -o yaml \
   | kubectl --kubeconfig "$kubeconfig" apply -f - >/dev/null
 kubectl --kubeconfig "$kubeconfig" label --overwrite namespace "$namespace" \

@@ -9,7 +9,7 @@ use sandbox_protocol::{ExecRequest, Language};
 use sandbox_runtime::kubernetes::spec::{self, Settings};
 use sandbox_runtime::kubernetes::KubernetesRuntime;
 use sandbox_runtime::{ResourceLimits, Runtime, RuntimeError, SandboxSpec};
-use sandbox_test_support::kubernetes::{Behaviour, FakeCluster};
+use sandbox_test_support::kubernetes::{Behaviour, FakeCluster, PodSecurity};
 
 const NAMESPACE: &str = "sandboxes";
 
@@ -103,6 +103,12 @@ async fn with_the_second_layer_code_runs_under_bubblewrap_or_the_start_says_why_
     let fake = FakeCluster::start(sandbox_test_support::binary("sandbox-executor")?, Behaviour::default()).await?;
     let layered = Settings { second_layer: true, ..settings() };
     let runtime = runtime_with(&fake.url, layered, Duration::from_secs(10))?;
+    // A namespace that enforces Pod Security's `restricted` refuses the unmasked /proc.
+    let why = start_error(runtime.create(sandbox_spec("ses_09", 256 << 20, None)).await)?;
+    assert!(why.contains("violates PodSecurity \"restricted:latest\"") && why.contains("procMount"), "{why}");
+    nothing_left(&fake).await?;
+    // `baseline` (what the chart labels the namespace with for the second layer) lets it in.
+    fake.set_behaviour(Behaviour { pod_security: PodSecurity::Baseline, ..Default::default() });
     let sandbox = runtime.create(sandbox_spec("ses_10", 256 << 20, None)).await?;
     assert!(sandbox.isolation().contains("+ bubblewrap + executor seccomp"), "{}", sandbox.isolation());
     let set = sandbox.exec(python("e1", "x = 6"), None).await?;
@@ -115,7 +121,7 @@ async fn with_the_second_layer_code_runs_under_bubblewrap_or_the_start_says_why_
     sandbox.destroy().await;
     nothing_left(&fake).await?;
 
-    fake.set_behaviour(Behaviour { masked_proc: true, ..Default::default() });
+    fake.set_behaviour(Behaviour { masked_proc: true, pod_security: PodSecurity::Baseline, ..Default::default() });
     let started = Instant::now();
     let why = start_error(runtime.create(sandbox_spec("ses_11", 256 << 20, None)).await)?;
     assert!(why.contains("bwrap") && why.contains("proc"), "bubblewrap's own words: {why}");

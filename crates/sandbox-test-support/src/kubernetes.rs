@@ -9,7 +9,9 @@
 //! - an image it is told it cannot pull: `ErrImagePull`, then `ImagePullBackOff`;
 //! - more memory than its one node has: `PodScheduled=False`, `Unschedulable`;
 //! - a token Secret that does not exist: `CreateContainerConfigError`;
-//! - a pod that is not "restricted" (Pod Security's profile): 403 at admission;
+//! - a pod that Pod Security's profile refuses (`restricted` by default; `baseline`, which
+//!   lets a pod with a user namespace of its own unmask `/proc`, as of policy 1.35): 403 at
+//!   admission;
 //! - a memory request past the namespace's quota: 403 at admission;
 //! - listing pods without the right: 403 (RBAC);
 //! - an OOM kill ([`FakeCluster::oom_kill`], or a container past its memory limit in its
@@ -50,9 +52,29 @@ pub struct Behaviour {
     pub quota_memory_bytes: u64,
     /// RBAC: listing pods is forbidden.
     pub forbid_list: bool,
+    /// The Pod Security level its namespaces enforce (`restricted` unless a test says).
+    pub pod_security: PodSecurity,
     /// Nodes mask parts of a container's `/proc`, as container runtimes do unless a pod asks
     /// for `procMount: Unmasked` and may have it: bubblewrap cannot mount a /proc of its own.
     pub masked_proc: bool,
+}
+
+/// A Pod Security Standards level a namespace enforces (`pod-security.kubernetes.io/enforce`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PodSecurity {
+    #[default]
+    Restricted,
+    /// What the chart labels the sandbox namespace with when the second layer is on.
+    Baseline,
+}
+
+impl PodSecurity {
+    fn as_str(self) -> &'static str {
+        match self {
+            PodSecurity::Restricted => "restricted",
+            PodSecurity::Baseline => "baseline",
+        }
+    }
 }
 
 struct PodEntry {
@@ -150,8 +172,11 @@ impl FakeCluster {
                 let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
                 let Ok(runtime) = runtime else { return };
                 runtime.block_on(async move {
+                    // Its namespaces are labelled as the chart labels a sandbox namespace with
+                    // the second layer on: its users run the second layer.
+                    let behaviour = Behaviour { pod_security: PodSecurity::Baseline, ..Behaviour::default() };
                     let started = match executor {
-                        Ok(executor) => FakeCluster::start(executor, Behaviour::default()).await,
+                        Ok(executor) => FakeCluster::start(executor, behaviour).await,
                         Err(e) => Err(e),
                     };
                     let _ = tx.send(started);
@@ -364,7 +389,37 @@ async fn get_pod(State(c): State<Cluster>, Path((ns, name)): Path<(String, Strin
     }
 }
 
-/// Pod Security's "restricted" profile, the parts a sandbox pod must meet.
+/// What Pod Security (policy version 1.35) refuses of `pod` at `level` (`restricted` or
+/// `baseline`), in its words.
+fn pod_security_violations(pod: &Value, level: PodSecurity) -> Vec<String> {
+    let spec = &pod["spec"];
+    let user_namespace = spec["hostUsers"] == json!(false);
+    let unmasked: Vec<&str> = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["securityContext"]["procMount"].as_str().is_some_and(|m| m != "Default"))
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let mut why = match level {
+        PodSecurity::Restricted => restricted_violations(pod),
+        PodSecurity::Baseline => Vec::new(),
+    };
+    if spec["hostNetwork"] == json!(true) || spec["hostPID"] == json!(true) || spec["hostIPC"] == json!(true) {
+        why.push("host namespaces".into());
+    }
+    // Baseline lets a pod in a user namespace of its own unmask /proc (1.35+); restricted never.
+    if !unmasked.is_empty() && (level == PodSecurity::Restricted || !user_namespace) {
+        let names: Vec<String> = unmasked.iter().map(|n| format!("\"{n}\"")).collect();
+        why.push(format!(
+            "procMount (container {} must not set securityContext.procMount to \"Unmasked\")",
+            names.join(", ")
+        ));
+    }
+    why
+}
+
+/// Pod Security's "restricted" profile beyond baseline, the parts a sandbox pod must meet.
 fn restricted_violations(pod: &Value) -> Vec<String> {
     let mut why = Vec::new();
     let spec = &pod["spec"];
@@ -390,9 +445,6 @@ fn restricted_violations(pod: &Value) -> Vec<String> {
             why.push("seccompProfile (pod or containers must set securityContext.seccompProfile.type to \"RuntimeDefault\" or \"Localhost\")".into());
         }
     }
-    if spec["hostNetwork"] == json!(true) || spec["hostPID"] == json!(true) || spec["hostIPC"] == json!(true) {
-        why.push("host namespaces".into());
-    }
     why
 }
 
@@ -409,18 +461,19 @@ async fn create_pod(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut p
             "Pod \"\" is invalid: metadata.name: Required value".into(),
         );
     };
-    let violations = restricted_violations(&pod);
+    let behaviour = c.behaviour();
+    let violations = pod_security_violations(&pod, behaviour.pod_security);
     if !violations.is_empty() {
         return status(
             StatusCode::FORBIDDEN,
             "Forbidden",
             format!(
-                "pods \"{name}\" is forbidden: violates PodSecurity \"restricted:latest\": {}",
+                "pods \"{name}\" is forbidden: violates PodSecurity \"{}:latest\": {}",
+                behaviour.pod_security.as_str(),
                 violations.join(", ")
             ),
         );
     }
-    let behaviour = c.behaviour();
     let memory = quantity_bytes(&pod["spec"]["containers"][0]["resources"]["requests"]["memory"]);
     if behaviour.quota_memory_bytes > 0 && memory > behaviour.quota_memory_bytes {
         return status(

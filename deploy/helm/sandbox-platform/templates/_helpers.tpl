@@ -19,3 +19,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "sandbox-platform.secret" -}}
 {{- printf "%s-settings" (include "sandbox-platform.fullname" .) -}}
 {{- end -}}
+
+{{/* The Pod Security level of the sandbox namespace: sandboxes.podSecurity if set; else
+     "restricted", or with the second layer "baseline" on 1.35+ (which lets a pod with a user
+     namespace of its own unmask /proc) and "privileged" before. */}}
+{{- define "sandbox-platform.podSecurity" -}}
+{{- if .Values.sandboxes.podSecurity -}}
+{{- .Values.sandboxes.podSecurity -}}
+{{- else if not .Values.sandboxes.secondLayer -}}
+restricted
+{{- else if semverCompare ">=1.35-0" .Capabilities.KubeVersion.Version -}}
+baseline
+{{- else -}}
+privileged
+{{- end -}}
+{{- end -}}
