@@ -151,11 +151,22 @@ async fn a_pod_no_node_has_room_for_fails_within_the_bound_saying_so() -> anyhow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quota_refusal_is_told_in_the_clusters_words() -> anyhow::Result<()> {
+async fn a_quota_a_limit_range_or_a_webhook_refusing_is_told_in_the_clusters_words() -> anyhow::Result<()> {
     let behaviour = Behaviour { quota_memory_bytes: 1 << 30, ..Default::default() };
     let (fake, runtime) = cluster(behaviour).await?;
     let why = start_error(runtime.create(sandbox_spec("ses_04", 2 << 30, None)).await)?;
     assert!(why.contains("exceeded quota") && why.contains("Forbidden"), "{why}");
+    nothing_left(&fake).await?;
+
+    fake.set_behaviour(Behaviour { limit_range_memory_bytes: 512 << 20, ..Default::default() });
+    let why = start_error(runtime.create(sandbox_spec("ses_07", 1 << 30, None)).await)?;
+    assert!(why.contains("maximum memory usage per Container"), "{why}");
+    nothing_left(&fake).await?;
+
+    let denial = "sandbox pods must carry a cost-center label".to_string();
+    fake.set_behaviour(Behaviour { webhook_denies: Some(denial.clone()), ..Default::default() });
+    let why = start_error(runtime.create(sandbox_spec("ses_08", 256 << 20, None)).await)?;
+    assert!(why.contains("admission webhook") && why.contains(&denial), "{why}");
     nothing_left(&fake).await
 }
 

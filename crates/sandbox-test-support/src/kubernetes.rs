@@ -12,7 +12,9 @@
 //! - a pod that Pod Security's profile refuses (`restricted` by default; `baseline`, which
 //!   lets a pod with a user namespace of its own unmask `/proc`, as of policy 1.35): 403 at
 //!   admission;
-//! - a memory request past the namespace's quota: 403 at admission;
+//! - a memory request past the namespace's quota, a memory limit past its LimitRange, or a
+//!   validating admission webhook that denies the pod: 403 at admission, in the words the
+//!   API server uses;
 //! - listing pods without the right: 403 (RBAC);
 //! - an OOM kill ([`FakeCluster::oom_kill`], or a container past its memory limit in its
 //!   cgroup, where the host lets the fake make one): the whole container killed (as with
@@ -52,6 +54,10 @@ pub struct Behaviour {
     pub quota_memory_bytes: u64,
     /// RBAC: listing pods is forbidden.
     pub forbid_list: bool,
+    /// The namespace's LimitRange: most memory per container; 0: none.
+    pub limit_range_memory_bytes: u64,
+    /// A validating admission webhook that denies every pod, with this message.
+    pub webhook_denies: Option<String>,
     /// The Pod Security level its namespaces enforce (`restricted` unless a test says).
     pub pod_security: PodSecurity,
     /// Nodes mask parts of a container's `/proc`, as container runtimes do unless a pod asks
@@ -483,6 +489,24 @@ async fn create_pod(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut p
                 "pods \"{name}\" is forbidden: exceeded quota: sandboxes, requested: requests.memory={memory}, used: requests.memory=0, limited: requests.memory={}",
                 behaviour.quota_memory_bytes
             ),
+        );
+    }
+    let limit = quantity_bytes(&pod["spec"]["containers"][0]["resources"]["limits"]["memory"]);
+    if behaviour.limit_range_memory_bytes > 0 && limit > behaviour.limit_range_memory_bytes {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "pods \"{name}\" is forbidden: maximum memory usage per Container is {}, but limit is {limit}",
+                behaviour.limit_range_memory_bytes
+            ),
+        );
+    }
+    if let Some(message) = &behaviour.webhook_denies {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("admission webhook \"pods.policy.example.com\" denied the request: {message}"),
         );
     }
     let mut inner = c.lock();
