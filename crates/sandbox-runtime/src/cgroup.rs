@@ -232,6 +232,15 @@ impl Cgroups {
         }
     }
 
+    /// Removes this server's own directories, once no sandbox cgroup is left in them (a
+    /// directory that still has one stays): each data dir's server made its own, and a host
+    /// that runs many (a test suite) would keep them all.
+    pub fn remove_base(&self) {
+        for base in self.bases() {
+            let _ = std::fs::remove_dir(base);
+        }
+    }
+
     fn bases(&self) -> Vec<&Path> {
         match &self.kind {
             Kind::V2 { base } => vec![base],

@@ -141,6 +141,14 @@ fn prepare_state_dir(config: &LocalConfig) -> Result<bwrap::Layout, String> {
     Ok(bwrap::Layout::from_host(etc, exe, config.tmp_size_bytes))
 }
 
+impl Drop for LocalRuntime {
+    fn drop(&mut self) {
+        if let Ok(cgroups) = &self.cgroups {
+            cgroups.remove_base();
+        }
+    }
+}
+
 impl LocalRuntime {
     /// Prepares the runtime. Never fails: what is wrong is reported by [`Runtime::readiness`].
     pub fn new(config: LocalConfig) -> LocalRuntime {
