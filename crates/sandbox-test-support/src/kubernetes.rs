@@ -564,20 +564,8 @@ impl FakeImage {
         self.command(&["bwrap"], workspace, user, argv, masked_proc)
     }
 
-    /// As [`Self::container`], held before it starts until a line comes on its stdin: time
-    /// for the kubelet to put it in its cgroup, as a container runtime does before it runs
-    /// anything of the container's.
-    fn held_container(
-        &self,
-        workspace: &std::path::Path,
-        user: (u32, u32),
-        argv: &[String],
-        masked_proc: bool,
-    ) -> std::process::Command {
-        let held = ["sh", "-c", "read -r _ && exec \"$@\"", "sh", "bwrap"];
-        self.command(&held, workspace, user, argv, masked_proc)
-    }
-
+    /// `argv` in a container of this image, started by `program` (bubblewrap, or something
+    /// that ends in running it).
     fn command(
         &self,
         program: &[&str],
@@ -710,7 +698,10 @@ async fn kubelet(c: Cluster, ns: String, name: String, ip: String, b: Behaviour,
     let security = &pod["spec"]["securityContext"];
     let id = |key: &str| security[key].as_u64().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
     let user = (id("runAsUser"), id("runAsGroup"));
-    let child = tokio::process::Command::from(c.image.held_container(workspace.path(), user, &argv, b.masked_proc))
+    // Held before it starts until a line comes on its stdin: time to put it in its cgroup,
+    // as a container runtime does before it runs anything of the container's.
+    let held = ["sh", "-c", "read -r _ && exec \"$@\"", "sh", "bwrap"];
+    let child = tokio::process::Command::from(c.image.command(&held, workspace.path(), user, &argv, b.masked_proc))
         .env_clear()
         .envs(env)
         .stdin(std::process::Stdio::piped())

@@ -199,24 +199,20 @@ impl KubernetesRuntime {
 
     /// Watches pod `name` until it is ready or cannot start, within the start timeout.
     async fn wait_ready(&self, name: &str) -> Result<IpAddr, RuntimeError> {
-        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-        let mut events = watcher(self.pods.clone(), config).boxed();
+        let mut states = pod_states(&self.pods, name);
         let mut last: Option<String> = None;
         let waited = tokio::time::timeout(self.start_timeout, async {
-            while let Some(event) = events.next().await {
-                let pod = match event {
-                    Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
-                    Ok(watcher::Event::Delete(_)) => {
-                        return Err(RuntimeError::Start(format!("pod {name} was deleted while it started")));
-                    }
-                    Ok(_) => continue,
+            while let Some(seen) = states.next().await {
+                let state = match seen {
+                    Ok(Some(state)) => state,
+                    Ok(None) => return Err(RuntimeError::Start(format!("pod {name} was deleted while it started"))),
                     // The watcher retries by itself; say what failed if it never recovers.
                     Err(e) => {
                         last = Some(format!("watching the pod failed: {e}"));
                         continue;
                     }
                 };
-                match pod_state(&pod) {
+                match state {
                     PodState::Ready(ip) => return Ok(ip),
                     PodState::Waiting(why) => last = why.or(last.take()),
                     PodState::Failed(why) => return Err(RuntimeError::Start(format!("pod {name}: {why}"))),
@@ -498,33 +494,44 @@ pub struct KubernetesSandbox {
     destroyed: AtomicBool,
 }
 
-impl KubernetesSandbox {
-    /// Why the pod ended, once its status says so (it lags the lost connection by a moment on
-    /// a real cluster), or was deleted: watched for at most `within`.
-    async fn ended(&self, within: Duration) -> Option<PodState> {
-        pod_ended(&self.pods, &self.pod, within).await
-    }
+/// The states of pod `name` as the cluster reports them, from its current one on (a watch,
+/// never a poll); `Ok(None)` once it is deleted, or when it was gone before the watch began.
+fn pod_states(
+    pods: &Api<Pod>,
+    name: &str,
+) -> futures_util::stream::BoxStream<'static, Result<Option<PodState>, watcher::Error>> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut listed = false;
+    watcher(pods.clone(), config)
+        .filter_map(move |event| {
+            let seen = match event {
+                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                    listed = true;
+                    Some(Ok(Some(pod_state(&pod))))
+                }
+                Ok(watcher::Event::Delete(_)) => Some(Ok(None)),
+                // The first list did not have it.
+                Ok(watcher::Event::InitDone) if !listed => Some(Ok(None)),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            };
+            std::future::ready(seen)
+        })
+        .boxed()
 }
 
 /// How pod `name` ended ([`PodState::Failed`] or [`PodState::OutOfMemory`]), once its status
-/// says so or it is deleted; `None` if it did not within `within`.
+/// says so (on a real cluster it lags a lost connection by a moment) or it is deleted; `None`
+/// if it did not within `within`.
 async fn pod_ended(pods: &Api<Pod>, name: &str, within: Duration) -> Option<PodState> {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(pods.clone(), config).boxed();
-    let deleted = || PodState::Failed(format!("pod {name} was deleted from outside sandboxd"));
+    let mut states = pod_states(pods, name);
     let watched = tokio::time::timeout(within, async {
-        let mut listed = false;
-        while let Some(event) = events.next().await {
-            let pod = match event {
-                Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => pod,
-                Ok(watcher::Event::Delete(_)) => return Some(deleted()),
-                // The first list did not have it: deleted before the watch began.
-                Ok(watcher::Event::InitDone) if !listed => return Some(deleted()),
-                _ => continue,
-            };
-            listed = true;
-            if let ended @ (PodState::Failed(_) | PodState::OutOfMemory) = pod_state(&pod) {
-                return Some(ended);
+        while let Some(seen) = states.next().await {
+            match seen {
+                Ok(None) => return Some(PodState::Failed(format!("pod {name} was deleted from outside sandboxd"))),
+                Ok(Some(ended @ (PodState::Failed(_) | PodState::OutOfMemory))) => return Some(ended),
+                // Not ended, or the watch failed and retries by itself.
+                Ok(Some(_)) | Err(_) => continue,
             }
         }
         None
@@ -546,7 +553,7 @@ impl Sandbox for KubernetesSandbox {
             Err(e) => {
                 // The connection is gone: the pod's status says why (an OOM kill of the whole
                 // container, a deletion, an exit).
-                let why = match self.ended(Duration::from_secs(5)).await {
+                let why = match pod_ended(&self.pods, &self.pod, Duration::from_secs(5)).await {
                     // The node kills a container past its memory limit whole: the execution
                     // ends as killed by that limit, and the session's next one finds a new pod.
                     Some(PodState::OutOfMemory) => {
