@@ -212,20 +212,13 @@ impl FakeCluster {
         Ok(path)
     }
 
-    /// Deletes every pod of `namespace` (and their tokens), as `kubectl delete pods --all`.
+    /// Deletes every pod of `namespace` (and the tokens they own), as `kubectl delete pods --all`.
     pub fn delete_pods(&self, namespace: &str) {
         let mut inner = self.cluster.lock();
-        let names: Vec<(String, String)> = inner.pods.keys().filter(|(ns, _)| ns == namespace).cloned().collect();
-        for key in names {
-            if let Some(mut entry) = inner.pods.remove(&key) {
-                if let Some(p) = entry.process.as_mut() {
-                    let _ = p.start_kill();
-                }
-                let mut object = entry.object.clone();
-                self.cluster.pod_event(&mut inner, "DELETED", namespace, &mut object);
-            }
+        let names: Vec<String> = inner.pods.keys().filter(|(ns, _)| ns == namespace).map(|(_, n)| n.clone()).collect();
+        for name in names {
+            self.cluster.remove_pod(&mut inner, namespace, &name);
         }
-        inner.secrets.retain(|(ns, _), _| ns != namespace);
     }
 
     /// Changes what the cluster refuses from now on.
@@ -261,6 +254,25 @@ impl FakeCluster {
 }
 
 impl Cluster {
+    /// Deletes pod `name` of `ns`, as the API server and kubelet do: its container is killed,
+    /// watchers hear of it, and the garbage collector takes what the pod owned (its token).
+    fn remove_pod(&self, inner: &mut Inner, ns: &str, name: &str) -> Option<Value> {
+        let mut entry = inner.pods.remove(&(ns.to_string(), name.to_string()))?;
+        if let Some(p) = entry.process.as_mut() {
+            let _ = p.start_kill();
+        }
+        let mut object = entry.object.clone();
+        self.pod_event(inner, "DELETED", ns, &mut object);
+        let uid = object["metadata"]["uid"].clone();
+        inner.secrets.retain(|(s_ns, _), secret| {
+            let owned = secret["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
+            !(s_ns == ns && owned)
+        });
+        Some(object)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -860,20 +872,10 @@ fn base64_decode(text: &str) -> Option<String> {
 
 async fn delete_pod(State(c): State<Cluster>, Path((ns, name)): Path<(String, String)>) -> Response {
     let mut inner = c.lock();
-    let Some(mut entry) = inner.pods.remove(&(ns.clone(), name.clone())) else { return not_found("pods", &name) };
-    if let Some(p) = entry.process.as_mut() {
-        let _ = p.start_kill();
+    match c.remove_pod(&mut inner, &ns, &name) {
+        Some(object) => Json(object).into_response(),
+        None => not_found("pods", &name),
     }
-    let mut object = entry.object.clone();
-    c.pod_event(&mut inner, "DELETED", &ns, &mut object);
-    // The garbage collector: what the pod owned goes with it.
-    let uid = object["metadata"]["uid"].clone();
-    inner.secrets.retain(|(s_ns, _), secret| {
-        let owned =
-            secret["metadata"]["ownerReferences"].as_array().is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid));
-        !(*s_ns == ns && owned)
-    });
-    Json(object).into_response()
 }
 
 async fn create_secret(State(c): State<Cluster>, Path(ns): Path<String>, Json(mut secret): Json<Value>) -> Response {
